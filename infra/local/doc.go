@@ -1,0 +1,7 @@
+// Package local holds what only the local stack uses: the development signing secret
+// and, in its subpackages, the emulators of API Gateway, Lambda, ECS, S3 and DynamoDB.
+package local
+
+// DevSecret signs and verifies URLs in the local stack and sample events when
+// SIGNING_SECRETS is unset. It is public, so it must never be configured in AWS.
+const DevSecret = "sandgate-local-development-secret-do-not-deploy"

@@ -1,0 +1,114 @@
+package auth
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Query parameter names, fixed by the URL format.
+const (
+	ParamUserID = "userId"
+	ParamExp    = "exp"
+	ParamSig    = "sig"
+)
+
+// Defaults for a Verifier.
+const (
+	// DefaultMaxLifetime bounds how far ahead of now an exp may lie, so a leaked URL
+	// is useful for minutes, not months.
+	DefaultMaxLifetime = 15 * time.Minute
+	// DefaultClockSkew tolerates the signer's clock running a little apart from ours.
+	DefaultClockSkew = 30 * time.Second
+	// DefaultTTL is how long a URL made by a Signer lives.
+	DefaultTTL = 10 * time.Minute
+	// MinSecretBytes is the shortest secret accepted: an HMAC key shorter than this
+	// can be brute-forced offline from one captured URL.
+	MinSecretBytes = 32
+	// MaxUserIDLen is the longest user id: "user_" and 64 alphanumerics.
+	MaxUserIDLen = len("user_") + 64
+)
+
+// Errors returned by Verify. Each names why a URL was refused; callers log the reason
+// and tell the client nothing more than that it was refused.
+var (
+	ErrMalformed    = errors.New("malformed signed parameters")
+	ErrBadUserID    = errors.New("invalid user id")
+	ErrExpired      = errors.New("signature expired")
+	ErrTooFarAhead  = errors.New("expiry beyond maximum lifetime")
+	ErrBadSignature = errors.New("signature mismatch")
+)
+
+// Configuration errors. A service with no usable secret refuses to start.
+var (
+	ErrNoSecret   = errors.New("no signing secret configured")
+	ErrWeakSecret = fmt.Errorf("signing secret shorter than %d bytes", MinSecretBytes)
+)
+
+// ValidUserID reports whether id has the form user_<1–64 ASCII letters or digits>.
+// Ids are compared exactly, never case-folded, so two users can never collide.
+func ValidUserID(id string) bool {
+	if len(id) <= len("user_") || len(id) > MaxUserIDLen || !strings.HasPrefix(id, "user_") {
+		return false
+	}
+	for i := len("user_"); i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// Signature returns the URL signature for userID and exp under secret:
+// base64url without padding of HMAC-SHA256(secret, userID + "." + exp).
+func Signature(secret []byte, userID string, exp int64) string {
+	return base64.RawURLEncoding.EncodeToString(mac(secret, userID, strconv.FormatInt(exp, 10)))
+}
+
+func mac(key []byte, userID, exp string) []byte {
+	h := hmac.New(sha256.New, key)
+	h.Write([]byte(userID))
+	h.Write([]byte{'.'})
+	h.Write([]byte(exp))
+	return h.Sum(nil)
+}
+
+// ParseSecrets splits a comma-separated secret list (the SIGNING_SECRETS format),
+// trimming spaces around each. It fails closed: no secret, or any secret shorter than
+// MinSecretBytes, is an error.
+func ParseSecrets(list string) ([]string, error) {
+	var secrets []string
+	for i, s := range strings.Split(list, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if len(s) < MinSecretBytes {
+			// Say which position is weak, never the secret itself.
+			return nil, fmt.Errorf("secret %d: %w", i+1, ErrWeakSecret)
+		}
+		secrets = append(secrets, s)
+	}
+	if len(secrets) == 0 {
+		return nil, ErrNoSecret
+	}
+	return secrets, nil
+}
+
+func checkSecrets(secrets []string) error {
+	if len(secrets) == 0 {
+		return ErrNoSecret
+	}
+	for i, s := range secrets {
+		if len(s) < MinSecretBytes {
+			return fmt.Errorf("secret %d: %w", i+1, ErrWeakSecret)
+		}
+	}
+	return nil
+}
