@@ -1,0 +1,386 @@
+package launcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	"github.com/aws/aws-sdk-go-v2/service/ecs/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/sandgate/sandgate/internal/logging"
+	"github.com/sandgate/sandgate/internal/taskenv"
+)
+
+// Defaults for a Launcher.
+const (
+	DefaultStartedBy   = "sandgate"
+	DefaultMaxAttempts = 5
+	DefaultBaseDelay   = 100 * time.Millisecond
+	DefaultMaxDelay    = 2 * time.Second
+)
+
+// Errors. A *LaunchError carries ECS's own reason and matches one of these.
+var (
+	// ErrCapacity means Fargate had no capacity for the task; try again later.
+	ErrCapacity = errors.New("no fargate capacity")
+	// ErrLaunch means ECS refused the task for another reason.
+	ErrLaunch = errors.New("task launch failed")
+	// ErrNotFound means ECS knows no such task (stopped long ago, or never ran).
+	ErrNotFound = errors.New("task not found")
+)
+
+// LaunchError is a RunTask failure as ECS reported it.
+type LaunchError struct {
+	Reason string // ECS's reason, e.g. "Capacity is unavailable at this time"
+	Detail string
+	ARN    string
+	kind   error
+}
+
+func (e *LaunchError) Error() string {
+	msg := "run task: " + e.Reason
+	if e.Detail != "" {
+		msg += " (" + e.Detail + ")"
+	}
+	return msg
+}
+
+// Unwrap lets errors.Is match ErrCapacity or ErrLaunch.
+func (e *LaunchError) Unwrap() error { return e.kind }
+
+// API is the part of the ECS client a Launcher uses.
+type API interface {
+	RunTask(ctx context.Context, in *ecs.RunTaskInput, optFns ...func(*ecs.Options)) (*ecs.RunTaskOutput, error)
+	DescribeTasks(ctx context.Context, in *ecs.DescribeTasksInput, optFns ...func(*ecs.Options)) (*ecs.DescribeTasksOutput, error)
+	StopTask(ctx context.Context, in *ecs.StopTaskInput, optFns ...func(*ecs.Options)) (*ecs.StopTaskOutput, error)
+	ListTasks(ctx context.Context, in *ecs.ListTasksInput, optFns ...func(*ecs.Options)) (*ecs.ListTasksOutput, error)
+}
+
+// Config says where and how sandbox tasks run.
+type Config struct {
+	Cluster        string
+	TaskDefinition string // family, family:revision or ARN
+	Container      string // the agent's container name in the task definition
+	Subnets        []string
+	SecurityGroups []string
+	AssignPublicIP bool
+	// CapacityProvider is FARGATE or FARGATE_SPOT; empty means launch type FARGATE.
+	CapacityProvider string
+	// Environment every task receives in its overrides (table, bucket, management endpoint).
+	Table, Bucket, ManagementEndpoint string
+}
+
+// Validate reports what is missing from c.
+func (c Config) Validate() error {
+	var errs []error
+	for _, f := range []struct{ name, v string }{
+		{"cluster", c.Cluster}, {"task definition", c.TaskDefinition}, {"container", c.Container},
+		{"table", c.Table}, {"bucket", c.Bucket}, {"management endpoint", c.ManagementEndpoint},
+	} {
+		if f.v == "" {
+			errs = append(errs, fmt.Errorf("launcher: %s is not configured", f.name))
+		}
+	}
+	if len(c.Subnets) == 0 {
+		errs = append(errs, errors.New("launcher: no subnets configured (awsvpc needs at least one)"))
+	}
+	switch c.CapacityProvider {
+	case "", "FARGATE", "FARGATE_SPOT":
+	default:
+		errs = append(errs, fmt.Errorf("launcher: capacity provider %q is not FARGATE or FARGATE_SPOT", c.CapacityProvider))
+	}
+	return errors.Join(errs...)
+}
+
+// Launcher starts, finds and stops sandbox tasks.
+type Launcher struct {
+	API    API
+	Config Config
+	Log    *slog.Logger
+
+	// StartedBy marks every task this launcher starts (DefaultStartedBy).
+	StartedBy string
+	// MaxAttempts bounds retries of throttled or failed ECS calls (DefaultMaxAttempts).
+	MaxAttempts int
+	// BaseDelay and MaxDelay shape the jittered exponential backoff between attempts.
+	BaseDelay, MaxDelay time.Duration
+}
+
+// New returns a Launcher with the defaults.
+func New(api API, cfg Config, log *slog.Logger) *Launcher {
+	return &Launcher{API: api, Config: cfg, Log: log, StartedBy: DefaultStartedBy,
+		MaxAttempts: DefaultMaxAttempts, BaseDelay: DefaultBaseDelay, MaxDelay: DefaultMaxDelay}
+}
+
+// Spec is one sandbox to launch.
+type Spec struct {
+	UserID     string
+	LeaseToken string // becomes the clientToken, so a retried launch never starts a second task
+	Generation int64
+}
+
+// Launch runs the sandbox task for spec and returns its ARN. RunTask is idempotent on the
+// lease token: a retry after a lost response returns the same task.
+func (l *Launcher) Launch(ctx context.Context, spec Spec) (string, error) {
+	in := l.runTaskInput(spec)
+	var out *ecs.RunTaskOutput
+	err := l.retry(ctx, "run task", func() error {
+		var err error
+		out, err = l.API.RunTask(ctx, in)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	if len(out.Failures) > 0 {
+		f := out.Failures[0]
+		le := &LaunchError{Reason: aws.ToString(f.Reason), Detail: aws.ToString(f.Detail), ARN: aws.ToString(f.Arn), kind: ErrLaunch}
+		if isCapacity(le.Reason) {
+			le.kind = ErrCapacity
+		}
+		return "", le
+	}
+	if len(out.Tasks) == 0 || out.Tasks[0].TaskArn == nil {
+		return "", &LaunchError{Reason: "RunTask returned neither a task nor a failure", kind: ErrLaunch}
+	}
+	arn := aws.ToString(out.Tasks[0].TaskArn)
+	l.Log.InfoContext(ctx, "task launched", logging.UserID, spec.UserID, logging.TaskARN, arn)
+	return arn, nil
+}
+
+func (l *Launcher) runTaskInput(spec Spec) *ecs.RunTaskInput {
+	env := []types.KeyValuePair{
+		kv(taskenv.UserID, spec.UserID),
+		kv(taskenv.LeaseToken, spec.LeaseToken),
+		kv(taskenv.Generation, strconv.FormatInt(spec.Generation, 10)),
+		kv(taskenv.Table, l.Config.Table),
+		kv(taskenv.Bucket, l.Config.Bucket),
+		kv(taskenv.Prefix, taskenv.UserPrefix(spec.UserID)),
+		kv(taskenv.ManagementEndpoint, l.Config.ManagementEndpoint),
+	}
+	public := types.AssignPublicIpDisabled
+	if l.Config.AssignPublicIP {
+		public = types.AssignPublicIpEnabled
+	}
+	in := &ecs.RunTaskInput{
+		Cluster:        aws.String(l.Config.Cluster),
+		TaskDefinition: aws.String(l.Config.TaskDefinition),
+		ClientToken:    aws.String(spec.LeaseToken),
+		Count:          aws.Int32(1),
+		StartedBy:      aws.String(l.startedBy()),
+		NetworkConfiguration: &types.NetworkConfiguration{AwsvpcConfiguration: &types.AwsVpcConfiguration{
+			Subnets:        l.Config.Subnets,
+			SecurityGroups: l.Config.SecurityGroups,
+			AssignPublicIp: public,
+		}},
+		Overrides: &types.TaskOverride{ContainerOverrides: []types.ContainerOverride{{
+			Name:        aws.String(l.Config.Container),
+			Environment: env,
+		}}},
+		Tags: []types.Tag{
+			{Key: aws.String(taskenv.TagUserID), Value: aws.String(spec.UserID)},
+			{Key: aws.String(taskenv.TagLease), Value: aws.String(strconv.FormatInt(spec.Generation, 10))},
+		},
+		PropagateTags: types.PropagateTagsTaskDefinition,
+	}
+	if l.Config.CapacityProvider == "" {
+		in.LaunchType = types.LaunchTypeFargate
+	} else {
+		in.CapacityProviderStrategy = []types.CapacityProviderStrategyItem{
+			{CapacityProvider: aws.String(l.Config.CapacityProvider), Weight: 1},
+		}
+	}
+	return in
+}
+
+// Task is what the control plane needs to know of one task.
+type Task struct {
+	ARN           string
+	UserID        string // from the task's tags; empty when DescribeTasks did not include them
+	LastStatus    string // PROVISIONING, PENDING, ACTIVATING, RUNNING, …, STOPPED
+	DesiredStatus string
+	PrivateIP     string // the awsvpc ENI address, once attached
+	StopCode      string
+	StoppedReason string
+	StartedBy     string
+	CreatedAt     time.Time
+}
+
+// Stopped reports whether the task has stopped or is on its way down.
+func (t Task) Stopped() bool { return t.LastStatus == "STOPPED" || t.DesiredStatus == "STOPPED" }
+
+// Describe returns one task.
+func (l *Launcher) Describe(ctx context.Context, arn string) (Task, error) {
+	tasks, err := l.describe(ctx, []string{arn})
+	if err != nil {
+		return Task{}, err
+	}
+	if len(tasks) == 0 {
+		return Task{}, fmt.Errorf("describe task %s: %w", arn, ErrNotFound)
+	}
+	return tasks[0], nil
+}
+
+func (l *Launcher) describe(ctx context.Context, arns []string) ([]Task, error) {
+	var out *ecs.DescribeTasksOutput
+	err := l.retry(ctx, "describe tasks", func() error {
+		var err error
+		out, err = l.API.DescribeTasks(ctx, &ecs.DescribeTasksInput{
+			Cluster: aws.String(l.Config.Cluster),
+			Tasks:   arns,
+			Include: []types.TaskField{types.TaskFieldTags},
+		})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	tasks := make([]Task, 0, len(out.Tasks))
+	for _, t := range out.Tasks {
+		tasks = append(tasks, toTask(t))
+	}
+	return tasks, nil
+}
+
+// Stop asks ECS to stop the task: SIGTERM, then SIGKILL after the task's stop timeout.
+// Stopping a task that is already gone is not an error.
+func (l *Launcher) Stop(ctx context.Context, arn, reason string) error {
+	err := l.retry(ctx, "stop task", func() error {
+		_, err := l.API.StopTask(ctx, &ecs.StopTaskInput{
+			Cluster: aws.String(l.Config.Cluster),
+			Task:    aws.String(arn),
+			Reason:  aws.String(truncate(reason, 255)),
+		})
+		return err
+	})
+	var inv *types.InvalidParameterException
+	if errors.As(err, &inv) && strings.Contains(strings.ToLower(inv.ErrorMessage()), "not found") {
+		return nil
+	}
+	return err
+}
+
+// List returns every task this launcher started that ECS still reports, with tags, for
+// reconciliation (orphans are tasks whose user has no live lease naming them).
+func (l *Launcher) List(ctx context.Context) ([]Task, error) {
+	var all []Task
+	var next *string
+	for {
+		var out *ecs.ListTasksOutput
+		err := l.retry(ctx, "list tasks", func() error {
+			var err error
+			out, err = l.API.ListTasks(ctx, &ecs.ListTasksInput{
+				Cluster:   aws.String(l.Config.Cluster),
+				StartedBy: aws.String(l.startedBy()),
+				NextToken: next,
+			})
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		// DescribeTasks takes at most 100 tasks; ListTasks pages hold up to 100.
+		for i := 0; i < len(out.TaskArns); i += 100 {
+			tasks, err := l.describe(ctx, out.TaskArns[i:min(i+100, len(out.TaskArns))])
+			if err != nil {
+				return nil, err
+			}
+			all = append(all, tasks...)
+		}
+		if next = out.NextToken; next == nil {
+			return all, nil
+		}
+	}
+}
+
+func (l *Launcher) startedBy() string {
+	if l.StartedBy == "" {
+		return DefaultStartedBy
+	}
+	return l.StartedBy
+}
+
+// retry runs call with jittered exponential backoff while ECS throttles or fails on its
+// side. Client errors return at once.
+func (l *Launcher) retry(ctx context.Context, op string, call func() error) error {
+	attempts := max(l.MaxAttempts, 1)
+	delay := l.BaseDelay
+	for i := 1; ; i++ {
+		err := call()
+		if err == nil {
+			return nil
+		}
+		if i >= attempts || !retryable(err) {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		wait := delay/2 + rand.N(delay/2+1)
+		l.Log.WarnContext(ctx, "ecs call retried", "op", op, "attempt", i, logging.Error, err.Error())
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (last error: %v)", op, ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		delay = min(delay*2, l.MaxDelay)
+	}
+}
+
+func retryable(err error) bool {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "ThrottlingException", "ServerException", "ServiceUnavailableException", "RequestLimitExceeded":
+			return true
+		}
+		return ae.ErrorFault() == smithy.FaultServer
+	}
+	return false
+}
+
+// isCapacity recognises Fargate's capacity failures, e.g. "Capacity is unavailable at
+// this time" or RESOURCE:* reasons.
+func isCapacity(reason string) bool {
+	r := strings.ToLower(reason)
+	return strings.Contains(r, "capacity") || strings.HasPrefix(r, "resource:")
+}
+
+func toTask(t types.Task) Task {
+	out := Task{
+		ARN:           aws.ToString(t.TaskArn),
+		LastStatus:    aws.ToString(t.LastStatus),
+		DesiredStatus: aws.ToString(t.DesiredStatus),
+		StopCode:      string(t.StopCode),
+		StoppedReason: aws.ToString(t.StoppedReason),
+		StartedBy:     aws.ToString(t.StartedBy),
+		CreatedAt:     aws.ToTime(t.CreatedAt),
+	}
+	for _, tag := range t.Tags {
+		if aws.ToString(tag.Key) == taskenv.TagUserID {
+			out.UserID = aws.ToString(tag.Value)
+		}
+	}
+	for _, a := range t.Attachments {
+		for _, d := range a.Details {
+			if aws.ToString(d.Name) == "privateIPv4Address" {
+				out.PrivateIP = aws.ToString(d.Value)
+			}
+		}
+	}
+	return out
+}
+
+func kv(k, v string) types.KeyValuePair { return types.KeyValuePair{Name: aws.String(k), Value: aws.String(v)} }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
