@@ -24,13 +24,13 @@ func TestFrame_Bytes(t *testing.T) {
 func TestIsPlatform(t *testing.T) {
 	for in, want := range map[string]bool{
 		`{"type":"sandgate.status","state":"ready"}`: true,
-		` {"type":"sandgate.error"}`:                  true,
-		`{"type":"sandgate."}`:                        false,
-		`{"type":"chat","text":"sandgate.status"}`:    false,
-		`{"type":1}`:                                  false,
-		`sandgate.status`:                             false,
-		``:                                            false,
-		`[{"type":"sandgate.status"}]`:                false,
+		` {"type":"sandgate.error"}`:                 true,
+		`{"type":"sandgate."}`:                       false,
+		`{"type":"chat","text":"sandgate.status"}`:   false,
+		`{"type":1}`:                   false,
+		`sandgate.status`:              false,
+		``:                             false,
+		`[{"type":"sandgate.status"}]`: false,
 	} {
 		if got := frames.IsPlatform([]byte(in)); got != want {
 			t.Errorf("IsPlatform(%s) = %v, want %v", in, got, want)

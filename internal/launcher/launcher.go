@@ -376,7 +376,9 @@ func toTask(t types.Task) Task {
 	return out
 }
 
-func kv(k, v string) types.KeyValuePair { return types.KeyValuePair{Name: aws.String(k), Value: aws.String(v)} }
+func kv(k, v string) types.KeyValuePair {
+	return types.KeyValuePair{Name: aws.String(k), Value: aws.String(v)}
+}
 
 func truncate(s string, n int) string {
 	if len(s) <= n {
