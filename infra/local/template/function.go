@@ -1,0 +1,249 @@
+package template
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// SAM's defaults for a function that sets neither the property nor a global.
+const (
+	DefaultTimeout    = 3 * time.Second
+	DefaultMemorySize = 128
+)
+
+// Event types read from a function's Events.
+const (
+	EventHTTPAPI    = "HttpApi"
+	EventSchedule   = "Schedule"
+	EventScheduleV2 = "ScheduleV2"
+)
+
+// Function is one AWS::Serverless::Function with Globals.Function merged in.
+type Function struct {
+	LogicalID string
+	// Name is the directory name under functions/ by the project's convention:
+	// AuthorizeFunction → authorize. Dir is functions/<Name>.
+	Name, Dir string
+	Handler   string
+	Runtime   string
+	Timeout   time.Duration
+	// MemorySize in MiB.
+	MemorySize   int
+	Architecture string
+	// LogFormat is LoggingConfig.LogFormat ("JSON" or "Text"); LogLevel is its
+	// ApplicationLogLevel, empty when unset.
+	LogFormat, LogLevel string
+	// ReservedConcurrency is ReservedConcurrentExecutions, 0 when unset.
+	ReservedConcurrency int
+	// Environment is the function's Environment.Variables, resolved.
+	Environment map[string]string
+	Events      []Event
+}
+
+// Event is one entry of a function's Events that the local stack can serve.
+type Event struct {
+	Name string
+	Type string
+	// HTTPAPI is the logical id of the HttpApi (ServerlessHttpApi when implicit);
+	// Method is upper case ("ANY" for any); Path is the route path.
+	HTTPAPI, Method, Path string
+	// Schedule is the rate() or cron() expression; Enabled is false when the
+	// schedule is declared disabled.
+	Schedule string
+	Enabled  bool
+}
+
+// EnvironmentNames returns the function's variable names, sorted.
+func (f *Function) EnvironmentNames() []string {
+	names := make([]string, 0, len(f.Environment))
+	for k := range f.Environment {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// DirName returns the functions/ directory name for a logical id.
+func DirName(logicalID string) string {
+	return strings.ToLower(strings.TrimSuffix(logicalID, functionIDSuffix))
+}
+
+func (e *evaluator) readFunction(r *resource, props *yaml.Node) (*Function, error) {
+	base := "Resources." + r.id + ".Properties"
+	f := &Function{
+		LogicalID:   r.id,
+		Name:        DirName(r.id),
+		Timeout:     DefaultTimeout,
+		MemorySize:  DefaultMemorySize,
+		Environment: map[string]string{},
+	}
+	f.Dir = functionsDir + "/" + f.Name
+	var err error
+	if f.Handler, err = e.optStr(props, "Handler", base); err != nil {
+		return nil, err
+	}
+	if f.Runtime, err = e.optStr(props, "Runtime", base); err != nil {
+		return nil, err
+	}
+	if n := lookup(props, "Timeout"); n != nil {
+		secs, err := e.posInt(n, base+".Timeout")
+		if err != nil {
+			return nil, err
+		}
+		f.Timeout = time.Duration(secs) * time.Second
+	}
+	if n := lookup(props, "MemorySize"); n != nil {
+		if f.MemorySize, err = e.posInt(n, base+".MemorySize"); err != nil {
+			return nil, err
+		}
+	}
+	if n := lookup(props, "ReservedConcurrentExecutions"); n != nil {
+		if f.ReservedConcurrency, err = e.posInt(n, base+".ReservedConcurrentExecutions"); err != nil {
+			return nil, err
+		}
+	}
+	if n := lookup(props, "Architectures"); n != nil {
+		list, err := e.list(n, base+".Architectures")
+		if err != nil {
+			return nil, err
+		}
+		if len(list) > 0 {
+			f.Architecture, _ = list[0].(string)
+		}
+	}
+	lc := lookup(props, "LoggingConfig")
+	if f.LogFormat, err = e.optStr(lc, "LogFormat", base+".LoggingConfig"); err != nil {
+		return nil, err
+	}
+	if f.LogLevel, err = e.optStr(lc, "ApplicationLogLevel", base+".LoggingConfig"); err != nil {
+		return nil, err
+	}
+	if vars := lookup(lookup(props, "Environment"), "Variables"); vars != nil {
+		path := base + ".Environment.Variables"
+		if _, _, call := intrinsic(vars); call || vars.Kind != yaml.MappingNode {
+			return nil, pathErrf(path, ErrInvalid, "want a map of variables")
+		}
+		for i := 0; i+1 < len(vars.Content); i += 2 {
+			k := vars.Content[i].Value
+			v, err := e.eval(vars.Content[i+1], path+"."+k)
+			if err != nil {
+				return nil, err
+			}
+			if v == noValue {
+				continue
+			}
+			s, ok := v.(string)
+			if !ok && v != nil {
+				return nil, pathErrf(path+"."+k, ErrInvalid, "want a string, got %s", kind(v))
+			}
+			if s, err = e.dynamic(s, path+"."+k); err != nil {
+				return nil, err
+			}
+			f.Environment[k] = s
+		}
+	}
+	if evs := lookup(props, "Events"); evs != nil {
+		for i := 0; i+1 < len(evs.Content); i += 2 {
+			ev, ok, err := e.readEvent(evs.Content[i].Value, deref(evs.Content[i+1]), base+".Events."+evs.Content[i].Value)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				f.Events = append(f.Events, ev)
+			}
+		}
+	}
+	return f, nil
+}
+
+func (e *evaluator) readEvent(name string, n *yaml.Node, path string) (Event, bool, error) {
+	ev := Event{Name: name, Enabled: true}
+	var err error
+	if ev.Type, err = e.optStr(n, "Type", path); err != nil {
+		return ev, false, err
+	}
+	p := lookup(n, "Properties")
+	pp := path + ".Properties"
+	switch ev.Type {
+	case EventHTTPAPI:
+		ev.HTTPAPI = implicitHTTPAPIID
+		if id := lookup(p, "ApiId"); id != nil {
+			ids := refs(id)
+			if len(ids) != 1 {
+				return ev, false, pathErrf(pp+".ApiId", ErrInvalid, "want !Ref of an AWS::Serverless::HttpApi")
+			}
+			ev.HTTPAPI = ids[0]
+		}
+		if ev.Method, err = e.optStr(p, "Method", pp); err != nil {
+			return ev, false, err
+		}
+		if ev.Path, err = e.optStr(p, "Path", pp); err != nil {
+			return ev, false, err
+		}
+		ev.Method = strings.ToUpper(ev.Method)
+		if ev.Method == "" || ev.Method == "X-AMAZON-APIGATEWAY-ANY-METHOD" {
+			ev.Method = "ANY"
+		}
+		if ev.Path == "" {
+			ev.Path = "$default"
+		}
+	case EventSchedule, EventScheduleV2:
+		key := "Schedule"
+		if ev.Type == EventScheduleV2 {
+			key = "ScheduleExpression"
+		}
+		if ev.Schedule, err = e.optStr(p, key, pp); err != nil {
+			return ev, false, err
+		}
+		if ev.Schedule == "" {
+			return ev, false, pathErrf(pp+"."+key, ErrInvalid, "schedule expression is required")
+		}
+		if en, err := e.optStr(p, "Enabled", pp); err != nil {
+			return ev, false, err
+		} else if en == "false" {
+			ev.Enabled = false
+		}
+		if st, err := e.optStr(p, "State", pp); err != nil {
+			return ev, false, err
+		} else if st == "DISABLED" {
+			ev.Enabled = false
+		}
+	default:
+		return ev, false, nil
+	}
+	return ev, true, nil
+}
+
+// optStr evaluates the string property key of m, "" when absent.
+func (e *evaluator) optStr(m *yaml.Node, key, path string) (string, error) {
+	n := lookup(m, key)
+	if n == nil {
+		return "", nil
+	}
+	return e.str(n, path+"."+key)
+}
+
+func (e *evaluator) posInt(n *yaml.Node, path string) (int, error) {
+	s, err := e.str(n, path)
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil || v <= 0 {
+		return 0, pathErrf(path, ErrInvalid, "want a positive integer, got %q", s)
+	}
+	return v, nil
+}
+
+func (e *evaluator) functionOf(n *yaml.Node, path string) (string, error) {
+	for _, id := range refs(n) {
+		if r, ok := e.resources[id]; ok && (r.typ == TypeFunction || r.typ == TypeLambdaFunction) {
+			return id, nil
+		}
+	}
+	return "", pathErrf(path, ErrInvalid, "does not refer to a function of this template (want ${SomeFunction.Arn})")
+}

@@ -1,0 +1,311 @@
+package template
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Resource types the model reads. Every other type is ignored.
+const (
+	TypeFunction        = "AWS::Serverless::Function"
+	TypeHTTPAPI         = "AWS::Serverless::HttpApi"
+	TypeAPI             = "AWS::ApiGatewayV2::Api"
+	TypeRoute           = "AWS::ApiGatewayV2::Route"
+	TypeRouteResponse   = "AWS::ApiGatewayV2::RouteResponse"
+	TypeIntegration     = "AWS::ApiGatewayV2::Integration"
+	TypeAuthorizer      = "AWS::ApiGatewayV2::Authorizer"
+	TypeStage           = "AWS::ApiGatewayV2::Stage"
+	TypeLambdaFunction  = "AWS::Lambda::Function"
+	implicitHTTPAPIID   = "ServerlessHttpApi"
+	defaultStageName    = "$default"
+	functionIDSuffix    = "Function"
+	functionsDir        = "functions"
+	listParameterPrefix = "List<"
+)
+
+// Options configures Parse.
+type Options struct {
+	// Parameters overrides parameter defaults, by parameter name.
+	Parameters map[string]string
+	// Resolver answers references only the stack knows. Nil resolves nothing: any
+	// such reference in a property the model reads is an ErrUnresolved error.
+	Resolver Resolver
+}
+
+// Template is the part of a SAM template the local stack runs.
+type Template struct {
+	Parameters map[string]*Parameter
+	// Functions by logical id.
+	Functions map[string]*Function
+	// WebSocketAPIs and HTTPAPIs, sorted by logical id.
+	WebSocketAPIs []*WebSocketAPI
+	HTTPAPIs      []*HTTPAPI
+}
+
+// Parameter is a template parameter and its effective value.
+type Parameter struct {
+	Name string
+	Type string
+	// Value is the override, else the default; meaningful when HasValue.
+	Value    string
+	HasValue bool
+}
+
+// IsList reports whether the parameter is a list type (CommaDelimitedList, List<...>).
+func (p *Parameter) IsList() bool {
+	return p.Type == "CommaDelimitedList" || strings.HasPrefix(p.Type, listParameterPrefix)
+}
+
+// List returns a list parameter's elements.
+func (p *Parameter) List() []string {
+	if p.Value == "" {
+		return nil
+	}
+	parts := strings.Split(p.Value, ",")
+	for i := range parts {
+		parts[i] = strings.TrimSpace(parts[i])
+	}
+	return parts
+}
+
+type resource struct {
+	id, typ, condition string
+	props              *yaml.Node
+}
+
+// Load reads and parses the template at path.
+func Load(path string, opts Options) (*Template, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read template: %w", err)
+	}
+	t, err := Parse(b, opts)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", path, err)
+	}
+	return t, nil
+}
+
+// Parse parses a SAM template. Unknown resource types and properties are ignored;
+// conditions are evaluated where they decide what the model contains.
+func Parse(data []byte, opts Options) (*Template, error) {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	root := deref(&doc)
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = deref(root.Content[0])
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("%w: top level is not a mapping", ErrInvalid)
+	}
+	res := opts.Resolver
+	if res == nil {
+		res = MapResolver{}
+	}
+	e := &evaluator{
+		params:    map[string]*Parameter{},
+		conds:     map[string]*yaml.Node{},
+		condVals:  map[string]bool{},
+		condBusy:  map[string]bool{},
+		mappings:  lookup(root, "Mappings"),
+		resources: map[string]*resource{},
+		res:       res,
+	}
+	if err := e.readParameters(lookup(root, "Parameters"), opts.Parameters); err != nil {
+		return nil, err
+	}
+	if c := lookup(root, "Conditions"); c != nil {
+		for i := 0; i+1 < len(c.Content); i += 2 {
+			e.conds[c.Content[i].Value] = c.Content[i+1]
+		}
+	}
+	rs := lookup(root, "Resources")
+	if rs == nil || rs.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("%w: no Resources", ErrInvalid)
+	}
+	for i := 0; i+1 < len(rs.Content); i += 2 {
+		id, n := rs.Content[i].Value, deref(rs.Content[i+1])
+		r := &resource{id: id}
+		if t := lookup(n, "Type"); t != nil {
+			r.typ = t.Value
+		}
+		if c := lookup(n, "Condition"); c != nil {
+			r.condition = c.Value
+		}
+		r.props = lookup(n, "Properties")
+		e.resources[id] = r
+	}
+	t := &Template{Parameters: e.params, Functions: map[string]*Function{}}
+	globals := lookup(lookup(root, "Globals"), "Function")
+	for _, r := range e.sorted() {
+		if r.typ != TypeFunction {
+			continue
+		}
+		ok, err := e.included(r)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		fn, err := e.readFunction(r, merge(globals, r.props))
+		if err != nil {
+			return nil, err
+		}
+		t.Functions[r.id] = fn
+	}
+	var err error
+	if t.WebSocketAPIs, err = e.readWebSocketAPIs(t); err != nil {
+		return nil, err
+	}
+	if t.HTTPAPIs, err = e.readHTTPAPIs(t); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func (e *evaluator) sorted() []*resource {
+	out := make([]*resource, 0, len(e.resources))
+	for _, r := range e.resources {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
+	return out
+}
+
+func (e *evaluator) readParameters(n *yaml.Node, overrides map[string]string) error {
+	if n != nil {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			name, def := n.Content[i].Value, deref(n.Content[i+1])
+			p := &Parameter{Name: name}
+			if t := lookup(def, "Type"); t != nil {
+				p.Type = t.Value
+			}
+			if d := lookup(def, "Default"); d != nil {
+				p.Value, p.HasValue = scalarOrList(d), true
+			}
+			if v, ok := overrides[name]; ok {
+				p.Value, p.HasValue = v, true
+			}
+			if p.HasValue {
+				if err := checkParameter(p, def); err != nil {
+					return &PathError{Path: "Parameters." + name, Err: err}
+				}
+			}
+			e.params[name] = p
+		}
+	}
+	for name := range overrides {
+		if _, ok := e.params[name]; !ok {
+			return &PathError{Path: "Parameters." + name, Err: fmt.Errorf("%w: override for an undeclared parameter", ErrParameter)}
+		}
+	}
+	return nil
+}
+
+func scalarOrList(n *yaml.Node) string {
+	if n.Kind == yaml.SequenceNode {
+		parts := make([]string, len(n.Content))
+		for i, c := range n.Content {
+			parts[i] = deref(c).Value
+		}
+		return strings.Join(parts, ",")
+	}
+	return n.Value
+}
+
+// checkParameter applies the constraints CloudFormation checks before a deploy, so a
+// bad override fails here, with the parameter named, rather than deep in a function.
+func checkParameter(p *Parameter, def *yaml.Node) error {
+	values := []string{p.Value}
+	if p.IsList() {
+		values = p.List()
+	}
+	for _, v := range values {
+		if av := lookup(def, "AllowedValues"); av != nil && av.Kind == yaml.SequenceNode {
+			ok := false
+			for _, a := range av.Content {
+				ok = ok || deref(a).Value == v
+			}
+			if !ok {
+				return fmt.Errorf("%w: %q is not one of the AllowedValues", ErrParameter, v)
+			}
+		}
+		if ap := lookup(def, "AllowedPattern"); ap != nil {
+			re, err := regexp.Compile("^(?:" + ap.Value + ")$")
+			if err != nil {
+				return fmt.Errorf("%w: AllowedPattern: %v", ErrInvalid, err)
+			}
+			if !re.MatchString(v) {
+				return fmt.Errorf("%w: %q does not match AllowedPattern %s", ErrParameter, v, ap.Value)
+			}
+		}
+		if p.Type == "Number" {
+			x, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return fmt.Errorf("%w: %q is not a number", ErrParameter, v)
+			}
+			if m := lookup(def, "MinValue"); m != nil {
+				if min, err := strconv.ParseFloat(m.Value, 64); err == nil && x < min {
+					return fmt.Errorf("%w: %s is below MinValue %s", ErrParameter, v, m.Value)
+				}
+			}
+			if m := lookup(def, "MaxValue"); m != nil {
+				if max, err := strconv.ParseFloat(m.Value, 64); err == nil && x > max {
+					return fmt.Errorf("%w: %s is above MaxValue %s", ErrParameter, v, m.Value)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// merge applies SAM's Globals rules: maps merge key by key with the function's value
+// winning, lists concatenate (globals first), anything else is replaced. Intrinsic
+// function calls are values, never merged into.
+func merge(global, local *yaml.Node) *yaml.Node {
+	global, local = deref(global), deref(local)
+	if global == nil {
+		return local
+	}
+	if local == nil {
+		return global
+	}
+	_, _, gi := intrinsic(global)
+	_, _, li := intrinsic(local)
+	if gi || li || global.Kind != local.Kind {
+		return local
+	}
+	switch local.Kind {
+	case yaml.SequenceNode:
+		out := *local
+		out.Content = append(append([]*yaml.Node{}, global.Content...), local.Content...)
+		return &out
+	case yaml.MappingNode:
+		out := *local
+		out.Content = nil
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(global.Content); i += 2 {
+			k := global.Content[i].Value
+			seen[k] = true
+			out.Content = append(out.Content, global.Content[i], merge(global.Content[i+1], lookup(local, k)))
+		}
+		for i := 0; i+1 < len(local.Content); i += 2 {
+			if !seen[local.Content[i].Value] {
+				out.Content = append(out.Content, local.Content[i], local.Content[i+1])
+			}
+		}
+		return &out
+	}
+	return local
+}

@@ -1,0 +1,287 @@
+package template_test
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sandgate/sandgate/infra/local/template"
+)
+
+const secretRef = "resolve:secretsmanager:sandgate/signing-secrets:SecretString"
+
+func localResolver() template.MapResolver {
+	return template.MapResolver{
+		Refs:     map[string]string{"Table": "sandgate-table", "AWS::Region": "us-east-1", "AWS::StackName": "sandgate"},
+		Dynamics: map[string]string{secretRef: "dev-secret"},
+	}
+}
+
+// The repository's template is the source of truth: it must always parse into the
+// model the local stack runs.
+func TestLoad_RepositoryTemplate(t *testing.T) {
+	tpl, err := template.Load("../../../template.yaml", template.Options{Resolver: localResolver()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := tpl.Functions["AuthorizeFunction"]
+	if auth == nil {
+		t.Fatalf("no AuthorizeFunction among %v", keys(tpl.Functions))
+	}
+	want := map[string]string{"TABLE_NAME": "sandgate-table", "LOG_LEVEL": "INFO", "SIGNING_SECRETS": "dev-secret"}
+	if !reflect.DeepEqual(auth.Environment, want) {
+		t.Errorf("AuthorizeFunction environment = %v, want %v (Globals merged, references resolved)", auth.Environment, want)
+	}
+	if auth.Timeout != 5*time.Second || auth.MemorySize != 128 || auth.Dir != "functions/authorize" ||
+		auth.Handler != "bootstrap" || auth.LogFormat != "JSON" || auth.Architecture != "arm64" {
+		t.Errorf("AuthorizeFunction = %+v", auth)
+	}
+	if c := tpl.Functions["ConnectFunction"]; c == nil || c.MemorySize != 256 || c.Timeout != 10*time.Second {
+		t.Errorf("ConnectFunction does not take MemorySize from Globals: %+v", c)
+	}
+	if m := tpl.Functions["MessageFunction"]; m == nil || m.Environment["MESSAGE_RATE_LIMIT"] != "20" || m.Environment["TABLE_NAME"] != "sandgate-table" {
+		t.Errorf("MessageFunction environment = %v", m.Environment)
+	}
+	cl := tpl.Functions["CleanupFunction"]
+	if cl == nil || len(cl.Events) != 1 || cl.Events[0].Schedule != "rate(5 minutes)" || !cl.Events[0].Enabled {
+		t.Errorf("CleanupFunction events = %+v", cl.Events)
+	}
+
+	if len(tpl.WebSocketAPIs) != 1 {
+		t.Fatalf("WebSocket APIs = %d", len(tpl.WebSocketAPIs))
+	}
+	ws := tpl.WebSocketAPIs[0]
+	if ws.RouteSelectionExpression != "$request.body.action" || ws.Stage != "prod" {
+		t.Errorf("WebSocket API = %+v", ws)
+	}
+	for key, fn := range map[string]string{"$connect": "ConnectFunction", "$default": "MessageFunction", "$disconnect": "DisconnectFunction"} {
+		r := ws.Routes[key]
+		if r == nil || r.Function != fn || r.IntegrationType != "AWS_PROXY" {
+			t.Errorf("route %s = %+v, want function %s", key, r, fn)
+		}
+	}
+	a := ws.Routes["$connect"].Authorizer
+	if a == nil || a.Function != "AuthorizeFunction" || a.Type != "REQUEST" ||
+		!reflect.DeepEqual(a.IdentitySource, []string{"route.request.querystring.userId", "route.request.querystring.exp", "route.request.querystring.sig"}) {
+		t.Errorf("authorizer = %+v", a)
+	}
+	if ws.Routes["$default"].Authorizer != nil {
+		t.Error("$default route has an authorizer")
+	}
+
+	if len(tpl.HTTPAPIs) != 1 || tpl.HTTPAPIs[0].Stage != "prod" {
+		t.Fatalf("HTTP APIs = %+v", tpl.HTTPAPIs)
+	}
+	keys := map[string]string{}
+	for _, r := range tpl.HTTPAPIs[0].Routes {
+		keys[r.Key()] = r.Function
+	}
+	if !reflect.DeepEqual(keys, map[string]string{"GET /status": "StatusFunction", "POST /prewarm": "PrewarmFunction"}) {
+		t.Errorf("HTTP routes = %v", keys)
+	}
+}
+
+func TestLoad_ParameterOverrides(t *testing.T) {
+	tpl, err := template.Load("../../../template.yaml", template.Options{
+		Resolver:   localResolver(),
+		Parameters: map[string]string{"StageName": "local", "MessageRateLimit": "7"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tpl.WebSocketAPIs[0].Stage != "local" || tpl.HTTPAPIs[0].Stage != "local" {
+		t.Errorf("stage override not applied")
+	}
+	if got := tpl.Functions["MessageFunction"].Environment["MESSAGE_RATE_LIMIT"]; got != "7" {
+		t.Errorf("MESSAGE_RATE_LIMIT = %q", got)
+	}
+	for name, tc := range map[string]struct {
+		params map[string]string
+		path   string
+	}{
+		"pattern":    {map[string]string{"StageName": "no/slashes"}, "Parameters.StageName"},
+		"min value":  {map[string]string{"MaxSandboxes": "0"}, "Parameters.MaxSandboxes"},
+		"not number": {map[string]string{"MaxSandboxes": "many"}, "Parameters.MaxSandboxes"},
+		"allowed":    {map[string]string{"SandboxCpu": "300"}, "Parameters.SandboxCpu"},
+		"undeclared": {map[string]string{"NoSuch": "x"}, "Parameters.NoSuch"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := template.Load("../../../template.yaml", template.Options{Resolver: localResolver(), Parameters: tc.params})
+			var pe *template.PathError
+			if !errors.Is(err, template.ErrParameter) || !errors.As(err, &pe) || pe.Path != tc.path {
+				t.Fatalf("err = %v, want ErrParameter at %s", err, tc.path)
+			}
+		})
+	}
+}
+
+func TestLoad_UnresolvedNamesPath(t *testing.T) {
+	_, err := template.Load("../../../template.yaml", template.Options{})
+	var pe *template.PathError
+	if !errors.Is(err, template.ErrUnresolved) || !errors.As(err, &pe) {
+		t.Fatalf("err = %v, want a PathError wrapping ErrUnresolved", err)
+	}
+	if !strings.HasPrefix(pe.Path, "Resources.AuthorizeFunction.Properties.Environment.Variables.") {
+		t.Errorf("path = %q", pe.Path)
+	}
+	if !strings.Contains(err.Error(), "Table") {
+		t.Errorf("error does not name the reference: %v", err)
+	}
+}
+
+const intrinsics = `
+Parameters:
+  Env: {Type: String, Default: dev, AllowedValues: [dev, prod]}
+  Names: {Type: CommaDelimitedList, Default: "a,b,c"}
+  NoDefault: {Type: String}
+Mappings:
+  Sizes:
+    dev: {Memory: 512}
+    prod: {Memory: 2048}
+Conditions:
+  IsProd: !Equals [!Ref Env, prod]
+  IsDev: !Not [!Condition IsProd]
+  Both: !And [!Condition IsDev, {"Fn::Equals": [a, a]}]
+  Either: !Or [!Condition IsProd, !Condition Both]
+Globals:
+  Function:
+    Timeout: 9
+    MemorySize: 64
+    Layers: [global]
+    Environment:
+      Variables:
+        SHARED: from-globals
+        OVERRIDDEN: from-globals
+Resources:
+  Alarm:
+    Type: AWS::CloudWatch::Alarm
+    Properties: {Whatever: !ImportValue never-evaluated}
+  ProdOnlyFunction:
+    Type: AWS::Serverless::Function
+    Condition: IsProd
+    Properties: {Timeout: !Ref NoDefault}
+  Queue:
+    Type: AWS::SQS::Queue
+  WorkerFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      MemorySize: !FindInMap [Sizes, !Ref Env, Memory]
+      Environment:
+        Variables:
+          OVERRIDDEN: mine
+          SUB: !Sub "${AWS::Region}/${Queue}/${Queue.Arn}/${!Literal}"
+          SUB_VARS: !Sub ["x-${Name}", {Name: !Select [1, !Ref Names]}]
+          JOINED: !Join ["+", !Split [",", "p,q"]]
+          LONG: {"Fn::Join": ["-", [{"Ref": "Env"}, {"Fn::GetAtt": [Queue, Url]}]]}
+          CHOSEN: !If [Either, yes, no]
+          DROPPED: !If [IsProd, kept, !Ref AWS::NoValue]
+          B64: !Base64 hi
+          NUMBER: 42
+      Events:
+        Hourly:
+          Type: Schedule
+          Properties: {Schedule: rate(1 hour), Enabled: false}
+        Queue:
+          Type: SQS
+          Properties: {Queue: !GetAtt Queue.Arn}
+        Any:
+          Type: HttpApi
+`
+
+func TestParse_Intrinsics(t *testing.T) {
+	res := template.MapResolver{
+		Refs:  map[string]string{"AWS::Region": "eu-west-1", "Queue": "q-name"},
+		Attrs: map[string]string{"Queue.Arn": "arn:q", "Queue.Url": "http://q"},
+	}
+	tpl, err := template.Parse([]byte(intrinsics), template.Options{Resolver: res})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tpl.Functions["ProdOnlyFunction"]; ok {
+		t.Error("function excluded by its condition is present")
+	}
+	w := tpl.Functions["WorkerFunction"]
+	want := map[string]string{
+		"SHARED":     "from-globals",
+		"OVERRIDDEN": "mine",
+		"SUB":        "eu-west-1/q-name/arn:q/${Literal}",
+		"SUB_VARS":   "x-b",
+		"JOINED":     "p+q",
+		"LONG":       "dev-http://q",
+		"CHOSEN":     "yes",
+		"B64":        "aGk=",
+		"NUMBER":     "42",
+	}
+	if !reflect.DeepEqual(w.Environment, want) {
+		t.Errorf("environment:\n got %v\nwant %v", w.Environment, want)
+	}
+	if w.MemorySize != 512 || w.Timeout != 9*time.Second || w.Name != "worker" {
+		t.Errorf("function = %+v", w)
+	}
+	if len(w.Events) != 2 || w.Events[0].Enabled || w.Events[0].Schedule != "rate(1 hour)" {
+		t.Errorf("events = %+v", w.Events)
+	}
+	if len(tpl.HTTPAPIs) != 1 || tpl.HTTPAPIs[0].LogicalID != "ServerlessHttpApi" || tpl.HTTPAPIs[0].Stage != "$default" ||
+		tpl.HTTPAPIs[0].Routes[0].Key() != "$default" {
+		t.Errorf("implicit HTTP API = %+v", tpl.HTTPAPIs)
+	}
+
+	prod, err := template.Parse([]byte(intrinsics), template.Options{Resolver: res, Parameters: map[string]string{"Env": "prod", "NoDefault": "4"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prod.Functions["ProdOnlyFunction"] == nil || prod.Functions["ProdOnlyFunction"].Timeout != 4*time.Second {
+		t.Errorf("ProdOnlyFunction = %+v", prod.Functions["ProdOnlyFunction"])
+	}
+	if got := prod.Functions["WorkerFunction"].Environment; got["DROPPED"] != "kept" || got["CHOSEN"] != "yes" || prod.Functions["WorkerFunction"].MemorySize != 2048 {
+		t.Errorf("prod environment = %v", got)
+	}
+}
+
+func TestParse_BadInput(t *testing.T) {
+	fn := func(props string) string {
+		return "Resources:\n  AFunction:\n    Type: AWS::Serverless::Function\n    Properties:\n" + props
+	}
+	for name, tc := range map[string]struct {
+		src  string
+		err  error
+		path string
+	}{
+		"not yaml":          {"Resources: [", template.ErrInvalid, ""},
+		"no resources":      {"Parameters: {}", template.ErrInvalid, ""},
+		"list top":          {"- a", template.ErrInvalid, ""},
+		"bad timeout":       {fn("      Timeout: soon"), template.ErrInvalid, "Resources.AFunction.Properties.Timeout"},
+		"zero memory":       {fn("      MemorySize: 0"), template.ErrInvalid, "Resources.AFunction.Properties.MemorySize"},
+		"unknown ref":       {fn("      Environment: {Variables: {X: !Ref Nope}}"), template.ErrUnknownReference, "Resources.AFunction.Properties.Environment.Variables.X"},
+		"unknown getatt":    {fn("      Environment: {Variables: {X: !GetAtt Nope.Arn}}"), template.ErrUnknownReference, "Resources.AFunction.Properties.Environment.Variables.X"},
+		"unsupported":       {fn("      Environment: {Variables: {X: !ImportValue other}}"), template.ErrUnsupported, "Resources.AFunction.Properties.Environment.Variables.X"},
+		"no default":        {"Parameters: {P: {Type: String}}\n" + fn("      Environment: {Variables: {X: !Ref P}}"), template.ErrParameter, "Resources.AFunction.Properties.Environment.Variables.X"},
+		"list as value":     {fn("      Environment: {Variables: {X: [a]}}"), template.ErrInvalid, "Resources.AFunction.Properties.Environment.Variables.X"},
+		"bad select":        {fn("      Environment: {Variables: {X: !Select [5, [a]]}}"), template.ErrInvalid, "Resources.AFunction.Properties.Environment.Variables.X"},
+		"unknown cond":      {fn("      Environment: {Variables: {X: !If [Nope, a, b]}}"), template.ErrUnknownReference, "Resources.AFunction.Properties.Environment.Variables.X"},
+		"cycle":             {"Conditions: {A: !Condition A}\n" + fn("      Environment: {Variables: {X: !If [A, a, b]}}"), template.ErrInvalid, "Conditions.A"},
+		"unterminated sub":  {fn("      Environment: {Variables: {X: !Sub 'a${b'}}"), template.ErrInvalid, "Resources.AFunction.Properties.Environment.Variables.X"},
+		"unresolved secret": {fn("      Environment: {Variables: {X: '{{resolve:ssm:/p}}'}}"), template.ErrUnresolved, "Resources.AFunction.Properties.Environment.Variables.X"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := template.Parse([]byte(tc.src), template.Options{})
+			if !errors.Is(err, tc.err) {
+				t.Fatalf("err = %v, want %v", err, tc.err)
+			}
+			var pe *template.PathError
+			if tc.path != "" && (!errors.As(err, &pe) || pe.Path != tc.path) {
+				t.Fatalf("err = %v, want path %s", err, tc.path)
+			}
+		})
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
