@@ -1,0 +1,268 @@
+package lambdart
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/sandgate/sandgate/internal/logging"
+)
+
+// Defaults for a Runtime and its functions.
+const (
+	// DefaultMaxConcurrency bounds the processes of one function, like a reserved
+	// concurrency; further invocations wait for a free process.
+	DefaultMaxConcurrency = 10
+	// DefaultTimeout is Lambda's default function timeout.
+	DefaultTimeout = 3 * time.Second
+	// DefaultMemoryMB is Lambda's default memory size, reported to the function only.
+	DefaultMemoryMB = 128
+	// DefaultStopGrace is how long Close waits after SIGTERM before SIGKILL.
+	DefaultStopGrace = 500 * time.Millisecond
+	// DefaultRegion and DefaultAccountID appear in ARNs and AWS_REGION.
+	DefaultRegion    = "us-east-1"
+	DefaultAccountID = "000000000000"
+	// DefaultAsyncRetries is how often Lambda retries a failed asynchronous invocation.
+	DefaultAsyncRetries = 2
+	// DefaultAsyncRetryDelay is the wait before an asynchronous retry (Lambda waits
+	// one, then two minutes; the local stack retries sooner).
+	DefaultAsyncRetryDelay = 5 * time.Second
+
+	// MaxPayloadBytes is Lambda's limit on a synchronous request and response (6 MB).
+	MaxPayloadBytes = 6 * 1024 * 1024
+	// MaxResponseBytes is the response size at which Lambda fails the invocation.
+	MaxResponseBytes = 6291556
+	// MaxAsyncPayloadBytes is Lambda's limit on an asynchronous (Event) request.
+	MaxAsyncPayloadBytes = 1024 * 1024
+)
+
+const keyFunction = "function"
+
+// Function is one function the runtime can invoke.
+type Function struct {
+	// Name identifies the function to Invoke and becomes AWS_LAMBDA_FUNCTION_NAME.
+	Name string
+	// Path is the bootstrap executable; its directory is LAMBDA_TASK_ROOT.
+	Path string
+	// Handler becomes _HANDLER (provided runtimes ignore it).
+	Handler string
+	// Timeout bounds each invocation; DefaultTimeout when zero.
+	Timeout time.Duration
+	// MemoryMB becomes AWS_LAMBDA_FUNCTION_MEMORY_SIZE; DefaultMemoryMB when zero.
+	MemoryMB int
+	// LogFormat ("JSON" or "Text") and LogLevel become AWS_LAMBDA_LOG_FORMAT and
+	// AWS_LAMBDA_LOG_LEVEL when set.
+	LogFormat, LogLevel string
+	// Env is the function's own environment.
+	Env map[string]string
+	// MaxConcurrency bounds the function's processes; DefaultMaxConcurrency when zero.
+	MaxConcurrency int
+}
+
+// Runtime runs functions as child processes behind the Lambda Runtime API.
+type Runtime struct {
+	// Region and AccountID appear in AWS_REGION and function ARNs.
+	Region, AccountID string
+	// Env is added to every function's environment before its own variables: the
+	// stack's endpoints (AWS_ENDPOINT_URL_*) and credentials.
+	Env map[string]string
+	// StopGrace is the wait between SIGTERM and SIGKILL in Close.
+	StopGrace time.Duration
+	// AsyncRetries and AsyncRetryDelay govern InvokeAsync.
+	AsyncRetries    int
+	AsyncRetryDelay time.Duration
+
+	log    *slog.Logger
+	output *lineSink
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	pools  map[string]*pool
+	closed bool
+	async  sync.WaitGroup
+}
+
+// New returns a Runtime that logs to log and writes each process's output lines to
+// output, prefixed with the function name.
+func New(log *slog.Logger, output io.Writer) *Runtime {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Runtime{
+		Region:          DefaultRegion,
+		AccountID:       DefaultAccountID,
+		StopGrace:       DefaultStopGrace,
+		AsyncRetries:    DefaultAsyncRetries,
+		AsyncRetryDelay: DefaultAsyncRetryDelay,
+		log:             log,
+		output:          &lineSink{w: output},
+		ctx:             ctx,
+		cancel:          cancel,
+		pools:           map[string]*pool{},
+	}
+}
+
+// Add registers fn. The executable must exist; no process starts until the first
+// invocation.
+func (r *Runtime) Add(fn Function) error {
+	if fn.Name == "" {
+		return fmt.Errorf("add function: empty name")
+	}
+	st, err := os.Stat(fn.Path)
+	if err != nil {
+		return fmt.Errorf("add function %s: %w (run make build-local)", fn.Name, err)
+	}
+	if st.IsDir() || st.Mode()&0o111 == 0 {
+		return fmt.Errorf("add function %s: %s is not an executable", fn.Name, fn.Path)
+	}
+	if fn.Timeout <= 0 {
+		fn.Timeout = DefaultTimeout
+	}
+	if fn.MemoryMB <= 0 {
+		fn.MemoryMB = DefaultMemoryMB
+	}
+	if fn.MaxConcurrency <= 0 {
+		fn.MaxConcurrency = DefaultMaxConcurrency
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	if _, dup := r.pools[fn.Name]; dup {
+		return fmt.Errorf("add function %s: already added", fn.Name)
+	}
+	r.pools[fn.Name] = &pool{
+		rt:    r,
+		fn:    fn,
+		slots: make(chan struct{}, fn.MaxConcurrency),
+		all:   map[*instance]struct{}{},
+		log:   r.log.With(keyFunction, fn.Name),
+	}
+	return nil
+}
+
+// Functions returns the names of the registered functions.
+func (r *Runtime) Functions() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.pools))
+	for n := range r.pools {
+		out = append(out, n)
+	}
+	return out
+}
+
+func (r *Runtime) pool(name string) (*pool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	p, ok := r.pools[name]
+	if !ok {
+		return nil, fmt.Errorf("invoke %s: %w", name, ErrUnknownFunction)
+	}
+	return p, nil
+}
+
+// Invoke runs function with payload and returns its response (a synchronous,
+// RequestResponse invocation). A failed invocation returns a *FunctionError; an
+// invocation whose ctx ends first kills the process serving it and returns ctx's error.
+func (r *Runtime) Invoke(ctx context.Context, function string, payload []byte) ([]byte, error) {
+	p, err := r.pool(function)
+	if err != nil {
+		return nil, err
+	}
+	if len(payload) > MaxPayloadBytes {
+		return nil, fmt.Errorf("invoke %s: %w: %d bytes", function, ErrPayloadTooLarge, len(payload))
+	}
+	return p.invoke(ctx, payload)
+}
+
+// InvokeAsync queues an asynchronous (Event) invocation and returns at once, as
+// Lambda answers 202. A failure is retried AsyncRetries times, then logged.
+func (r *Runtime) InvokeAsync(function string, payload []byte) error {
+	p, err := r.pool(function)
+	if err != nil {
+		return err
+	}
+	if len(payload) > MaxAsyncPayloadBytes {
+		return fmt.Errorf("invoke %s: %w: %d bytes", function, ErrPayloadTooLarge, len(payload))
+	}
+	body := append([]byte(nil), payload...)
+	r.async.Add(1)
+	go func() {
+		defer r.async.Done()
+		for attempt := 0; ; attempt++ {
+			_, err := p.invoke(r.ctx, body)
+			if err == nil || r.ctx.Err() != nil {
+				return
+			}
+			p.log.Warn("async invocation failed", logging.Error, err.Error(), "attempt", attempt+1)
+			if attempt >= r.AsyncRetries {
+				return
+			}
+			select {
+			case <-time.After(r.AsyncRetryDelay):
+			case <-r.ctx.Done():
+				return
+			}
+		}
+	}()
+	return nil
+}
+
+// Close stops every process (SIGTERM, then SIGKILL after StopGrace) and waits for
+// them and for queued asynchronous invocations to end. In-flight invocations fail.
+func (r *Runtime) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	pools := make([]*pool, 0, len(r.pools))
+	for _, p := range r.pools {
+		pools = append(pools, p)
+	}
+	r.mu.Unlock()
+	r.cancel()
+	var wg sync.WaitGroup
+	for _, p := range pools {
+		for _, inst := range p.closeAll() {
+			wg.Add(1)
+			go func() { defer wg.Done(); inst.stop(r.StopGrace) }()
+		}
+	}
+	wg.Wait()
+	r.async.Wait()
+	return nil
+}
+
+func (r *Runtime) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
+}
+
+func (r *Runtime) arn(fn string) string {
+	return "arn:aws:lambda:" + r.Region + ":" + r.AccountID + ":function:" + fn
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// newRequestID returns a UUID-shaped id like Lambda's.
+func newRequestID() string {
+	h := randomHex(16)
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
