@@ -52,8 +52,12 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 type harness struct {
 	rt   *lambdart.Runtime
@@ -394,7 +398,10 @@ func TestRuntime_Close_NoProcessRemains(t *testing.T) {
 	}
 	// One invocation still in flight when Close runs.
 	errc := make(chan error, 1)
-	go func() { _, err := h.invoke(context.Background(), "A", map[string]any{"op": "sleep", "ms": 30000}); errc <- err }()
+	go func() {
+		_, err := h.invoke(context.Background(), "A", map[string]any{"op": "sleep", "ms": 30000})
+		errc <- err
+	}()
 	for !strings.Contains(h.out.String(), "sleeping") {
 		time.Sleep(10 * time.Millisecond)
 	}
