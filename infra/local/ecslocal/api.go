@@ -1,0 +1,115 @@
+package ecslocal
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/sandgate/sandgate/internal/logging"
+)
+
+const (
+	// targetPrefix starts X-Amz-Target for every ECS operation.
+	targetPrefix = "AmazonEC2ContainerServiceV20141113."
+	// maxBody bounds a request body; RunTask's largest legal input is far smaller.
+	maxBody = 1 << 20
+)
+
+// operation decodes one input, records it and handles it.
+type operation func(s *Server, body []byte) (out any, err *APIError)
+
+func op[In any](name string, handle func(*Server, *In) (any, *APIError)) operation {
+	return func(s *Server, body []byte) (any, *APIError) {
+		in := new(In)
+		if len(bytes.TrimSpace(body)) > 0 {
+			if err := json.Unmarshal(body, in); err != nil {
+				return nil, apiErr(SerializationException, "decode %s input: %v", name, err)
+			}
+		}
+		s.record(name, in)
+		return handle(s, in)
+	}
+}
+
+func operations() map[string]operation {
+	return map[string]operation{
+		"RunTask":                op("RunTask", (*Server).runTask),
+		"DescribeTasks":          op("DescribeTasks", (*Server).describeTasks),
+		"StopTask":               op("StopTask", (*Server).stopTask),
+		"ListTasks":              op("ListTasks", (*Server).listTasks),
+		"ListTagsForResource":    op("ListTagsForResource", (*Server).listTagsForResource),
+		"DescribeTaskDefinition": op("DescribeTaskDefinition", (*Server).describeTaskDefinition),
+	}
+}
+
+// serveAPI answers the ECS JSON 1.1 protocol: POST / with X-Amz-Target naming the
+// operation. The request signature is not checked (and never logged).
+func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("x-amzn-RequestId", newUUID())
+	name := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), targetPrefix)
+	log := s.log.With(logOperation, name)
+	if r.Method != http.MethodPost || r.URL.Path != "/" {
+		s.writeError(w, log, apiErr(UnknownOperationException, "%s %s is not an ECS operation", r.Method, r.URL.Path))
+		return
+	}
+	handle, ok := operations()[name]
+	if !ok {
+		s.writeError(w, log, apiErr(UnknownOperationException, "operation %q is not supported by ecslocal", r.Header.Get("X-Amz-Target")))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			s.writeError(w, log, apiErr(SerializationException, "request body is larger than %d bytes", maxBody))
+			return
+		}
+		s.writeError(w, log, apiErr(SerializationException, "read request body: %v", err))
+		return
+	}
+	out, apiError := handle(s, body)
+	if apiError != nil {
+		s.writeError(w, log, apiError)
+		return
+	}
+	s.writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) writeError(w http.ResponseWriter, log *slog.Logger, e *APIError) {
+	log.Warn("ecs request refused", logging.Error, e.Error())
+	s.writeJSON(w, e.Type.Status(), wireError{Type: e.Type, Message: e.Message, ResourceIDs: e.ResourceIDs})
+}
+
+func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b, _ = json.Marshal(wireError{Type: ServerException, Message: fmt.Sprintf("encode response: %v", err)})
+	}
+	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// newUUID returns a random version 4 UUID, the form of ECS request and attachment ids.
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+func randomHex(n int) string {
+	b := make([]byte, (n+1)/2)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)[:n]
+}

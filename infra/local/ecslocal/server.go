@@ -1,0 +1,412 @@
+package ecslocal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Defaults of a Server.
+const (
+	// DefaultRegion matches awsconf.Loopback, so ARNs look like the ones clients expect.
+	DefaultRegion = "us-east-1"
+	// DefaultAccountID is the account in every ARN.
+	DefaultAccountID = "000000000000"
+	// DefaultCluster is the cluster ECS assumes when a request names none.
+	DefaultCluster = "default"
+	// DefaultAddr is where the ECS API listens.
+	DefaultAddr = "127.0.0.1:0"
+	// DefaultMetadataAddr is where the task metadata endpoints listen.
+	DefaultMetadataAddr = "127.0.0.1:0"
+	// DefaultStoppedRetention is how long ECS keeps stopped tasks describable (about an hour).
+	DefaultStoppedRetention = time.Hour
+	// DefaultTokenTTL is how long a RunTask clientToken is remembered.
+	DefaultTokenTTL = 24 * time.Hour
+	// DefaultStopTimeout is Fargate's default wait between SIGTERM and SIGKILL.
+	DefaultStopTimeout = 30 * time.Second
+	// MaxStopTimeout is the longest stop timeout Fargate allows.
+	MaxStopTimeout = 120 * time.Second
+	// DefaultCPU and DefaultMemory size a task definition that names none (0.25 vCPU, 512 MiB).
+	DefaultCPU    = 256
+	DefaultMemory = 512
+	// DefaultAddressPool holds the task addresses. All of 127.0.0.0/8 routes to lo on
+	// Linux; 127.0.0.1 itself, which the emulators use, and .0/.255 addresses are never
+	// handed out.
+	DefaultAddressPool = "127.0.0.0/16"
+	// DefaultWaitDelay bounds how long a task's output is drained after its process exits,
+	// so a grandchild holding stdout cannot keep a stopped task from stopping.
+	DefaultWaitDelay = time.Second
+)
+
+
+// Log keys this package adds to internal/logging's.
+const (
+	logOperation = "operation"
+	logPid       = "pid"
+	logAddress   = "address"
+	logExitCode  = "exitCode"
+)
+
+// Server is the ECS endpoint and the task metadata endpoint of the local stack. Set the
+// exported fields before Start; the fault and delay switches may be used at any time.
+type Server struct {
+	// Logger receives one JSON line per task state change and per refused request.
+	Logger *slog.Logger
+	// Region and AccountID appear in every ARN (DefaultRegion, DefaultAccountID).
+	Region, AccountID string
+	// AvailabilityZone is reported for every task (default: Region + "a").
+	AvailabilityZone string
+	// Clusters are the cluster names that exist ([DefaultCluster] when empty).
+	Clusters []string
+	// Addr and MetadataAddr are the loopback listen addresses of the two endpoints.
+	Addr, MetadataAddr string
+	// AddressPool is where task addresses come from; it must lie inside 127.0.0.0/8.
+	// Tests running concurrently in other processes should pick distinct pools.
+	AddressPool netip.Prefix
+	// Env is set in every task's environment under the task definition's own variables:
+	// what the stack passes to every task (endpoints, credentials, PATH, HOME). Nothing of
+	// this process's environment is inherited otherwise.
+	Env map[string]string
+	// Output returns where a task's stdout and stderr go (io.Discard when nil or when it
+	// returns nil). It is called once per task, just before the process starts.
+	Output func(TaskInfo) io.Writer
+	// LaunchDelay is the time from RunTask until the process starts, spent half in
+	// PROVISIONING and half in PENDING, to rehearse Fargate's cold starts; see SetLaunchDelay.
+	LaunchDelay time.Duration
+	// StoppedRetention is how long stopped tasks stay describable (DefaultStoppedRetention).
+	StoppedRetention time.Duration
+	// KeepDataDirs keeps a task's data directory after it stops. Fargate discards ephemeral
+	// storage with the task, so by default the directory is removed.
+	KeepDataDirs bool
+
+	dataRoot string
+
+	mu       sync.Mutex
+	started  bool
+	closed   bool
+	region   string
+	account  string
+	zone     string
+	clusters map[string]bool
+	defs     map[string]map[int]*taskDef // family → revision → definition
+	tasks    map[string]*task            // task id → task
+	tokens   map[string]*tokenEntry      // cluster + "\x00" + clientToken
+	pool     *addrPool
+	faults   faultState
+	requests []Request
+	env      map[string]string
+	output   func(TaskInfo) io.Writer
+	log      *slog.Logger
+	keepDirs bool
+	retain   time.Duration
+
+	wg       sync.WaitGroup // task lifecycles
+	hurry    chan struct{}  // closed when Close's context ends: kill without waiting
+	hurryOne sync.Once
+
+	apiLn, metaLn   net.Listener
+	apiSrv, metaSrv *http.Server
+	serveErr        chan error
+}
+
+// NewServer returns a server whose tasks get fresh data directories under dataRoot.
+func NewServer(dataRoot string) *Server {
+	return &Server{dataRoot: dataRoot}
+}
+
+// Start validates the configuration and starts listening on both endpoints.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return fmt.Errorf("start ecslocal: %w: already started", ErrInvalidConfig)
+	}
+	if err := s.configure(); err != nil {
+		return fmt.Errorf("start ecslocal: %w", err)
+	}
+	apiLn, err := listenLoopback(s.Addr, DefaultAddr)
+	if err != nil {
+		return fmt.Errorf("start ecslocal: %w", err)
+	}
+	metaLn, err := listenLoopback(s.MetadataAddr, DefaultMetadataAddr)
+	if err != nil {
+		apiLn.Close()
+		return fmt.Errorf("start ecslocal: %w", err)
+	}
+	s.apiLn, s.metaLn = apiLn, metaLn
+	s.apiSrv = &http.Server{Handler: http.HandlerFunc(s.serveAPI), ReadHeaderTimeout: 10 * time.Second}
+	s.metaSrv = &http.Server{Handler: http.HandlerFunc(s.serveMetadata), ReadHeaderTimeout: 10 * time.Second}
+	s.serveErr = make(chan error, 2)
+	for _, p := range []struct {
+		srv *http.Server
+		ln  net.Listener
+	}{{s.apiSrv, apiLn}, {s.metaSrv, metaLn}} {
+		go func() {
+			if err := p.srv.Serve(p.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.serveErr <- err
+			}
+		}()
+	}
+	s.started = true
+	s.log.Info("ecs endpoint listening", "endpoint", s.endpoint(), "metadataEndpoint", s.metadataEndpoint())
+	return nil
+}
+
+func (s *Server) configure() error {
+	var errs []error
+	if s.dataRoot == "" {
+		errs = append(errs, errors.New("data root is empty"))
+	} else if fi, err := os.Stat(s.dataRoot); err != nil || !fi.IsDir() {
+		errs = append(errs, fmt.Errorf("data root %q is not a directory", s.dataRoot))
+	}
+	s.region = cmpOr(s.Region, DefaultRegion)
+	s.account = cmpOr(s.AccountID, DefaultAccountID)
+	s.zone = cmpOr(s.AvailabilityZone, s.region+"a")
+	s.clusters = map[string]bool{}
+	for _, c := range cmpOrSlice(s.Clusters, []string{DefaultCluster}) {
+		if !validName(c, 255) {
+			errs = append(errs, fmt.Errorf("cluster name %q is not valid", c))
+		}
+		s.clusters[c] = true
+	}
+	pool := s.AddressPool
+	if !pool.IsValid() {
+		pool = netip.MustParsePrefix(DefaultAddressPool)
+	}
+	p, err := newAddrPool(pool)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	s.pool = p
+	s.env = make(map[string]string, len(s.Env))
+	for k, v := range s.Env {
+		s.env[k] = v
+	}
+	s.output = s.Output
+	s.log = s.Logger
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.keepDirs = s.KeepDataDirs
+	s.retain = s.StoppedRetention
+	if s.retain <= 0 {
+		s.retain = DefaultStoppedRetention
+	}
+	if s.LaunchDelay < 0 {
+		errs = append(errs, errors.New("launch delay is negative"))
+	}
+	s.faults.launchDelay = max(s.LaunchDelay, 0)
+	if s.defs == nil {
+		s.defs = map[string]map[int]*taskDef{}
+	}
+	s.tasks = map[string]*task{}
+	s.tokens = map[string]*tokenEntry{}
+	s.hurry = make(chan struct{})
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return nil
+}
+
+func listenLoopback(addr, def string) (net.Listener, error) {
+	addr = cmpOr(addr, def)
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: listen address %q: %w", ErrInvalidConfig, addr, err)
+	}
+	if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() {
+		return nil, fmt.Errorf("%w: listen address %q is not a loopback address", ErrInvalidConfig, addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// Endpoint returns the ECS API's base URL, for AWS_ENDPOINT_URL_ECS or awsconf.Loopback.
+func (s *Server) Endpoint() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.endpoint()
+}
+
+func (s *Server) endpoint() string {
+	if s.apiLn == nil {
+		return ""
+	}
+	return "http://" + s.apiLn.Addr().String()
+}
+
+// MetadataEndpoint returns the base URL under which each task's metadata is served.
+func (s *Server) MetadataEndpoint() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.metadataEndpoint()
+}
+
+func (s *Server) metadataEndpoint() string {
+	if s.metaLn == nil {
+		return ""
+	}
+	return "http://" + s.metaLn.Addr().String()
+}
+
+// ClusterARN returns the ARN of the named cluster.
+func (s *Server) ClusterARN(name string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.clusterARN(name)
+}
+
+func (s *Server) clusterARN(name string) string {
+	return fmt.Sprintf("arn:aws:ecs:%s:%s:cluster/%s", s.region, s.account, name)
+}
+
+// Close stops every task as StopTask would (SIGTERM, then SIGKILL after the task's stop
+// timeout, or at once when ctx ends), then closes both endpoints. Every process the server
+// started has exited when Close returns.
+func (s *Server) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.started || s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	now := time.Now()
+	for _, t := range s.tasks {
+		s.requestStopLocked(t, now, stopUser, "ecslocal: endpoint shutting down")
+	}
+	s.mu.Unlock()
+
+	drained := make(chan struct{})
+	go func() { s.wg.Wait(); close(drained) }()
+	var ctxErr error
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		ctxErr = ctx.Err()
+		s.hurryOne.Do(func() { close(s.hurry) })
+		<-drained
+	}
+
+	shut, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	errs := []error{ctxErr}
+	for _, srv := range []*http.Server{s.apiSrv, s.metaSrv} {
+		if err := srv.Shutdown(shut); err != nil {
+			errs = append(errs, srv.Close())
+		}
+	}
+	select {
+	case err := <-s.serveErr:
+		errs = append(errs, err)
+	default:
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close ecslocal: %w", err)
+	}
+	return nil
+}
+
+// TaskInfo is what the fault harness and the stack need of one task.
+type TaskInfo struct {
+	ARN           string
+	ID            string
+	Cluster       string
+	Family        string
+	Revision      int
+	LastStatus    string
+	DesiredStatus string
+	// IP is the task's own loopback address (the ENI's privateIPv4Address).
+	IP netip.Addr
+	// Pid is the process id, also its process group id; 0 before the process starts and
+	// after it has exited.
+	Pid int
+	// DataDir is the process's working directory.
+	DataDir string
+	// MetadataURI is the task's ECS_CONTAINER_METADATA_URI_V4.
+	MetadataURI string
+}
+
+// Tasks returns the tasks that have not stopped yet, oldest first.
+func (s *Server) Tasks() []TaskInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []TaskInfo
+	for _, t := range s.sortedTasksLocked() {
+		if t.lastStatus != statusStopped {
+			out = append(out, s.infoLocked(t))
+		}
+	}
+	return out
+}
+
+func (s *Server) infoLocked(t *task) TaskInfo {
+	return TaskInfo{
+		ARN: t.arn, ID: t.id, Cluster: t.cluster, Family: t.def.family, Revision: t.def.revision,
+		LastStatus: t.lastStatus, DesiredStatus: t.desiredStatus, IP: t.ip, Pid: t.pid,
+		DataDir: t.dataDir, MetadataURI: t.metadataURI,
+	}
+}
+
+func (s *Server) sortedTasksLocked() []*task {
+	ts := make([]*task, 0, len(s.tasks))
+	for _, t := range s.tasks {
+		ts = append(ts, t)
+	}
+	slices.SortFunc(ts, func(a, b *task) int {
+		if c := a.createdAt.Compare(b.createdAt); c != 0 {
+			return c
+		}
+		return compareStrings(a.id, b.id)
+	})
+	return ts
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func cmpOr(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func cmpOrSlice(v, def []string) []string {
+	if len(v) == 0 {
+		return def
+	}
+	return v
+}
+
+// validName reports whether s is 1..n letters, digits, hyphens and underscores: the
+// alphabet of cluster names and task definition families.
+func validName(s string, n int) bool {
+	if len(s) == 0 || len(s) > n {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}

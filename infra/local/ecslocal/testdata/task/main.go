@@ -1,0 +1,151 @@
+// Command task stands in for the sandbox agent in ecslocal's tests. Like the agent, it
+// learns its address from the task metadata endpoint v4, serves HTTP there and writes into
+// its working directory. Modes:
+//
+//	serve        serve until SIGTERM, then exit 0 ("graceful exit" on stdout)
+//	ignore-term  serve and ignore SIGTERM ("sigterm ignored"), so only SIGKILL stops it
+//	exit         exit at once with -code
+//	sleep        sleep forever (the child started by -child)
+//
+// -child starts a child process in the same process group, to prove the whole group goes.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+type network struct {
+	NetworkMode   string   `json:"NetworkMode"`
+	IPv4Addresses []string `json:"IPv4Addresses"`
+}
+
+type container struct {
+	DockerID string            `json:"DockerId"`
+	Labels   map[string]string `json:"Labels"`
+	Networks []network         `json:"Networks"`
+}
+
+type taskMeta struct {
+	TaskARN    string      `json:"TaskARN"`
+	Containers []container `json:"Containers"`
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "task:", err)
+		os.Exit(2)
+	}
+}
+
+func run() error {
+	mode := flag.String("mode", "serve", "serve, ignore-term, exit or sleep")
+	code := flag.Int("code", 0, "exit code in exit mode")
+	child := flag.Bool("child", false, "start a child process in the same group")
+	flag.Parse()
+	if *mode == "sleep" {
+		signal.Ignore(syscall.SIGTERM)
+		for {
+			time.Sleep(time.Hour)
+		}
+	}
+
+	uri := os.Getenv("ECS_CONTAINER_METADATA_URI_V4")
+	if uri == "" {
+		return errors.New("ECS_CONTAINER_METADATA_URI_V4 is not set")
+	}
+	var c container
+	if err := getJSON(uri, &c); err != nil {
+		return err
+	}
+	var tm taskMeta
+	if err := getJSON(uri+"/task", &tm); err != nil {
+		return err
+	}
+	if len(c.Networks) == 0 || len(c.Networks[0].IPv4Addresses) == 0 {
+		return errors.New("container metadata has no address")
+	}
+	ip := c.Networks[0].IPv4Addresses[0]
+	if tm.TaskARN == "" || tm.TaskARN != c.Labels["com.amazonaws.ecs.task-arn"] {
+		return fmt.Errorf("task metadata names task %q, container metadata %q", tm.TaskARN, c.Labels["com.amazonaws.ecs.task-arn"])
+	}
+	if err := os.WriteFile("hello.txt", []byte(ip), 0o600); err != nil {
+		return err
+	}
+	if *mode == "exit" {
+		fmt.Println("exiting", *code)
+		os.Exit(*code)
+	}
+
+	childPid := 0
+	if *child {
+		cmd := exec.Command(os.Args[0], "-mode", "sleep")
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		childPid = cmd.Process.Pid
+	}
+
+	port := os.Getenv("PORT")
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, port))
+	if err != nil {
+		return err
+	}
+	cwd, _ := os.Getwd()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"ip": ip, "pid": os.Getpid(), "cwd": cwd, "taskArn": tm.TaskARN, "childPid": childPid, "args": os.Args[1:],
+		})
+	})
+	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
+		v, ok := os.LookupEnv(r.URL.Query().Get("name"))
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = io.WriteString(w, v)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	fmt.Println("serving on", ln.Addr())
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+	for range sigs {
+		if *mode == "ignore-term" {
+			fmt.Println("sigterm ignored")
+			continue
+		}
+		fmt.Println("sigterm")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = srv.Shutdown(ctx)
+		cancel()
+		fmt.Println("graceful exit")
+		return nil
+	}
+	return nil
+}
+
+func getJSON(url string, v any) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("get %s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
