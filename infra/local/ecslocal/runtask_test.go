@@ -136,7 +136,11 @@ func TestServer_RunTask_TagsAndStartedByRoundTrip(t *testing.T) {
 	in.PropagateTags = types.PropagateTagsTaskDefinition
 	in.EnableECSManagedTags = true
 	arn := aws.ToString(e.run(t, in).TaskArn)
-	plain := e.run(t, func() *ecs.RunTaskInput { i := runInput("untagged"); i.StartedBy = aws.String("other-launcher"); return i }())
+	plain := e.run(t, func() *ecs.RunTaskInput {
+		i := runInput("untagged")
+		i.StartedBy = aws.String("other-launcher")
+		return i
+	}())
 
 	want := map[string]string{"sandgate:userId": "user_abc", "team": "platform", "aws:ecs:clusterName": "sandboxes"}
 	tagged := e.describe(t, arn, types.TaskFieldTags)
@@ -185,15 +189,15 @@ func TestServer_RunTask_OverridesReachTheProcess(t *testing.T) {
 	ip := privateIP(e.waitStatus(t, aws.ToString(task.TaskArn), "RUNNING"))
 
 	for name, want := range map[string]string{
-		"SANDGATE_USER_ID":   "user_abc",                   // container override
-		"FROM_DEFINITION":    "override",                   // override beats the definition
-		"PORT":               e.port,                       // task definition
-		"STACK_ENDPOINT":     "http://127.0.0.1:1",         // the stack's variables
-		"AWS_EXECUTION_ENV":  "AWS_ECS_FARGATE",            // what Fargate injects
-		"AWS_REGION":         "us-east-1",                  //
-		"AWS_DEFAULT_REGION": "us-east-1",                  //
-		"HOME":               "",                           // nothing inherited from the emulator
-		"PATH":               "",                           //
+		"SANDGATE_USER_ID":              "user_abc",                        // container override
+		"FROM_DEFINITION":               "override",                        // override beats the definition
+		"PORT":                          e.port,                            // task definition
+		"STACK_ENDPOINT":                "http://127.0.0.1:1",              // the stack's variables
+		"AWS_EXECUTION_ENV":             "AWS_ECS_FARGATE",                 // what Fargate injects
+		"AWS_REGION":                    "us-east-1",                       //
+		"AWS_DEFAULT_REGION":            "us-east-1",                       //
+		"HOME":                          "",                                // nothing inherited from the emulator
+		"PATH":                          "",                                //
 		"ECS_CONTAINER_METADATA_URI_V4": e.srv.MetadataEndpoint() + "/v4/", // prefix, checked below
 	} {
 		code, body := e.get(t, ip, "/env?name="+name)

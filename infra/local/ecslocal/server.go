@@ -47,7 +47,6 @@ const (
 	DefaultWaitDelay = time.Second
 )
 
-
 // Log keys this package adds to internal/logging's.
 const (
 	logOperation = "operation"

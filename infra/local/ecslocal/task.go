@@ -379,8 +379,8 @@ func (s *Server) wireLocked(t *task, withTags bool) wireTask {
 		c.RuntimeID = t.dockerID
 	}
 	w := wireTask{
-		Attachments: []wireAttachment{{ID: t.attachmentID, Type: "ElasticNetworkInterface", Status: t.attachStatus, Details: details}},
-		Attributes:  []KeyValuePair{{Name: ptr("ecs.cpu-architecture"), Value: ptr(cpuArchitecture())}},
+		Attachments:      []wireAttachment{{ID: t.attachmentID, Type: "ElasticNetworkInterface", Status: t.attachStatus, Details: details}},
+		Attributes:       []KeyValuePair{{Name: ptr("ecs.cpu-architecture"), Value: ptr(cpuArchitecture())}},
 		AvailabilityZone: s.zone, CapacityProviderName: t.capacityProvider, ClusterArn: t.clusterArn,
 		Connectivity: t.connectivity, ConnectivityAt: ts(t.connectivityAt), Containers: []wireContainer{c},
 		Cpu: t.cpu, CreatedAt: ts(t.createdAt), DesiredStatus: t.desiredStatus, EnableExecuteCommand: t.enableExec,
