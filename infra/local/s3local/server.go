@@ -1,0 +1,174 @@
+package s3local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3bolt"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/sandgate/sandgate/internal/logging"
+)
+
+// Defaults for Config.
+const (
+	// DefaultAddr binds a free port on loopback only.
+	DefaultAddr = "127.0.0.1:0"
+	// DefaultBucket is the bucket created when Config.Bucket is empty.
+	DefaultBucket = "sandgate-local"
+	// DBFile is the bbolt file inside Config.Dir.
+	DBFile = "s3.db"
+	// DefaultShutdownTimeout bounds how long Close waits for requests in flight.
+	DefaultShutdownTimeout = 5 * time.Second
+)
+
+// lockTimeout bounds the wait for another process's lock on the database.
+const lockTimeout = 2 * time.Second
+
+// Config says where and how to serve.
+type Config struct {
+	// Addr is host:port to listen on (DefaultAddr when empty).
+	Addr string
+	// Bucket is created on start when missing (DefaultBucket when empty).
+	Bucket string
+	// Dir persists objects in Dir/DBFile; empty keeps them in memory.
+	Dir string
+	// Seed fixes which requests fractional faults hit.
+	Seed uint64
+	// Log receives server errors (slog.Default when nil).
+	Log *slog.Logger
+}
+
+// Server is a running S3 endpoint.
+type Server struct {
+	// Faults injects errors and latency into requests; empty until a test adds some.
+	Faults *Faults
+
+	url    string
+	bucket string
+	srv    *http.Server
+	db     *bolt.DB
+	served chan struct{}
+	once   sync.Once
+	err    error
+}
+
+// Start serves a new endpoint and returns once it accepts connections.
+func Start(cfg Config) (*Server, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultAddr
+	}
+	if cfg.Bucket == "" {
+		cfg.Bucket = DefaultBucket
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "s3local")
+
+	var (
+		backend gofakes3.Backend
+		db      *bolt.DB
+	)
+	if cfg.Dir == "" {
+		backend = s3mem.New()
+	} else {
+		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("start s3: create data dir: %w", err)
+		}
+		var err error
+		db, err = bolt.Open(filepath.Join(cfg.Dir, DBFile), 0o600, &bolt.Options{Timeout: lockTimeout})
+		if err != nil {
+			return nil, fmt.Errorf("start s3: open %s (in use by another process?): %w", filepath.Join(cfg.Dir, DBFile), err)
+		}
+		backend = s3bolt.New(db)
+	}
+	fail := func(err error) (*Server, error) {
+		if db != nil {
+			db.Close()
+		}
+		return nil, err
+	}
+	exists, err := backend.BucketExists(cfg.Bucket)
+	if err != nil {
+		return fail(fmt.Errorf("start s3: check bucket: %w", err))
+	}
+	if !exists {
+		if err := backend.CreateBucket(cfg.Bucket); err != nil {
+			return fail(fmt.Errorf("start s3: create bucket %q: %w", cfg.Bucket, err))
+		}
+	}
+	fake := gofakes3.New(backend, gofakes3.WithLogger(errorLogger{log}), gofakes3.WithAutoBucket(false))
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fail(fmt.Errorf("start s3: listen on %s: %w", cfg.Addr, err))
+	}
+	s := &Server{
+		Faults: NewFaults(fake.Server(), cfg.Seed),
+		url:    "http://" + ln.Addr().String(),
+		bucket: cfg.Bucket,
+		db:     db,
+		served: make(chan struct{}),
+	}
+	s.srv = &http.Server{
+		Handler:           s.Faults,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		defer close(s.served)
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("s3 server stopped", logging.Error, err.Error())
+		}
+	}()
+	return s, nil
+}
+
+// URL is the endpoint's base URL, for AWS_ENDPOINT_URL_S3 or awsconf.Loopback.
+func (s *Server) URL() string { return s.url }
+
+// Bucket is the bucket created on start.
+func (s *Server) Bucket() string { return s.bucket }
+
+// Handler is the fault-injecting S3 handler, for serving it elsewhere as well (for
+// example over TLS with httptest in a test).
+func (s *Server) Handler() http.Handler { return s.Faults }
+
+// Close stops serving, waiting up to DefaultShutdownTimeout for requests in flight,
+// and closes the database. It may be called more than once.
+func (s *Server) Close() error {
+	s.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), DefaultShutdownTimeout)
+		defer cancel()
+		if err := s.srv.Shutdown(ctx); err != nil {
+			s.srv.Close()
+		}
+		<-s.served
+		if s.db != nil {
+			if err := s.db.Close(); err != nil {
+				s.err = fmt.Errorf("close s3 database: %w", err)
+			}
+		}
+	})
+	return s.err
+}
+
+// errorLogger passes gofakes3's error lines to slog and drops its chatter.
+type errorLogger struct{ log *slog.Logger }
+
+func (l errorLogger) Print(level gofakes3.LogLevel, v ...any) {
+	if level == gofakes3.LogErr {
+		l.log.Warn("gofakes3", "detail", fmt.Sprint(v...))
+	}
+}

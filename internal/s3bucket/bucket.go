@@ -1,0 +1,193 @@
+package s3bucket
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/sandgate/sandgate/internal/objsync"
+)
+
+// DefaultPageSize is how many keys a listing page asks for (S3's maximum).
+const DefaultPageSize = 1000
+
+// API is the part of the S3 client Bucket calls.
+type API interface {
+	ListObjectsV2(ctx context.Context, in *s3.ListObjectsV2Input, optFns ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
+	GetObject(ctx context.Context, in *s3.GetObjectInput, optFns ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+	PutObject(ctx context.Context, in *s3.PutObjectInput, optFns ...func(*s3.Options)) (*s3.PutObjectOutput, error)
+	DeleteObjects(ctx context.Context, in *s3.DeleteObjectsInput, optFns ...func(*s3.Options)) (*s3.DeleteObjectsOutput, error)
+}
+
+var _ objsync.Bucket = (*Bucket)(nil)
+
+// Bucket is one S3 or R2 bucket seen through objsync.Bucket.
+type Bucket struct {
+	// PageSize is how many keys one listing page asks for (DefaultPageSize when zero).
+	PageSize int32
+
+	client API
+	name   string
+}
+
+// New returns the bucket name reached through client (see NewClient).
+func New(client API, name string) *Bucket {
+	return &Bucket{client: client, name: name}
+}
+
+// List returns one page of keys under prefix.
+func (b *Bucket) List(ctx context.Context, prefix, token string) (objsync.Page, error) {
+	size := b.PageSize
+	if size <= 0 {
+		size = DefaultPageSize
+	}
+	in := &s3.ListObjectsV2Input{Bucket: &b.name, Prefix: &prefix, MaxKeys: &size}
+	if token != "" {
+		in.ContinuationToken = &token
+	}
+	out, err := b.client.ListObjectsV2(ctx, in)
+	if err != nil {
+		return objsync.Page{}, fmt.Errorf("list %s: %w", prefix, translate(err))
+	}
+	page := objsync.Page{Objects: make([]objsync.ObjectInfo, 0, len(out.Contents))}
+	for _, o := range out.Contents {
+		page.Objects = append(page.Objects, objsync.ObjectInfo{
+			Key:          aws.ToString(o.Key),
+			Size:         aws.ToInt64(o.Size),
+			ETag:         unquote(aws.ToString(o.ETag)),
+			LastModified: aws.ToTime(o.LastModified),
+		})
+	}
+	if aws.ToBool(out.IsTruncated) {
+		page.Next = aws.ToString(out.NextContinuationToken)
+		if page.Next == "" {
+			return objsync.Page{}, fmt.Errorf("list %s: truncated page without a continuation token", prefix)
+		}
+	}
+	return page, nil
+}
+
+// Get returns the object's description, with its user metadata, and its content.
+func (b *Bucket) Get(ctx context.Context, key string) (objsync.ObjectInfo, io.ReadCloser, error) {
+	out, err := b.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.name, Key: &key})
+	if err != nil {
+		return objsync.ObjectInfo{}, nil, fmt.Errorf("get %s: %w", key, translate(err))
+	}
+	meta := make(map[string]string, len(out.Metadata))
+	for k, v := range out.Metadata {
+		meta[strings.ToLower(k)] = v
+	}
+	return objsync.ObjectInfo{
+		Key:          key,
+		Size:         aws.ToInt64(out.ContentLength),
+		ETag:         unquote(aws.ToString(out.ETag)),
+		LastModified: aws.ToTime(out.LastModified),
+		Meta:         meta,
+	}, out.Body, nil
+}
+
+// Put writes the object. When in.SHA256 is set it signs the payload with it, so a
+// plain-HTTP endpoint does not make the SDK read the body an extra time to hash it.
+func (b *Bucket) Put(ctx context.Context, in objsync.PutInput) (string, error) {
+	if len(in.SHA256) > 0 {
+		ctx = v4.SetPayloadHash(ctx, hex.EncodeToString(in.SHA256))
+	}
+	out, err := b.client.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:        &b.name,
+		Key:           &in.Key,
+		Body:          in.Body,
+		ContentLength: &in.Size,
+		Metadata:      in.Meta,
+	})
+	if err != nil {
+		return "", fmt.Errorf("put %s: %w", in.Key, translate(err))
+	}
+	return unquote(aws.ToString(out.ETag)), nil
+}
+
+// Delete removes up to objsync.MaxDeleteBatch keys in one DeleteObjects call.
+func (b *Bucket) Delete(ctx context.Context, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	if len(keys) > objsync.MaxDeleteBatch {
+		return fmt.Errorf("delete %d keys: at most %d per call", len(keys), objsync.MaxDeleteBatch)
+	}
+	ids := make([]types.ObjectIdentifier, len(keys))
+	for i := range keys {
+		ids[i] = types.ObjectIdentifier{Key: &keys[i]}
+	}
+	out, err := b.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{
+		Bucket: &b.name,
+		Delete: &types.Delete{Objects: ids, Quiet: aws.Bool(true)},
+	}, withContentMD5)
+	if err != nil {
+		return fmt.Errorf("delete %d keys from %s: %w", len(keys), keys[0], translate(err))
+	}
+	if len(out.Errors) == 0 {
+		return nil
+	}
+	pe := &objsync.PartialError{Op: "delete"}
+	for _, e := range out.Errors {
+		pe.Failures = append(pe.Failures, objsync.Failure{
+			Name: aws.ToString(e.Key),
+			Err:  codeError(aws.ToString(e.Code), aws.ToString(e.Message)),
+		})
+	}
+	return pe
+}
+
+// translate maps the SDK's errors onto objsync's, keeping the store's code in the
+// message; anything else passes through.
+func translate(err error) error {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		if s := sentinel(ae.ErrorCode()); s != nil {
+			return fmt.Errorf("%w (%s)", s, ae.ErrorCode())
+		}
+	}
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) {
+		switch re.HTTPStatusCode() {
+		case http.StatusNotFound: // HEAD-style answers carry no code
+			return objsync.ErrNotFound
+		case http.StatusForbidden:
+			return objsync.ErrDenied
+		}
+	}
+	return err
+}
+
+// sentinel returns objsync's error for an S3 error code, or nil.
+func sentinel(code string) error {
+	switch code {
+	case "NoSuchKey", "NotFound":
+		return objsync.ErrNotFound
+	case "NoSuchBucket":
+		return objsync.ErrNoBucket
+	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden":
+		return objsync.ErrDenied
+	}
+	return nil
+}
+
+// codeError describes one key's failure inside a DeleteObjects answer.
+func codeError(code, msg string) error {
+	if s := sentinel(code); s != nil {
+		return fmt.Errorf("%w (%s): %s", s, code, msg)
+	}
+	return fmt.Errorf("%s: %s", code, msg)
+}
+
+func unquote(etag string) string { return strings.Trim(etag, `"`) }
