@@ -1,0 +1,123 @@
+package state
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+// Attributes of connection records.
+const (
+	aConnID      = "connectionId"
+	aConnectedAt = "connectedAt"
+)
+
+// Connection is one open WebSocket connection of a user.
+type Connection struct {
+	UserID       string
+	ConnectionID string
+	ConnectedAt  time.Time
+	// ExpiresAt is when DynamoDB's TTL may delete the record if $disconnect never
+	// removed it.
+	ExpiresAt time.Time
+}
+
+// AddConnection records a connection, expiring ConnectionTTL from now. Recording the
+// same connection again refreshes it.
+func (s *Store) AddConnection(ctx context.Context, userID, connectionID string) (Connection, error) {
+	if err := checkID("user id", userID); err != nil {
+		return Connection{}, fmt.Errorf("add connection: %w", err)
+	}
+	if err := checkID("connection id", connectionID); err != nil {
+		return Connection{}, fmt.Errorf("add connection: %w", err)
+	}
+	now := s.now()
+	c := Connection{UserID: userID, ConnectionID: connectionID, ConnectedAt: now, ExpiresAt: time.Unix(ttl(now.Add(s.ConnectionTTL)), 0)}
+	_, err := s.api.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName: aws.String(s.table),
+		Item: map[string]types.AttributeValue{
+			AttrPK: avS(userKey(userID)), AttrSK: avS(connPrefix + connectionID),
+			aUserID: avS(userID), aConnID: avS(connectionID),
+			aConnectedAt: avMs(now), AttrTTL: avN(c.ExpiresAt.Unix()),
+		},
+	})
+	if err != nil {
+		return Connection{}, fmt.Errorf("add connection %s of %s: %w", connectionID, userID, unavailable(err))
+	}
+	return c, nil
+}
+
+// RemoveConnection deletes a connection record; removing an absent one is not an error.
+func (s *Store) RemoveConnection(ctx context.Context, userID, connectionID string) error {
+	if err := checkID("user id", userID); err != nil {
+		return fmt.Errorf("remove connection: %w", err)
+	}
+	if err := checkID("connection id", connectionID); err != nil {
+		return fmt.Errorf("remove connection: %w", err)
+	}
+	_, err := s.api.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+		TableName: aws.String(s.table), Key: key(userKey(userID), connPrefix+connectionID),
+	})
+	if err != nil {
+		return fmt.Errorf("remove connection %s of %s: %w", connectionID, userID, unavailable(err))
+	}
+	return nil
+}
+
+// Connections lists the user's unexpired connections with one Query call per page of
+// 1 MB (a single call for any realistic number of connections). Records past their
+// TTL that DynamoDB has not deleted yet are left out.
+func (s *Store) Connections(ctx context.Context, userID string) ([]Connection, error) {
+	if err := checkID("user id", userID); err != nil {
+		return nil, fmt.Errorf("list connections: %w", err)
+	}
+	now := s.now()
+	var conns []Connection
+	err := s.query(ctx, userID, connPrefix, func(item map[string]types.AttributeValue) {
+		exp := time.Unix(getN(item, AttrTTL), 0)
+		if !now.Before(exp) {
+			return
+		}
+		conns = append(conns, Connection{
+			UserID: userID, ConnectionID: getS(item, aConnID),
+			ConnectedAt: getMs(item, aConnectedAt), ExpiresAt: exp,
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list connections of %s: %w", userID, err)
+	}
+	return conns, nil
+}
+
+// query calls fn with each of the user's items whose sort key starts with prefix, in
+// sort-key order, with strongly consistent reads.
+func (s *Store) query(ctx context.Context, userID, prefix string, fn func(map[string]types.AttributeValue)) error {
+	e := newExpr()
+	in := &dynamodb.QueryInput{
+		TableName: aws.String(s.table),
+		KeyConditionExpression: aws.String(strings.Join([]string{
+			e.n(AttrPK) + " = " + e.v("pk", avS(userKey(userID))),
+			"begins_with(" + e.n(AttrSK) + ", " + e.v("prefix", avS(prefix)) + ")",
+		}, " AND ")),
+		ConsistentRead: aws.Bool(true),
+	}
+	in.ExpressionAttributeNames, in.ExpressionAttributeValues = e.Names(), e.Values()
+	for {
+		out, err := s.api.Query(ctx, in)
+		if err != nil {
+			return unavailable(err)
+		}
+		for _, item := range out.Items {
+			fn(item)
+		}
+		if len(out.LastEvaluatedKey) == 0 {
+			return nil
+		}
+		in.ExclusiveStartKey = out.LastEvaluatedKey
+	}
+}

@@ -1,0 +1,446 @@
+package state
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+// Attributes of the sandbox record and the capacity counter.
+const (
+	aUserID    = "userId"
+	aState     = "state"
+	aToken     = "leaseToken"
+	aDeadline  = "leaseDeadline" // Unix ms, like every time here except AttrTTL
+	aGen       = "generation"
+	aTask      = "taskArn"
+	aEndpoint  = "endpoint"
+	aGateway   = "gatewayToken"
+	aHeartbeat = "heartbeatAt"
+	aActivity  = "lastActivity"
+	aSince     = "stateSince"
+	aReason    = "reason"
+	aVersion   = "version"
+	aLive      = "live" // on the capacity item
+)
+
+// Reasons recorded when a sandbox stops.
+const (
+	ReasonStopped = "stopped"
+	ReasonExpired = "lease expired"
+)
+
+func userKey(userID string) string { return userPrefix + userID }
+
+func key(pk, sk string) map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{AttrPK: avS(pk), AttrSK: avS(sk)}
+}
+
+func sandboxKey(userID string) map[string]types.AttributeValue {
+	return key(userKey(userID), skSandbox)
+}
+
+func capacityKey() map[string]types.AttributeValue { return key(pkCapacity, skCapacity) }
+
+func decodeSandbox(item map[string]types.AttributeValue) *Sandbox {
+	if len(item) == 0 {
+		return nil
+	}
+	return &Sandbox{
+		UserID:        getS(item, aUserID),
+		State:         State(getS(item, aState)),
+		LeaseToken:    getS(item, aToken),
+		LeaseDeadline: getMs(item, aDeadline),
+		Generation:    getN(item, aGen),
+		TaskARN:       getS(item, aTask),
+		Endpoint:      getS(item, aEndpoint),
+		GatewayToken:  getS(item, aGateway),
+		HeartbeatAt:   getMs(item, aHeartbeat),
+		LastActivity:  getMs(item, aActivity),
+		StateSince:    getMs(item, aSince),
+		Reason:        getS(item, aReason),
+		Version:       getN(item, aVersion),
+	}
+}
+
+// write is one conditional update, usable alone or inside a transaction. On a failed
+// condition DynamoDB returns the item's old value (ALL_OLD), so the loser of a race
+// learns the winner's record without another read.
+type write struct {
+	key          map[string]types.AttributeValue
+	update, cond string
+	e            *expr
+}
+
+func (w write) condition() (*string, types.ReturnValuesOnConditionCheckFailure) {
+	if w.cond == "" {
+		return nil, ""
+	}
+	return aws.String(w.cond), types.ReturnValuesOnConditionCheckFailureAllOld
+}
+
+func (w write) item(table string) *dynamodb.UpdateItemInput {
+	cond, rv := w.condition()
+	return &dynamodb.UpdateItemInput{
+		TableName: aws.String(table), Key: w.key,
+		UpdateExpression: aws.String(w.update), ConditionExpression: cond,
+		ExpressionAttributeNames: w.e.Names(), ExpressionAttributeValues: w.e.Values(),
+		ReturnValuesOnConditionCheckFailure: rv,
+	}
+}
+
+func (w write) tx(table string) types.TransactWriteItem {
+	cond, rv := w.condition()
+	return types.TransactWriteItem{Update: &types.Update{
+		TableName: aws.String(table), Key: w.key,
+		UpdateExpression: aws.String(w.update), ConditionExpression: cond,
+		ExpressionAttributeNames: w.e.Names(), ExpressionAttributeValues: w.e.Values(),
+		ReturnValuesOnConditionCheckFailure: rv,
+	}}
+}
+
+// inStates returns "#state IN (:s0, …)".
+func inStates(e *expr, states ...State) string {
+	ph := make([]string, len(states))
+	for i, st := range states {
+		ph[i] = e.v("st"+string(st), avS(string(st)))
+	}
+	return fmt.Sprintf("%s IN (%s)", e.n(aState), strings.Join(ph, ", "))
+}
+
+var counted = []State{Starting, Running, Stopping}
+
+// capacityWrite moves the capacity counter by delta; an increase is admitted only
+// below max.
+func capacityWrite(delta int64, max int) write {
+	e := newExpr()
+	w := write{key: capacityKey(), e: e, update: fmt.Sprintf("ADD %s %s", e.n(aLive), e.v("delta", avN(delta)))}
+	// A decrease has no condition: the counter is exact by construction and a stop
+	// must never be refused. The tests check that it never goes below zero.
+	if delta > 0 {
+		w.cond = fmt.Sprintf("attribute_not_exists(%s) OR %s < %s", e.n(aLive), e.n(aLive), e.v("max", avN(int64(max))))
+	}
+	return w
+}
+
+// takeWrite writes a new lease l in state st over cur (nil: no record), conditional
+// on the record being exactly the version the caller decided on.
+func takeWrite(userID string, cur *Sandbox, l Lease, st State, now time.Time, activity bool) write {
+	e := newExpr()
+	var version int64 = 1
+	var cond string
+	if cur == nil {
+		cond = fmt.Sprintf("attribute_not_exists(%s)", e.n(AttrPK))
+	} else {
+		version = cur.Version + 1
+		cond = fmt.Sprintf("%s = %s", e.n(aVersion), e.v("oldVersion", avN(cur.Version)))
+	}
+	set := []string{
+		e.n(aUserID) + " = " + e.v("uid", avS(userID)),
+		e.n(aState) + " = " + e.v("state", avS(string(st))),
+		e.n(aToken) + " = " + e.v("tok", avS(l.Token)),
+		e.n(aDeadline) + " = " + e.v("deadline", avMs(l.Deadline)),
+		e.n(aGen) + " = " + e.v("gen", avN(l.Generation)),
+		e.n(aSince) + " = " + e.v("now", avMs(now)),
+		e.n(aVersion) + " = " + e.v("version", avN(version)),
+	}
+	if activity {
+		set = append(set, e.n(aActivity)+" = "+e.v("now", avMs(now)))
+	}
+	update := "SET " + strings.Join(set, ", ") + " REMOVE " +
+		strings.Join([]string{e.n(aTask), e.n(aEndpoint), e.n(aGateway), e.n(aHeartbeat), e.n(aReason)}, ", ")
+	return write{key: sandboxKey(userID), update: update, cond: cond, e: e}
+}
+
+// Get returns the user's sandbox record with exactly one GetItem: the warm path of
+// every message. ErrNotFound when the user has none.
+//
+// The read is strongly consistent. An eventually consistent read costs half and is
+// usually fresh, but right after the agent's MarkReady a stale STARTING would send a
+// message to the inbox the agent has just drained; Enqueue refuses RUNNING sandboxes
+// to close that race, and a consistent read keeps the refusal rare.
+func (s *Store) Get(ctx context.Context, userID string) (*Sandbox, error) {
+	if err := checkID("user id", userID); err != nil {
+		return nil, fmt.Errorf("get sandbox: %w", err)
+	}
+	sb, err := s.get(ctx, userID)
+	if err != nil {
+		return nil, fmt.Errorf("get sandbox %s: %w", userID, err)
+	}
+	if sb == nil {
+		return nil, fmt.Errorf("get sandbox %s: %w", userID, ErrNotFound)
+	}
+	return sb, nil
+}
+
+func (s *Store) get(ctx context.Context, userID string) (*Sandbox, error) {
+	out, err := s.api.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName: aws.String(s.table), Key: sandboxKey(userID), ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return decodeSandbox(out.Item), nil
+}
+
+// Capacity returns the capacity counter: the number of live (counted) sandboxes.
+func (s *Store) Capacity(ctx context.Context) (int, error) {
+	out, err := s.api.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName: aws.String(s.table), Key: capacityKey(), ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read capacity: %w", unavailable(err))
+	}
+	return int(getN(out.Item, aLive)), nil
+}
+
+// Acquire takes the user's start lease: state STARTING, a fresh token, generation+1,
+// deadline now+StartTTL. From no record, STOPPED or an expired PURGING, the start
+// takes a capacity slot in the same transaction (ErrCapacity when MaxSandboxes are
+// live). A counted lease past its deadline is taken over and keeps its slot, since
+// the dead sandbox was still counted. A live lease held by another caller gives a
+// *HeldError with the holder's record; an unexpired PURGING gives ErrPurging.
+//
+// Calls: one GetItem, then one write (a TransactWriteItems to take a slot, an
+// UpdateItem to take over); a caller that loses the race needs no further read.
+func (s *Store) Acquire(ctx context.Context, userID string) (Lease, error) {
+	if err := checkID("user id", userID); err != nil {
+		return Lease{}, fmt.Errorf("acquire sandbox: %w", err)
+	}
+	cur, err := s.get(ctx, userID)
+	if err != nil {
+		return Lease{}, fmt.Errorf("acquire sandbox %s: %w", userID, err)
+	}
+	var lease Lease
+	err = s.retry(ctx, "acquire", func() (outcome, error) {
+		now := s.now()
+		admit := false
+		switch {
+		case cur == nil || cur.State == Stopped:
+			admit = true
+		case cur.State == Purging && now.Before(cur.LeaseDeadline):
+			return done, ErrPurging
+		case cur.State == Purging:
+			admit = true // an expired purge held no slot
+		case now.Before(cur.LeaseDeadline):
+			return done, &HeldError{Sandbox: cur}
+		}
+		l := Lease{UserID: userID, Token: newToken(), Generation: 1, Deadline: now.Add(s.StartTTL)}
+		if cur != nil {
+			l.Generation = cur.Generation + 1
+		}
+		w := takeWrite(userID, cur, l, Starting, now, true)
+		if admit {
+			_, err := s.api.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{
+				w.tx(s.table), capacityWrite(1, s.MaxSandboxes).tx(s.table),
+			}})
+			if err == nil {
+				lease = l
+				return done, nil
+			}
+			if isConflict(err) {
+				return retryLater, err
+			}
+			// The record's reason decides first: a user whose sandbox is held
+			// reuses it whatever the capacity.
+			if failed, old := cancelled(err, 0); failed {
+				cur = decodeSandbox(old)
+				return retryNow, err
+			}
+			if failed, old := cancelled(err, 1); failed {
+				return done, &CapacityError{Live: int(getN(old, aLive)), Max: s.MaxSandboxes}
+			}
+			return done, unavailable(err)
+		}
+		_, err := s.api.UpdateItem(ctx, w.item(s.table))
+		if err == nil {
+			s.Logger.Warn("sandbox taken over", "userId", userID, "generation", l.Generation,
+				"previousState", string(cur.State), "previousDeadline", cur.LeaseDeadline)
+			lease = l
+			return done, nil
+		}
+		if isConflict(err) {
+			return retryLater, err
+		}
+		if failed, old := conditionFailed(err); failed {
+			cur = decodeSandbox(old)
+			return retryNow, err
+		}
+		return done, unavailable(err)
+	})
+	if err != nil {
+		return Lease{}, fmt.Errorf("acquire sandbox %s: %w", userID, err)
+	}
+	return lease, nil
+}
+
+// fenced runs one update of the holder's record, conditional on its lease token and
+// on the record being in one of allowed. set receives the expression builder and
+// returns the SET clauses; version+1 is added.
+func (s *Store) fenced(ctx context.Context, op string, l Lease, allowed []State, set func(e *expr) []string) error {
+	if err := checkLease(l); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	err := s.retry(ctx, op, func() (outcome, error) {
+		e := newExpr()
+		clauses := append(set(e), fmt.Sprintf("%s = %s + %s", e.n(aVersion), e.n(aVersion), e.v("one", avN(1))))
+		w := write{
+			key: sandboxKey(l.UserID), e: e,
+			update: "SET " + strings.Join(clauses, ", "),
+			cond:   fmt.Sprintf("%s = %s AND %s", e.n(aToken), e.v("tok", avS(l.Token)), inStates(e, allowed...)),
+		}
+		_, err := s.api.UpdateItem(ctx, w.item(s.table))
+		if err == nil {
+			return done, nil
+		}
+		if isConflict(err) {
+			return retryLater, err
+		}
+		if failed, old := conditionFailed(err); failed {
+			return done, lostOrState(l, decodeSandbox(old))
+		}
+		return done, unavailable(err)
+	})
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", op, l.UserID, err)
+	}
+	return nil
+}
+
+// lostOrState explains why a fenced write's condition failed.
+func lostOrState(l Lease, cur *Sandbox) error {
+	if cur == nil || cur.LeaseToken != l.Token {
+		return &LeaseLostError{Current: cur}
+	}
+	return fmt.Errorf("%w: sandbox is %s", ErrState, cur.State)
+}
+
+// SetTask records the task started for the lease (STARTING or RUNNING).
+func (s *Store) SetTask(ctx context.Context, l Lease, taskARN string) error {
+	if taskARN == "" {
+		return fmt.Errorf("set task: %w: empty task ARN", ErrInvalid)
+	}
+	return s.fenced(ctx, "set task", l, []State{Starting, Running}, func(e *expr) []string {
+		return []string{e.n(aTask) + " = " + e.v("task", avS(taskARN))}
+	})
+}
+
+// MarkReady publishes the agent's endpoint and gateway token, moves STARTING to
+// RUNNING and renews the lease for LeaseTTL. It returns the renewed lease.
+func (s *Store) MarkReady(ctx context.Context, l Lease, endpoint, gatewayToken string) (Lease, error) {
+	if endpoint == "" || gatewayToken == "" {
+		return Lease{}, fmt.Errorf("mark ready: %w: empty endpoint or gateway token", ErrInvalid)
+	}
+	now := s.now()
+	renewed := l
+	renewed.Deadline = now.Add(s.LeaseTTL)
+	err := s.fenced(ctx, "mark ready", l, []State{Starting, Running}, func(e *expr) []string {
+		return []string{
+			e.n(aState) + " = " + e.v("running", avS(string(Running))),
+			e.n(aEndpoint) + " = " + e.v("endpoint", avS(endpoint)),
+			e.n(aGateway) + " = " + e.v("gateway", avS(gatewayToken)),
+			e.n(aSince) + " = " + e.v("now", avMs(now)),
+			e.n(aHeartbeat) + " = " + e.v("now", avMs(now)),
+			e.n(aDeadline) + " = " + e.v("deadline", avMs(renewed.Deadline)),
+		}
+	})
+	if err != nil {
+		return Lease{}, err
+	}
+	return renewed, nil
+}
+
+// Heartbeat renews the lease for LeaseTTL from now (in STARTING, RUNNING or
+// STOPPING) and records lastActivity unless it is zero. It returns the renewed lease.
+// A lease renewed after its deadline but before anyone took it over is still the
+// record's lease: fencing is by token, not by clock.
+func (s *Store) Heartbeat(ctx context.Context, l Lease, lastActivity time.Time) (Lease, error) {
+	now := s.now()
+	renewed := l
+	renewed.Deadline = now.Add(s.LeaseTTL)
+	err := s.fenced(ctx, "heartbeat", l, counted, func(e *expr) []string {
+		set := []string{
+			e.n(aDeadline) + " = " + e.v("deadline", avMs(renewed.Deadline)),
+			e.n(aHeartbeat) + " = " + e.v("now", avMs(now)),
+		}
+		if !lastActivity.IsZero() {
+			set = append(set, e.n(aActivity)+" = "+e.v("activity", avMs(lastActivity)))
+		}
+		return set
+	})
+	if err != nil {
+		return Lease{}, err
+	}
+	return renewed, nil
+}
+
+// MarkStopping records that the holder is shutting down (final sync); the lease
+// stays counted until Stop.
+func (s *Store) MarkStopping(ctx context.Context, l Lease) error {
+	now := s.now()
+	return s.fenced(ctx, "mark stopping", l, counted, func(e *expr) []string {
+		return []string{
+			e.n(aState) + " = " + e.v("stopping", avS(string(Stopping))),
+			e.n(aSince) + " = " + e.v("now", avMs(now)),
+		}
+	})
+}
+
+// Stop ends the lease: STOPPED, and the capacity slot is given back in the same
+// transaction. Repeating a Stop that succeeded returns nil.
+func (s *Store) Stop(ctx context.Context, l Lease) error {
+	return s.stop(ctx, "stop sandbox", l, ReasonStopped)
+}
+
+// Release ends the lease of a start that failed, recording reason; otherwise as Stop.
+func (s *Store) Release(ctx context.Context, l Lease, reason string) error {
+	if reason == "" {
+		reason = "released"
+	}
+	return s.stop(ctx, "release sandbox", l, reason)
+}
+
+func (s *Store) stop(ctx context.Context, op string, l Lease, reason string) error {
+	if err := checkLease(l); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	err := s.retry(ctx, op, func() (outcome, error) {
+		e := newExpr()
+		w := write{
+			key: sandboxKey(l.UserID), e: e,
+			update: fmt.Sprintf("SET %s = %s, %s = %s, %s = %s, %s = %s + %s REMOVE %s, %s",
+				e.n(aState), e.v("stopped", avS(string(Stopped))),
+				e.n(aSince), e.v("now", avMs(s.now())),
+				e.n(aReason), e.v("reason", avS(reason)),
+				e.n(aVersion), e.n(aVersion), e.v("one", avN(1)),
+				e.n(aEndpoint), e.n(aGateway)),
+			cond: fmt.Sprintf("%s = %s AND %s", e.n(aToken), e.v("tok", avS(l.Token)), inStates(e, counted...)),
+		}
+		_, err := s.api.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{
+			w.tx(s.table), capacityWrite(-1, 0).tx(s.table),
+		}})
+		if err == nil {
+			return done, nil
+		}
+		if isConflict(err) {
+			return retryLater, err
+		}
+		if failed, old := cancelled(err, 0); failed {
+			cur := decodeSandbox(old)
+			if cur != nil && cur.LeaseToken == l.Token && cur.State == Stopped {
+				return done, nil // already stopped by this holder
+			}
+			return done, lostOrState(l, cur)
+		}
+		return done, unavailable(err)
+	})
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", op, l.UserID, err)
+	}
+	return nil
+}

@@ -1,0 +1,96 @@
+package state
+
+import (
+	"log/slog"
+	"time"
+)
+
+// State is where a user's sandbox is in its life.
+type State string
+
+// The states of a sandbox record. STARTING, RUNNING and STOPPING hold a slot of the
+// capacity counter; STOPPED and PURGING do not.
+const (
+	Stopped  State = "STOPPED"
+	Starting State = "STARTING"
+	Running  State = "RUNNING"
+	Stopping State = "STOPPING"
+	// Purging is cleanup's lock while it deletes a user's data: no start until it
+	// finishes or its lease expires.
+	Purging State = "PURGING"
+)
+
+// Counted reports whether a record in this state holds a capacity slot.
+func (s State) Counted() bool { return s == Starting || s == Running || s == Stopping }
+
+// Sandbox is a user's sandbox record: the lease and what its holder has published.
+type Sandbox struct {
+	UserID string
+	State  State
+	// LeaseToken is the fencing token: every write by the holder is conditional on it.
+	LeaseToken    string
+	LeaseDeadline time.Time
+	// Generation increases on every acquisition and takeover (never reused while the
+	// record exists), so a restore can tell a stale writer's marker from the current.
+	Generation int64
+	TaskARN    string
+	// Endpoint and GatewayToken reach the agent; set by MarkReady.
+	Endpoint     string
+	GatewayToken string
+	HeartbeatAt  time.Time
+	LastActivity time.Time
+	StateSince   time.Time
+	// Reason says why the sandbox last stopped (Release, Stop, Reap).
+	Reason string
+	// Version increases on every write to the record.
+	Version int64
+}
+
+// Live reports whether the record holds an unexpired lease on a counted state, that
+// is, whether a sandbox is (or may still be) running for the user.
+func (sb *Sandbox) Live(now time.Time) bool {
+	return sb != nil && sb.State.Counted() && now.Before(sb.LeaseDeadline)
+}
+
+// Expired reports whether the record holds a lease (counted or PURGING) whose
+// deadline has passed: its holder is presumed dead and the lease may be taken over.
+func (sb *Sandbox) Expired(now time.Time) bool {
+	return sb != nil && (sb.State.Counted() || sb.State == Purging) && !now.Before(sb.LeaseDeadline)
+}
+
+// Lease returns the lease the record describes.
+func (sb *Sandbox) Lease() Lease {
+	return Lease{UserID: sb.UserID, Token: sb.LeaseToken, Generation: sb.Generation, Deadline: sb.LeaseDeadline}
+}
+
+// LogValue leaves the lease and gateway tokens out of logs.
+func (sb *Sandbox) LogValue() slog.Value {
+	if sb == nil {
+		return slog.StringValue("none")
+	}
+	return slog.GroupValue(
+		slog.String("userId", sb.UserID),
+		slog.String("state", string(sb.State)),
+		slog.Int64("generation", sb.Generation),
+		slog.Time("leaseDeadline", sb.LeaseDeadline),
+		slog.String("taskArn", sb.TaskARN),
+	)
+}
+
+// Lease is a held sandbox lease. It is a value: Heartbeat and MarkReady return the
+// renewed lease rather than changing this one.
+type Lease struct {
+	UserID     string
+	Token      string
+	Generation int64
+	Deadline   time.Time
+}
+
+// LogValue leaves the token out of logs.
+func (l Lease) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("userId", l.UserID),
+		slog.Int64("generation", l.Generation),
+		slog.Time("deadline", l.Deadline),
+	)
+}

@@ -1,0 +1,179 @@
+package state_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
+	"github.com/sandgate/sandgate/internal/callcount"
+	"github.com/sandgate/sandgate/internal/state"
+)
+
+func TestMain(m *testing.M) { os.Exit(dynamodblocal.RunTests(m)) }
+
+// clock is a settable clock for Store.Now.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Now().Truncate(time.Millisecond)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// env is one test's table on the shared DynamoDB Local, a Store over it and a call
+// counter on the Store's client.
+type env struct {
+	store  *state.Store
+	client *dynamodb.Client // uncounted, for inspecting raw items
+	calls  *callcount.Counter
+	clock  *clock
+	table  string
+}
+
+func newEnv(tb testing.TB) *env {
+	tb.Helper()
+	srv := dynamodblocal.StartForTest(tb)
+	return newEnvOn(tb, srv)
+}
+
+func newEnvOn(tb testing.TB, srv *dynamodblocal.Server, optFns ...func(*dynamodb.Options)) *env {
+	tb.Helper()
+	ctx := context.Background()
+	raw, err := srv.Client(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	calls := callcount.New()
+	counted, err := srv.Client(ctx, append([]func(*dynamodb.Options){func(o *dynamodb.Options) {
+		o.APIOptions = append(o.APIOptions, calls.APIOption)
+	}}, optFns...)...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	table := dynamodblocal.TableName(tb)
+	if err := state.CreateTable(ctx, raw, table); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		_, _ = raw.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)})
+	})
+	c := newClock()
+	store := state.New(counted, table)
+	store.Now = c.Now
+	return &env{store: store, client: raw, calls: calls, clock: c, table: table}
+}
+
+// ddbCalls returns DynamoDB calls per operation since the last reset, as "Op=n" pairs.
+func (e *env) ddbCalls() map[string]int64 {
+	m := map[string]int64{}
+	for _, c := range e.calls.Snapshot() {
+		if c.Service == "DynamoDB" && c.Calls > 0 {
+			m[c.Operation] = c.Calls
+		}
+	}
+	return m
+}
+
+func (e *env) wantCalls(tb testing.TB, want map[string]int64) {
+	tb.Helper()
+	got := e.ddbCalls()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		tb.Fatalf("DynamoDB calls = %v, want %v", got, want)
+	}
+	e.calls.Reset()
+}
+
+// raw returns an item as stored.
+func (e *env) raw(tb testing.TB, pk, sk string) map[string]types.AttributeValue {
+	tb.Helper()
+	out, err := e.client.GetItem(context.Background(), &dynamodb.GetItemInput{
+		TableName: aws.String(e.table), ConsistentRead: aws.Bool(true),
+		Key: map[string]types.AttributeValue{state.AttrPK: &types.AttributeValueMemberS{Value: pk}, state.AttrSK: &types.AttributeValueMemberS{Value: sk}},
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out.Item
+}
+
+// checkInvariants asserts what must hold between operations: the capacity counter
+// equals the number of counted records and is never negative, and every counted or
+// PURGING record is a complete lease (no half-acquired state).
+func (e *env) checkInvariants(tb testing.TB) (live int) {
+	tb.Helper()
+	ctx := context.Background()
+	n := 0
+	err := e.store.ListSandboxes(ctx, func(sb *state.Sandbox) error {
+		if sb.State.Counted() {
+			n++
+		}
+		switch sb.State {
+		case state.Stopped, state.Starting, state.Running, state.Stopping, state.Purging:
+		default:
+			return fmt.Errorf("record of %q has state %q", sb.UserID, sb.State)
+		}
+		if sb.State != state.Stopped && (sb.LeaseToken == "" || sb.LeaseDeadline.IsZero() || sb.Generation < 1 || sb.Version < 1 || sb.UserID == "") {
+			return fmt.Errorf("incomplete lease record: %+v", *sb)
+		}
+		if sb.State == state.Running && (sb.Endpoint == "" || sb.GatewayToken == "") {
+			return fmt.Errorf("RUNNING without endpoint: %+v", *sb)
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c, err := e.store.Capacity(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if c != n || c < 0 {
+		tb.Fatalf("capacity counter %d, counted records %d", c, n)
+	}
+	return n
+}
+
+func mustAcquire(tb testing.TB, s *state.Store, user string) state.Lease {
+	tb.Helper()
+	l, err := s.Acquire(context.Background(), user)
+	if err != nil {
+		tb.Fatalf("Acquire(%s): %v", user, err)
+	}
+	return l
+}
+
+func mustGet(tb testing.TB, s *state.Store, user string) *state.Sandbox {
+	tb.Helper()
+	sb, err := s.Get(context.Background(), user)
+	if err != nil {
+		tb.Fatalf("Get(%s): %v", user, err)
+	}
+	return sb
+}
+
+func wantErr(tb testing.TB, err, target error) {
+	tb.Helper()
+	if !errors.Is(err, target) {
+		tb.Fatalf("error = %v, want %v", err, target)
+	}
+}
