@@ -59,7 +59,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, log, apiErr(UnknownOperationException, "%s %s is not an ECS operation", r.Method, r.URL.Path))
 		return
 	}
-	handle, ok := operations()[name]
+	handle, ok := s.ops[name]
 	if !ok {
 		s.writeError(w, log, apiErr(UnknownOperationException, "operation %q is not supported by ecslocal", r.Header.Get("X-Amz-Target")))
 		return

@@ -136,7 +136,7 @@ func TestServer_CrashTasks_DieRightAfterStart(t *testing.T) {
 
 	stopped := e.waitStatus(t, crashed, "STOPPED")
 	if c := stopped.Containers[0]; c.ExitCode == nil || *c.ExitCode != 1 {
-		t.Errorf("crashed task exit code %v, want 1", c.ExitCode)
+		t.Errorf("crashed task exit code %s, want 1", code(c.ExitCode))
 	}
 	if stopped.StopCode != types.TaskStopCodeEssentialContainerExited || stopped.StartedAt == nil {
 		t.Errorf("crashed task: stopCode %s, startedAt %v", stopped.StopCode, stopped.StartedAt)

@@ -109,12 +109,15 @@ type env struct {
 
 // start starts a server on a random /24 inside 127/8, so concurrent tests (and other test
 // binaries) never hand out the same address, and registers the fixture as "sandbox".
-func start(t *testing.T, configure ...func(*ecslocal.Server)) *env {
+func start(t testing.TB, configure ...func(*ecslocal.Server)) *env {
 	t.Helper()
 	pool := netip.PrefixFrom(netip.AddrFrom4([4]byte{127, byte(1 + rand.IntN(250)), byte(rand.IntN(256)), 0}), 24)
 	e := &env{out: &outputs{buf: map[string]*bytes.Buffer{}}, pool: pool, port: freePort(t)}
 	s := ecslocal.NewServer(t.TempDir())
 	s.Logger = logging.New(testLogWriter{t}, slog.LevelInfo)
+	if _, ok := t.(*testing.B); ok {
+		s.Logger = slog.New(slog.DiscardHandler) // benchmarks print every logged line
+	}
 	s.AddressPool = pool
 	s.Clusters = []string{"sandboxes", "other"}
 	s.Env = map[string]string{"STACK_ENDPOINT": "http://127.0.0.1:1"}
@@ -139,7 +142,7 @@ func start(t *testing.T, configure ...func(*ecslocal.Server)) *env {
 }
 
 // register registers the fixture under family "sandbox" with td's fields as overrides.
-func (e *env) register(t *testing.T, td ecslocal.TaskDefinition) string {
+func (e *env) register(t testing.TB, td ecslocal.TaskDefinition) string {
 	t.Helper()
 	if td.Family == "" {
 		td.Family = "sandbox"
@@ -187,7 +190,7 @@ func (noRateLimit) GetToken(context.Context, uint) (func() error, error) {
 }
 func (noRateLimit) AddTokens(uint) error { return nil }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -212,7 +215,7 @@ func runInput(token string) *ecs.RunTaskInput {
 	}
 }
 
-func (e *env) run(t *testing.T, in *ecs.RunTaskInput) types.Task {
+func (e *env) run(t testing.TB, in *ecs.RunTaskInput) types.Task {
 	t.Helper()
 	out, err := e.ecs.RunTask(context.Background(), in)
 	if err != nil {
@@ -224,7 +227,7 @@ func (e *env) run(t *testing.T, in *ecs.RunTaskInput) types.Task {
 	return out.Tasks[0]
 }
 
-func (e *env) describe(t *testing.T, arn string, include ...types.TaskField) types.Task {
+func (e *env) describe(t testing.TB, arn string, include ...types.TaskField) types.Task {
 	t.Helper()
 	out, err := e.ecs.DescribeTasks(context.Background(), &ecs.DescribeTasksInput{
 		Cluster: aws.String("sandboxes"), Tasks: []string{arn}, Include: include,
@@ -239,7 +242,7 @@ func (e *env) describe(t *testing.T, arn string, include ...types.TaskField) typ
 }
 
 // waitStatus polls DescribeTasks until the task's lastStatus is status.
-func (e *env) waitStatus(t *testing.T, arn, status string) types.Task {
+func (e *env) waitStatus(t testing.TB, arn, status string) types.Task {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -264,7 +267,7 @@ type whoami struct {
 }
 
 // get fetches path from the task's own server, waiting for it to come up.
-func (e *env) get(t *testing.T, ip, path string) (int, []byte) {
+func (e *env) get(t testing.TB, ip, path string) (int, []byte) {
 	t.Helper()
 	url := "http://" + net.JoinHostPort(ip, e.port) + path
 	deadline := time.Now().Add(10 * time.Second)
@@ -285,7 +288,7 @@ func (e *env) get(t *testing.T, ip, path string) (int, []byte) {
 	}
 }
 
-func (e *env) whoami(t *testing.T, ip string) whoami {
+func (e *env) whoami(t testing.TB, ip string) whoami {
 	t.Helper()
 	code, body := e.get(t, ip, "/whoami")
 	var w whoami
@@ -327,7 +330,7 @@ func alive(pid int) bool {
 }
 
 // waitGone waits for pid to exit.
-func waitGone(t *testing.T, pid int) {
+func waitGone(t testing.TB, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for alive(pid) {
@@ -336,4 +339,12 @@ func waitGone(t *testing.T, pid int) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// code prints an exit code that may be absent.
+func code(c *int32) string {
+	if c == nil {
+		return "none"
+	}
+	return strconv.Itoa(int(*c))
 }

@@ -39,7 +39,7 @@ func TestServer_StopTask_Graceful(t *testing.T) {
 	stopped := e.waitStatus(t, arn, "STOPPED")
 	c := stopped.Containers[0]
 	if c.ExitCode == nil || *c.ExitCode != 0 || aws.ToString(c.LastStatus) != "STOPPED" {
-		t.Errorf("container exit code %v, status %s; want 0 after a graceful exit", c.ExitCode, aws.ToString(c.LastStatus))
+		t.Errorf("container exit code %s, status %s; want 0 after a graceful exit", code(c.ExitCode), aws.ToString(c.LastStatus))
 	}
 	if stopped.StopCode != types.TaskStopCodeUserInitiated || aws.ToString(stopped.StoppedReason) != "user went idle" {
 		t.Errorf("stopped task: stopCode %s, reason %q", stopped.StopCode, aws.ToString(stopped.StoppedReason))
@@ -101,7 +101,7 @@ func TestServer_StopTask_KillsAfterStopTimeout(t *testing.T) {
 	}
 	stopped := e.waitStatus(t, arn, "STOPPED")
 	if c := stopped.Containers[0]; c.ExitCode == nil || *c.ExitCode != 137 {
-		t.Errorf("exit code %v, want 137 (SIGKILL)", c.ExitCode)
+		t.Errorf("exit code %s, want 137 (SIGKILL)", code(c.ExitCode))
 	}
 	if waited := aws.ToTime(stopped.ExecutionStoppedAt).Sub(aws.ToTime(stopped.StoppingAt)); waited < timeout-time.Millisecond {
 		t.Errorf("killed %v after the stop began, before the %v stop timeout", waited, timeout)
@@ -127,7 +127,7 @@ func TestServer_Task_ExitsByItself(t *testing.T) {
 		t.Errorf("stopCode %s, reason %q, desired %s", stopped.StopCode, aws.ToString(stopped.StoppedReason), aws.ToString(stopped.DesiredStatus))
 	}
 	if c := stopped.Containers[0]; c.ExitCode == nil || *c.ExitCode != 3 {
-		t.Errorf("exit code %v, want 3", c.ExitCode)
+		t.Errorf("exit code %s, want 3", code(c.ExitCode))
 	}
 	if !strings.Contains(e.out.of(taskID(arn)), "exiting 3") {
 		t.Errorf("output %q", e.out.of(taskID(arn)))
@@ -143,8 +143,8 @@ func TestServer_StopTask_BeforeTheProcessStarts(t *testing.T) {
 	}
 	stopped := e.waitStatus(t, arn, "STOPPED")
 	if stopped.StartedAt != nil || stopped.Containers[0].ExitCode != nil || stopped.StopCode != types.TaskStopCodeUserInitiated {
-		t.Errorf("a task stopped while provisioning: startedAt %v, exit code %v, stopCode %s",
-			stopped.StartedAt, stopped.Containers[0].ExitCode, stopped.StopCode)
+		t.Errorf("a task stopped while provisioning: startedAt %v, exit code %s, stopCode %s",
+			stopped.StartedAt, code(stopped.Containers[0].ExitCode), stopped.StopCode)
 	}
 	if got := e.out.of(taskID(arn)); got != "" {
 		t.Errorf("a process ran: %q", got)
@@ -205,5 +205,28 @@ func TestServer_Close_LeavesNoProcess(t *testing.T) {
 	}
 	if _, err := e.srv.RegisterTaskDefinition(ecslocal.TaskDefinition{Family: "late", ContainerName: "c", Command: []string{fixture}}); !errors.Is(err, ecslocal.ErrClosed) {
 		t.Errorf("RegisterTaskDefinition after Close = %v, want ErrClosed", err)
+	}
+}
+
+func TestServer_DescribeTasks_ForgetsStoppedTasksAfterRetention(t *testing.T) {
+	t.Parallel()
+	e := start(t, func(s *ecslocal.Server) { s.StoppedRetention = 50 * time.Millisecond })
+	ctx := context.Background()
+	arn := aws.ToString(e.run(t, runInput("short-lived")).TaskArn)
+	if _, err := e.ecs.StopTask(ctx, &ecs.StopTaskInput{Cluster: aws.String("sandboxes"), Task: aws.String(arn)}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitStatus(t, arn, "STOPPED")
+	time.Sleep(100 * time.Millisecond)
+	out, err := e.ecs.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String("sandboxes"), Tasks: []string{arn}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Tasks) != 0 || len(out.Failures) != 1 || aws.ToString(out.Failures[0].Reason) != "MISSING" {
+		t.Fatalf("a task stopped past the retention: %d tasks, failures %+v; want MISSING", len(out.Tasks), out.Failures)
+	}
+	// Its clientToken went with it: the same token starts a new task.
+	if again := aws.ToString(e.run(t, runInput("short-lived")).TaskArn); again == arn {
+		t.Fatal("a forgotten task's token returned it again")
 	}
 }

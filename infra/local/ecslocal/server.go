@@ -112,6 +112,7 @@ type Server struct {
 	hurry    chan struct{}  // closed when Close's context ends: kill without waiting
 	hurryOne sync.Once
 
+	ops             map[string]operation
 	apiLn, metaLn   net.Listener
 	apiSrv, metaSrv *http.Server
 	serveErr        chan error
@@ -210,6 +211,7 @@ func (s *Server) configure() error {
 	s.tasks = map[string]*task{}
 	s.tokens = map[string]*tokenEntry{}
 	s.hurry = make(chan struct{})
+	s.ops = operations()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
@@ -303,7 +305,7 @@ func (s *Server) Close(ctx context.Context) error {
 	errs := []error{ctxErr}
 	for _, srv := range []*http.Server{s.apiSrv, s.metaSrv} {
 		if err := srv.Shutdown(shut); err != nil {
-			errs = append(errs, srv.Close())
+			errs = append(errs, err, srv.Close())
 		}
 	}
 	select {

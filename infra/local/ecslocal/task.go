@@ -129,7 +129,7 @@ func (s *Server) lifecycle(t *task, delay time.Duration) {
 		return
 	}
 
-	p, failure := s.startContainer(t)
+	p, crashed, failure := s.startContainer(t)
 	switch {
 	case failure != "":
 		s.mu.Lock()
@@ -138,8 +138,12 @@ func (s *Server) lifecycle(t *task, delay time.Duration) {
 		s.mu.Unlock()
 		s.deprovision(t)
 		return
-	case p == nil: // stopped while starting, or a crash fault
-		s.exited(t, 1, t.crash)
+	case crashed:
+		s.exited(t, 1, true)
+		s.deprovision(t)
+		return
+	case p == nil: // stopped while it was starting
+		s.exited(t, 0, false)
 		s.deprovision(t)
 		return
 	}
@@ -191,11 +195,12 @@ func sleep(t *task, d time.Duration) bool {
 }
 
 // startContainer pulls (checks the binary), makes the data directory and starts the
-// process. It returns the process, or nil when the task was stopped meanwhile or crashes
-// by fault, or the Fargate stopped reason of a failed start.
-func (s *Server) startContainer(t *task) (*proc.Process, string) {
+// process. It returns the process; or crashed when a crash fault stands in for it; or the
+// Fargate stopped reason of a failed start; or none of these when the task was stopped
+// while it was starting.
+func (s *Server) startContainer(t *task) (p *proc.Process, crashed bool, failure string) {
 	if _, err := os.Stat(t.argv[0]); err != nil {
-		return nil, fmt.Sprintf("CannotPullContainerError: pull image %s: %v", t.def.image, err)
+		return nil, false, fmt.Sprintf("CannotPullContainerError: pull image %s: %v", t.def.image, err)
 	}
 	s.mu.Lock()
 	t.pullStoppedAt = time.Now()
@@ -206,16 +211,16 @@ func (s *Server) startContainer(t *task) (*proc.Process, string) {
 	output := s.output
 	s.mu.Unlock()
 	if stopped {
-		return nil, ""
+		return nil, false, ""
 	}
 	if err := os.Mkdir(t.dataDir, 0o700); err != nil {
-		return nil, fmt.Sprintf("ResourceInitializationError: create task storage: %v", err)
+		return nil, false, fmt.Sprintf("ResourceInitializationError: create task storage: %v", err)
 	}
 	if t.crash {
 		s.mu.Lock()
 		s.markRunningLocked(t, 0)
 		s.mu.Unlock()
-		return nil, ""
+		return nil, true, ""
 	}
 
 	var w io.Writer
@@ -230,13 +235,13 @@ func (s *Server) startContainer(t *task) (*proc.Process, string) {
 	cmd.WaitDelay = DefaultWaitDelay
 	p, err := proc.Start(cmd)
 	if err != nil {
-		return nil, fmt.Sprintf("CannotStartContainerError: %v", err)
+		return nil, false, fmt.Sprintf("CannotStartContainerError: %v", err)
 	}
 	s.mu.Lock()
 	s.markRunningLocked(t, p.Pid())
 	s.mu.Unlock()
 	s.log.Info("task process started", logging.TaskARN, t.arn, logPid, p.Pid(), logAddress, t.ip.String())
-	return p, ""
+	return p, false, ""
 }
 
 func (s *Server) markRunningLocked(t *task, pid int) {

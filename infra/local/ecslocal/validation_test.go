@@ -35,7 +35,9 @@ func TestServer_RunTask_InvalidInputGetsECSErrors(t *testing.T) {
 		{"unknown revision", func(in *ecs.RunTaskInput) { in.TaskDefinition = aws.String("sandbox:9") }, "ClientException"},
 		{"no network configuration", func(in *ecs.RunTaskInput) { in.NetworkConfiguration = nil }, "InvalidParameterException"},
 		{"no subnets", func(in *ecs.RunTaskInput) { in.NetworkConfiguration.AwsvpcConfiguration.Subnets = []string{} }, "InvalidParameterException"},
-		{"malformed subnet", func(in *ecs.RunTaskInput) { in.NetworkConfiguration.AwsvpcConfiguration.Subnets = []string{"10.0.0.0/24"} }, "InvalidParameterException"},
+		{"malformed subnet", func(in *ecs.RunTaskInput) {
+			in.NetworkConfiguration.AwsvpcConfiguration.Subnets = []string{"10.0.0.0/24"}
+		}, "InvalidParameterException"},
 		{"launch type and capacity provider", func(in *ecs.RunTaskInput) {
 			in.CapacityProviderStrategy = []types.CapacityProviderStrategyItem{{CapacityProvider: aws.String("FARGATE_SPOT"), Weight: 1}}
 		}, "InvalidParameterException"},
@@ -51,7 +53,9 @@ func TestServer_RunTask_InvalidInputGetsECSErrors(t *testing.T) {
 			in.Overrides = &types.TaskOverride{ContainerOverrides: []types.ContainerOverride{{Name: aws.String("agent"),
 				Environment: []types.KeyValuePair{{Name: aws.String("BIG"), Value: aws.String(strings.Repeat("x", 9000))}}}}}
 		}, "InvalidParameterException"},
-		{"reserved tag prefix", func(in *ecs.RunTaskInput) { in.Tags = []types.Tag{{Key: aws.String("aws:owner"), Value: aws.String("me")}} }, "InvalidParameterException"},
+		{"reserved tag prefix", func(in *ecs.RunTaskInput) {
+			in.Tags = []types.Tag{{Key: aws.String("aws:owner"), Value: aws.String("me")}}
+		}, "InvalidParameterException"},
 		{"client token too long", func(in *ecs.RunTaskInput) { in.ClientToken = aws.String(strings.Repeat("t", 65)) }, "InvalidParameterException"},
 		{"client token with a space", func(in *ecs.RunTaskInput) { in.ClientToken = aws.String("a token") }, "InvalidParameterException"},
 		{"startedBy with a space", func(in *ecs.RunTaskInput) { in.StartedBy = aws.String("my launcher") }, "InvalidParameterException"},
