@@ -53,6 +53,8 @@ const (
 	logPid       = "pid"
 	logAddress   = "address"
 	logExitCode  = "exitCode"
+	logEndpoint  = "endpoint"
+	logMetadata  = "metadataEndpoint"
 )
 
 // Server is the ECS endpoint and the task metadata endpoint of the local stack. Set the
@@ -143,8 +145,9 @@ func (s *Server) Start() error {
 		return fmt.Errorf("start ecslocal: %w", err)
 	}
 	s.apiLn, s.metaLn = apiLn, metaLn
-	s.apiSrv = &http.Server{Handler: http.HandlerFunc(s.serveAPI), ReadHeaderTimeout: 10 * time.Second}
-	s.metaSrv = &http.Server{Handler: http.HandlerFunc(s.serveMetadata), ReadHeaderTimeout: 10 * time.Second}
+	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	s.apiSrv = &http.Server{Handler: http.HandlerFunc(s.serveAPI), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
+	s.metaSrv = &http.Server{Handler: http.HandlerFunc(s.serveMetadata), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
 	s.serveErr = make(chan error, 2)
 	for _, p := range []struct {
 		srv *http.Server
@@ -157,7 +160,7 @@ func (s *Server) Start() error {
 		}()
 	}
 	s.started = true
-	s.log.Info("ecs endpoint listening", "endpoint", s.endpoint(), "metadataEndpoint", s.metadataEndpoint())
+	s.log.Info("ecs endpoint listening", logEndpoint, s.endpoint(), logMetadata, s.metadataEndpoint())
 	return nil
 }
 
