@@ -7,11 +7,11 @@ import (
 )
 
 // newID returns an id shaped like API Gateway's connection, request and message ids:
-// 16 base64 characters ending in "=", such as "R1kmxc2VNjMCFIA=".
+// 16 URL-safe base64 characters ending in "=", such as "JC1dgf9yoAMCK-g=".
 func newID() string {
 	b := make([]byte, 11)
 	_, _ = rand.Read(b)
-	return base64.StdEncoding.EncodeToString(b)
+	return base64.URLEncoding.EncodeToString(b)
 }
 
 // newAPIID returns a 10-character lower-case id like "dl7ptocha9".

@@ -204,12 +204,10 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	defer s.work.Done()
 
-	attrs := []any{"sourceIp", c.sourceIP}
 	if uid, ok := c.authorizer["userId"].(string); ok {
-		attrs = append(attrs, logging.UserID, uid)
 		c.log = c.log.With(logging.UserID, uid)
 	}
-	c.log.Info("connected", attrs...)
+	c.log.Info("connected", "sourceIp", c.sourceIP)
 	go c.watchTimeouts()
 	code, reason := c.readLoop()
 	close(c.ended)

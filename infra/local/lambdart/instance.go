@@ -58,9 +58,7 @@ type instance struct {
 	out  *lineWriter
 	errw *lineWriter
 
-	next     chan *invocation // handed over by GET .../invocation/next
-	stopping chan struct{}
-	stopOnce sync.Once
+	next chan *invocation // handed over by GET .../invocation/next
 
 	mu      sync.Mutex
 	cur     *invocation
@@ -77,7 +75,7 @@ func startInstance(p *pool) (*instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start %s: listen: %w", p.fn.Name, err)
 	}
-	i := &instance{p: p, next: make(chan *invocation), stopping: make(chan struct{})}
+	i := &instance{p: p, next: make(chan *invocation)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+runtimeAPI+"/invocation/next", i.handleNext)
 	mux.HandleFunc("POST "+runtimeAPI+"/invocation/{id}/response", i.handleResponse)
@@ -166,7 +164,6 @@ func (i *instance) exited() bool {
 
 // stop ends the process (and its group) and its endpoint, waiting for both.
 func (i *instance) stop(grace time.Duration) {
-	i.stopOnce.Do(func() { close(i.stopping) })
 	_ = i.proc.Stop(grace)
 	i.out.flush()
 	i.errw.flush()
@@ -253,8 +250,7 @@ func (i *instance) handleNext(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(inv.payload)
 	case <-r.Context().Done():
-	case <-i.stopping:
-		w.WriteHeader(http.StatusGone)
+		// The process is being stopped or has died; it gets no answer.
 	}
 }
 

@@ -1,0 +1,282 @@
+package apigw_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi"
+	"github.com/coder/websocket"
+
+	"github.com/sandgate/sandgate/infra/local/apigw"
+	"github.com/sandgate/sandgate/infra/local/lambdart"
+	"github.com/sandgate/sandgate/infra/local/template"
+	"github.com/sandgate/sandgate/internal/awsconf"
+	"github.com/sandgate/sandgate/internal/logging"
+)
+
+// Binaries built once for the package: the fixture playing every function of
+// testdata/template.yaml, and the project's real authorizer.
+var fixture, authorizeBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "apigw-test")
+	if err != nil {
+		panic(err)
+	}
+	fixture, authorizeBin = filepath.Join(dir, "fixture", "bootstrap"), filepath.Join(dir, "authorize", "bootstrap")
+	for out, pkg := range map[string]string{fixture: "./testdata/fixture", authorizeBin: "../../../functions/authorize"} {
+		cmd := exec.Command("go", "build", "-tags", "lambda.norpc", "-o", out, pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, b)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+type stack struct {
+	srv    *apigw.Server
+	rt     *lambdart.Runtime
+	events string // EVENT_DIR
+	logs   *syncBuffer
+	out    *syncBuffer
+	mgmt   *apigatewaymanagementapi.Client
+}
+
+type option func(*apigw.Server, map[string]lambdart.Function)
+
+// newStack runs testdata/template.yaml: the real runtime with the fixture bootstrap
+// behind the gateway, everything on loopback, torn down (and checked) at cleanup.
+func newStack(t *testing.T, opts ...option) *stack {
+	t.Helper()
+	tpl, err := template.Load("testdata/template.yaml", template.Options{Resolver: template.MapResolver{
+		Refs: map[string]string{"Table": "fixture-table", "AWS::Region": "us-east-1"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := apigw.FromTemplate(tpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &stack{events: t.TempDir(), logs: &syncBuffer{}, out: &syncBuffer{}}
+	log := logging.New(st.logs, slog.LevelDebug)
+	st.rt = lambdart.New(log, st.out)
+	st.rt.Env = map[string]string{"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+	st.srv = apigw.New(cfg, st.rt, log)
+	st.srv.Credentials = func(id string) (string, bool) { return "local", id == "local" }
+	fns := map[string]lambdart.Function{}
+	for id, fn := range tpl.Functions {
+		fns[id] = lambdart.Function{Name: id, Path: fixture, Timeout: fn.Timeout, MemoryMB: fn.MemorySize, Env: fn.Environment, MaxConcurrency: 4}
+	}
+	for _, o := range opts {
+		o(st.srv, fns)
+	}
+	if err := st.srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, fn := range fns {
+		env := map[string]string{"EVENT_DIR": st.events, "MGMT_ENDPOINT": st.srv.ManagementEndpoint()}
+		for k, v := range fn.Env {
+			env[k] = v
+		}
+		fn.Env = env
+		if err := st.rt.Add(fn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.mgmt = st.client(t, st.srv.ManagementEndpoint(), "local")
+	t.Cleanup(func() {
+		st.srv.Close()
+		st.rt.Close()
+		for _, pid := range st.pids(t) {
+			if syscall.Kill(pid, 0) == nil {
+				t.Errorf("function process %d survived shutdown", pid)
+			}
+		}
+		if t.Failed() {
+			t.Logf("gateway and runtime logs:\n%s\nfunction output:\n%s", st.logs.String(), st.out.String())
+		}
+	})
+	return st
+}
+
+func (st *stack) client(t *testing.T, endpoint, secret string) *apigatewaymanagementapi.Client {
+	t.Helper()
+	opts := awsconf.Loopback(endpoint)
+	cfg, err := awsconf.Load(context.Background(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Credentials = aws.NewCredentialsCache(staticCreds{secret})
+	return apigatewaymanagementapi.NewFromConfig(cfg, func(o *apigatewaymanagementapi.Options) {
+		o.RetryMaxAttempts = 1
+	})
+}
+
+type staticCreds struct{ secret string }
+
+func (s staticCreds) Retrieve(context.Context) (aws.Credentials, error) {
+	return aws.Credentials{AccessKeyID: "local", SecretAccessKey: s.secret, Source: "test"}, nil
+}
+
+// pids returns the process ids recorded in event file names.
+func (st *stack) pids(t *testing.T) []int {
+	entries, _ := os.ReadDir(st.events)
+	seen := map[int]bool{}
+	var out []int
+	for _, e := range entries {
+		parts := strings.Split(e.Name(), ".")
+		if len(parts) < 5 {
+			continue
+		}
+		var pid int
+		if _, err := fmt.Sscan(parts[len(parts)-2], &pid); err == nil && !seen[pid] {
+			seen[pid] = true
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// eventsOf returns the raw events fn recorded, oldest first, optionally for one
+// connection.
+func (st *stack) eventsOf(fn, connID string) []map[string]any {
+	entries, _ := os.ReadDir(st.events)
+	var out []map[string]any
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), fn+".") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(st.events, e.Name()))
+		if err != nil {
+			continue
+		}
+		var m map[string]any
+		if json.Unmarshal(b, &m) != nil {
+			continue
+		}
+		if rc, _ := m["requestContext"].(map[string]any); connID == "" || rc["connectionId"] == connID {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// waitEvent waits for fn's first event for connID.
+func (st *stack) waitEvent(t *testing.T, fn, connID string) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if evs := st.eventsOf(fn, connID); len(evs) > 0 {
+			return evs[0]
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no %s event for connection %s", fn, connID)
+	return nil
+}
+
+func (st *stack) dial(t *testing.T, query string) (*websocket.Conn, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, st.srv.WebSocketURL()+"?"+query, nil)
+	if err != nil {
+		if resp != nil {
+			return nil, &dialError{status: resp.StatusCode, err: err}
+		}
+		return nil, err
+	}
+	c.SetReadLimit(1 << 20)
+	t.Cleanup(func() { c.CloseNow() })
+	return c, nil
+}
+
+type dialError struct {
+	status int
+	err    error
+}
+
+func (e *dialError) Error() string { return fmt.Sprintf("handshake %d: %v", e.status, e.err) }
+
+// connect dials and learns the connection id by sending one $default message, which
+// the fixture posts back as its event.
+func (st *stack) connect(t *testing.T, query string) (*websocket.Conn, string) {
+	t.Helper()
+	c, err := st.dial(t, query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := sendAndRead(t, c, "hello")
+	return c, ev["requestContext"].(map[string]any)["connectionId"].(string)
+}
+
+func sendAndRead(t *testing.T, c *websocket.Conn, msg string) map[string]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	return readJSON(t, c)
+}
+
+func readJSON(t *testing.T, c *websocket.Conn) map[string]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, b, err := c.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("frame is not JSON: %v: %s", err, b)
+	}
+	return m
+}
+
+// closeStatus reads until the server closes and returns the close code and reason.
+func closeStatus(t *testing.T, c *websocket.Conn) (websocket.StatusCode, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		_, _, err := c.Read(ctx)
+		if err != nil {
+			var ce websocket.CloseError
+			if errorsAs(err, &ce) {
+				return ce.Code, ce.Reason
+			}
+			t.Fatalf("connection ended without a close frame: %v", err)
+		}
+	}
+}
