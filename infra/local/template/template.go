@@ -37,6 +37,10 @@ type Options struct {
 	// Resolver answers references only the stack knows. Nil resolves nothing: any
 	// such reference in a property the model reads is an ErrUnresolved error.
 	Resolver Resolver
+	// Functions, when not empty, limits the functions read to these logical ids, so
+	// one function can run without values for what only the others need. HTTP API
+	// routes then list only these functions' events.
+	Functions []string
 }
 
 // Template is the part of a SAM template the local stack runs.
@@ -146,9 +150,16 @@ func Parse(data []byte, opts Options) (*Template, error) {
 		e.resources[id] = r
 	}
 	t := &Template{Parameters: e.params, Functions: map[string]*Function{}}
+	only := map[string]bool{}
+	for _, id := range opts.Functions {
+		if r, ok := e.resources[id]; !ok || r.typ != TypeFunction {
+			return nil, &PathError{Path: "Resources." + id, Err: fmt.Errorf("%w: no AWS::Serverless::Function %s", ErrUnknownReference, id)}
+		}
+		only[id] = true
+	}
 	globals := lookup(lookup(root, "Globals"), "Function")
 	for _, r := range e.sorted() {
-		if r.typ != TypeFunction {
+		if r.typ != TypeFunction || (len(only) > 0 && !only[r.id]) {
 			continue
 		}
 		ok, err := e.included(r)

@@ -2,27 +2,98 @@ package template_test
 
 import (
 	"errors"
+	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/sandgate/sandgate/infra/local/template"
 )
 
 const secretRef = "resolve:secretsmanager:sandgate/signing-secrets:SecretString"
 
-func localResolver() template.MapResolver {
-	return template.MapResolver{
-		Refs:     map[string]string{"Table": "sandgate-table", "AWS::Region": "us-east-1", "AWS::StackName": "sandgate"},
-		Dynamics: map[string]string{secretRef: "dev-secret"},
+// stackResolver answers like a deployed stack would, for whatever the growing
+// template refers to: resources by a physical name, attributes by an ARN.
+type stackResolver struct{}
+
+func (stackResolver) Ref(id string) (string, error) {
+	if id == "Table" {
+		return "sandgate-table", nil
 	}
+	return "phys-" + id, nil
+}
+func (stackResolver) GetAtt(id, attr string) (string, error) { return "arn:" + id + "." + attr, nil }
+func (stackResolver) Dynamic(ref string) (string, error) {
+	if ref == secretRef {
+		return "dev-secret", nil
+	}
+	return "dyn:" + ref, nil
+}
+
+func localResolver() template.Resolver { return stackResolver{} }
+
+// requiredParams gives a value to every parameter of the repository template that has
+// no Default (a deploy must pass those), chosen to satisfy its constraints.
+func requiredParams(t *testing.T, extra map[string]string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile("../../../template.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Parameters map[string]struct {
+			Type          string   `yaml:"Type"`
+			Default       any      `yaml:"Default"`
+			MinValue      *float64 `yaml:"MinValue"`
+			AllowedValues []string `yaml:"AllowedValues"`
+		} `yaml:"Parameters"`
+	}
+	// Decode only Parameters; the rest holds CloudFormation tags.
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(root.Content[0].Content); i += 2 {
+		if root.Content[0].Content[i].Value == "Parameters" {
+			var m yaml.Node
+			m.Kind, m.Content = yaml.MappingNode, root.Content[0].Content[i:i+2]
+			if err := m.Decode(&doc); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	out := map[string]string{}
+	for name, p := range doc.Parameters {
+		if p.Default != nil {
+			continue
+		}
+		switch {
+		case len(p.AllowedValues) > 0:
+			out[name] = p.AllowedValues[0]
+		case p.Type == "Number" && p.MinValue != nil:
+			out[name] = strconv.FormatFloat(*p.MinValue, 'f', -1, 64)
+		case p.Type == "Number":
+			out[name] = "1"
+		case strings.HasPrefix(p.Type, "List<") || p.Type == "CommaDelimitedList":
+			out[name] = "a,b"
+		default:
+			out[name] = "local" + strings.ToLower(name)
+		}
+	}
+	for k, v := range extra {
+		out[k] = v
+	}
+	return out
 }
 
 // The repository's template is the source of truth: it must always parse into the
 // model the local stack runs.
 func TestLoad_RepositoryTemplate(t *testing.T) {
-	tpl, err := template.Load("../../../template.yaml", template.Options{Resolver: localResolver()})
+	tpl, err := template.Load("../../../template.yaml", template.Options{Resolver: localResolver(), Parameters: requiredParams(t, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +157,7 @@ func TestLoad_RepositoryTemplate(t *testing.T) {
 func TestLoad_ParameterOverrides(t *testing.T) {
 	tpl, err := template.Load("../../../template.yaml", template.Options{
 		Resolver:   localResolver(),
-		Parameters: map[string]string{"StageName": "local", "MessageRateLimit": "7"},
+		Parameters: requiredParams(t, map[string]string{"StageName": "local", "MessageRateLimit": "7"}),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +179,7 @@ func TestLoad_ParameterOverrides(t *testing.T) {
 		"undeclared": {map[string]string{"NoSuch": "x"}, "Parameters.NoSuch"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := template.Load("../../../template.yaml", template.Options{Resolver: localResolver(), Parameters: tc.params})
+			_, err := template.Load("../../../template.yaml", template.Options{Resolver: localResolver(), Parameters: requiredParams(t, tc.params)})
 			var pe *template.PathError
 			if !errors.Is(err, template.ErrParameter) || !errors.As(err, &pe) || pe.Path != tc.path {
 				t.Fatalf("err = %v, want ErrParameter at %s", err, tc.path)
@@ -118,7 +189,7 @@ func TestLoad_ParameterOverrides(t *testing.T) {
 }
 
 func TestLoad_UnresolvedNamesPath(t *testing.T) {
-	_, err := template.Load("../../../template.yaml", template.Options{})
+	_, err := template.Load("../../../template.yaml", template.Options{Functions: []string{"AuthorizeFunction"}})
 	var pe *template.PathError
 	if !errors.Is(err, template.ErrUnresolved) || !errors.As(err, &pe) {
 		t.Fatalf("err = %v, want a PathError wrapping ErrUnresolved", err)
@@ -128,6 +199,14 @@ func TestLoad_UnresolvedNamesPath(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "Table") {
 		t.Errorf("error does not name the reference: %v", err)
+	}
+	// Limited to one function, only its references must resolve.
+	one, err := template.Load("../../../template.yaml", template.Options{Functions: []string{"AuthorizeFunction"}, Resolver: localResolver()})
+	if err != nil || len(one.Functions) != 1 || one.Functions["AuthorizeFunction"] == nil {
+		t.Fatalf("Functions filter: %v", err)
+	}
+	if _, err := template.Load("../../../template.yaml", template.Options{Functions: []string{"NoSuchFunction"}}); !errors.Is(err, template.ErrUnknownReference) {
+		t.Fatalf("unknown function in filter: %v", err)
 	}
 }
 
