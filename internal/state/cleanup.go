@@ -44,7 +44,7 @@ func (s *Store) Reap(ctx context.Context, sb *Sandbox) error {
 		if sb.State == Purging {
 			states = []State{Purging}
 		}
-		w.cond = fmt.Sprintf("%s = %s AND %s AND %s < %s",
+		w.cond = fmt.Sprintf("%s = %s AND %s AND %s <= %s",
 			e.n(aToken), e.v("tok", avS(sb.LeaseToken)), inStates(e, states...), e.n(aDeadline), e.v("now", avMs(now)))
 		var err error
 		var failed bool

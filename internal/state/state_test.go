@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
+	"github.com/sandgate/sandgate/internal/awsconf"
 	"github.com/sandgate/sandgate/internal/callcount"
 	"github.com/sandgate/sandgate/internal/state"
 )
@@ -66,6 +68,11 @@ func newEnvOn(tb testing.TB, srv *dynamodblocal.Server, optFns ...func(*dynamodb
 	calls := callcount.New()
 	counted, err := srv.Client(ctx, append([]func(*dynamodb.Options){func(o *dynamodb.Options) {
 		o.APIOptions = append(o.APIOptions, calls.APIOption)
+		// DynamoDB Local serializes writes; a thousand racing goroutines on a
+		// thousand connections measure connection set-up, not the race.
+		o.HTTPClient = awsconf.NewHTTPClient().WithTransportOptions(func(t *http.Transport) {
+			t.MaxConnsPerHost = awsconf.DefaultMaxIdleConnsPerHost
+		})
 	}}, optFns...)...)
 	if err != nil {
 		tb.Fatal(err)

@@ -1,0 +1,74 @@
+package state_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/sandgate/sandgate/internal/state"
+)
+
+func connIDs(cs []state.Connection) string {
+	var ids []string
+	for _, c := range cs {
+		ids = append(ids, c.ConnectionID)
+	}
+	sort.Strings(ids)
+	return fmt.Sprint(ids)
+}
+
+func TestStore_Connections(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	now := e.clock.Now()
+	c, err := e.store.AddConnection(ctx, "user_a", "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.ConnectedAt.Equal(now) || c.ExpiresAt.Before(now.Add(2*time.Hour)) {
+		t.Fatalf("connection %+v: must outlive API Gateway's 2 h limit", c)
+	}
+	for _, id := range []string{"c2", "c3"} {
+		if _, err := e.store.AddConnection(ctx, "user_a", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.store.AddConnection(ctx, "user_b", "c9"); err != nil {
+		t.Fatal(err)
+	}
+	enqueue(t, e.store, "user_a", "not a connection") // same partition, other prefix
+	e.calls.Reset()
+	got, err := e.store.Connections(ctx, "user_a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.wantCalls(t, map[string]int64{"Query": 1})
+	if connIDs(got) != "[c1 c2 c3]" {
+		t.Fatalf("connections %s", connIDs(got))
+	}
+	if err := e.store.RemoveConnection(ctx, "user_a", "c2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.RemoveConnection(ctx, "user_a", "c2"); err != nil {
+		t.Fatalf("removing twice = %v", err)
+	}
+	got, _ = e.store.Connections(ctx, "user_a")
+	if connIDs(got) != "[c1 c3]" {
+		t.Fatalf("after remove %s", connIDs(got))
+	}
+	// Past their TTL, records not yet deleted by DynamoDB are not listed.
+	e.clock.Advance(state.DefaultConnectionTTL + time.Second)
+	if _, err := e.store.AddConnection(ctx, "user_a", "c4"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = e.store.Connections(ctx, "user_a")
+	if connIDs(got) != "[c4]" {
+		t.Fatalf("after expiry %s", connIDs(got))
+	}
+	_, err = e.store.Connections(ctx, "")
+	wantErr(t, err, state.ErrInvalid)
+	_, err = e.store.AddConnection(ctx, "user_a", "")
+	wantErr(t, err, state.ErrInvalid)
+}

@@ -1,0 +1,267 @@
+package state_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+
+	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
+	"github.com/sandgate/sandgate/internal/state"
+)
+
+// 1,000 goroutines start sandboxes for 100 users at once: exactly one winner per
+// user, every loser sees the winner's lease, and the counter is exactly 100.
+func TestStore_Acquire_Race1000Goroutines100Users(t *testing.T) {
+	e := newEnv(t)
+	e.store.MaxSandboxes = 1000
+	const users, perUser = 100, 10
+	type result struct {
+		user  string
+		lease state.Lease
+		err   error
+	}
+	results := make(chan result, users*perUser)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range users * perUser {
+		user := fmt.Sprintf("user_%03d", i%users)
+		wg.Go(func() {
+			<-start
+			l, err := e.store.Acquire(context.Background(), user)
+			results <- result{user, l, err}
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(results)
+
+	winners := map[string]state.Lease{}
+	var losers []result
+	for r := range results {
+		switch {
+		case r.err == nil:
+			if w, dup := winners[r.user]; dup {
+				t.Fatalf("two winners for %s: %+v and %+v", r.user, w, r.lease)
+			}
+			winners[r.user] = r.lease
+		case errors.Is(r.err, state.ErrHeld):
+			losers = append(losers, r)
+		default:
+			t.Fatalf("Acquire(%s) = %v", r.user, r.err)
+		}
+	}
+	if len(winners) != users || len(losers) != users*(perUser-1) {
+		t.Fatalf("%d winners, %d losers; want %d, %d", len(winners), len(losers), users, users*(perUser-1))
+	}
+	for _, r := range losers {
+		var held *state.HeldError
+		errors.As(r.err, &held)
+		if w := winners[r.user]; held.Sandbox.LeaseToken != w.Token || held.Sandbox.Generation != w.Generation {
+			t.Fatalf("loser for %s saw generation %d, winner has %d", r.user, held.Sandbox.Generation, w.Generation)
+		}
+	}
+	// Losers learnt the winner from their failed write (ALL_OLD): one read each, no more.
+	if got := e.calls.Calls("DynamoDB", "GetItem"); got != users*perUser {
+		t.Fatalf("%d GetItem calls, want %d", got, users*perUser)
+	}
+	if live := e.checkInvariants(t); live != users {
+		t.Fatalf("%d live, want %d", live, users)
+	}
+}
+
+// With MaxSandboxes 10 and 50 users racing, exactly 10 are admitted and the rest get
+// a capacity error; stopping one admits exactly one more.
+func TestStore_Acquire_CapacityRace(t *testing.T) {
+	e := newEnv(t)
+	e.store.MaxSandboxes = 10
+	race := func(users []string) (won map[string]state.Lease, refused []string) {
+		won = map[string]state.Lease{}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for _, u := range users {
+			wg.Go(func() {
+				<-start
+				l, err := e.store.Acquire(context.Background(), u)
+				mu.Lock()
+				defer mu.Unlock()
+				var ce *state.CapacityError
+				switch {
+				case err == nil:
+					won[u] = l
+				case errors.As(err, &ce) && errors.Is(err, state.ErrCapacity):
+					if ce.Max != 10 || ce.Live != 10 {
+						t.Errorf("CapacityError %+v, want 10 of 10", *ce)
+					}
+					refused = append(refused, u)
+				default:
+					t.Errorf("Acquire(%s) = %v", u, err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		return won, refused
+	}
+	var users []string
+	for i := range 50 {
+		users = append(users, fmt.Sprintf("user_%02d", i))
+	}
+	won, refused := race(users)
+	if len(won) != 10 || len(refused) != 40 {
+		t.Fatalf("%d admitted, %d refused; want 10, 40", len(won), len(refused))
+	}
+	if e.checkInvariants(t) != 10 {
+		t.Fatal("counter not 10")
+	}
+	for _, l := range won {
+		if err := e.store.Stop(context.Background(), l); err != nil {
+			t.Fatal(err)
+		}
+		break
+	}
+	won2, refused2 := race(refused)
+	if len(won2) != 1 || len(refused2) != 39 {
+		t.Fatalf("after one stop: %d admitted, %d refused; want 1, 39", len(won2), len(refused2))
+	}
+	if e.checkInvariants(t) != 10 {
+		t.Fatal("counter not 10")
+	}
+}
+
+// conflictProxy sits between the SDK and DynamoDB Local and answers the first n
+// write requests with the conflict errors real DynamoDB sends when transactions touch
+// one item at once (DynamoDB Local serializes them and never does). It speaks the
+// JSON 1.0 wire protocol; everything else is passed through.
+type conflictProxy struct {
+	*httptest.Server
+	left     atomic.Int64
+	injected atomic.Int64
+}
+
+func newConflictProxy(tb testing.TB, target string, n int64) *conflictProxy {
+	u, err := url.Parse(target)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p := &conflictProxy{}
+	p.left.Store(n)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), "DynamoDB_20120810.")
+		if (op == "TransactWriteItems" || op == "UpdateItem") && p.left.Add(-1) >= 0 {
+			_, _ = io.Copy(io.Discard, r.Body)
+			p.injected.Add(1)
+			body := `{"__type":"com.amazonaws.dynamodb.v20120810#TransactionConflictException","message":"Transaction is ongoing for the item"}`
+			if op == "TransactWriteItems" {
+				body = `{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException",` +
+					`"Message":"Transaction cancelled, please refer cancellation reasons for specific reasons [None, TransactionConflict]",` +
+					`"CancellationReasons":[{"Code":"None"},{"Code":"TransactionConflict","Message":"Transaction is ongoing for the item"}]}`
+			}
+			w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = io.WriteString(w, body)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	tb.Cleanup(p.Close)
+	return p
+}
+
+func TestStore_Acquire_RetriesTransactionConflicts(t *testing.T) {
+	srv := dynamodblocal.StartForTest(t)
+	proxy := newConflictProxy(t, srv.Endpoint(), 3)
+	e := newEnvOn(t, srv, func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(proxy.URL) })
+	e.store.Retry = state.RetryPolicy{MaxAttempts: 5, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond}
+	l := mustAcquire(t, e.store, "user_a")
+	if proxy.injected.Load() != 3 || l.Generation != 1 {
+		t.Fatalf("injected %d conflicts, lease %+v", proxy.injected.Load(), l)
+	}
+	e.wantCalls(t, map[string]int64{"GetItem": 1, "TransactWriteItems": 4})
+	if e.checkInvariants(t) != 1 {
+		t.Fatal("counter not 1")
+	}
+	// Fenced single-item writes retry TransactionConflictException the same way.
+	proxy.left.Store(2)
+	if _, err := e.store.Heartbeat(context.Background(), l, time.Time{}); err != nil {
+		t.Fatalf("Heartbeat through conflicts = %v", err)
+	}
+}
+
+func TestStore_Acquire_ContentionExhausted(t *testing.T) {
+	srv := dynamodblocal.StartForTest(t)
+	proxy := newConflictProxy(t, srv.Endpoint(), 1<<30)
+	e := newEnvOn(t, srv, func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(proxy.URL) })
+	e.store.Retry = state.RetryPolicy{MaxAttempts: 4, BaseDelay: time.Millisecond, MaxDelay: 2 * time.Millisecond}
+	_, err := e.store.Acquire(context.Background(), "user_a")
+	wantErr(t, err, state.ErrContention)
+	if proxy.injected.Load() != 4 {
+		t.Fatalf("%d attempts, want 4", proxy.injected.Load())
+	}
+	_, err = e.store.Get(context.Background(), "user_a")
+	wantErr(t, err, state.ErrNotFound)
+	if e.checkInvariants(t) != 0 {
+		t.Fatal("a cancelled start was counted")
+	}
+}
+
+// Many goroutines drive every path at once for a few users: start, ready, heartbeat,
+// stop, release, takeover after expiry, reap and purge. Afterwards the counter must
+// equal the live records and no record may be half-written.
+func TestStore_ConcurrentMixedOperations(t *testing.T) {
+	e := newEnv(t)
+	e.store.MaxSandboxes = 4
+	ctx := context.Background()
+	users := []string{"user_a", "user_b", "user_c", "user_d", "user_e", "user_f"}
+	var wg sync.WaitGroup
+	for g := range 12 {
+		wg.Go(func() {
+			for i := range 25 {
+				u := users[(g+i)%len(users)]
+				l, err := e.store.Acquire(ctx, u)
+				if err == nil {
+					switch i % 4 {
+					case 0:
+						_ = e.store.Release(ctx, l, "test")
+					case 1:
+						if l, err = e.store.MarkReady(ctx, l, "http://x", "gw"); err == nil {
+							_ = e.store.Stop(ctx, l)
+						}
+					case 2:
+						_, _ = e.store.Heartbeat(ctx, l, time.Time{})
+					}
+				}
+				if i%7 == 0 {
+					e.clock.Advance(state.DefaultStartTTL) // everyone's lease expires
+					_ = e.store.ListSandboxes(ctx, func(sb *state.Sandbox) error {
+						if sb.Expired(e.clock.Now()) {
+							_ = e.store.Reap(ctx, sb)
+						}
+						return nil
+					})
+				}
+				if i%11 == 0 {
+					if p, err := e.store.AcquirePurge(ctx, u); err == nil {
+						_ = e.store.FinishPurge(ctx, p)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	e.checkInvariants(t)
+}
