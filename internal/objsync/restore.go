@@ -346,6 +346,11 @@ func (s *Syncer) fetchLink(root *os.Root, j fetchJob, e entry, body io.Reader) (
 		root.Remove(tmp)
 		return entry{}, 0, fmt.Errorf("place symlink: %w", err)
 	}
+	// A link's own mtime cannot be set through os.Root: record the one it got, so the
+	// next Sync sees it unchanged.
+	if fi, err := root.Lstat(j.rel); err == nil {
+		e.MTime = fi.ModTime().UnixNano()
+	}
 	return e, restored, nil
 }
 

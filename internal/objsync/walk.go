@@ -64,6 +64,8 @@ func (s *Syncer) walk(ex *excluder, log *slog.Logger) (*tree, error) {
 			log.Warn("cannot read path; this sync deletes nothing", keyPath, rel, logging.Error, err.Error())
 			return nil
 		}
+		// Anything present, stored or not, keeps its directory from passing for empty.
+		full[path.Dir(rel)] = true
 		if strings.HasPrefix(d.Name(), tmpPrefix) {
 			return skipDir(d)
 		}
@@ -105,9 +107,7 @@ func (s *Syncer) walk(ex *excluder, log *slog.Logger) (*tree, error) {
 		default:
 			t.skipped++
 			log.Info("special file skipped", keyPath, rel)
-			return nil
 		}
-		full[path.Dir(rel)] = true
 		return nil
 	})
 	if err != nil {
