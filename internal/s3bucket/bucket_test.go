@@ -365,7 +365,6 @@ func checksumHeaders(reqs []*http.Request) []string {
 	return bad
 }
 
-
 // R2 signs with region "auto"; the SDK must accept it and sign the scope with it.
 func TestNewClient_RegionAuto(t *testing.T) {
 	e := newEnv(t, false, s3bucket.Options{UsePathStyle: true, Region: "auto"})
