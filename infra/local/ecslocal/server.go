@@ -277,8 +277,9 @@ func (s *Server) clusterARN(name string) string {
 }
 
 // Close stops every task as StopTask would (SIGTERM, then SIGKILL after the task's stop
-// timeout, or at once when ctx ends), then closes both endpoints. Every process the server
-// started has exited when Close returns.
+// timeout, or at once when ctx ends), then closes both endpoints. When Close returns, every
+// task process has exited and been reaped, and each task's process group has been sent
+// SIGKILL, so what the tasks started dies too (the kernel delivers that asynchronously).
 func (s *Server) Close(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.started || s.closed {
@@ -303,12 +304,14 @@ func (s *Server) Close(ctx context.Context) error {
 		<-drained
 	}
 
+	// Requests in flight get a moment to finish. A connection a client dialled but never
+	// used holds Shutdown for seconds; it is cut, which is no error of ours.
 	shut, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	errs := []error{ctxErr}
 	for _, srv := range []*http.Server{s.apiSrv, s.metaSrv} {
 		if err := srv.Shutdown(shut); err != nil {
-			errs = append(errs, err, srv.Close())
+			errs = append(errs, srv.Close())
 		}
 	}
 	select {
