@@ -79,9 +79,9 @@ dev: ## run the whole application locally (not built yet)
 	@echo "Built so far: signed URLs and the authorizer; try 'make sign USER=user_abc' and 'make test'."
 	@exit 1
 
-invoke: ## invoke one function with an event: make invoke FN=AuthorizeFunction EVENT=events/authorize.json (not built yet)
-	@echo "make invoke: the local Lambda runtime (infra/local) is not built yet."
-	@exit 1
+invoke: build-local ## invoke one function with an event: make invoke FN=AuthorizeFunction EVENT=events/authorize.json [ENV="K=V ..."]
+	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=<LogicalId> EVENT=events/<file>.json"; exit 2; }
+	@$(GO) run ./infra/local/cmd/invoke -template template.yaml -fn "$(FN)" -event "$(EVENT)" -build $(BUILD)/local $(foreach e,$(ENV),-env "$(e)")
 
 sign: ## print a signed URL: make sign USER=user_abc [ENDPOINT=wss://...]
 	@$(GO) run ./infra/local/cmd/sign -user "$(USER)" $(if $(ENDPOINT),-endpoint "$(ENDPOINT)")

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -116,6 +117,11 @@ func (r *Runtime) Add(fn Function) error {
 	st, err := os.Stat(fn.Path)
 	if err != nil {
 		return fmt.Errorf("add function %s: %w (run make build-local)", fn.Name, err)
+	}
+	// The process runs in the bootstrap's directory, as in Lambda's /var/task, so a
+	// relative path would no longer name it there.
+	if fn.Path, err = filepath.Abs(fn.Path); err != nil {
+		return fmt.Errorf("add function %s: %w", fn.Name, err)
 	}
 	if st.IsDir() || st.Mode()&0o111 == 0 {
 		return fmt.Errorf("add function %s: %s is not an executable", fn.Name, fn.Path)
