@@ -93,14 +93,15 @@ type Request struct {
 }
 
 // Requests returns every request decoded so far, oldest first, including those answered
-// with an error.
+// with an error. The inputs are the recorded values themselves: read them, do not change them.
 func (s *Server) Requests() []Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.requests)
 }
 
-// RunTaskRequests returns the decoded RunTask inputs, oldest first.
+// RunTaskRequests returns the decoded RunTask inputs, oldest first. They are the recorded
+// values themselves: read them, do not change them.
 func (s *Server) RunTaskRequests() []*RunTaskRequest {
 	s.mu.Lock()
 	defer s.mu.Unlock()

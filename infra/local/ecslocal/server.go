@@ -78,7 +78,8 @@ type Server struct {
 	// this process's environment is inherited otherwise.
 	Env map[string]string
 	// Output returns where a task's stdout and stderr go (io.Discard when nil or when it
-	// returns nil). It is called once per task, just before the process starts.
+	// returns nil). It is called once per task, just before the process starts (so the
+	// TaskInfo it gets has no pid yet).
 	Output func(TaskInfo) io.Writer
 	// LaunchDelay is the time from RunTask until the process starts, spent half in
 	// PROVISIONING and half in PENDING, to rehearse Fargate's cold starts; see SetLaunchDelay.
