@@ -1,0 +1,202 @@
+package templatecheck_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/sandgate/sandgate/internal/authorizer"
+	"github.com/sandgate/sandgate/internal/config"
+)
+
+// loader is a function's configuration loader, as its main calls it.
+type loader struct {
+	load func(*config.Env)
+	// optional are variables the loader reads with a default, which template.yaml need
+	// not set. Take them from the loader's package (an exported Optional list) so the
+	// exemption lives next to the defaults it relies on.
+	optional []string
+}
+
+// loaders is the registry of functions whose configuration loader exists. Add each
+// function's LoadConfig when it lands: from then on, every variable it reads must be set
+// by the template (or be optional) and every variable the template sets must be read.
+var loaders = map[string]loader{
+	"AuthorizeFunction": {
+		load: func(e *config.Env) { authorizer.LoadConfig(e) },
+		// Defaults: auth.DefaultMaxLifetime, auth.DefaultClockSkew. Replace with
+		// authorizer.Optional once the package exports it.
+		optional: []string{authorizer.EnvMaxLifetime, authorizer.EnvClockSkew},
+	},
+}
+
+// sdkVariables are read by aws-sdk-go-v2's own configuration, not by a loader.
+var sdkVariables = set("AWS_ENDPOINT_URL_S3")
+
+// globalsNotRead are Globals variables a function receives but has no use for.
+var globalsNotRead = map[string]map[string]bool{
+	"AuthorizeFunction": set("TABLE_NAME"), // the authorizer touches no table
+}
+
+// The environment contract the functions are written against, per scenario.
+var (
+	envGlobals = []string{"TABLE_NAME", "LOG_LEVEL"}
+	envEnsure  = []string{"ECS_CLUSTER", "TASK_DEFINITION", "SANDBOX_CONTAINER", "SUBNET_IDS",
+		"SECURITY_GROUP_IDS", "CAPACITY_PROVIDER", "MAX_SANDBOXES", "LEASE_TTL", "BUCKET", "MANAGEMENT_ENDPOINT"}
+	envStorage = map[string][]string{
+		"s3": {"STORAGE_REGION", "STORAGE_PATH_STYLE"},
+		"r2": {"STORAGE_REGION", "STORAGE_PATH_STYLE", "AWS_ENDPOINT_URL_S3", "STORAGE_ACCESS_KEY_ID", "STORAGE_SECRET_ACCESS_KEY"},
+	}
+)
+
+func contract(fn, scenario string) map[string]bool {
+	names := append([]string{}, envGlobals...)
+	switch fn {
+	case "AuthorizeFunction", "StatusFunction":
+		names = append(names, "SIGNING_SECRETS")
+	case "ConnectFunction":
+		names = append(names, envEnsure...)
+	case "MessageFunction":
+		names = append(names, envEnsure...)
+		names = append(names, "MESSAGE_RATE_LIMIT", "INBOX_MAX_FRAMES", "INBOX_MAX_BYTES", "AGENT_TIMEOUT")
+	case "DisconnectFunction":
+		names = append(names, "MANAGEMENT_ENDPOINT")
+	case "PrewarmFunction":
+		names = append(names, "SIGNING_SECRETS")
+		names = append(names, envEnsure...)
+	case "CleanupFunction":
+		names = append(names, "ECS_CLUSTER", "BUCKET", "RETENTION_DAYS", "DRY_RUN", "MANAGEMENT_ENDPOINT")
+		names = append(names, envStorage[scenario]...)
+	}
+	return set(names...)
+}
+
+// The template sets exactly the variables of the environment contract, with values
+// that agree with the rest of the template.
+func TestEnvironment_Contract(t *testing.T) {
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			tpl, _ := loadModel(t, sc)
+			for _, id := range allFunctions {
+				fn := tpl.Functions[id]
+				if missing, extra := diff(contract(id, sc.name), set(fn.EnvironmentNames()...)); len(missing)+len(extra) > 0 {
+					t.Errorf("%s: environment lacks %v, has unexpected %v", id, missing, extra)
+				}
+			}
+			mgmt := "https://" + testAPIID + ".execute-api." + testRegion + ".amazonaws.com/prod"
+			wantValues := map[string]string{
+				"TABLE_NAME": testTable, "LOG_LEVEL": "INFO",
+				"ECS_CLUSTER": testCluster, "TASK_DEFINITION": testTaskDef, "SANDBOX_CONTAINER": "agent",
+				"SUBNET_IDS": "subnet-0a,subnet-0b", "SECURITY_GROUP_IDS": "sg-0a", "CAPACITY_PROVIDER": "FARGATE",
+				"MAX_SANDBOXES": "50", "LEASE_TTL": "60", "BUCKET": "sandgate-test-bucket", "MANAGEMENT_ENDPOINT": mgmt,
+				"MESSAGE_RATE_LIMIT": "20", "INBOX_MAX_FRAMES": "100", "INBOX_MAX_BYTES": "1048576", "AGENT_TIMEOUT": "2",
+				"RETENTION_DAYS": "90", "DRY_RUN": "false", "STORAGE_PATH_STYLE": "false",
+			}
+			if sc.name == "s3" {
+				wantValues["STORAGE_REGION"] = testRegion // empty StorageRegion means the stack's
+			} else {
+				wantValues["STORAGE_REGION"] = "auto"
+				wantValues["AWS_ENDPOINT_URL_S3"] = sc.params["StorageEndpoint"]
+			}
+			for _, fn := range tpl.Functions {
+				for k, v := range fn.Environment {
+					if want, ok := wantValues[k]; ok && v != want {
+						t.Errorf("%s: %s = %q, want %q", fn.LogicalID, k, v, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// Secrets reach functions only through Secrets Manager dynamic references, resolved by
+// CloudFormation at deploy time; no secret is a template literal or a parameter value.
+func TestEnvironment_SecretsFromSecretsManager(t *testing.T) {
+	secrets := map[string]string{
+		"SIGNING_SECRETS":           "resolve:secretsmanager:sandgate/signing-secrets:SecretString",
+		"STORAGE_ACCESS_KEY_ID":     "resolve:secretsmanager:" + r2SecretArn + ":SecretString:accessKeyId",
+		"STORAGE_SECRET_ACCESS_KEY": "resolve:secretsmanager:" + r2SecretArn + ":SecretString:secretAccessKey",
+	}
+	seen := set()
+	for _, sc := range scenarios {
+		tpl, res := loadModel(t, sc)
+		for _, fn := range tpl.Functions {
+			for k, v := range fn.Environment {
+				if want, ok := secrets[k]; ok {
+					seen[k] = true
+					if got := res.dynamics[v]; got != want {
+						t.Errorf("%s/%s: %s comes from %q, want the dynamic reference {{%s}}", sc.name, fn.LogicalID, k, got, want)
+					}
+				} else if ref, ok := res.dynamics[v]; ok {
+					t.Errorf("%s/%s: %s is a secret ({{%s}}) under a name not known to be one", sc.name, fn.LogicalID, k, ref)
+				}
+			}
+		}
+	}
+	for k := range secrets {
+		if !seen[k] {
+			t.Errorf("no function receives %s in any scenario", k)
+		}
+	}
+}
+
+// Every variable a function's loader reads is set by the template (or is optional with a
+// default), every variable the template sets is read, and the loader accepts the values.
+func TestEnvironment_LoadersAgreeWithTemplate(t *testing.T) {
+	if len(loaders) == 0 {
+		t.Fatal("no loader registered")
+	}
+	for _, sc := range scenarios {
+		tpl, _ := loadModel(t, sc)
+		for id, l := range loaders {
+			t.Run(sc.name+"/"+id, func(t *testing.T) {
+				fn := tpl.Functions[id]
+				if fn == nil {
+					t.Fatalf("%s has a loader but is not in the template", id)
+				}
+				env := config.New(config.Map(fn.Environment))
+				l.load(env)
+				if err := env.Err(); err != nil {
+					t.Errorf("the loader refuses the template's environment: %v", err)
+				}
+				read := set(env.Names()...)
+				setByTemplate := set(fn.EnvironmentNames()...)
+				optional := set(l.optional...)
+				for name := range read {
+					if !setByTemplate[name] && !optional[name] {
+						t.Errorf("%s reads %s, which template.yaml does not set (and it is not in the loader's optional list)", id, name)
+					}
+				}
+				for name := range setByTemplate {
+					if !read[name] && !sdkVariables[name] && !globalsNotRead[id][name] {
+						t.Errorf("template.yaml sets %s on %s, which its loader never reads", name, id)
+					}
+				}
+				for name := range optional {
+					if !read[name] {
+						t.Errorf("%s lists %s as optional but never reads it", id, name)
+					}
+				}
+			})
+		}
+	}
+}
+
+// The loader check above must notice a variable the template forgets.
+func TestEnvironment_LoaderCheckNoticesMissingVariable(t *testing.T) {
+	tpl, _ := loadModel(t, scenarios[0])
+	envMap := map[string]string{}
+	for k, v := range tpl.Functions["AuthorizeFunction"].Environment {
+		if !strings.HasPrefix(k, "SIGNING_") {
+			envMap[k] = v
+		}
+	}
+	env := config.New(config.Map(envMap))
+	loaders["AuthorizeFunction"].load(env)
+	if env.Err() == nil {
+		t.Fatal("the authorizer's loader accepted an environment without SIGNING_SECRETS")
+	}
+	read := set(env.Names()...)
+	if !read[authorizer.EnvSigningSecrets] {
+		t.Fatalf("config.Env did not record the read of %s: the loader check would be blind", authorizer.EnvSigningSecrets)
+	}
+}

@@ -1,0 +1,267 @@
+package templatecheck_test
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Grants are written "action resource [condition]", with references as the template
+// writes them: ${Table.Arn} is !GetAtt Table.Arn, ${Cluster} is !Ref Cluster.
+const (
+	arn       = "arn:${AWS::Partition}"
+	table     = "${Table.Arn}"
+	taskDefs  = arn + ":ecs:${AWS::Region}:${AWS::AccountId}:task-definition/${AWS::StackName}-sandbox:*"
+	tasks     = arn + ":ecs:${AWS::Region}:${AWS::AccountId}:task/${Cluster}/*"
+	conns     = arn + ":execute-api:${AWS::Region}:${AWS::AccountId}:${WebSocketApi}/${StageName}/%s/@connections/*"
+	bucket    = arn + ":s3:::${BucketName}"
+	ec2Own    = arn + ":ec2:${AWS::Region}:${AWS::AccountId}:*/*"
+	inCluster = ` {"ArnEquals":{"ecs:cluster":"${Cluster.Arn}"}}`
+	toECS     = ` {"StringEquals":{"iam:PassedToService":"ecs-tasks.amazonaws.com"}}`
+	usersOnly = ` {"StringLike":{"s3:prefix":["users/*"]}}`
+)
+
+func logs(group string) []string {
+	return []string{"logs:CreateLogStream ${" + group + ".Arn}", "logs:PutLogEvents ${" + group + ".Arn}"}
+}
+
+func tableGrants(actions ...string) []string {
+	var out []string
+	for _, a := range actions {
+		out = append(out, "dynamodb:"+a+" "+table)
+	}
+	return out
+}
+
+// ensure is what a function that starts sandboxes needs: RunTask of this stack's task
+// definition in this cluster, tagging only as part of RunTask, and passing only the two
+// sandbox roles, only to ECS.
+var ensure = []string{
+	"ecs:RunTask " + taskDefs + inCluster,
+	"ecs:TagResource " + tasks + ` {"StringEquals":{"ecs:CreateAction":"RunTask"}}`,
+	"iam:PassRole ${TaskExecutionRole.Arn}" + toECS,
+	"iam:PassRole ${TaskRole.Arn}" + toECS,
+}
+
+// vpc is what Lambda needs to attach a function to the VPC. AWS requires "*" for the
+// Describe actions; the others are held to this account and region.
+var vpc = []string{
+	"ec2:DescribeNetworkInterfaces *", "ec2:DescribeSubnets *",
+	"ec2:CreateNetworkInterface " + ec2Own, "ec2:DeleteNetworkInterface " + ec2Own,
+	"ec2:AssignPrivateIpAddresses " + ec2Own, "ec2:UnassignPrivateIpAddresses " + ec2Own,
+}
+
+func post() string   { return "execute-api:ManageConnections " + fmt.Sprintf(conns, "POST") }
+func deleteConns() string { return "execute-api:ManageConnections " + fmt.Sprintf(conns, "DELETE") }
+
+func concat(parts ...[]string) []string {
+	var out []string
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// expectedGrants is every role's exact permissions under a scenario. Table actions
+// follow internal/state's calls; a function that needs another one changes this list,
+// on purpose, in the same commit as the template.
+func expectedGrants(scenario string) map[string][]string {
+	s3 := scenario == "s3" // AWS S3 through the roles; R2 through stored credentials
+	g := map[string][]string{
+		"AuthorizeRole": logs("AuthorizeLogGroup"),
+		"ConnectRole": concat(logs("ConnectLogGroup"),
+			tableGrants("GetItem", "PutItem", "UpdateItem", "DeleteItem"), ensure,
+			[]string{post(), "lambda:InvokeFunction " + arn + ":lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-connect"}),
+		"MessageRole": concat(logs("MessageLogGroup"),
+			tableGrants("GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"), ensure,
+			[]string{post()}, vpc),
+		"DisconnectRole": concat(logs("DisconnectLogGroup"), tableGrants("GetItem", "DeleteItem"), vpc),
+		"StatusRole":     concat(logs("StatusLogGroup"), tableGrants("GetItem")),
+		"PrewarmRole":    concat(logs("PrewarmLogGroup"), tableGrants("GetItem", "UpdateItem"), ensure),
+		"CleanupRole": concat(logs("CleanupLogGroup"),
+			tableGrants("GetItem", "UpdateItem", "DeleteItem", "Query", "Scan"),
+			[]string{
+				// ListTasks authorizes against "*"; the cluster condition narrows it.
+				"ecs:ListTasks *" + inCluster,
+				"ecs:DescribeTasks " + tasks, "ecs:StopTask " + tasks,
+				post(), deleteConns(),
+			}),
+		"CleanupScheduleRole": {"lambda:InvokeFunction ${CleanupFunction.Arn}"},
+		"TaskExecutionRole": concat([]string{
+			"ecr:GetAuthorizationToken *", // no resource type: "*" only
+			"ecr:BatchCheckLayerAvailability " + arn + ":ecr:${AWS::Region}:${AWS::AccountId}:repository/*",
+			"ecr:GetDownloadUrlForLayer " + arn + ":ecr:${AWS::Region}:${AWS::AccountId}:repository/*",
+			"ecr:BatchGetImage " + arn + ":ecr:${AWS::Region}:${AWS::AccountId}:repository/*",
+		}, logs("SandboxLogGroup")),
+		"TaskRole": concat(tableGrants("GetItem", "UpdateItem", "DeleteItem", "Query"), []string{post(), deleteConns()}),
+	}
+	if s3 {
+		g["CleanupRole"] = append(g["CleanupRole"], "s3:ListBucket "+bucket+usersOnly, "s3:DeleteObject "+bucket+"/users/*")
+		g["TaskRole"] = append(g["TaskRole"], "s3:ListBucket "+bucket+usersOnly,
+			"s3:GetObject "+bucket+"/users/*", "s3:PutObject "+bucket+"/users/*", "s3:DeleteObject "+bucket+"/users/*")
+	} else {
+		g["TaskExecutionRole"] = append(g["TaskExecutionRole"], "secretsmanager:GetSecretValue ${StorageCredentialsSecretArn}")
+	}
+	return g
+}
+
+// starAllowed are the actions AWS authorizes only against "*"; each needs the reason
+// above where it is granted.
+var starAllowed = set("ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets", "ecr:GetAuthorizationToken", "ecs:ListTasks")
+
+// trust is the service each role is for.
+var trust = map[string]string{
+	"AuthorizeRole": "lambda.amazonaws.com", "ConnectRole": "lambda.amazonaws.com", "MessageRole": "lambda.amazonaws.com",
+	"DisconnectRole": "lambda.amazonaws.com", "StatusRole": "lambda.amazonaws.com", "PrewarmRole": "lambda.amazonaws.com",
+	"CleanupRole": "lambda.amazonaws.com", "CleanupScheduleRole": "scheduler.amazonaws.com",
+	"TaskExecutionRole": "ecs-tasks.amazonaws.com", "TaskRole": "ecs-tasks.amazonaws.com",
+	// The region's API Gateway logging role; AWS's managed policy, see the template.
+	"ApiGatewayCloudWatchRole": "apigateway.amazonaws.com",
+}
+
+// managedAllowed are the only managed policies any role may carry.
+var managedAllowed = map[string]string{
+	"ApiGatewayCloudWatchRole": "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
+}
+
+// Each role grants exactly the expected actions on the expected resources: no
+// wildcard action, no "*" resource where a narrower ARN exists, nothing extra.
+func TestRoles_LeastPrivilege(t *testing.T) {
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			raw := loadRaw(t, templatePath, sc)
+			for _, typ := range []string{"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::User", "AWS::IAM::Group"} {
+				for _, r := range raw.ofType(t, typ) {
+					t.Errorf("%s is an %s: keep every permission inline in its role, where this test reads it", r.ID, typ)
+				}
+			}
+			want := expectedGrants(sc.name)
+			roles := raw.ofType(t, "AWS::IAM::Role")
+			seen := set()
+			for _, r := range roles {
+				seen[r.ID] = true
+				checkTrust(t, raw, r)
+				if m := get(r.Props, "ManagedPolicyArns"); m != nil {
+					got := canonical(raw.render(t, m))
+					if wantM, ok := managedAllowed[r.ID]; !ok || got != canonical([]any{wantM}) {
+						t.Errorf("%s: managed policies %s; only inline policies are checked", r.ID, got)
+					}
+				}
+				if get(r.Props, "PermissionsBoundary") != nil || get(r.Props, "RoleName") != nil {
+					t.Errorf("%s: unexpected PermissionsBoundary or RoleName", r.ID)
+				}
+				if _, ok := managedAllowed[r.ID]; ok {
+					continue
+				}
+				got, bad := grants(t, raw, r)
+				for _, b := range bad {
+					t.Error(b)
+				}
+				if missing, extra := diff(set(want[r.ID]...), got); len(missing)+len(extra) > 0 {
+					t.Errorf("%s:\n  missing: %s\n  extra:   %s", r.ID, strings.Join(missing, "\n           "), strings.Join(extra, "\n           "))
+				}
+			}
+			for id := range want {
+				if !seen[id] {
+					t.Errorf("no role %s", id)
+				}
+			}
+			for id := range trust {
+				if !seen[id] && (id != "ApiGatewayCloudWatchRole" || raw.values["ConfigureApiGatewayAccount"] == "true") {
+					t.Errorf("no role %s", id)
+				}
+			}
+		})
+	}
+}
+
+// grants flattens a role's inline policies into "action resource [condition]" and
+// lists what the least-privilege rules forbid, whatever the expected list says.
+func grants(t *testing.T, raw *cfn, r *resource) (map[string]bool, []string) {
+	t.Helper()
+	out := set()
+	var bad []string
+	for _, p := range list(raw.render(t, get(r.Props, "Policies"))) {
+		doc, _ := p.(map[string]any)["PolicyDocument"].(map[string]any)
+		for _, s := range list(doc["Statement"]) {
+			st := s.(map[string]any)
+			for _, k := range []string{"NotAction", "NotResource", "NotPrincipal"} {
+				if st[k] != nil {
+					bad = append(bad, fmt.Sprintf("%s: %s is not allowed", r.ID, k))
+				}
+			}
+			if st["Effect"] != "Allow" {
+				bad = append(bad, fmt.Sprintf("%s: statement with effect %v", r.ID, st["Effect"]))
+				continue
+			}
+			cond := ""
+			if c, ok := st["Condition"]; ok {
+				cond = " " + canonical(c)
+			}
+			for _, a := range asStrings(st["Action"]) {
+				if strings.ContainsAny(a, "*?") {
+					bad = append(bad, fmt.Sprintf("%s: wildcard action %s", r.ID, a))
+				}
+				for _, res := range asStrings(st["Resource"]) {
+					if res == "*" && !starAllowed[a] {
+						bad = append(bad, fmt.Sprintf("%s: %s on \"*\", but it takes a resource ARN", r.ID, a))
+					}
+					if res == "*" && a == "ecs:ListTasks" && !strings.Contains(cond, "ecs:cluster") {
+						bad = append(bad, fmt.Sprintf("%s: ecs:ListTasks on \"*\" without an ecs:cluster condition", r.ID))
+					}
+					out[a+" "+res+cond] = true
+				}
+			}
+		}
+	}
+	return out, bad
+}
+
+func checkTrust(t *testing.T, raw *cfn, r *resource) {
+	t.Helper()
+	doc, _ := raw.render(t, get(r.Props, "AssumeRolePolicyDocument")).(map[string]any)
+	sts := list(doc["Statement"])
+	if len(sts) != 1 {
+		t.Errorf("%s: want one trust statement, got %d", r.ID, len(sts))
+		return
+	}
+	st := sts[0].(map[string]any)
+	principal, _ := st["Principal"].(map[string]any)
+	services := asStrings(principal["Service"])
+	sort.Strings(services)
+	if want, ok := trust[r.ID]; !ok || canonical(services) != canonical([]string{want}) || st["Action"] != "sts:AssumeRole" || st["Effect"] != "Allow" {
+		t.Errorf("%s: trusts %v with %v; want only %s", r.ID, principal, st["Action"], trust[r.ID])
+	}
+	// Roles that AWS services assume on the stack's behalf (not Lambda, whose function
+	// binds the role itself) name the account, against the confused deputy.
+	if trust[r.ID] != "lambda.amazonaws.com" && !strings.Contains(canonical(st["Condition"]), `"aws:SourceAccount":"${AWS::AccountId}"`) {
+		t.Errorf("%s: trust policy lacks an aws:SourceAccount condition", r.ID)
+	}
+}
+
+// The least-privilege rules must catch what they are for: a wildcard action, a "*"
+// resource on an action that takes an ARN, and ListTasks on "*" without its condition.
+func TestRoles_RulesCatchWildcards(t *testing.T) {
+	raw := loadRaw(t, templatePath, scenarios[0])
+	var doc yaml.Node
+	src := `
+Policies:
+  - PolicyName: bad
+    PolicyDocument:
+      Statement:
+        - {Effect: Allow, Action: "dynamodb:*", Resource: !GetAtt Table.Arn}
+        - {Effect: Allow, Action: "s3:GetObject", Resource: "*"}
+        - {Effect: Allow, Action: "ecs:ListTasks", Resource: "*"}
+        - {Effect: Allow, Action: "ecs:DescribeTasks", Resource: "*", Condition: {ArnEquals: {"ecs:cluster": !GetAtt Cluster.Arn}}}
+`
+	if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
+		t.Fatal(err)
+	}
+	_, bad := grants(t, raw, &resource{ID: "BadRole", Props: doc.Content[0]})
+	if len(bad) != 4 {
+		t.Fatalf("want 4 violations, got %d:\n%s", len(bad), strings.Join(bad, "\n"))
+	}
+}
