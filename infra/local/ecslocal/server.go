@@ -307,7 +307,7 @@ func (s *Server) Close(ctx context.Context) error {
 
 	// Requests in flight get a moment to finish. A connection a client dialled but never
 	// used holds Shutdown for seconds; it is cut, which is no error of ours.
-	shut, cancel := context.WithTimeout(context.Background(), time.Second)
+	shut, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
 	defer cancel()
 	errs := []error{ctxErr}
 	for _, srv := range []*http.Server{s.apiSrv, s.metaSrv} {
