@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -13,19 +12,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	"github.com/aws/aws-sdk-go-v2/service/ecs/types"
-	"github.com/aws/smithy-go"
 
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/taskenv"
 )
 
-// Defaults for a Launcher.
-const (
-	DefaultStartedBy   = "sandgate"
-	DefaultMaxAttempts = 5
-	DefaultBaseDelay   = 100 * time.Millisecond
-	DefaultMaxDelay    = 2 * time.Second
-)
+// DefaultStartedBy marks the tasks a Launcher starts.
+const DefaultStartedBy = "sandgate"
 
 // Errors. A *LaunchError carries ECS's own reason and matches one of these.
 var (
@@ -100,7 +93,9 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Launcher starts, finds and stops sandbox tasks.
+// Launcher starts, finds and stops sandbox tasks. Throttled and server-side ECS errors
+// are retried with jittered backoff by the SDK client's retryer (configure its attempts
+// on the client); RunTask retries are safe because the lease token is the clientToken.
 type Launcher struct {
 	API    API
 	Config Config
@@ -108,16 +103,11 @@ type Launcher struct {
 
 	// StartedBy marks every task this launcher starts (DefaultStartedBy).
 	StartedBy string
-	// MaxAttempts bounds retries of throttled or failed ECS calls (DefaultMaxAttempts).
-	MaxAttempts int
-	// BaseDelay and MaxDelay shape the jittered exponential backoff between attempts.
-	BaseDelay, MaxDelay time.Duration
 }
 
 // New returns a Launcher with the defaults.
 func New(api API, cfg Config, log *slog.Logger) *Launcher {
-	return &Launcher{API: api, Config: cfg, Log: log, StartedBy: DefaultStartedBy,
-		MaxAttempts: DefaultMaxAttempts, BaseDelay: DefaultBaseDelay, MaxDelay: DefaultMaxDelay}
+	return &Launcher{API: api, Config: cfg, Log: log, StartedBy: DefaultStartedBy}
 }
 
 // Spec is one sandbox to launch.
@@ -131,14 +121,9 @@ type Spec struct {
 // lease token: a retry after a lost response returns the same task.
 func (l *Launcher) Launch(ctx context.Context, spec Spec) (string, error) {
 	in := l.runTaskInput(spec)
-	var out *ecs.RunTaskOutput
-	err := l.retry(ctx, "run task", func() error {
-		var err error
-		out, err = l.API.RunTask(ctx, in)
-		return err
-	})
+	out, err := l.API.RunTask(ctx, in)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("run task: %w", err)
 	}
 	if len(out.Failures) > 0 {
 		f := out.Failures[0]
@@ -230,18 +215,13 @@ func (l *Launcher) Describe(ctx context.Context, arn string) (Task, error) {
 }
 
 func (l *Launcher) describe(ctx context.Context, arns []string) ([]Task, error) {
-	var out *ecs.DescribeTasksOutput
-	err := l.retry(ctx, "describe tasks", func() error {
-		var err error
-		out, err = l.API.DescribeTasks(ctx, &ecs.DescribeTasksInput{
-			Cluster: aws.String(l.Config.Cluster),
-			Tasks:   arns,
-			Include: []types.TaskField{types.TaskFieldTags},
-		})
-		return err
+	out, err := l.API.DescribeTasks(ctx, &ecs.DescribeTasksInput{
+		Cluster: aws.String(l.Config.Cluster),
+		Tasks:   arns,
+		Include: []types.TaskField{types.TaskFieldTags},
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("describe tasks: %w", err)
 	}
 	tasks := make([]Task, 0, len(out.Tasks))
 	for _, t := range out.Tasks {
@@ -253,19 +233,19 @@ func (l *Launcher) describe(ctx context.Context, arns []string) ([]Task, error) 
 // Stop asks ECS to stop the task: SIGTERM, then SIGKILL after the task's stop timeout.
 // Stopping a task that is already gone is not an error.
 func (l *Launcher) Stop(ctx context.Context, arn, reason string) error {
-	err := l.retry(ctx, "stop task", func() error {
-		_, err := l.API.StopTask(ctx, &ecs.StopTaskInput{
-			Cluster: aws.String(l.Config.Cluster),
-			Task:    aws.String(arn),
-			Reason:  aws.String(truncate(reason, 255)),
-		})
-		return err
+	_, err := l.API.StopTask(ctx, &ecs.StopTaskInput{
+		Cluster: aws.String(l.Config.Cluster),
+		Task:    aws.String(arn),
+		Reason:  aws.String(truncate(reason, 255)),
 	})
 	var inv *types.InvalidParameterException
 	if errors.As(err, &inv) && strings.Contains(strings.ToLower(inv.ErrorMessage()), "not found") {
 		return nil
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("stop task %s: %w", arn, err)
+	}
+	return nil
 }
 
 // List returns every task this launcher started that ECS still reports, with tags, for
@@ -274,18 +254,13 @@ func (l *Launcher) List(ctx context.Context) ([]Task, error) {
 	var all []Task
 	var next *string
 	for {
-		var out *ecs.ListTasksOutput
-		err := l.retry(ctx, "list tasks", func() error {
-			var err error
-			out, err = l.API.ListTasks(ctx, &ecs.ListTasksInput{
-				Cluster:   aws.String(l.Config.Cluster),
-				StartedBy: aws.String(l.startedBy()),
-				NextToken: next,
-			})
-			return err
+		out, err := l.API.ListTasks(ctx, &ecs.ListTasksInput{
+			Cluster:   aws.String(l.Config.Cluster),
+			StartedBy: aws.String(l.startedBy()),
+			NextToken: next,
 		})
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("list tasks: %w", err)
 		}
 		// DescribeTasks takes at most 100 tasks; ListTasks pages hold up to 100.
 		for i := 0; i < len(out.TaskArns); i += 100 {
@@ -306,42 +281,6 @@ func (l *Launcher) startedBy() string {
 		return DefaultStartedBy
 	}
 	return l.StartedBy
-}
-
-// retry runs call with jittered exponential backoff while ECS throttles or fails on its
-// side. Client errors return at once.
-func (l *Launcher) retry(ctx context.Context, op string, call func() error) error {
-	attempts := max(l.MaxAttempts, 1)
-	delay := l.BaseDelay
-	for i := 1; ; i++ {
-		err := call()
-		if err == nil {
-			return nil
-		}
-		if i >= attempts || !retryable(err) {
-			return fmt.Errorf("%s: %w", op, err)
-		}
-		wait := delay/2 + rand.N(delay/2+1)
-		l.Log.WarnContext(ctx, "ecs call retried", "op", op, "attempt", i, logging.Error, err.Error())
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: %w (last error: %v)", op, ctx.Err(), err)
-		case <-time.After(wait):
-		}
-		delay = min(delay*2, l.MaxDelay)
-	}
-}
-
-func retryable(err error) bool {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		switch ae.ErrorCode() {
-		case "ThrottlingException", "ServerException", "ServiceUnavailableException", "RequestLimitExceeded":
-			return true
-		}
-		return ae.ErrorFault() == smithy.FaultServer
-	}
-	return false
 }
 
 // isCapacity recognises Fargate's capacity failures, e.g. "Capacity is unavailable at
