@@ -89,3 +89,36 @@ sign: ## print a signed URL: make sign USER=user_abc [ENDPOINT=wss://...]
 .PHONY: clean
 clean: ## remove build output
 	rm -rf $(BUILD) .aws-sam
+
+# ------------------------------------------------------------------ deploy (docs/DEPLOY.md)
+.PHONY: validate image deploy
+validate: ## lint template.yaml and infra/network with cfn-lint (Python, 1.x) and run the template tests
+	@command -v cfn-lint >/dev/null || { echo "cfn-lint not found: pip install cfn-lint (the Python one; npm's cfn-lint is a different, outdated linter)"; exit 1; }
+	cfn-lint -- template.yaml infra/network/template.yaml
+	$(GO) test -count=1 ./infra/templatecheck/
+
+# The sandbox image: container/Dockerfile, built from the repository root for Fargate's
+# arm64, tagged with the commit and pushed to ECR (the repository is created if absent).
+IMAGE_REPO ?= sandgate-sandbox
+# Tags are immutable: a commit's image is pushed once; a dirty tree gets a unique tag.
+IMAGE_TAG  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || date +-dirty-%Y%m%d%H%M%S)
+image: ## build and push the sandbox image (linux/arm64) to ECR: make image [IMAGE_REPO=sandgate-sandbox IMAGE_TAG=<commit>] (needs a Docker engine and AWS credentials)
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make image needs a running Docker engine with buildx"; exit 1; }
+	@region=$$(aws configure get region); region=$${AWS_REGION:-$${region:?set AWS_REGION}}; \
+	account=$$(aws sts get-caller-identity --query Account --output text) || exit 1; \
+	registry=$$account.dkr.ecr.$$region.amazonaws.com; image=$$registry/$(IMAGE_REPO):$(IMAGE_TAG); \
+	aws ecr describe-repositories --region $$region --repository-names $(IMAGE_REPO) >/dev/null 2>&1 || \
+		aws ecr create-repository --region $$region --repository-name $(IMAGE_REPO) \
+			--image-tag-mutability IMMUTABLE --image-scanning-configuration scanOnPush=true >/dev/null || exit 1; \
+	if aws ecr describe-images --region $$region --repository-name $(IMAGE_REPO) --image-ids imageTag=$(IMAGE_TAG) >/dev/null 2>&1; then \
+		echo "$$image is already pushed"; \
+	else \
+		aws ecr get-login-password --region $$region | docker login --username AWS --password-stdin $$registry >/dev/null || exit 1; \
+		docker buildx build --platform linux/arm64 -f container/Dockerfile -t $$image --push . || exit 1; \
+		echo "pushed $$image"; \
+	fi; \
+	echo "set the stack's SandboxImage parameter to $$image (sam deploy --guided, or parameter_overrides in samconfig.toml)"
+
+deploy: ## sam build && sam deploy (samconfig.toml; first time: sam deploy --guided, see docs/DEPLOY.md)
+	sam build
+	sam deploy $(DEPLOY_ARGS)

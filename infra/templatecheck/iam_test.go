@@ -54,7 +54,7 @@ var vpc = []string{
 	"ec2:AssignPrivateIpAddresses " + ec2Own, "ec2:UnassignPrivateIpAddresses " + ec2Own,
 }
 
-func post() string   { return "execute-api:ManageConnections " + fmt.Sprintf(conns, "POST") }
+func post() string        { return "execute-api:ManageConnections " + fmt.Sprintf(conns, "POST") }
 func deleteConns() string { return "execute-api:ManageConnections " + fmt.Sprintf(conns, "DELETE") }
 
 func concat(parts ...[]string) []string {

@@ -1,0 +1,419 @@
+package templatecheck_test
+
+import (
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/sandgate/sandgate/infra/local/template"
+	"github.com/sandgate/sandgate/internal/taskenv"
+)
+
+// issueParameters are the parameters the issue names (with the S3-or-R2 storage set).
+var issueParameters = []string{"MaxSandboxes", "SleepAfter", "MaxLifetime", "RetentionDays", "MessageRateLimit",
+	"SandboxImage", "SubnetIds", "SecurityGroupIds", "BucketName", "StorageEndpoint", "StageName"}
+
+// secretish names a parameter that could carry a secret value.
+var secretish = regexp.MustCompile(`(?i)secret|password|passwd|token|credential|private|apikey|accesskey`)
+
+// Parameters have defaults where a sane one exists, are described, and carry no
+// secret: a secret is named (…SecretName) or pointed at (…SecretArn), never passed, and
+// NoEcho (a secret in the stack's parameters all the same) is not used at all.
+func TestParameters(t *testing.T) {
+	raw := loadRaw(t, templatePath, scenarios[0])
+	for _, name := range issueParameters {
+		if raw.params[name] == nil {
+			t.Errorf("parameter %s is missing", name)
+		}
+	}
+	for _, name := range raw.paramList {
+		p := raw.params[name]
+		if d := get(p, "Description"); d == nil || len(d.Value) < 10 {
+			t.Errorf("%s: no description", name)
+		}
+		_, isRequired := required[name]
+		if hasDefault := get(p, "Default") != nil; hasDefault == isRequired {
+			t.Errorf("%s: default present = %v; only %v may lack one", name, hasDefault, keys(set(mapKeys(required)...)))
+		}
+		if n := get(p, "NoEcho"); n != nil && n.Value == "true" {
+			t.Errorf("%s: NoEcho parameter: put the secret in Secrets Manager and pass its name or ARN", name)
+		}
+		if secretish.MatchString(name) && !strings.HasSuffix(name, "SecretName") && !strings.HasSuffix(name, "SecretArn") {
+			t.Errorf("%s looks like a secret value; pass a Secrets Manager name or ARN instead", name)
+		}
+	}
+	// Every defaulted parameter must satisfy its own constraints: the local stack's
+	// parser checks defaults as CloudFormation does.
+	if _, err := template.Load(templatePath, template.Options{Parameters: required, Resolver: newResolver()}); err != nil {
+		t.Fatal(err)
+	}
+	num := func(name string) int {
+		n, err := strconv.Atoi(raw.values[name])
+		if err != nil {
+			t.Fatalf("%s default %q: %v", name, raw.values[name], err)
+		}
+		return n
+	}
+	if num("SleepAfter") >= num("MaxLifetime") {
+		t.Errorf("SleepAfter %d must be shorter than MaxLifetime %d", num("SleepAfter"), num("MaxLifetime"))
+	}
+	if num("LeaseTtl") < 3*30 && num("LeaseTtl")/3 < 10 {
+		t.Errorf("LeaseTtl %d leaves the agent under 10 s between renewals", num("LeaseTtl"))
+	}
+	// The secret parameters are used only as Secrets Manager references.
+	for _, name := range raw.paramList {
+		if !strings.HasSuffix(name, "SecretName") && !strings.HasSuffix(name, "SecretArn") {
+			continue
+		}
+		for _, r := range raw.resources {
+			checkSecretUse(t, r.ID, name, r.Node)
+		}
+	}
+}
+
+func mapKeys(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// secretUse matches a dynamic reference to, an ECS secret valueFrom of, or an IAM
+// resource naming, the secret parameter.
+var secretUse = regexp.MustCompile(`^\{\{resolve:secretsmanager:\$\{(\w+)\}:SecretString(:\w+)?\}\}$|^\$\{(\w+)\}:\w+::$`)
+
+// checkSecretUse fails where a parameter holding a secret's name or ARN is used as
+// anything but a reference to the secret.
+func checkSecretUse(t *testing.T, id, param string, root *yaml.Node) {
+	t.Helper()
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		if n == nil {
+			return
+		}
+		if name, arg, ok := intrinsic(n); ok {
+			switch name {
+			case "Ref":
+				if arg.Value == param && !strings.HasSuffix(path, ".Resource") && !strings.HasSuffix(path, ".Condition") {
+					t.Errorf("%s%s: !Ref %s outside an IAM resource", id, path, param)
+				}
+			case "Fn::Sub":
+				if refersTo(n, param) {
+					m := secretUse.FindStringSubmatch(arg.Value)
+					if m == nil || m[1] != param && m[3] != param {
+						t.Errorf("%s%s: %s used in %q, which is not a Secrets Manager reference", id, path, param, arg.Value)
+					}
+				}
+				return
+			}
+			walk(arg, path)
+			return
+		}
+		for i, c := range n.Content {
+			p := path
+			if n.Kind == yaml.MappingNode && i%2 == 1 {
+				p = path + "." + n.Content[i-1].Value
+			}
+			walk(c, p)
+		}
+	}
+	walk(root, "")
+}
+
+// The table is what internal/state expects: on demand, pk/sk, TTL on expiresAt, with
+// point-in-time recovery and encryption, and kept if the stack goes.
+func TestTable(t *testing.T) {
+	raw := loadRaw(t, templatePath, scenarios[0])
+	r := raw.resources["Table"]
+	p := raw.render(t, r.Props).(map[string]any)
+	want := map[string]any{
+		"BillingMode": "PAY_PER_REQUEST",
+		"AttributeDefinitions": []any{
+			map[string]any{"AttributeName": "pk", "AttributeType": "S"},
+			map[string]any{"AttributeName": "sk", "AttributeType": "S"},
+		},
+		"KeySchema": []any{
+			map[string]any{"AttributeName": "pk", "KeyType": "HASH"},
+			map[string]any{"AttributeName": "sk", "KeyType": "RANGE"},
+		},
+		"TimeToLiveSpecification":          map[string]any{"AttributeName": "expiresAt", "Enabled": "true"},
+		"PointInTimeRecoverySpecification": map[string]any{"PointInTimeRecoveryEnabled": "true"},
+		"SSESpecification":                 map[string]any{"SSEEnabled": "true"},
+	}
+	if !reflect.DeepEqual(p, want) {
+		t.Errorf("Table properties:\n got %s\nwant %s", canonical(p), canonical(want))
+	}
+	if raw.str(t, get(r.Node, "DeletionPolicy")) != "Retain" || raw.str(t, get(r.Node, "UpdateReplacePolicy")) != "Retain" {
+		t.Error("the table must be retained on delete and replacement: it holds every user's state")
+	}
+}
+
+// The sandbox task definition matches what the launcher and the agent rely on.
+func TestSandboxTaskDefinition(t *testing.T) {
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			raw := loadRaw(t, templatePath, sc)
+			tpl, _ := loadModel(t, sc)
+			defs := raw.ofType(t, "AWS::ECS::TaskDefinition")
+			if len(defs) != 1 {
+				t.Fatalf("want one task definition, got %d", len(defs))
+			}
+			td := raw.render(t, defs[0].Props).(map[string]any)
+			for k, v := range map[string]any{
+				"RequiresCompatibilities": []any{"FARGATE"}, "NetworkMode": "awsvpc",
+				"Cpu": "${SandboxCpu}", "Memory": "${SandboxMemory}",
+				"RuntimePlatform":  map[string]any{"CpuArchitecture": "ARM64", "OperatingSystemFamily": "LINUX"},
+				"ExecutionRoleArn": "${TaskExecutionRole.Arn}", "TaskRoleArn": "${TaskRole.Arn}",
+				"Family": "${AWS::StackName}-sandbox", // ensure roles may RunTask this family only
+			} {
+				if !reflect.DeepEqual(td[k], v) {
+					t.Errorf("%s = %s, want %s", k, canonical(td[k]), canonical(v))
+				}
+			}
+			cds := list(td["ContainerDefinitions"])
+			if len(cds) != 1 {
+				t.Fatalf("want one container, got %d", len(cds))
+			}
+			c := cds[0].(map[string]any)
+			// The functions name the container in their RunTask overrides.
+			for _, fn := range tpl.Functions {
+				if name, ok := fn.Environment["SANDBOX_CONTAINER"]; ok && name != c["Name"] {
+					t.Errorf("%s: SANDBOX_CONTAINER %q, but the container is %v", fn.LogicalID, name, c["Name"])
+				}
+			}
+			if c["Image"] != "${SandboxImage}" || c["Essential"] != "true" || c["StopTimeout"] != "120" || c["ReadonlyRootFilesystem"] != "true" {
+				t.Errorf("container: image %v, essential %v, stop timeout %v, read-only root %v", c["Image"], c["Essential"], c["StopTimeout"], c["ReadonlyRootFilesystem"])
+			}
+			env := map[string]string{}
+			for _, e := range list(c["Environment"]) {
+				kv := e.(map[string]any)
+				env[kv["Name"].(string)] = kv["Value"].(string)
+			}
+			var secrets []string
+			for _, s := range list(c["Secrets"]) {
+				kv := s.(map[string]any)
+				secrets = append(secrets, kv["Name"].(string))
+				if !regexp.MustCompile(`^\$\{StorageCredentialsSecretArn\}:(accessKeyId|secretAccessKey)::$`).MatchString(kv["ValueFrom"].(string)) {
+					t.Errorf("secret %v comes from %v, want a JSON key of StorageCredentialsSecretArn", kv["Name"], kv["ValueFrom"])
+				}
+			}
+			wantEnv := set("AGENT_PORT", "DATA_DIR", "SLEEP_AFTER", "MAX_LIFETIME", "SYNC_INTERVAL", "LEASE_TTL", "STORAGE_REGION", "STORAGE_PATH_STYLE")
+			wantSecrets := set()
+			if sc.name == "r2" {
+				wantEnv["AWS_ENDPOINT_URL_S3"], wantEnv["SANDBOX_COMMAND"] = true, true
+				wantSecrets = set("STORAGE_ACCESS_KEY_ID", "STORAGE_SECRET_ACCESS_KEY")
+			}
+			if missing, extra := diff(wantEnv, set(mapKeysS(env)...)); len(missing)+len(extra) > 0 {
+				t.Errorf("container environment lacks %v, has unexpected %v", missing, extra)
+			}
+			if missing, extra := diff(wantSecrets, set(secrets...)); len(missing)+len(extra) > 0 {
+				t.Errorf("container secrets lack %v, have unexpected %v", missing, extra)
+			}
+			for _, v := range []string{taskenv.UserID, taskenv.LeaseToken, taskenv.Generation, taskenv.Table, taskenv.Bucket, taskenv.Prefix, taskenv.ManagementEndpoint} {
+				if _, ok := env[v]; ok {
+					t.Errorf("%s is per task: it comes from RunTask overrides, not the task definition", v)
+				}
+			}
+			if env["LEASE_TTL"] != "${LeaseTtl}" || env["SLEEP_AFTER"] != "${SleepAfter}" || env["MAX_LIFETIME"] != "${MaxLifetime}" {
+				t.Errorf("lease and lifetimes must come from the parameters the functions use too: %v", env)
+			}
+			if lease := tpl.Functions["ConnectFunction"].Environment["LEASE_TTL"]; lease != raw.values["LeaseTtl"] {
+				t.Errorf("functions' LEASE_TTL %s differs from the LeaseTtl parameter %s the agent gets", lease, raw.values["LeaseTtl"])
+			}
+			ports := list(c["PortMappings"])
+			if len(ports) != 1 || ports[0].(map[string]any)["ContainerPort"] != env["AGENT_PORT"] {
+				t.Errorf("port mappings %v, want exactly AGENT_PORT %s", ports, env["AGENT_PORT"])
+			}
+			// A read-only root works only if the agent's writable paths are volumes.
+			vols := set()
+			for _, v := range list(td["Volumes"]) {
+				vm := v.(map[string]any)
+				if len(vm) != 1 {
+					t.Errorf("volume %v: want task ephemeral storage (a name, no host or EFS)", vm)
+				}
+				vols[vm["Name"].(string)] = true
+			}
+			mounts := map[string]string{}
+			for _, m := range list(c["MountPoints"]) {
+				mm := m.(map[string]any)
+				mounts[mm["ContainerPath"].(string)] = mm["SourceVolume"].(string)
+			}
+			for _, p := range []string{env["DATA_DIR"], "/tmp"} {
+				if !vols[mounts[p]] {
+					t.Errorf("%s is not mounted from a task volume: the read-only root file system would refuse writes", p)
+				}
+			}
+			hc, _ := c["HealthCheck"].(map[string]any)
+			if cmd := asStrings(hc["Command"]); len(cmd) < 2 || cmd[0] != "CMD" && cmd[0] != "CMD-SHELL" {
+				t.Errorf("health check %v", hc)
+			}
+			lc, _ := c["LogConfiguration"].(map[string]any)
+			opts, _ := lc["Options"].(map[string]any)
+			group := raw.resources[strings.Trim(opts["awslogs-group"].(string), "${}")]
+			if lc["LogDriver"] != "awslogs" || group == nil || get(group.Props, "RetentionInDays") == nil {
+				t.Errorf("logs %v: want awslogs to a log group of the template with a retention", lc)
+			}
+		})
+	}
+}
+
+func mapKeysS(m map[string]string) []string { return mapKeys(m) }
+
+// The cluster offers both Fargate capacity providers, and the functions pick one of them.
+func TestCluster(t *testing.T) {
+	raw := loadRaw(t, templatePath, scenarios[0])
+	cl := raw.render(t, raw.resources["Cluster"].Props).(map[string]any)
+	providers := set(asStrings(cl["CapacityProviders"])...)
+	if !reflect.DeepEqual(providers, set("FARGATE", "FARGATE_SPOT")) {
+		t.Errorf("capacity providers %v", keys(providers))
+	}
+	for _, v := range get(raw.params["CapacityProvider"], "AllowedValues").Content {
+		if !providers[v.Value] {
+			t.Errorf("CapacityProvider allows %s, which the cluster lacks", v.Value)
+		}
+	}
+}
+
+// Alarms watch the metrics the issue names, each with the stage's dimension where the
+// metric has one, and notify the alarm topic.
+func TestAlarms(t *testing.T) {
+	raw := loadRaw(t, templatePath, scenarios[0])
+	type watched struct{ alarm, stage string }
+	byMetric := map[string][]watched{} // "Namespace/Metric" → alarms
+	lambdaFns := map[string]map[string]bool{}
+	for _, a := range raw.ofType(t, "AWS::CloudWatch::Alarm") {
+		p := raw.render(t, a.Props).(map[string]any)
+		if canonical(p["AlarmActions"]) != `["${AlarmTopic}"]` {
+			t.Errorf("%s: alarm actions %v, want the alarm topic", a.ID, p["AlarmActions"])
+		}
+		if p["AlarmDescription"] == nil {
+			t.Errorf("%s: no description: whoever is paged needs to know what it means", a.ID)
+		}
+		metrics := []map[string]any{}
+		if p["MetricName"] != nil {
+			metrics = append(metrics, p)
+		}
+		for _, m := range list(p["Metrics"]) {
+			if ms, ok := m.(map[string]any)["MetricStat"].(map[string]any); ok {
+				metrics = append(metrics, ms["Metric"].(map[string]any))
+			}
+		}
+		for _, m := range metrics {
+			key := m["Namespace"].(string) + "/" + m["MetricName"].(string)
+			w := watched{alarm: a.ID}
+			for _, d := range list(m["Dimensions"]) {
+				dm := d.(map[string]any)
+				switch dm["Name"] {
+				case "Stage":
+					w.stage = dm["Value"].(string)
+				case "FunctionName":
+					if lambdaFns[key] == nil {
+						lambdaFns[key] = set()
+					}
+					lambdaFns[key][strings.Trim(dm["Value"].(string), "${}")] = true
+				}
+			}
+			byMetric[key] = append(byMetric[key], w)
+		}
+	}
+	for _, m := range []string{"Sandgate/LiveSandboxes", "Sandgate/StartFailures", "Sandgate/CapacityRefusals"} {
+		ws := byMetric[m]
+		if len(ws) == 0 {
+			t.Errorf("no alarm on %s", m)
+		}
+		for _, w := range ws {
+			if w.stage != "${StageName}" {
+				t.Errorf("%s watches %s without the Stage dimension the functions emit", w.alarm, m)
+			}
+		}
+	}
+	for _, m := range []string{"AWS/Lambda/Errors", "AWS/Lambda/Throttles"} {
+		if missing, _ := diff(set(allFunctions...), lambdaFns[m]); len(missing) > 0 {
+			t.Errorf("no alarm on %s of %v", m, missing)
+		}
+	}
+	// "Near MaxSandboxes" is a share of the parameter, not a fixed count.
+	live := raw.render(t, raw.resources["LiveSandboxesAlarm"].Props)
+	if !strings.Contains(canonical(live), "${MaxSandboxes}") {
+		t.Error("LiveSandboxesAlarm does not relate live sandboxes to MaxSandboxes")
+	}
+}
+
+// Outputs give a team what it needs after a deploy.
+func TestOutputs(t *testing.T) {
+	raw := loadRaw(t, templatePath, scenarios[0])
+	tpl, _ := loadModel(t, scenarios[0])
+	out := map[string]string{}
+	for k, v := range raw.outputs {
+		out[k] = raw.str(t, get(v, "Value"))
+	}
+	for k, want := range map[string]string{
+		"WebSocketURL":       "wss://${WebSocketApi}.execute-api.${AWS::Region}.amazonaws.com/${StageName}",
+		"ManagementEndpoint": "https://${WebSocketApi}.execute-api.${AWS::Region}.amazonaws.com/${StageName}",
+		"TableName":          "${Table}",
+		"ClusterName":        "${Cluster}",
+	} {
+		if out[k] != want {
+			t.Errorf("output %s = %q, want %q", k, out[k], want)
+		}
+	}
+	mgmt := strings.NewReplacer("${WebSocketApi}", testAPIID, "${AWS::Region}", testRegion, "${StageName}", "prod").Replace(out["ManagementEndpoint"])
+	if got := tpl.Functions["ConnectFunction"].Environment["MANAGEMENT_ENDPOINT"]; got != mgmt {
+		t.Errorf("MANAGEMENT_ENDPOINT %q differs from the ManagementEndpoint output %q", got, mgmt)
+	}
+}
+
+// The optional network stack gives the main stack what it needs: private subnets with a
+// NAT route (the management API and R2 are reached over the internet), the agent port
+// open within its security group, and no execute-api endpoint to capture the
+// management API's name.
+func TestNetworkStack(t *testing.T) {
+	for _, natGateways := range []string{"1", "2"} {
+		raw := loadRaw(t, networkTemplate, scenario{name: "nat" + natGateways, params: map[string]string{"NatGateways": natGateways, "InterfaceEndpoints": "true"}})
+		for _, out := range []string{"SubnetIds", "SecurityGroupIds"} {
+			if raw.outputs[out] == nil {
+				t.Errorf("no output %s for the main stack's parameter of that name", out)
+			}
+		}
+		privateTables := set()
+		for _, a := range raw.ofType(t, "AWS::EC2::SubnetRouteTableAssociation") {
+			p := raw.render(t, a.Props).(map[string]any)
+			if strings.HasPrefix(p["SubnetId"].(string), "${PrivateSubnet") {
+				privateTables[p["RouteTableId"].(string)] = true
+			}
+		}
+		if len(privateTables) != 2 {
+			t.Errorf("private subnets use %d route tables, want one per subnet", len(privateTables))
+		}
+		for _, r := range raw.ofType(t, "AWS::EC2::Route") {
+			p := raw.render(t, r.Props).(map[string]any)
+			if privateTables[p["RouteTableId"].(string)] && (p["DestinationCidrBlock"] != "0.0.0.0/0" || p["NatGatewayId"] == nil) {
+				t.Errorf("%s: private default route %v does not go through a NAT gateway", r.ID, p)
+			}
+			if privateTables[p["RouteTableId"].(string)] {
+				delete(privateTables, p["RouteTableId"].(string))
+			}
+		}
+		if len(privateTables) != 0 {
+			t.Errorf("private route tables without a default route: %v", keys(privateTables))
+		}
+		if n := len(raw.ofType(t, "AWS::EC2::NatGateway")); strconv.Itoa(n) != natGateways {
+			t.Errorf("NatGateways=%s made %d NAT gateways", natGateways, n)
+		}
+		for _, e := range raw.ofType(t, "AWS::EC2::VPCEndpoint") {
+			if strings.HasSuffix(raw.str(t, get(e.Props, "ServiceName")), ".execute-api") {
+				t.Errorf("%s: an execute-api endpoint would capture the management API", e.ID)
+			}
+		}
+		ingress := raw.render(t, raw.resources["SandboxAgentIngress"].Props).(map[string]any)
+		if ingress["GroupId"] != "${SandboxSecurityGroup}" || ingress["SourceSecurityGroupId"] != "${SandboxSecurityGroup}" ||
+			ingress["FromPort"] != "8080" || ingress["ToPort"] != "8080" || ingress["IpProtocol"] != "tcp" {
+			t.Errorf("agent ingress %v: want TCP 8080 from the group itself", ingress)
+		}
+	}
+}
