@@ -111,13 +111,17 @@ func TestEnvironment_Contract(t *testing.T) {
 // Secrets reach functions only through Secrets Manager dynamic references, resolved by
 // CloudFormation at deploy time; no secret is a template literal or a parameter value.
 func TestEnvironment_SecretsFromSecretsManager(t *testing.T) {
-	secrets := map[string]string{
-		"SIGNING_SECRETS":           "resolve:secretsmanager:sandgate/signing-secrets:SecretString",
-		"STORAGE_ACCESS_KEY_ID":     "resolve:secretsmanager:" + r2SecretArn + ":SecretString:accessKeyId",
-		"STORAGE_SECRET_ACCESS_KEY": "resolve:secretsmanager:" + r2SecretArn + ":SecretString:secretAccessKey",
-	}
 	seen := set()
 	for _, sc := range scenarios {
+		secrets := map[string]string{
+			"SIGNING_SECRETS":           "resolve:secretsmanager:sandgate/signing-secrets:SecretString",
+			"STORAGE_ACCESS_KEY_ID":     "resolve:secretsmanager:" + r2SecretArn + ":SecretString:accessKeyId",
+			"STORAGE_SECRET_ACCESS_KEY": "resolve:secretsmanager:" + r2SecretArn + ":SecretString:secretAccessKey",
+		}
+		if v := sc.params["SigningSecretVersionId"]; v != "" {
+			// A pinned version changes the reference, so CloudFormation updates the functions.
+			secrets["SIGNING_SECRETS"] += ":::" + v
+		}
 		tpl, res := loadModel(t, sc)
 		for _, fn := range tpl.Functions {
 			for k, v := range fn.Environment {
@@ -132,7 +136,7 @@ func TestEnvironment_SecretsFromSecretsManager(t *testing.T) {
 			}
 		}
 	}
-	for k := range secrets {
+	for _, k := range []string{"SIGNING_SECRETS", "STORAGE_ACCESS_KEY_ID", "STORAGE_SECRET_ACCESS_KEY"} {
 		if !seen[k] {
 			t.Errorf("no function receives %s in any scenario", k)
 		}

@@ -42,7 +42,7 @@ func TestParameters(t *testing.T) {
 		if n := get(p, "NoEcho"); n != nil && n.Value == "true" {
 			t.Errorf("%s: NoEcho parameter: put the secret in Secrets Manager and pass its name or ARN", name)
 		}
-		if secretish.MatchString(name) && !strings.HasSuffix(name, "SecretName") && !strings.HasSuffix(name, "SecretArn") {
+		if secretish.MatchString(name) && !secretRef(name) {
 			t.Errorf("%s looks like a secret value; pass a Secrets Manager name or ARN instead", name)
 		}
 	}
@@ -66,13 +66,18 @@ func TestParameters(t *testing.T) {
 	}
 	// The secret parameters are used only as Secrets Manager references.
 	for _, name := range raw.paramList {
-		if !strings.HasSuffix(name, "SecretName") && !strings.HasSuffix(name, "SecretArn") {
+		if !secretRef(name) {
 			continue
 		}
 		for _, r := range raw.resources {
 			checkSecretUse(t, r.ID, name, r.Node)
 		}
 	}
+}
+
+// secretRef reports whether a parameter names a secret, points at one or pins its version.
+func secretRef(name string) bool {
+	return strings.HasSuffix(name, "SecretName") || strings.HasSuffix(name, "SecretArn") || strings.HasSuffix(name, "SecretVersionId")
 }
 
 func mapKeys(m map[string]string) []string {
@@ -85,7 +90,7 @@ func mapKeys(m map[string]string) []string {
 
 // secretUse matches a dynamic reference to, an ECS secret valueFrom of, or an IAM
 // resource naming, the secret parameter.
-var secretUse = regexp.MustCompile(`^\{\{resolve:secretsmanager:\$\{(\w+)\}:SecretString(:\w+)?\}\}$|^\$\{(\w+)\}:\w+::$`)
+var secretUse = regexp.MustCompile(`^\{\{resolve:secretsmanager:\$\{(\w+)\}:SecretString(:\w+|:::\$\{(\w+)\})?\}\}$|^\$\{(\w+)\}:\w+::$`)
 
 // checkSecretUse fails where a parameter holding a secret's name or ARN is used as
 // anything but a reference to the secret.
@@ -105,7 +110,7 @@ func checkSecretUse(t *testing.T, id, param string, root *yaml.Node) {
 			case "Fn::Sub":
 				if refersTo(n, param) {
 					m := secretUse.FindStringSubmatch(arg.Value)
-					if m == nil || m[1] != param && m[3] != param {
+					if m == nil || m[1] != param && m[3] != param && m[4] != param {
 						t.Errorf("%s%s: %s used in %q, which is not a Secrets Manager reference", id, path, param, arg.Value)
 					}
 				}
