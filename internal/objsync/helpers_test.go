@@ -104,6 +104,14 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureWith(t, s3bucket.Options{
+		UsePathStyle: true, MaxAttempts: 4, MaxBackoff: 5 * time.Millisecond, ResponseHeaderTimeout: 5 * time.Second,
+	})
+}
+
+// newFixtureWith builds the client with o instead of the tests' default options.
+func newFixtureWith(t *testing.T, o s3bucket.Options) *fixture {
+	t.Helper()
 	srv, err := s3local.Start(s3local.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -113,9 +121,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := s3bucket.NewClient(cfg, s3bucket.Options{
-		UsePathStyle: true, MaxAttempts: 4, MaxBackoff: 5 * time.Millisecond, ResponseHeaderTimeout: 2 * time.Second,
-	})
+	client := s3bucket.NewClient(cfg, o)
 	prefix, err := objsync.UserPrefix(testUser)
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +135,16 @@ func newFixture(t *testing.T) *fixture {
 		logs:   logs,
 		log:    logging.New(logs, slog.LevelDebug).With(logging.UserID, testUser),
 	}
+}
+
+// bucketWith returns another client of the fixture's endpoint, built with o.
+func (f *fixture) bucketWith(o s3bucket.Options) objsync.Bucket {
+	f.t.Helper()
+	cfg, err := awsconf.Load(context.Background(), awsconf.Loopback(f.srv.URL())...)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return s3bucket.New(s3bucket.NewClient(cfg, o), f.srv.Bucket())
 }
 
 // syncer returns a Syncer over a fresh (or given) directory and state directory.

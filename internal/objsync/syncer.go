@@ -144,6 +144,9 @@ func (s *Syncer) Prefix() string { return s.prefix }
 // Dir returns the directory the Syncer restores into and syncs from.
 func (s *Syncer) Dir() string { return s.dir }
 
+// StateDir returns the directory that holds the manifest.
+func (s *Syncer) StateDir() string { return s.stateDir }
+
 // settings are the tunables resolved for one call.
 type settings struct {
 	ex          *excluder

@@ -41,6 +41,8 @@ type rule struct {
 // checked in the order they were added; the first that applies to a request is used.
 type Faults struct {
 	next http.Handler
+	stop chan struct{} // closed by Stop: delays end at once
+	once sync.Once
 
 	mu       sync.Mutex
 	rules    []*rule
@@ -51,8 +53,12 @@ type Faults struct {
 
 // NewFaults wraps next; seed fixes which requests fractional faults hit.
 func NewFaults(next http.Handler, seed uint64) *Faults {
-	return &Faults{next: next, rng: rand.New(rand.NewPCG(seed, seed)), requests: map[string]int{}}
+	return &Faults{next: next, stop: make(chan struct{}), rng: rand.New(rand.NewPCG(seed, seed)), requests: map[string]int{}}
 }
+
+// Stop ends every injected delay now and refuses later requests with 503, so a
+// server can shut down without waiting out latencies whose clients are gone.
+func (f *Faults) Stop() { f.once.Do(func() { close(f.stop) }) }
 
 // Inject adds a fault.
 func (f *Faults) Inject(ft Fault) error {
@@ -129,6 +135,12 @@ func (f *Faults) pick(r *http.Request) (Fault, bool) {
 }
 
 func (f *Faults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-f.stop:
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	default:
+	}
 	ft, ok := f.pick(r)
 	if !ok {
 		f.next.ServeHTTP(w, r)
@@ -140,6 +152,10 @@ func (f *Faults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-t.C:
 		case <-r.Context().Done():
 			t.Stop()
+			return
+		case <-f.stop:
+			t.Stop()
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
 			return
 		}
 	}

@@ -61,6 +61,9 @@ type Server struct {
 	served chan struct{}
 	once   sync.Once
 	err    error
+
+	mu    sync.Mutex
+	fresh map[net.Conn]bool // connections that have not sent a request yet
 }
 
 // Start serves a new endpoint and returns once it accepts connections.
@@ -120,11 +123,13 @@ func Start(cfg Config) (*Server, error) {
 		bucket: cfg.Bucket,
 		db:     db,
 		served: make(chan struct{}),
+		fresh:  map[net.Conn]bool{},
 	}
 	s.srv = &http.Server{
 		Handler:           s.Faults,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnState:         s.track,
 	}
 	go func() {
 		defer close(s.served)
@@ -149,10 +154,26 @@ func (s *Server) Handler() http.Handler { return s.Faults }
 // and closes the database. It may be called more than once.
 func (s *Server) Close() error {
 	s.once.Do(func() {
+		s.Faults.Stop()
 		ctx, cancel := context.WithTimeout(context.Background(), DefaultShutdownTimeout)
 		defer cancel()
-		if err := s.srv.Shutdown(ctx); err != nil {
-			s.srv.Close()
+		shut := make(chan error, 1)
+		go func() { shut <- s.srv.Shutdown(ctx) }()
+		// Shutdown waits 5 s for connections that never sent a request (the HTTP
+		// client dials spares); nothing is in flight on those, so close them now.
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+	wait:
+		for {
+			select {
+			case err := <-shut:
+				if err != nil {
+					s.srv.Close()
+				}
+				break wait
+			case <-tick.C:
+				s.closeFresh()
+			}
 		}
 		<-s.served
 		if s.db != nil {
@@ -162,6 +183,26 @@ func (s *Server) Close() error {
 		}
 	})
 	return s.err
+}
+
+// track remembers which connections have not sent a request yet.
+func (s *Server) track(c net.Conn, st http.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st == http.StateNew {
+		s.fresh[c] = true
+	} else {
+		delete(s.fresh, c)
+	}
+}
+
+func (s *Server) closeFresh() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.fresh {
+		c.Close()
+		delete(s.fresh, c)
+	}
 }
 
 // errorLogger passes gofakes3's error lines to slog and drops its chatter.
