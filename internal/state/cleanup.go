@@ -7,6 +7,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/sandgate/sandgate/internal/logging"
 )
 
 // Reap stops a sandbox whose lease has expired, as read in sb, and gives back its
@@ -60,8 +62,8 @@ func (s *Store) Reap(ctx context.Context, sb *Sandbox) error {
 		}
 		switch {
 		case err == nil:
-			s.Logger.Info("sandbox reaped", "userId", sb.UserID, "generation", sb.Generation,
-				"state", string(sb.State), "leaseDeadline", sb.LeaseDeadline)
+			s.Logger.Info("sandbox reaped", logging.UserID, sb.UserID, logGeneration, sb.Generation,
+				logging.State, string(sb.State), logDeadline, sb.LeaseDeadline)
 			return done, nil
 		case isConflict(err):
 			return retryLater, err

@@ -143,8 +143,9 @@ func (s *Store) Enqueue(ctx context.Context, userID, connectionID string, payloa
 					return done, s.fullError(seen, now)
 				}
 			}
+			// Another append won the counter: go again with its new value.
 			meta = seen
-			return retryNow, err
+			return retrySoon, err
 		}
 		if failed, _ := cancelled(err, 1); failed {
 			return done, fmt.Errorf("sequence number %d already used", it.Seq)

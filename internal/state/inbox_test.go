@@ -92,8 +92,7 @@ func TestStore_Enqueue_InOrderAndAck(t *testing.T) {
 // Concurrent appends keep a total order in which each writer's own messages stay in
 // the order it sent them, and every append is stored exactly once.
 func TestStore_Enqueue_ConcurrentAppendsKeepOrder(t *testing.T) {
-	e := newEnv(t)
-	e.store.Retry = state.RetryPolicy{MaxAttempts: 200, BaseDelay: time.Millisecond, MaxDelay: 20 * time.Millisecond}
+	e := newEnv(t) // the default retry policy must carry 8 writers on one user
 	const writers, each = 8, 8
 	var wg sync.WaitGroup
 	for w := range writers {
@@ -140,7 +139,6 @@ func TestStore_Enqueue_BoundsUnderConcurrency(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
 			e.store.InboxMaxItems, e.store.InboxMaxBytes = tc.items, tc.maxBytes
-			e.store.Retry = state.RetryPolicy{MaxAttempts: 200, BaseDelay: time.Millisecond, MaxDelay: 20 * time.Millisecond}
 			var mu sync.Mutex
 			ok, full := 0, 0
 			var wg sync.WaitGroup

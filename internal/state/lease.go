@@ -9,6 +9,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/sandgate/sandgate/internal/logging"
 )
 
 // Attributes of the sandbox record and the capacity counter.
@@ -259,8 +261,8 @@ func (s *Store) Acquire(ctx context.Context, userID string) (Lease, error) {
 		}
 		_, err := s.api.UpdateItem(ctx, w.item(s.table))
 		if err == nil {
-			s.Logger.Warn("sandbox taken over", "userId", userID, "generation", l.Generation,
-				"previousState", string(cur.State), "previousDeadline", cur.LeaseDeadline)
+			s.Logger.Warn("sandbox taken over", logging.UserID, userID, logGeneration, l.Generation,
+				logging.State, string(cur.State), logDeadline, cur.LeaseDeadline)
 			lease = l
 			return done, nil
 		}

@@ -1,12 +1,15 @@
 package state_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/state"
 )
 
@@ -72,9 +75,15 @@ func TestStore_Acquire_TakeoverKeepsCapacity(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.clock.Advance(state.DefaultStartTTL) // the deadline itself counts as expired
+	var logs bytes.Buffer
+	e.store.Logger = logging.New(&logs, slog.LevelInfo)
 	e.calls.Reset()
 	l := mustAcquire(t, e.store, "user_a")
 	e.wantCalls(t, map[string]int64{"GetItem": 1, "UpdateItem": 1}) // no capacity transaction
+	if line := logs.String(); !strings.Contains(line, `"msg":"sandbox taken over"`) || !strings.Contains(line, `"userId":"user_a"`) ||
+		strings.Contains(line, old.Token) || strings.Contains(line, l.Token) || strings.Count(line, "\n") != 1 {
+		t.Fatalf("takeover log %q: want one JSON line with the user and no token", line)
+	}
 	if l.Generation != 2 || l.Token == old.Token {
 		t.Fatalf("takeover lease %+v", l)
 	}

@@ -3,6 +3,15 @@ package state
 import (
 	"log/slog"
 	"time"
+
+	"github.com/sandgate/sandgate/internal/logging"
+)
+
+// Log keys of this package; the shared ones come from internal/logging.
+const (
+	logGeneration = "generation"
+	logDeadline   = "leaseDeadline"
+	logOp         = "op"
 )
 
 // State is where a user's sandbox is in its life.
@@ -69,11 +78,11 @@ func (sb *Sandbox) LogValue() slog.Value {
 		return slog.StringValue("none")
 	}
 	return slog.GroupValue(
-		slog.String("userId", sb.UserID),
-		slog.String("state", string(sb.State)),
-		slog.Int64("generation", sb.Generation),
-		slog.Time("leaseDeadline", sb.LeaseDeadline),
-		slog.String("taskArn", sb.TaskARN),
+		slog.String(logging.UserID, sb.UserID),
+		slog.String(logging.State, string(sb.State)),
+		slog.Int64(logGeneration, sb.Generation),
+		slog.Time(logDeadline, sb.LeaseDeadline),
+		slog.String(logging.TaskARN, sb.TaskARN),
 	)
 }
 
@@ -89,8 +98,8 @@ type Lease struct {
 // LogValue leaves the token out of logs.
 func (l Lease) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("userId", l.UserID),
-		slog.Int64("generation", l.Generation),
-		slog.Time("deadline", l.Deadline),
+		slog.String(logging.UserID, l.UserID),
+		slog.Int64(logGeneration, l.Generation),
+		slog.Time(logDeadline, l.Deadline),
 	)
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/sandgate/sandgate/internal/logging"
 )
 
 // API is the part of the DynamoDB client the Store uses.
@@ -54,17 +56,27 @@ const (
 	DefaultMaxMessageBytes = 128 << 10
 )
 
-// RetryPolicy bounds the retries of writes that lose a race: a TransactionConflict,
-// or an optimistic condition on a record that changed between read and write. Delays
-// are "full jitter": uniform in [0, min(MaxDelay, BaseDelay·2^attempt)).
+// RetryPolicy bounds the retries of writes that lose to another writer.
+//
+// Conflicts (DynamoDB cancelled the write because a concurrent transaction touched
+// the same item) are retried after "full jitter" exponential back-off: a delay
+// uniform in [0, min(MaxDelay, BaseDelay·2^n)), at most MaxAttempts times.
+//
+// Races (an optimistic condition failed because the record or the inbox counter
+// changed between read and write) are retried at once with the new value DynamoDB
+// returned with the failure, at most MaxRaces times: waiting would only make that
+// value stale again. Inbox appends add a jitter under BaseDelay so that writers in
+// step fall out of it. Zero counts take DefaultRetry's.
 type RetryPolicy struct {
 	MaxAttempts int
 	BaseDelay   time.Duration
 	MaxDelay    time.Duration
+	MaxRaces    int
 }
 
-// DefaultRetry is the RetryPolicy of a new Store.
-var DefaultRetry = RetryPolicy{MaxAttempts: 12, BaseDelay: 5 * time.Millisecond, MaxDelay: 400 * time.Millisecond}
+// DefaultRetry is the RetryPolicy of a new Store. Worst case, conflicts cost about
+// 2.5 s of back-off, well inside a 10 s Lambda timeout.
+var DefaultRetry = RetryPolicy{MaxAttempts: 10, BaseDelay: 5 * time.Millisecond, MaxDelay: 400 * time.Millisecond, MaxRaces: 50}
 
 // Store reads and writes the per-user state in one DynamoDB table. Set the tunable
 // fields before first use; a Store is then safe for concurrent use.
@@ -130,46 +142,63 @@ type outcome int
 
 const (
 	done       outcome = iota // return the attempt's error (nil on success)
-	retryNow                  // the record changed under us; decide again with what DynamoDB returned
-	retryLater                // a write conflict; back off, then try again
+	retryNow                  // a race: decide again at once with what DynamoDB returned
+	retrySoon                 // a race among appenders: as retryNow, after a small jitter
+	retryLater                // a conflict: back off, then try again
 )
 
-// retry runs attempt until it is done, ctx ends or the policy's attempts are spent.
+// retry runs attempt until it is done, ctx ends or the policy's budget is spent.
 func (s *Store) retry(ctx context.Context, op string, attempt func() (outcome, error)) error {
 	p := s.Retry
-	if p.MaxAttempts < 1 {
-		p.MaxAttempts = 1
+	if p.MaxAttempts <= 0 {
+		p.MaxAttempts = DefaultRetry.MaxAttempts
 	}
-	var last error
-	for i := 0; i < p.MaxAttempts; i++ {
+	if p.MaxRaces <= 0 {
+		p.MaxRaces = DefaultRetry.MaxRaces
+	}
+	var conflicts, races int
+	for {
 		out, err := attempt()
+		var wait time.Duration
 		switch out {
 		case done:
 			return err
 		case retryLater:
-			last = err
-			d := p.BaseDelay << min(i, 20)
+			conflicts++
+			if conflicts >= p.MaxAttempts {
+				return s.exhausted(op, conflicts+races, err)
+			}
+			d := p.BaseDelay << min(conflicts-1, 20)
 			if d > p.MaxDelay || d <= 0 {
 				d = p.MaxDelay
 			}
 			if d > 0 {
-				t := time.NewTimer(rand.N(d) + 1)
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					return ctx.Err()
-				case <-t.C:
-				}
+				wait = rand.N(d) + 1
 			}
-		case retryNow:
-			last = err
+		case retryNow, retrySoon:
+			races++
+			if races > p.MaxRaces {
+				return s.exhausted(op, conflicts+races, err)
+			}
+			if out == retrySoon && p.BaseDelay > 0 {
+				wait = rand.N(p.BaseDelay) + 1
+			}
+		}
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
 		}
 	}
-	s.Logger.Warn("state: retries exhausted", "op", op, "attempts", p.MaxAttempts, "error", last)
-	if last == nil {
-		return ErrContention
-	}
-	return fmt.Errorf("%w after %d attempts: %w", ErrContention, p.MaxAttempts, last)
+}
+
+func (s *Store) exhausted(op string, attempts int, last error) error {
+	s.Logger.Warn("state: retries exhausted", logOp, op, "attempts", attempts, logging.Error, last)
+	return fmt.Errorf("%w after %d attempts: %w", ErrContention, attempts, last)
 }
 
 // unavailable translates what the SDK returns when DynamoDB cannot serve a request.
