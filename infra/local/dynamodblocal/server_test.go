@@ -144,6 +144,21 @@ func TestServer_Stop_LeavesNoProcess(t *testing.T) {
 	}
 }
 
+// The SDK prefers AWS_ENDPOINT_URL_DYNAMODB to the configuration's endpoint; a test
+// client must reach its own emulator whatever the environment says.
+func TestServer_Client_IgnoresEndpointEnvironment(t *testing.T) {
+	srv := dynamodblocal.StartForTest(t)
+	t.Setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:1")
+	t.Setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+	c, err := srv.Client(context.Background(), func(o *dynamodb.Options) { o.RetryMaxAttempts = 1 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ListTables(context.Background(), &dynamodb.ListTablesInput{}); err != nil {
+		t.Fatalf("ListTables with AWS_ENDPOINT_URL_DYNAMODB set elsewhere: %v", err)
+	}
+}
+
 func TestStart_JavaMissing(t *testing.T) {
 	_, err := dynamodblocal.Start(context.Background(), dynamodblocal.Options{Java: filepath.Join(t.TempDir(), "java")})
 	if !errors.Is(err, dynamodblocal.ErrJavaMissing) || !strings.Contains(err.Error(), "openjdk-17-jre-headless") {
