@@ -223,18 +223,14 @@ func (s *Server) Config(ctx context.Context) (aws.Config, error) {
 }
 
 // Client returns a DynamoDB client of this emulator with ClientOptions applied, then
-// optFns. The endpoint is set on the client itself because the SDK lets
-// AWS_ENDPOINT_URL_DYNAMODB override the configuration's base endpoint, and a
-// developer's or the local stack's environment must not redirect a test's client.
+// optFns.
 func (s *Server) Client(ctx context.Context, optFns ...func(*dynamodb.Options)) (*dynamodb.Client, error) {
 	cfg, err := s.Config(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("configure dynamodb client: %w", err)
 	}
-	return dynamodb.NewFromConfig(cfg, append([]func(*dynamodb.Options){ClientOptions, s.endpointOption}, optFns...)...), nil
+	return dynamodb.NewFromConfig(cfg, append([]func(*dynamodb.Options){ClientOptions}, optFns...)...), nil
 }
-
-func (s *Server) endpointOption(o *dynamodb.Options) { o.BaseEndpoint = aws.String(s.Endpoint()) }
 
 func (s *Server) start(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.StartTimeout)
@@ -317,7 +313,7 @@ func (s *Server) waitReady(ctx context.Context, p *proc.Process) error {
 	if err != nil {
 		return err
 	}
-	client := dynamodb.NewFromConfig(cfg, ClientOptions, s.endpointOption, func(o *dynamodb.Options) {
+	client := dynamodb.NewFromConfig(cfg, ClientOptions, func(o *dynamodb.Options) {
 		o.RetryMaxAttempts = 1
 	})
 	tick := time.NewTicker(50 * time.Millisecond)

@@ -144,8 +144,9 @@ func TestServer_Stop_LeavesNoProcess(t *testing.T) {
 	}
 }
 
-// The SDK prefers AWS_ENDPOINT_URL_DYNAMODB to the configuration's endpoint; a test
-// client must reach its own emulator whatever the environment says.
+// A developer's or the local stack's AWS_ENDPOINT_URL_DYNAMODB must not redirect a
+// test's client: the explicit loopback endpoint (a load option, the SDK's first
+// configuration source) wins over the environment.
 func TestServer_Client_IgnoresEndpointEnvironment(t *testing.T) {
 	srv := dynamodblocal.StartForTest(t)
 	t.Setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:1")
