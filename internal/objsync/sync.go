@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -310,14 +311,14 @@ func (s *Syncer) uploadOnce(ctx context.Context, root *os.Root, rel string, l lo
 			return entry{}, errChanged
 		}
 		e.Size, e.MTime, e.Mode = fi.Size(), fi.ModTime().UnixNano(), uint32(fi.Mode().Perm())
-		h := sha256.New()
-		if n, err := io.Copy(h, io.NewSectionReader(f, 0, e.Size)); err != nil {
+		h, c := sha256.New(), crc32.New(castagnoli)
+		if n, err := io.Copy(io.MultiWriter(h, c), io.NewSectionReader(f, 0, e.Size)); err != nil {
 			return entry{}, fmt.Errorf("hash file: %w", err)
 		} else if n != e.Size {
 			return entry{}, errChanged
 		}
 		sum = h.Sum(nil)
-		body = newCheckedReader(f, e.Size, sum)
+		body = newCheckedReader(f, e.Size, c.Sum32())
 	}
 	e.SHA256 = hex.EncodeToString(sum)
 	if err := s.fence(ctx); err != nil {

@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -100,8 +99,9 @@ func (b *Bucket) Get(ctx context.Context, key string) (objsync.ObjectInfo, io.Re
 // Put writes the object. When in.SHA256 is set it signs the payload with it, so a
 // plain-HTTP endpoint does not make the SDK read the body an extra time to hash it.
 func (b *Bucket) Put(ctx context.Context, in objsync.PutInput) (string, error) {
+	var opts []func(*s3.Options)
 	if len(in.SHA256) > 0 {
-		ctx = v4.SetPayloadHash(ctx, hex.EncodeToString(in.SHA256))
+		opts = append(opts, withPayloadHash(hex.EncodeToString(in.SHA256)))
 	}
 	out, err := b.client.PutObject(ctx, &s3.PutObjectInput{
 		Bucket:        &b.name,
@@ -109,7 +109,7 @@ func (b *Bucket) Put(ctx context.Context, in objsync.PutInput) (string, error) {
 		Body:          in.Body,
 		ContentLength: &in.Size,
 		Metadata:      in.Meta,
-	})
+	}, opts...)
 	if err != nil {
 		return "", fmt.Errorf("put %s: %w", in.Key, translate(err))
 	}

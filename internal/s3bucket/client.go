@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go/middleware"
@@ -115,6 +116,22 @@ func NewClient(cfg aws.Config, o Options) *s3.Client {
 			})
 		}
 	})
+}
+
+// withPayloadHash makes one PutObject sign its payload with a SHA-256 the caller
+// already computed. It must be set inside the operation's stack: the client clears
+// stack values from the caller's context.
+func withPayloadHash(sum string) func(*s3.Options) {
+	return func(o *s3.Options) {
+		o.APIOptions = append(o.APIOptions, func(stack *middleware.Stack) error {
+			return stack.Finalize.Add(middleware.FinalizeMiddlewareFunc("sandgate.PayloadHash",
+				func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (
+					middleware.FinalizeOutput, middleware.Metadata, error,
+				) {
+					return next.HandleFinalize(v4.SetPayloadHash(ctx, sum), in)
+				}), middleware.Before)
+		})
+	}
 }
 
 // withContentMD5 makes one DeleteObjects call carry Content-MD5 in place of the
