@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/smithy-go"
@@ -222,9 +223,12 @@ func unavailable(err error) error {
 	return &UnavailableError{Err: err}
 }
 
-// isConflict reports a write that lost to a concurrent transaction on the same item.
-// Plain writes get TransactionConflictException; transactions are cancelled with a
-// TransactionConflict reason. DynamoDB Local serializes instead and never sends either.
+// isConflict reports a write worth retrying after a back-off: it lost to a
+// concurrent transaction on the same item (plain writes get
+// TransactionConflictException, transactions a TransactionConflict cancellation
+// reason), or a transaction was cancelled because an item was throttled, which the
+// SDK's retryer does not retry since the cancellation itself is not a throttling
+// error. DynamoDB Local serializes transactions and never sends either.
 func isConflict(err error) bool {
 	var tce *types.TransactionConflictException
 	if errors.As(err, &tce) {
@@ -233,7 +237,8 @@ func isConflict(err error) bool {
 	var tc *types.TransactionCanceledException
 	if errors.As(err, &tc) {
 		for _, r := range tc.CancellationReasons {
-			if r.Code != nil && *r.Code == "TransactionConflict" {
+			switch aws.ToString(r.Code) {
+			case "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded":
 				return true
 			}
 		}
@@ -249,7 +254,7 @@ func cancelled(err error, i int) (bool, map[string]types.AttributeValue) {
 		return false, nil
 	}
 	r := tc.CancellationReasons[i]
-	return r.Code != nil && *r.Code == "ConditionalCheckFailed", r.Item
+	return aws.ToString(r.Code) == "ConditionalCheckFailed", r.Item
 }
 
 // conditionFailed returns whether a single-item write failed its condition, and the
