@@ -89,7 +89,9 @@ func TestStartForTest_SharesOneServer(t *testing.T) {
 	}
 }
 
-func TestServer_Restart_KeepsTablesWithDBPath(t *testing.T) {
+// Stop leaves no process and frees the port; Restart comes back on the same port
+// with the tables of DBPath.
+func TestServer_StopRestart_KeepsTablesWithDBPath(t *testing.T) {
 	ctx := context.Background()
 	srv, err := dynamodblocal.Start(ctx, dynamodblocal.Options{DBPath: t.TempDir()})
 	if err != nil {
@@ -106,28 +108,6 @@ func TestServer_Restart_KeepsTablesWithDBPath(t *testing.T) {
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	port, pid := srv.Port(), srv.Pid()
-	if err := srv.Restart(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if srv.Port() != port || srv.Pid() == pid {
-		t.Fatalf("after restart: port %d (was %d), pid %d (was %d)", srv.Port(), port, srv.Pid(), pid)
-	}
-	out, err := c.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String("kept"), Key: map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "a"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v, _ := out.Item["v"].(*types.AttributeValueMemberS); v == nil || v.Value != "héllo" {
-		t.Fatalf("item after restart: %v", out.Item)
-	}
-}
-
-func TestServer_Stop_LeavesNoProcess(t *testing.T) {
-	ctx := context.Background()
-	srv, err := dynamodblocal.Start(ctx, dynamodblocal.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	pid, port := srv.Pid(), srv.Port()
 	if err := srv.Stop(); err != nil {
 		t.Fatalf("Stop = %v", err)
@@ -141,6 +121,20 @@ func TestServer_Stop_LeavesNoProcess(t *testing.T) {
 	}
 	if err := srv.Stop(); err != nil || srv.Pid() != 0 {
 		t.Fatalf("second Stop = %v, pid %d", err, srv.Pid())
+	}
+
+	if err := srv.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if srv.Port() != port || srv.Pid() == pid || srv.Pid() == 0 {
+		t.Fatalf("after restart: port %d (was %d), pid %d (was %d)", srv.Port(), port, srv.Pid(), pid)
+	}
+	out, err := c.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String("kept"), Key: map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "a"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := out.Item["v"].(*types.AttributeValueMemberS); v == nil || v.Value != "héllo" {
+		t.Fatalf("item after restart: %v", out.Item)
 	}
 }
 
