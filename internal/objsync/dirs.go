@@ -2,11 +2,14 @@ package objsync
 
 import (
 	"io/fs"
+	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/sandgate/sandgate/internal/logging"
 )
 
 // maxOpenDirs bounds the directory handles a restore keeps open.
@@ -90,15 +93,22 @@ type localInfo struct {
 }
 
 // scanLocal walks Dir once, so that planning a restore into an empty or partly filled
-// directory costs one walk instead of a lookup per object.
-func scanLocal(root *os.Root, dir string) *localInfo {
+// directory costs one walk instead of a lookup per object. On the way it deletes the
+// temporary files an interrupted restore left behind; the walk does not follow
+// symlinks, so it never leaves Dir.
+func scanLocal(root *os.Root, dir string, log *slog.Logger) *localInfo {
 	li := &localInfo{root: root, entries: map[string]fs.FileInfo{}}
 	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || p == dir {
 			return nil
 		}
 		if strings.HasPrefix(d.Name(), tmpPrefix) {
-			return nil
+			if !d.IsDir() {
+				if err := os.Remove(p); err != nil {
+					log.Warn("cannot remove a temporary file", keyPath, p, logging.Error, err.Error())
+				}
+			}
+			return skipDir(d)
 		}
 		rel, _ := filepath.Rel(dir, p)
 		if fi, err := d.Info(); err == nil {

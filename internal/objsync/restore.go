@@ -8,12 +8,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path"
-	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -88,7 +85,7 @@ func (s *Syncer) restore(ctx context.Context, cfg settings) (Stats, error) {
 		return stats, fmt.Errorf("restore %s: open dir: %w", s.prefix, err)
 	}
 	defer root.Close()
-	s.removeTemps(log)
+	li := scanLocal(root, s.dir, log)
 
 	marker, err := s.readMarker(ctx, log)
 	if err != nil {
@@ -113,7 +110,6 @@ func (s *Syncer) restore(ctx context.Context, cfg settings) (Stats, error) {
 	st.Marker = marker
 	var jobs []fetchJob
 	var total int64
-	li := scanLocal(root, s.dir)
 	for _, r := range objs {
 		fi, err := li.lstat(r.rel)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -500,18 +496,4 @@ func splitTemp(rel string) (dir, name, tmp string) {
 	dir, name = path.Split(rel)
 	dir = path.Clean(dir) // "." for a top-level name
 	return dir, name, fmt.Sprintf("%s%016x", tmpPrefix, rand.Uint64())
-}
-
-// removeTemps deletes temporary files an interrupted restore left behind. The walk
-// does not follow symlinks, so it never leaves Dir.
-func (s *Syncer) removeTemps(log *slog.Logger) {
-	_ = filepath.WalkDir(s.dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !strings.HasPrefix(d.Name(), tmpPrefix) || d.IsDir() {
-			return nil
-		}
-		if err := os.Remove(p); err != nil {
-			log.Warn("cannot remove a temporary file", keyPath, p, logging.Error, err.Error())
-		}
-		return nil
-	})
 }

@@ -285,3 +285,29 @@ func TestSyncer_Restore_Interrupted(t *testing.T) {
 		}
 	}
 }
+
+// A file changed while a sync runs, after the sync has read the directory, is newer
+// than the marker that sync writes: a restore onto the same disk (an agent restarted
+// before its next sync) keeps the change.
+func TestSyncer_Restore_KeepsChangeMadeDuringSync(t *testing.T) {
+	f := newFixture(t)
+	s := f.syncer("", "")
+	writeTree(t, s.Dir(), []node{{path: "a", data: []byte("v1")}, {path: "b", data: []byte("v1")}})
+	mustSync(t, s)
+
+	writeTree(t, s.Dir()+"/x", []node{{path: "b", data: []byte("v2")}}) // something for the next sync to do
+	var once bool
+	s.Fence = func(context.Context) error {
+		if !once { // after the walk, before any upload
+			once = true
+			os.WriteFile(filepath.Join(s.Dir(), "a"), []byte("edited during the sync"), 0o644)
+		}
+		return nil
+	}
+	mustSync(t, s)
+	s.Fence = nil
+	mustRestore(t, s)
+	if got := readFile(t, filepath.Join(s.Dir(), "a")); got != "edited during the sync" {
+		t.Fatalf("restore overwrote an edit made during the last sync: %q", got)
+	}
+}

@@ -66,6 +66,9 @@ func (s *Syncer) sync(ctx context.Context, cfg settings) (Stats, error) {
 		}
 		st = s.newState()
 	}
+	// Changes made from here on carry later mtimes than the marker will claim, so a
+	// restore onto this disk never takes them for older than the bucket.
+	snapshot := time.Now().Add(-markerSlack)
 	t, err := s.walk(cfg.ex, log)
 	if err != nil {
 		log.Warn("refusing to sync: directory unreadable; the bucket keeps its copy",
@@ -127,7 +130,7 @@ func (s *Syncer) sync(ctx context.Context, cfg settings) (Stats, error) {
 	if err := s.checkRemoteGeneration(ctx, log); err != nil {
 		return stats, err
 	}
-	m := Marker{Generation: s.Generation, Time: time.Now().UTC()}
+	m := Marker{Generation: s.Generation, Time: snapshot.UTC()}
 	for _, e := range st.Files {
 		if e.Kind != kindDir {
 			m.Files++
