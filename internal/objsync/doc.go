@@ -1,6 +1,8 @@
 // Package objsync restores a user's prefix from an object store into a directory and syncs
-// the directory's changes back; it decides what to move and talks to storage only through
-// Bucket, so the S3/R2 client (internal/s3bucket) stays a separate, replaceable part.
+// the directory back; it decides what to move and reaches storage only through Bucket.
+//
+// The S3/R2 client lives in internal/s3bucket, in the litestream manner: the engine never
+// sees an SDK type, and a test or another store needs only the four Bucket methods.
 //
 // # Key layout
 //

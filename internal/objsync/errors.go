@@ -42,6 +42,7 @@ type PartialError struct {
 	Failures []Failure
 }
 
+// Error names the operation, the count and the first few failures.
 func (e *PartialError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: %d failed", e.Op, len(e.Failures))

@@ -134,6 +134,8 @@ func (f *Faults) pick(r *http.Request) (Fault, bool) {
 	return Fault{}, false
 }
 
+// ServeHTTP counts the request, applies the first fault that matches it, and
+// otherwise passes it on.
 func (f *Faults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	select {
 	case <-f.stop:
