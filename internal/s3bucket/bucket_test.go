@@ -237,7 +237,7 @@ func TestBucket_Put_RetriesServerErrors(t *testing.T) {
 
 func TestBucket_Get_RetriesSlowResponses(t *testing.T) {
 	o := fastRetries
-	o.ResponseHeaderTimeout = 300 * time.Millisecond
+	o.ResponseHeaderTimeout = time.Second
 	e := newEnv(t, false, o)
 	put(t, e.bucket, "k", "v", nil)
 	if err := e.srv.Faults.Inject(s3local.Fault{Method: http.MethodGet, Latency: 5 * time.Second, Count: 2}); err != nil {

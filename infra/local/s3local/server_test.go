@@ -205,10 +205,10 @@ func TestFaults_Inject_MethodFilter(t *testing.T) {
 func TestFaults_Inject_LatencyTripsHeaderTimeout(t *testing.T) {
 	srv := start(t, s3local.Config{})
 	short := func(c *awshttp.BuildableClient) *awshttp.BuildableClient {
-		return c.WithTransportOptions(func(tr *http.Transport) { tr.ResponseHeaderTimeout = 50 * time.Millisecond })
+		return c.WithTransportOptions(func(tr *http.Transport) { tr.ResponseHeaderTimeout = 500 * time.Millisecond })
 	}
 	c := client(t, srv.URL(), 1, short)
-	if err := srv.Faults.Inject(s3local.Fault{Method: http.MethodGet, Latency: 2 * time.Second, Count: 1}); err != nil {
+	if err := srv.Faults.Inject(s3local.Fault{Method: http.MethodGet, Latency: 5 * time.Second, Count: 1}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(srv.Bucket()), Key: aws.String("k")})
