@@ -19,6 +19,10 @@ const (
 	MinPrefixDepth = 2
 	// MaxKeyBytes is the longest key S3 and R2 accept.
 	MaxKeyBytes = 1024
+	// MaxObjectSize is the largest object one PUT may write on S3 and R2 (5 GiB).
+	// Larger files are skipped with a warning rather than failing every sync; the
+	// bucket keeps whatever version it had.
+	MaxObjectSize = 5 << 30
 	// tmpPrefix starts the names of restore's temporary files. Sync ignores such names
 	// and Restore removes them, so an interrupted restore leaves nothing behind.
 	tmpPrefix = ".sandgate-tmp-"

@@ -335,3 +335,27 @@ func TestSyncer_Restore_AfterCrashWithoutManifest(t *testing.T) {
 	}
 	sameTree(t, snapshot(t, a.Dir()), snapshot(t, b.Dir()))
 }
+
+// A file grown past what one upload can carry is skipped with a warning: the sync
+// still finishes, and the bucket keeps the version it had instead of losing it.
+func TestSyncer_Sync_TooLargeKeepsStoredCopy(t *testing.T) {
+	f := newFixture(t)
+	s := f.syncer("", "")
+	writeTree(t, s.Dir(), []node{{path: "disk.img", data: []byte("small at first")}, {path: "other", data: []byte("o")}})
+	mustSync(t, s)
+	// Sparse: nothing is read, the walk only sees the size.
+	if err := os.Truncate(filepath.Join(s.Dir(), "disk.img"), objsync.MaxObjectSize+1); err != nil {
+		t.Fatal(err)
+	}
+	puts := f.srv.Faults.Requests("PUT")
+	st := mustSync(t, s)
+	if st.Skipped != 1 || st.Files != 0 || st.Deleted != 0 {
+		t.Fatalf("%+v", st)
+	}
+	if n := f.srv.Faults.Requests("PUT"); n != puts {
+		t.Fatalf("%d PUTs for a file that cannot be uploaded", n-puts)
+	}
+	if !slices.Contains(f.keys(), "files/disk.img") || !strings.Contains(f.logs.String(), "larger than one upload") {
+		t.Fatalf("stored copy lost or no warning: %v", f.keys())
+	}
+}

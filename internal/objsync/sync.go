@@ -165,7 +165,7 @@ func (s *Syncer) plan(st *state, t *tree) (ups []upload, dels []string, unchange
 		}
 	}
 	for rel, e := range st.Files {
-		if _, ok := t.paths[rel]; !ok && !e.Held {
+		if _, ok := t.paths[rel]; !ok && !e.Held && !t.kept[rel] {
 			dels = append(dels, objectKey(s.prefix, rel, e.Kind))
 		}
 	}

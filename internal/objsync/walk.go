@@ -33,6 +33,9 @@ type tree struct {
 	// deletes nothing, since what it cannot see may still exist.
 	failures []Failure
 	skipped  int
+	// kept are paths present but not stored this time (too large): their objects
+	// must not be deleted.
+	kept map[string]bool
 }
 
 // walk lists Dir without following symbolic links. Excluded paths, restore's
@@ -46,7 +49,7 @@ func (s *Syncer) walk(ex *excluder, log *slog.Logger) (*tree, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("read dir: %s is not a directory", s.dir)
 	}
-	t := &tree{paths: map[string]local{}}
+	t := &tree{paths: map[string]local{}, kept: map[string]bool{}}
 	dirs := map[string]local{}
 	full := map[string]bool{} // directories with something stored below them
 	err = filepath.WalkDir(s.dir, func(p string, d fs.DirEntry, err error) error {
@@ -88,6 +91,10 @@ func (s *Syncer) walk(ex *excluder, log *slog.Logger) (*tree, error) {
 			l.Size = 0
 			l.Kind = kindDir
 			dirs[rel] = l
+		case mode.IsRegular() && l.Size > MaxObjectSize:
+			t.skipped++
+			t.kept[rel] = true
+			log.Warn("file larger than one upload allows; not synced, the bucket keeps its copy", keyPath, rel, keyBytes, l.Size)
 		case mode.IsRegular():
 			l.Kind = kindFile
 			t.paths[rel] = l
