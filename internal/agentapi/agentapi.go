@@ -38,6 +38,9 @@ var (
 
 // Handler is what the agent implements behind the API.
 type Handler interface {
+	// Open tells the agent a client connected, so the workload can greet it before its
+	// first frame. Opening an open connection is not an error.
+	Open(ctx context.Context, connectionID string) error
 	// Deliver queues frame for connectionID's upstream, in arrival order per connection.
 	Deliver(ctx context.Context, connectionID string, frame []byte) error
 	// Close closes connectionID's upstream to the workload.
@@ -68,6 +71,9 @@ func NewServer(token, userID string, h Handler) http.Handler {
 			return
 		}
 		writeErr(w, h.Deliver(r.Context(), r.PathValue("id"), frame))
+	}))
+	mux.HandleFunc("PUT /v1/connections/{id}", auth(func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, h.Open(r.Context(), r.PathValue("id")))
 	}))
 	mux.HandleFunc("DELETE /v1/connections/{id}", auth(func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, h.Close(r.Context(), r.PathValue("id")))
@@ -127,6 +133,11 @@ type Target struct {
 // answer (network error, timeout, 5xx other than stopping): the caller queues the frame.
 func (c *Client) Deliver(ctx context.Context, t Target, connectionID string, frame []byte) error {
 	return c.do(ctx, http.MethodPost, t, "/v1/connections/"+connectionID+"/frames", frame)
+}
+
+// Open tells the agent that connectionID connected.
+func (c *Client) Open(ctx context.Context, t Target, connectionID string) error {
+	return c.do(ctx, http.MethodPut, t, "/v1/connections/"+connectionID, nil)
 }
 
 // Close tells the agent that connectionID is gone.

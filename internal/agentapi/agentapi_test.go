@@ -17,6 +17,7 @@ type handler struct {
 	mu      sync.Mutex
 	frames  map[string][]string
 	closed  []string
+	opened  []string
 	err     error
 	healthy bool
 	block   chan struct{}
@@ -35,6 +36,13 @@ func (h *handler) Deliver(ctx context.Context, id string, frame []byte) error {
 		h.frames = map[string][]string{}
 	}
 	h.frames[id] = append(h.frames[id], string(frame))
+	return nil
+}
+
+func (h *handler) Open(ctx context.Context, id string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.opened = append(h.opened, id)
 	return nil
 }
 
@@ -58,6 +66,9 @@ func TestClient_Deliver(t *testing.T) {
 	h := &handler{}
 	target := serve(t, h)
 	var c agentapi.Client
+	if err := c.Open(context.Background(), target, "conn1="); err != nil || len(h.opened) != 1 || h.opened[0] != "conn1=" {
+		t.Fatalf("Open: %v %v", err, h.opened)
+	}
 	for _, f := range []string{"one", "two", `{"action":"x"}`} {
 		if err := c.Deliver(context.Background(), target, "conn1=", []byte(f)); err != nil {
 			t.Fatal(err)
@@ -84,11 +95,14 @@ func TestServer_RefusesWrongTokenOrUser(t *testing.T) {
 		if err := c.Deliver(context.Background(), tt, "c", []byte("x")); !errors.Is(err, agentapi.ErrUnauthorized) {
 			t.Errorf("%s: %v", name, err)
 		}
+		if err := c.Open(context.Background(), tt, "c"); !errors.Is(err, agentapi.ErrUnauthorized) {
+			t.Errorf("%s open: %v", name, err)
+		}
 		if err := c.Close(context.Background(), tt, "c"); !errors.Is(err, agentapi.ErrUnauthorized) {
 			t.Errorf("%s close: %v", name, err)
 		}
 	}
-	if len(h.frames) != 0 || len(h.closed) != 0 {
+	if len(h.frames) != 0 || len(h.closed) != 0 || len(h.opened) != 0 {
 		t.Fatalf("refused requests reached the handler: %v %v", h.frames, h.closed)
 	}
 	// No Authorization header at all.
