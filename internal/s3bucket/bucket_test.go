@@ -387,24 +387,39 @@ func TestNewClient_RegionAuto(t *testing.T) {
 	}
 }
 
-func TestLoadConfig_ReadsStorageSettings(t *testing.T) {
+func TestLoadOptions_ReadsStorageSettings(t *testing.T) {
 	env := config.New(config.Map(map[string]string{
-		"BUCKET_NAME": "b", "STORAGE_REGION": "auto", "S3_FORCE_PATH_STYLE": "true",
+		s3bucket.EnvRegion: "auto", s3bucket.EnvPathStyle: "true",
+		s3bucket.EnvAccessKeyID: "r2-key-id", s3bucket.EnvSecretAccessKey: "r2-secret",
 	}))
-	got := s3bucket.LoadConfig(env)
+	got := s3bucket.LoadOptions(env)
 	if err := env.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if got.Bucket != "b" || got.Options.Region != "auto" || !got.Options.UsePathStyle {
+	if got.Region != "auto" || !got.UsePathStyle || got.AccessKeyID != "r2-key-id" || got.SecretAccessKey != "r2-secret" {
 		t.Fatalf("%+v", got)
 	}
 }
 
-func TestLoadConfig_BucketRequired(t *testing.T) {
-	env := config.New(config.Map(map[string]string{"S3_FORCE_PATH_STYLE": "maybe"}))
-	s3bucket.LoadConfig(env)
+func TestLoadOptions_BadInput(t *testing.T) {
+	env := config.New(config.Map(map[string]string{s3bucket.EnvPathStyle: "maybe", s3bucket.EnvAccessKeyID: "only-half"}))
+	s3bucket.LoadOptions(env)
 	err := env.Err()
-	if err == nil || !strings.Contains(err.Error(), "BUCKET_NAME") || !strings.Contains(err.Error(), "S3_FORCE_PATH_STYLE") {
+	if err == nil || !strings.Contains(err.Error(), s3bucket.EnvPathStyle) || !strings.Contains(err.Error(), s3bucket.EnvSecretAccessKey) {
 		t.Fatalf("want both problems reported, got %v", err)
+	}
+	if strings.Contains(err.Error(), "only-half") {
+		t.Fatalf("error echoes a credential: %v", err)
+	}
+}
+
+// Store keys (R2) sign the store's requests; the process's own credentials do not.
+func TestNewClient_StoreCredentials(t *testing.T) {
+	e := newEnv(t, false, s3bucket.Options{UsePathStyle: true, AccessKeyID: "R2KEYID", SecretAccessKey: "r2-secret"})
+	put(t, e.bucket, "k", "v", nil)
+	for _, r := range e.rec.requests() {
+		if auth := r.Header.Get("Authorization"); !strings.Contains(auth, "Credential=R2KEYID/") {
+			t.Fatalf("%s not signed with the store's key: %q", r.Method, auth[:min(len(auth), 60)])
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go/middleware"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
@@ -51,27 +52,34 @@ type Options struct {
 	MaxBackoff time.Duration
 	// ResponseHeaderTimeout is DefaultResponseHeaderTimeout when zero.
 	ResponseHeaderTimeout time.Duration
+	// AccessKeyID and SecretAccessKey, when set, sign this client's requests instead of
+	// the configuration's credentials (an R2 API token beside an AWS task role).
+	AccessKeyID, SecretAccessKey string
 }
 
-// Config is the storage configuration of a process.
-type Config struct {
-	// Bucket is the bucket name.
-	Bucket string
-	// Options are the client settings.
-	Options Options
-}
-
-// LoadConfig reads BUCKET_NAME (required), STORAGE_REGION ("auto" for R2; empty keeps
-// AWS_REGION) and S3_FORCE_PATH_STYLE. The endpoint comes from the SDK's own
+// Environment variables read by LoadOptions. The endpoint is the SDK's own
 // AWS_ENDPOINT_URL_S3, so the same code reaches S3, R2 and the local stack.
-func LoadConfig(e *config.Env) Config {
-	return Config{
-		Bucket: e.Required("BUCKET_NAME"),
-		Options: Options{
-			Region:       e.String("STORAGE_REGION", ""),
-			UsePathStyle: e.Bool("S3_FORCE_PATH_STYLE", false),
-		},
+const (
+	EnvRegion          = "STORAGE_REGION"            // "auto" for R2; empty keeps AWS_REGION
+	EnvPathStyle       = "STORAGE_PATH_STYLE"        // true for R2, MinIO, gofakes3
+	EnvAccessKeyID     = "STORAGE_ACCESS_KEY_ID"     // with EnvSecretAccessKey: keys for the store only
+	EnvSecretAccessKey = "STORAGE_SECRET_ACCESS_KEY" // (R2); unset, the process's AWS credentials are used
+)
+
+// LoadOptions reads the store's client options from e. The keys are deliberately not
+// AWS_ACCESS_KEY_ID: those would replace the task role for DynamoDB and the management
+// API too, when only the store (R2) needs other credentials.
+func LoadOptions(e *config.Env) Options {
+	o := Options{
+		Region:          e.String(EnvRegion, ""),
+		UsePathStyle:    e.Bool(EnvPathStyle, false),
+		AccessKeyID:     e.String(EnvAccessKeyID, ""),
+		SecretAccessKey: e.String(EnvSecretAccessKey, ""),
 	}
+	if (o.AccessKeyID == "") != (o.SecretAccessKey == "") {
+		e.Check(EnvAccessKeyID, fmt.Errorf("set both %s and %s, or neither", EnvAccessKeyID, EnvSecretAccessKey))
+	}
+	return o
 }
 
 // NewClient returns an S3 client over cfg (from awsconf.Load) with o applied, and
@@ -102,6 +110,9 @@ func NewClient(cfg aws.Config, o Options) *s3.Client {
 		so.UsePathStyle = o.UsePathStyle
 		if o.Region != "" {
 			so.Region = o.Region
+		}
+		if o.AccessKeyID != "" {
+			so.Credentials = credentials.NewStaticCredentialsProvider(o.AccessKeyID, o.SecretAccessKey, "")
 		}
 		so.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		so.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
