@@ -34,6 +34,8 @@ const (
 type Options struct {
 	// Parameters overrides parameter defaults, by parameter name.
 	Parameters map[string]string
+	// TaskDefinitions asks Parse to read the ECS task definitions too.
+	TaskDefinitions bool
 	// Resolver answers references only the stack knows. Nil resolves nothing: any
 	// such reference in a property the model reads is an ErrUnresolved error.
 	Resolver Resolver
@@ -51,6 +53,8 @@ type Template struct {
 	// WebSocketAPIs and HTTPAPIs, sorted by logical id.
 	WebSocketAPIs []*WebSocketAPI
 	HTTPAPIs      []*HTTPAPI
+	// TaskDefinitions by logical id (read only when Options.TaskDefinitions is set).
+	TaskDefinitions map[string]*TaskDefinition
 }
 
 // Parameter is a template parameter and its effective value.
@@ -174,6 +178,24 @@ func Parse(data []byte, opts Options) (*Template, error) {
 			return nil, err
 		}
 		t.Functions[r.id] = fn
+	}
+	if opts.TaskDefinitions {
+		t.TaskDefinitions = map[string]*TaskDefinition{}
+		for _, r := range e.sorted() {
+			if r.typ != TypeTaskDefinition {
+				continue
+			}
+			if ok, err := e.included(r); err != nil {
+				return nil, err
+			} else if !ok {
+				continue
+			}
+			td, err := e.readTaskDefinition(r)
+			if err != nil {
+				return nil, err
+			}
+			t.TaskDefinitions[r.id] = td
+		}
 	}
 	var err error
 	if t.WebSocketAPIs, err = e.readWebSocketAPIs(t); err != nil {

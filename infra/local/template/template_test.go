@@ -364,3 +364,39 @@ func keys[V any](m map[string]V) []string {
 	}
 	return out
 }
+
+// The sandbox's task definition is read as the local stack runs it: the container's
+// environment, port, stop timeout and mounts, with references resolved.
+func TestLoad_RepositoryTaskDefinition(t *testing.T) {
+	tpl, err := template.Load("../../../template.yaml", template.Options{
+		Resolver: localResolver(), Parameters: requiredParams(t, nil), TaskDefinitions: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	td := tpl.TaskDefinitions["SandboxTaskDefinition"]
+	if td == nil || len(td.Containers) != 1 {
+		t.Fatalf("task definitions = %v", tpl.TaskDefinitions)
+	}
+	if td.Family != "phys-AWS::StackName-sandbox" || td.Cpu == 0 || td.Memory == 0 {
+		t.Errorf("task definition = %+v", td)
+	}
+	c := td.Containers[0]
+	if c.Name != "agent" || !reflect.DeepEqual(c.Ports, []int{8080}) || c.StopTimeout != 120*time.Second {
+		t.Errorf("container = %+v", c)
+	}
+	if c.Environment["AGENT_PORT"] != "8080" || c.Environment["DATA_DIR"] == "" {
+		t.Errorf("container environment = %v", c.Environment)
+	}
+	if _, ok := c.Environment["SANDBOX_COMMAND"]; ok {
+		t.Errorf("SANDBOX_COMMAND set although the parameter is empty (its !If must drop it)")
+	}
+	if c.Mounts[c.Environment["DATA_DIR"]] == "" {
+		t.Errorf("DATA_DIR %q is not a mount point: %v", c.Environment["DATA_DIR"], c.Mounts)
+	}
+	// Without the option, task definitions are not read (nor their references resolved).
+	tpl, err = template.Load("../../../template.yaml", template.Options{Resolver: localResolver(), Parameters: requiredParams(t, nil)})
+	if err != nil || tpl.TaskDefinitions != nil {
+		t.Fatalf("task definitions read without the option: %v, %v", tpl.TaskDefinitions, err)
+	}
+}
