@@ -1,0 +1,444 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/sandgate/sandgate/infra/local"
+	"github.com/sandgate/sandgate/infra/local/apigw"
+	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
+	"github.com/sandgate/sandgate/infra/local/ecslocal"
+	"github.com/sandgate/sandgate/infra/local/lambdart"
+	"github.com/sandgate/sandgate/infra/local/s3local"
+	"github.com/sandgate/sandgate/infra/local/template"
+	"github.com/sandgate/sandgate/internal/auth"
+	"github.com/sandgate/sandgate/internal/awsconf"
+	"github.com/sandgate/sandgate/internal/state"
+)
+
+// Names the local stack gives what CloudFormation would name in AWS.
+const (
+	Region    = ecslocal.DefaultRegion
+	AccountID = ecslocal.DefaultAccountID
+	StackName = "sandgate-local"
+	// APIID is the WebSocket API's id: MANAGEMENT_ENDPOINT values built from it in the
+	// template are served by the local gateway.
+	APIID = "sandgatews"
+	// Stage replaces the template's default stage name, so local URLs say where they lead.
+	Stage = "local"
+	// DefaultAddr is where `make dev` serves the gateway (the demo page, the WebSocket
+	// stage and the management API); tests use a free port.
+	DefaultAddr = "127.0.0.1:8700"
+)
+
+// Options configures a stack.
+type Options struct {
+	// Root holds everything the stack keeps on disk (DynamoDB and S3 data when Persist,
+	// each task's directory). Empty: a temporary directory removed by Close.
+	Root string
+	// Persist keeps DynamoDB and S3 data in Root across runs; otherwise both run in memory.
+	Persist bool
+	// Template is the path of template.yaml.
+	Template string
+	// BuildDir holds <name>/bootstrap for each function (make build-local).
+	BuildDir string
+	// Agent is the sandbox agent binary that stands in for the task's image; empty
+	// leaves tasks unable to start (their RunTask still succeeds, as with a bad image).
+	Agent string
+	// Functions runs the template's functions behind the gateway; false runs the
+	// emulators and tasks only (tests of the agent).
+	Functions bool
+	// Schedules runs the template's scheduled functions on their schedule (make dev).
+	Schedules bool
+	// Params overrides template parameters (after the local defaults).
+	Params map[string]string
+	// Env is added to every function's and task's environment.
+	Env map[string]string
+	// Addr is the gateway's address (127.0.0.1:0 when empty).
+	Addr string
+	// LaunchDelay is the emulated time from RunTask to the task's process start.
+	LaunchDelay time.Duration
+	// Log receives the emulators' structured logs; Output the processes' output (tagged
+	// per function and task). Nil discards.
+	Log    *slog.Logger
+	Output io.Writer
+}
+
+// Stack is a running local application.
+type Stack struct {
+	DynamoDB *dynamodblocal.Server
+	S3       *s3local.Server
+	ECS      *ecslocal.Server
+	Gateway  *apigw.Server
+	Runtime  *lambdart.Runtime
+	Template *template.Template
+
+	// Table, Bucket and Cluster are the local names of the template's resources.
+	Table, Bucket, Cluster string
+	// TaskDefinition is the registered sandbox task definition's ARN.
+	TaskDefinition string
+	// Store is a client of the table, for tests and tools.
+	Store *state.Store
+	// AWS is a configuration whose clients reach the emulators (set a BaseEndpoint per
+	// client, or use the Endpoints).
+	AWS aws.Config
+	// Endpoints maps AWS_ENDPOINT_URL_* names to the emulators' URLs.
+	Endpoints map[string]string
+	// Root is where the stack keeps its files.
+	Root string
+
+	log      *slog.Logger
+	tempRoot bool
+	proxy    *dynamodblocal.ChecksumProxy
+	invoke   *http.Server
+	stop     context.CancelFunc
+	sched    sync.WaitGroup
+}
+
+// Start runs the stack. On error everything started so far is stopped.
+func Start(ctx context.Context, o Options) (_ *Stack, err error) {
+	s := &Stack{log: o.Log, Root: o.Root, Endpoints: map[string]string{}}
+	if s.log == nil {
+		s.log = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	}
+	if o.Output == nil {
+		o.Output = io.Discard
+	}
+	defer func() {
+		if err != nil {
+			s.Close(context.Background())
+		}
+	}()
+	if s.Root == "" {
+		if s.Root, err = os.MkdirTemp("", "sandgate-stack-"); err != nil {
+			return nil, fmt.Errorf("stack root: %w", err)
+		}
+		s.tempRoot = true
+	}
+	if s.Root, err = filepath.Abs(s.Root); err != nil {
+		return nil, fmt.Errorf("stack root: %w", err)
+	}
+	if err := os.MkdirAll(s.Root, 0o755); err != nil {
+		return nil, fmt.Errorf("stack root: %w", err)
+	}
+	s.Table, s.Cluster, s.Bucket = StackName+"-table", StackName, StackName+"-bucket"
+
+	// Read the template twice: first to learn the task definition's family, whose ARN
+	// the functions' environment names; then with every reference answered.
+	params := localParams(s.Bucket, o.Params)
+	res := &resolver{stack: s}
+	first, err := template.Load(o.Template, template.Options{Parameters: params, Resolver: res, TaskDefinitions: true})
+	if err != nil {
+		return nil, err
+	}
+	td := first.TaskDefinitions[sandboxTaskDefinition]
+	if td == nil || len(td.Containers) == 0 {
+		return nil, fmt.Errorf("template: no %s with a container", sandboxTaskDefinition)
+	}
+	res.taskDef = taskDefinitionARN(td.Family)
+	tpl, err := template.Load(o.Template, template.Options{Parameters: params, Resolver: res, TaskDefinitions: true})
+	if err != nil {
+		return nil, err
+	}
+	s.Template = tpl
+
+	if err := s.startStorage(ctx, o); err != nil {
+		return nil, err
+	}
+	if err := s.startECS(o, tpl); err != nil {
+		return nil, err
+	}
+	if err := s.startLambda(o, tpl); err != nil {
+		return nil, err
+	}
+	cfg, err := awsconf.Load(ctx, awsconf.Loopback(s.Endpoints["AWS_ENDPOINT_URL_DYNAMODB"])...)
+	if err != nil {
+		return nil, err
+	}
+	s.AWS = cfg
+	ddb := dynamodb.NewFromConfig(cfg)
+	if err := ensureTable(ctx, ddb, s.Table); err != nil {
+		return nil, err
+	}
+	s.Store = state.New(ddb, s.Table)
+	if o.Functions && o.Schedules {
+		s.startSchedules(tpl)
+	}
+	return s, nil
+}
+
+func localParams(bucket string, extra map[string]string) map[string]string {
+	p := map[string]string{
+		"StageName":        Stage,
+		"BucketName":       bucket,
+		"SandboxImage":     "local/sandgate-agent",
+		"SubnetIds":        "subnet-0local",
+		"SecurityGroupIds": "sg-0local",
+		"StoragePathStyle": "true",
+	}
+	for k, v := range extra {
+		p[k] = v
+	}
+	return p
+}
+
+func (s *Stack) startStorage(ctx context.Context, o Options) error {
+	dopts := dynamodblocal.Options{Logger: s.log, Output: prefixed(o.Output, "[dynamodb] ")}
+	sopts := s3local.Config{Bucket: s.Bucket, Log: s.log}
+	if o.Persist {
+		dopts.DBPath = filepath.Join(s.Root, "dynamodb")
+		sopts.Dir = filepath.Join(s.Root, "s3")
+	}
+	ddb, err := dynamodblocal.Start(ctx, dopts)
+	if err != nil {
+		return err
+	}
+	s.DynamoDB = ddb
+	if s.proxy, err = dynamodblocal.NewChecksumProxy(ddb.Endpoint()); err != nil {
+		return err
+	}
+	s.Endpoints["AWS_ENDPOINT_URL_DYNAMODB"] = s.proxy.Endpoint()
+
+	s3, err := s3local.Start(sopts)
+	if err != nil {
+		return err
+	}
+	s.S3 = s3
+	s.Endpoints["AWS_ENDPOINT_URL_S3"] = s3.URL()
+	return nil
+}
+
+// baseEnv is what every function and task gets: the emulators' endpoints and
+// credentials that the emulators accept. Nothing else of this process's environment
+// reaches them, as in AWS.
+func (s *Stack) baseEnv(o Options) map[string]string {
+	env := map[string]string{
+		"AWS_REGION":                Region,
+		"AWS_DEFAULT_REGION":        Region,
+		"AWS_ACCESS_KEY_ID":         "local",
+		"AWS_SECRET_ACCESS_KEY":     "local",
+		"AWS_EC2_METADATA_DISABLED": "true",
+	}
+	for k, v := range s.Endpoints {
+		env[k] = v
+	}
+	for k, v := range o.Env {
+		env[k] = v
+	}
+	return env
+}
+
+func (s *Stack) startECS(o Options, tpl *template.Template) error {
+	tasks := filepath.Join(s.Root, "tasks")
+	if err := os.MkdirAll(tasks, 0o755); err != nil {
+		return fmt.Errorf("task root: %w", err)
+	}
+	e := ecslocal.NewServer(tasks)
+	e.Logger = s.log
+	e.Clusters = []string{s.Cluster}
+	e.LaunchDelay = o.LaunchDelay
+	e.Output = func(t ecslocal.TaskInfo) io.Writer { return prefixed(o.Output, "[task "+t.ID[:8]+"] ") }
+	env := s.baseEnv(o)
+	// Tasks run native binaries, which need a PATH (a workload may be a script).
+	env["PATH"] = os.Getenv("PATH")
+	e.Env = env
+	s.ECS = e
+	if err := e.Start(); err != nil {
+		s.ECS = nil
+		return err
+	}
+	s.Endpoints["AWS_ENDPOINT_URL_ECS"] = e.Endpoint()
+
+	td := tpl.TaskDefinitions[sandboxTaskDefinition]
+	c := td.Containers[0]
+	var port int
+	if len(c.Ports) > 0 {
+		port = c.Ports[0]
+	}
+	agent := o.Agent
+	if agent == "" {
+		// Like an image that cannot be pulled: RunTask succeeds, the task fails to start.
+		agent = filepath.Join(s.Root, "no-agent-built")
+	}
+	arn, err := e.RegisterTaskDefinition(ecslocal.TaskDefinition{
+		Family: td.Family, ContainerName: c.Name, Command: []string{agent},
+		Environment: localMounts(c), Port: port, StopTimeout: c.StopTimeout,
+		CPU: td.Cpu, Memory: td.Memory,
+	})
+	if err != nil {
+		return fmt.Errorf("register %s: %w", sandboxTaskDefinition, err)
+	}
+	if arn != taskDefinitionARN(td.Family) {
+		return fmt.Errorf("register %s: got %s, want %s (what the functions were told)", sandboxTaskDefinition, arn, taskDefinitionARN(td.Family))
+	}
+	s.TaskDefinition = arn
+	return nil
+}
+
+// localMounts maps the container's volume paths into the task's own directory: a
+// variable naming /home/sandbox/data (a mount point) becomes mnt/data, relative to the
+// task's working directory, so tasks never share files, as on Fargate.
+func localMounts(c *template.Container) map[string]string {
+	env := make(map[string]string, len(c.Environment))
+	for k, v := range c.Environment {
+		for path, volume := range c.Mounts {
+			if v == path || strings.HasPrefix(v, path+"/") {
+				v = filepath.Join("mnt", volume, strings.TrimPrefix(v, path))
+				break
+			}
+		}
+		env[k] = v
+	}
+	return env
+}
+
+func (s *Stack) startLambda(o Options, tpl *template.Template) error {
+	rt := lambdart.New(s.log, o.Output)
+	rt.Region, rt.AccountID = Region, AccountID
+	s.Runtime = rt
+
+	// The Lambda Invoke API, for functions that invoke functions (asynchronous notices).
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("lambda invoke api: %w", err)
+	}
+	s.invoke = &http.Server{Handler: rt.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go s.invoke.Serve(ln)
+	s.Endpoints["AWS_ENDPOINT_URL_LAMBDA"] = "http://" + ln.Addr().String()
+
+	cfg, err := apigw.FromTemplate(tpl)
+	if err != nil {
+		return err
+	}
+	if cfg.WebSocket != nil {
+		cfg.WebSocket.APIID = APIID
+	}
+	gw := apigw.New(cfg, rt, s.log)
+	gw.Region, gw.AccountID = Region, AccountID
+	if o.Addr != "" {
+		gw.Addr = o.Addr
+	}
+	if err := gw.Start(); err != nil {
+		return err
+	}
+	s.Gateway = gw
+
+	env := s.baseEnv(o)
+	rt.Env = env
+	if !o.Functions {
+		return nil
+	}
+	awsEndpoint := fmt.Sprintf("https://%s.execute-api.%s.amazonaws.com", APIID, Region)
+	local := strings.TrimSuffix(strings.TrimSuffix(gw.ManagementEndpoint(), "/"), "/"+Stage)
+	var missing []string
+	for _, f := range tpl.Functions {
+		path := filepath.Join(o.BuildDir, f.Name, "bootstrap")
+		if _, err := os.Stat(path); err != nil {
+			missing = append(missing, path)
+			continue
+		}
+		fenv := make(map[string]string, len(f.Environment))
+		for k, v := range f.Environment {
+			// The template builds the management endpoint from the API's AWS host name;
+			// locally that API is served by the gateway.
+			fenv[k] = strings.ReplaceAll(v, awsEndpoint, local)
+		}
+		if err := rt.Add(lambdart.Function{
+			Name: f.LogicalID, Path: path, Handler: f.Handler, Timeout: f.Timeout,
+			MemoryMB: f.MemorySize, LogFormat: f.LogFormat, LogLevel: f.LogLevel, Env: fenv,
+		}); err != nil {
+			return err
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("functions not built (run make build-local): %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+func ensureTable(ctx context.Context, ddb *dynamodb.Client, name string) error {
+	_, err := ddb.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(name)})
+	var nf *types.ResourceNotFoundException
+	if errors.As(err, &nf) {
+		return state.CreateTable(ctx, ddb, name)
+	}
+	if err != nil {
+		return fmt.Errorf("describe table %s: %w", name, err)
+	}
+	return nil
+}
+
+// SignURL returns a signed WebSocket URL for userID, signed with the local development
+// secret the template's SIGNING_SECRETS resolves to.
+func (s *Stack) SignURL(userID string) (string, error) {
+	signer, err := auth.NewSigner(local.DevSecret)
+	if err != nil {
+		return "", err
+	}
+	return signer.SignURL(s.Gateway.WebSocketURL(), userID)
+}
+
+// Close stops everything, in an order that lets work finish: the schedules, then the
+// tasks while the gateway and storage still serve them (each agent gets SIGTERM, tells
+// its clients it is stopping and syncs), then the gateway and the functions, then
+// storage. It is safe to call on a partly started stack, and more than once.
+func (s *Stack) Close(ctx context.Context) error {
+	if s.stop != nil {
+		s.stop()
+		s.sched.Wait()
+		s.stop = nil
+	}
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.ECS != nil {
+		add(s.ECS.Close(ctx))
+		s.ECS = nil
+	}
+	if s.Gateway != nil {
+		add(s.Gateway.Close())
+		s.Gateway = nil
+	}
+	if s.invoke != nil {
+		add(s.invoke.Close())
+		s.invoke = nil
+	}
+	if s.Runtime != nil {
+		add(s.Runtime.Close())
+		s.Runtime = nil
+	}
+	if s.S3 != nil {
+		add(s.S3.Close())
+		s.S3 = nil
+	}
+	if s.proxy != nil {
+		add(s.proxy.Close())
+		s.proxy = nil
+	}
+	if s.DynamoDB != nil {
+		add(s.DynamoDB.Stop())
+		s.DynamoDB = nil
+	}
+	if s.tempRoot {
+		add(os.RemoveAll(s.Root))
+		s.tempRoot = false
+	}
+	return errors.Join(errs...)
+}
