@@ -38,6 +38,10 @@ build-local:
 		echo "build $(BUILD)/local/$$d/bootstrap (native)"; \
 		CGO_ENABLED=0 $(GO) build -tags lambda.norpc -trimpath -o $(BUILD)/local/$$d/bootstrap ./functions/$$d || exit 1; \
 	done
+	@if [ -f container/main.go ]; then \
+		echo "build $(BUILD)/local/agent (native)"; \
+		CGO_ENABLED=0 $(GO) build -trimpath -o $(BUILD)/local/agent ./container || exit 1; \
+	fi
 
 # sam build (BuildMethod: makefile) runs build-<LogicalId> with ARTIFACTS_DIR set.
 build-%Function:
@@ -55,7 +59,7 @@ deps: node_modules/.package-lock.json ## install test dependencies (npm packages
 	@command -v java >/dev/null || { echo "Java 17 is required for DynamoDB Local: apt-get install openjdk-17-jre-headless"; exit 1; }
 
 # ------------------------------------------------------------------ test
-.PHONY: test lint bench fuzz
+.PHONY: test lint bench bench-sync fuzz
 test: deps lint ## run every test (what CI runs)
 	$(GO) test -race -count=1 ./...
 	cd sdk/node && node --test
@@ -65,8 +69,15 @@ lint: ## gofmt and go vet
 		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-bench: deps ## run the benchmarks
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+BENCHTIME ?= 1s
+bench: deps ## run the benchmarks (installs rclone, the storage sync baseline)
+	@command -v rclone >/dev/null || { echo "installing rclone (baseline of the sync benchmark)"; \
+		SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq rclone; }
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+bench-sync: ## restore and sync throughput against rclone on the same endpoint
+	$(GO) test -run '^$$' -bench Throughput -benchtime 5x ./internal/objsync/
 
 FUZZTIME ?= 2m
 fuzz: ## fuzz the URL verifier (FUZZTIME=2m)
