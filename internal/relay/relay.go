@@ -27,6 +27,7 @@ var ErrGone = errors.New("connection gone")
 type API interface {
 	PostToConnection(ctx context.Context, in *apigatewaymanagementapi.PostToConnectionInput, optFns ...func(*apigatewaymanagementapi.Options)) (*apigatewaymanagementapi.PostToConnectionOutput, error)
 	DeleteConnection(ctx context.Context, in *apigatewaymanagementapi.DeleteConnectionInput, optFns ...func(*apigatewaymanagementapi.Options)) (*apigatewaymanagementapi.DeleteConnectionOutput, error)
+	GetConnection(ctx context.Context, in *apigatewaymanagementapi.GetConnectionInput, optFns ...func(*apigatewaymanagementapi.Options)) (*apigatewaymanagementapi.GetConnectionOutput, error)
 }
 
 // Connections is the part of the state store the relay uses.
@@ -55,22 +56,48 @@ type Relay struct {
 // Post sends data to one connection. A gone connection (410) has its record removed
 // and returns ErrGone.
 func (r *Relay) Post(ctx context.Context, userID, connectionID string, data []byte) error {
+	err := r.Send(ctx, connectionID, data)
+	if errors.Is(err, ErrGone) {
+		if rerr := r.Conns.RemoveConnection(ctx, userID, connectionID); rerr != nil {
+			r.Log.WarnContext(ctx, "remove gone connection failed", logging.UserID, userID,
+				logging.ConnectionID, connectionID, logging.Error, rerr.Error())
+		}
+	}
+	return err
+}
+
+// Send sends data to one connection and leaves the connection records alone: a 410 is
+// ErrGone for the caller to judge. API Gateway also answers 410 while a connection is
+// still in its $connect, so a caller that knows the connection is new may retry
+// instead of forgetting it.
+func (r *Relay) Send(ctx context.Context, connectionID string, data []byte) error {
 	_, err := r.API.PostToConnection(ctx, &apigatewaymanagementapi.PostToConnectionInput{
 		ConnectionId: aws.String(connectionID),
 		Data:         data,
 	})
 	var gone *types.GoneException
 	if errors.As(err, &gone) {
-		if rerr := r.Conns.RemoveConnection(ctx, userID, connectionID); rerr != nil {
-			r.Log.WarnContext(ctx, "remove gone connection failed", logging.UserID, userID,
-				logging.ConnectionID, connectionID, logging.Error, rerr.Error())
-		}
 		return fmt.Errorf("post to %s: %w", connectionID, ErrGone)
 	}
 	if err != nil {
 		return fmt.Errorf("post to %s: %w", connectionID, err)
 	}
 	return nil
+}
+
+// Live asks API Gateway whether connectionID is open (GetConnection), for records
+// whose $disconnect may have been lost. A 410 is false with no error; like Send, it
+// leaves the records to the caller.
+func (r *Relay) Live(ctx context.Context, connectionID string) (bool, error) {
+	_, err := r.API.GetConnection(ctx, &apigatewaymanagementapi.GetConnectionInput{ConnectionId: aws.String(connectionID)})
+	var gone *types.GoneException
+	if errors.As(err, &gone) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("get connection %s: %w", connectionID, err)
+	}
+	return true, nil
 }
 
 // Broadcast sends data to every connection of userID, in parallel, and returns how many

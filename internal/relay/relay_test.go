@@ -176,3 +176,54 @@ func TestRelay_Close(t *testing.T) {
 		t.Fatalf("closing a gone connection: %v", err)
 	}
 }
+
+func TestRelay_Send_GoneKeepsRecord(t *testing.T) {
+	e := setup(t)
+	c, id := e.connect(t, "user_a")
+	if err := e.relay.Send(context.Background(), id, []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, c); got != "one" {
+		t.Fatalf("read %q", got)
+	}
+	c.Close(websocket.StatusNormalClosure, "bye")
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if err = e.relay.Send(context.Background(), id, []byte("x")); errors.Is(err, relay.ErrGone) {
+			break
+		}
+	}
+	if !errors.Is(err, relay.ErrGone) {
+		t.Fatalf("Send to a closed connection = %v, want ErrGone", err)
+	}
+	// The caller decides about the record: it is still there.
+	conns, err := e.store.Connections(context.Background(), "user_a")
+	if err != nil || len(conns) != 1 || conns[0].ConnectionID != id {
+		t.Fatalf("connections after Send's 410 = %+v, %v", conns, err)
+	}
+}
+
+func TestRelay_Live_OpenClosedUnknown(t *testing.T) {
+	e := setup(t)
+	c, id := e.connect(t, "user_a")
+	live, err := e.relay.Live(context.Background(), id)
+	if err != nil || !live {
+		t.Fatalf("Live(open) = %v, %v", live, err)
+	}
+	c.Close(websocket.StatusNormalClosure, "bye")
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && live; time.Sleep(20 * time.Millisecond) {
+		if live, err = e.relay.Live(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if live {
+		t.Fatal("Live still true after the client closed")
+	}
+	if live, err := e.relay.Live(context.Background(), "bm90LWEtY29ubg="); err != nil || live {
+		t.Fatalf("Live(unknown) = %v, %v", live, err)
+	}
+	conns, err := e.store.Connections(context.Background(), "user_a")
+	if err != nil || len(conns) != 1 {
+		t.Fatalf("Live must leave the record: %+v, %v", conns, err)
+	}
+}
