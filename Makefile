@@ -84,11 +84,12 @@ fuzz: ## fuzz the URL verifier (FUZZTIME=2m)
 	$(GO) test -run '^$$' -fuzz FuzzVerifier_Verify -fuzztime $(FUZZTIME) ./internal/auth/
 
 # ------------------------------------------------------------------ local
-.PHONY: dev invoke sign
-dev: ## run the whole application locally (not built yet)
-	@echo "make dev: the local stack (infra/local) is not built yet."
-	@echo "Built so far: signed URLs and the authorizer; try 'make sign USER=user_abc' and 'make test'."
-	@exit 1
+.PHONY: dev dev-reset invoke sign
+dev: deps build-local ## run the whole application locally: demo page, WebSocket stage, Ctrl-C stops it
+	@$(GO) run ./infra/local/cmd/dev -build $(BUILD)/local $(DEV_ARGS)
+
+dev-reset: ## delete the local stack's data (.sandgate/)
+	rm -rf .sandgate
 
 invoke: build-local ## invoke one function with an event: make invoke FN=AuthorizeFunction EVENT=events/authorize.json [ENV="K=V ..."]
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=<LogicalId> EVENT=events/<file>.json"; exit 2; }

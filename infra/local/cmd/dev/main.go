@@ -1,0 +1,121 @@
+// Command dev runs the whole application on this machine (`make dev`): the local stack
+// from template.yaml, the demo page, and the scheduled cleanup, until Ctrl-C.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/sandgate/sandgate/infra/local"
+	"github.com/sandgate/sandgate/infra/local/demo"
+	"github.com/sandgate/sandgate/infra/local/stack"
+	"github.com/sandgate/sandgate/internal/auth"
+	"github.com/sandgate/sandgate/internal/launcher"
+	"github.com/sandgate/sandgate/internal/logging"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "dev:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	root := fs.String("root", ".sandgate", "directory holding DynamoDB and S3 data and the task directories")
+	reset := fs.Bool("reset", false, "delete the data under -root before starting")
+	addr := fs.String("addr", stack.DefaultAddr, "address of the gateway, the demo page and the management API")
+	tpl := fs.String("template", "template.yaml", "SAM template")
+	build := fs.String("build", "build/local", "directory of the native bootstraps and the agent (make build-local)")
+	delay := fs.Duration("launch-delay", 3*time.Second, "emulated time from RunTask to the task starting (Fargate takes 30-90 s)")
+	quiet := fs.Bool("quiet", false, "do not print the functions' and tasks' output")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *reset {
+		if err := os.RemoveAll(*root); err != nil {
+			return fmt.Errorf("reset %s: %w", *root, err)
+		}
+		fmt.Fprintf(stdout, "reset: removed %s\n", *root)
+	}
+	agent, err := filepath.Abs(filepath.Join(*build, "agent"))
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(agent); err != nil {
+		return fmt.Errorf("no agent at %s: run make build-local", agent)
+	}
+	output := io.Writer(stderr)
+	if *quiet {
+		output = io.Discard
+	}
+	log := logging.New(stderr, slog.LevelWarn)
+	fmt.Fprintln(stdout, "starting the local stack (DynamoDB Local takes a few seconds)…")
+	s, err := stack.Start(ctx, stack.Options{
+		Root: *root, Persist: true, Template: *tpl, BuildDir: *build, Agent: agent,
+		Functions: true, Schedules: true, Addr: *addr, LaunchDelay: *delay, Log: log, Output: output,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fmt.Fprintln(stdout, "stopping: every sandbox gets SIGTERM and syncs before the stack goes down…")
+		closeCtx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+		defer cancel()
+		if err := s.Close(closeCtx); err != nil {
+			fmt.Fprintln(stderr, "dev: stop:", err)
+		}
+		fmt.Fprintln(stdout, "stopped.")
+	}()
+
+	signer, err := auth.NewSigner(local.DevSecret)
+	if err != nil {
+		return err
+	}
+	ecsClient := ecs.NewFromConfig(s.AWS, func(o *ecs.Options) { o.BaseEndpoint = aws.String(s.Endpoints["AWS_ENDPOINT_URL_ECS"]) })
+	s3Client := s3.NewFromConfig(s.AWS, func(o *s3.Options) {
+		o.BaseEndpoint = aws.String(s.Endpoints["AWS_ENDPOINT_URL_S3"])
+		o.UsePathStyle = true
+	})
+	(&demo.Handler{
+		Signer: signer, WSURL: s.Gateway.WebSocketURL(), HTTPURL: s.Gateway.HTTPURL(),
+		Sandboxes: s.Store, Objects: s3Client, Bucket: s.Bucket, Log: log,
+		Tasks: launcher.New(ecsClient, launcher.Config{Cluster: s.Cluster}, log),
+	}).Register(s.Gateway)
+
+	url, err := s.SignURL("user_alice")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, `
+sandgate is running locally.
+
+  demo page        %s/
+  WebSocket stage  %s
+  HTTP API         %s  (GET /status, POST /prewarm, same signed query)
+  management API   %s
+  data             %s  (DynamoDB, S3 and task directories; make dev-reset clears it)
+
+  try it:  npx wscat -c '%s'
+           then send: {"type":"note","text":"hello"}   or   {"type":"notes"}
+
+Ctrl-C stops everything (each sandbox syncs first).
+`, s.Gateway.BaseURL(), s.Gateway.WebSocketURL(), s.Gateway.HTTPURL(), s.Gateway.ManagementEndpoint(), s.Root, url)
+	<-ctx.Done()
+	return nil
+}
