@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -40,6 +41,10 @@ type Config struct {
 	UserID string
 	// Env is added to the agent's environment.
 	Env []string
+	// Unset names variables of the agent's environment the workload must not inherit:
+	// the agent's own secrets (its lease token, store keys), which the workload, often
+	// running the user's code, has no use for.
+	Unset []string
 	// Stdout and Stderr receive the workload's output (nil discards).
 	Stdout, Stderr io.Writer
 	// ReadyTimeout bounds the wait for the port to accept (DefaultReadyTimeout).
@@ -49,6 +54,21 @@ type Config struct {
 // ParseCommand splits SANDBOX_COMMAND on spaces. There is no shell and no quoting:
 // wrap a program that needs either in a script.
 func ParseCommand(s string) []string { return strings.Fields(s) }
+
+// inherit returns environ without the variables named in unset.
+func inherit(environ, unset []string) []string {
+	if len(unset) == 0 {
+		return environ
+	}
+	out := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(unset, name) {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
 
 // Process is a running workload.
 type Process struct {
@@ -65,7 +85,7 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	}
 	cmd := exec.Command(cfg.Command[0], cfg.Command[1:]...)
 	cmd.Dir = cfg.Dir
-	cmd.Env = append(os.Environ(), cfg.Env...)
+	cmd.Env = append(inherit(os.Environ(), cfg.Unset), cfg.Env...)
 	cmd.Env = append(cmd.Env,
 		fmt.Sprintf("%s=%s", EnvHost, cfg.Host),
 		fmt.Sprintf("%s=%d", EnvPort, cfg.Port),

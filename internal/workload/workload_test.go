@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -35,6 +36,10 @@ func serve() {
 		os.Exit(1)
 	}
 	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/env" {
+			fmt.Fprintf(w, "%s|%s", os.Getenv("AGENT_SECRET"), os.Getenv("AGENT_PLAIN"))
+			return
+		}
 		fmt.Fprintf(w, "%s %s", os.Getenv(workload.EnvUserID), os.Getenv(workload.EnvWorkspace))
 	}))
 	sig := make(chan os.Signal, 1)
@@ -137,5 +142,26 @@ func TestParseCommand(t *testing.T) {
 	got := workload.ParseCommand("  node /app/gateway.js   --port-from-env ")
 	if len(got) != 3 || got[0] != "node" || got[2] != "--port-from-env" {
 		t.Fatalf("ParseCommand = %q", got)
+	}
+}
+
+func TestStart_UnsetHidesAgentVariables(t *testing.T) {
+	t.Setenv("AGENT_SECRET", "s3cr3t")
+	t.Setenv("AGENT_PLAIN", "visible")
+	cfg := config(t, "serve")
+	cfg.Unset = []string{"AGENT_SECRET"}
+	p, err := workload.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(5 * time.Second)
+	resp, err := http.Get("http://" + p.Addr() + "/env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if got := string(b); got != "|visible" {
+		t.Fatalf("workload saw %q, want the secret unset and the rest inherited", got)
 	}
 }
