@@ -30,6 +30,10 @@ type InboxItem struct {
 	Payload      []byte
 	EnqueuedAt   time.Time
 	ExpiresAt    time.Time
+	// Queued is set by Enqueue only: how many messages the inbox counts with this one
+	// added. 1 means the inbox was empty, so a caller can tell a user "starting" once
+	// per start instead of once per message, without another read or write.
+	Queued int
 }
 
 // inboxMeta is the per-user counter item.
@@ -182,16 +186,19 @@ func (s *Store) advance(userID string, m *inboxMeta, it *InboxItem, now time.Tim
 	switch {
 	case m == nil:
 		it.Seq = uint64(now.UnixMicro())
+		it.Queued = 1
 		w.cond = fmt.Sprintf("attribute_not_exists(%s)", e.n(AttrPK))
 	case !now.Before(m.expiresAt):
 		// Every item the counter counted has expired: start a new epoch.
 		it.Seq = m.next
+		it.Queued = 1
 		w.cond = fmt.Sprintf("%s = %s", e.n(aNext), e.v("seq", avN(int64(it.Seq))))
 	default:
 		if m.count+1 > s.InboxMaxItems || m.bytes+int(size) > s.InboxMaxBytes {
 			return w, s.fullError(m, now)
 		}
 		it.Seq = m.next
+		it.Queued = m.count + 1
 		if m.expiresAt.After(exp) {
 			exp = m.expiresAt // a clock behind the last writer's must not shorten the counter's life
 		}
@@ -234,6 +241,26 @@ func (s *Store) Inbox(ctx context.Context, userID string) ([]InboxItem, error) {
 		return nil, fmt.Errorf("read inbox of %s: %w", userID, err)
 	}
 	return items, nil
+}
+
+// Queued returns how many messages the user's inbox holds (the bound's count), with
+// one strongly consistent GetItem of the inbox counter: no Query, so a status read
+// stays one item however long the inbox.
+func (s *Store) Queued(ctx context.Context, userID string) (int, error) {
+	if err := checkID("user id", userID); err != nil {
+		return 0, fmt.Errorf("count inbox: %w", err)
+	}
+	out, err := s.api.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName: aws.String(s.table), Key: key(userKey(userID), skInboxMeta), ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count inbox of %s: %w", userID, unavailable(err))
+	}
+	m := decodeMeta(out.Item)
+	if m == nil || !s.now().Before(m.expiresAt) {
+		return 0, nil // no counter, or every item it counted has expired
+	}
+	return m.count, nil
 }
 
 // Ack deletes a delivered message and frees its room in the inbox bounds, in one

@@ -320,3 +320,87 @@ func TestStore_TTLOnTransientItems(t *testing.T) {
 		t.Error("the capacity counter has a TTL")
 	}
 }
+
+// Enqueue reports the inbox's count with the new message, so a caller can tell the
+// first message of a start from the rest; Queued reads the same count with one
+// GetItem, and both follow acks and expiry.
+func TestStore_Enqueue_ReportsQueued(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	mustAcquire(t, e.store, "user_a")
+	if n, err := e.store.Queued(ctx, "user_a"); err != nil || n != 0 {
+		t.Fatalf("Queued before any message = %d, %v", n, err)
+	}
+	var items []state.InboxItem
+	for i := 1; i <= 3; i++ {
+		it := enqueue(t, e.store, "user_a", fmt.Sprintf("m%d", i))
+		if it.Queued != i {
+			t.Fatalf("message %d: Queued = %d", i, it.Queued)
+		}
+		items = append(items, it)
+	}
+	e.calls.Reset()
+	if n, err := e.store.Queued(ctx, "user_a"); err != nil || n != 3 {
+		t.Fatalf("Queued = %d, %v; want 3", n, err)
+	}
+	e.wantCalls(t, map[string]int64{"GetItem": 1})
+	for _, it := range items {
+		if err := e.store.Ack(ctx, it); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := e.store.Queued(ctx, "user_a"); n != 0 {
+		t.Fatalf("Queued after acking all = %d", n)
+	}
+	// The inbox was drained: the next message is the first again.
+	if it := enqueue(t, e.store, "user_a", "m4"); it.Queued != 1 {
+		t.Fatalf("after a drain: Queued = %d, want 1", it.Queued)
+	}
+	// Once everything counted has expired, nothing is queued and a new epoch starts at 1.
+	e.clock.Advance(state.DefaultInboxTTL + time.Second)
+	if n, _ := e.store.Queued(ctx, "user_a"); n != 0 {
+		t.Fatalf("Queued after expiry = %d", n)
+	}
+	if it := enqueue(t, e.store, "user_a", "m5"); it.Queued != 1 {
+		t.Fatalf("after expiry: Queued = %d, want 1", it.Queued)
+	}
+	if n, _ := e.store.Queued(ctx, "user_b"); n != 0 {
+		t.Fatalf("another user's inbox counts %d", n)
+	}
+	if _, err := e.store.Queued(ctx, ""); !errors.Is(err, state.ErrInvalid) {
+		t.Fatalf("Queued(\"\") = %v, want ErrInvalid", err)
+	}
+}
+
+// Concurrent appends each see a distinct count: exactly one of them is the first.
+func TestStore_Enqueue_QueuedUniqueUnderRace(t *testing.T) {
+	e := newEnv(t)
+	mustAcquire(t, e.store, "user_a")
+	const n = 20
+	counts := make(chan int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			it, err := e.store.Enqueue(context.Background(), "user_a", "conn1", []byte(strconv.Itoa(i)))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			counts <- it.Queued
+		}()
+	}
+	wg.Wait()
+	close(counts)
+	seen := map[int]bool{}
+	for c := range counts {
+		if seen[c] || c < 1 || c > n {
+			t.Fatalf("Queued %d repeated or out of range", c)
+		}
+		seen[c] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("%d distinct counts, want %d", len(seen), n)
+	}
+}
