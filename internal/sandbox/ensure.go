@@ -1,0 +1,145 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/sandgate/sandgate/internal/frames"
+	"github.com/sandgate/sandgate/internal/launcher"
+	"github.com/sandgate/sandgate/internal/logging"
+	"github.com/sandgate/sandgate/internal/metrics"
+	"github.com/sandgate/sandgate/internal/state"
+)
+
+// Errors of Ensure. Each wraps the cause (a state or launcher error) as well.
+var (
+	// ErrCapacity: MaxSandboxes are live, or Fargate had no capacity for the task.
+	ErrCapacity = errors.New("no sandbox capacity")
+	// ErrPurging: cleanup holds the user's lock while it deletes their data.
+	ErrPurging = errors.New("user data is being purged")
+	// ErrStartFailed: the lease was won but the task could not be launched; the lease
+	// has been released.
+	ErrStartFailed = errors.New("sandbox start failed")
+)
+
+// Store is the part of the state store Ensure uses.
+type Store interface {
+	Acquire(ctx context.Context, userID string) (state.Lease, error)
+	SetTask(ctx context.Context, l state.Lease, taskARN string) error
+	Release(ctx context.Context, l state.Lease, reason string) error
+}
+
+// Launcher starts sandbox tasks; *launcher.Launcher is one.
+type Launcher interface {
+	Launch(ctx context.Context, spec launcher.Spec) (string, error)
+}
+
+var (
+	_ Store    = (*state.Store)(nil)
+	_ Launcher = (*launcher.Launcher)(nil)
+)
+
+// Ensurer makes sure a user has a sandbox.
+type Ensurer struct {
+	Store    Store
+	Launcher Launcher
+	Log      *slog.Logger
+}
+
+// Result is what Ensure found or did.
+type Result struct {
+	// Sandbox is the user's record: the live holder's as Acquire returned it, or, when
+	// this call started the sandbox, the new STARTING lease (without its token).
+	Sandbox *state.Sandbox
+	// Started reports that this call won the lease and launched the task.
+	Started bool
+}
+
+// State is the sandbox's state as the result describes it.
+func (r Result) State() state.State { return r.Sandbox.State }
+
+// Ensure reuses the user's live sandbox (RUNNING, or STARTING or STOPPING under
+// another caller's lease), or takes the lease (no record, STOPPED, or a dead holder)
+// and launches the task with the lease token as RunTask's clientToken. It never
+// waits for the task.
+//
+// Errors: ErrPurging; ErrCapacity (no lease was taken, or the launch found no Fargate
+// capacity and the lease was released); ErrStartFailed (the launch failed and the
+// lease was released); otherwise the store's error (state.ErrUnavailable, …).
+//
+// Calls: one GetItem when a sandbox is live; one GetItem, one write, RunTask and
+// SetTask when this call starts it.
+func (e *Ensurer) Ensure(ctx context.Context, userID string) (Result, error) {
+	log := e.Log.With(logging.UserID, userID)
+	lease, err := e.Store.Acquire(ctx, userID)
+	var held *state.HeldError
+	switch {
+	case errors.As(err, &held):
+		return Result{Sandbox: held.Sandbox}, nil
+	case errors.Is(err, state.ErrPurging):
+		return Result{}, fmt.Errorf("ensure sandbox %s: %w: %w", userID, ErrPurging, err)
+	case errors.Is(err, state.ErrCapacity):
+		log.WarnContext(ctx, "sandbox refused", logging.Reason, frames.ReasonCapacity, logging.Error, err.Error())
+		return Result{}, fmt.Errorf("ensure sandbox %s: %w: %w", userID, ErrCapacity, err)
+	case err != nil:
+		return Result{}, fmt.Errorf("ensure sandbox %s: %w", userID, err)
+	}
+	sb := &state.Sandbox{UserID: userID, State: state.Starting, Generation: lease.Generation, LeaseDeadline: lease.Deadline}
+	arn, err := e.Launcher.Launch(ctx, launcher.Spec{UserID: userID, LeaseToken: lease.Token, Generation: lease.Generation})
+	if err != nil {
+		kind := ErrStartFailed
+		reason := frames.ReasonStartFailed
+		if errors.Is(err, launcher.ErrCapacity) {
+			kind, reason = ErrCapacity, frames.ReasonCapacity
+		}
+		log.ErrorContext(ctx, "sandbox start failed", logging.Reason, reason, logging.Error, err.Error())
+		// The slot and the lock go back at once, so the next attempt need not wait
+		// for the start lease to expire.
+		if rerr := e.Store.Release(ctx, lease, truncate("start failed: "+err.Error(), 200)); rerr != nil {
+			log.ErrorContext(ctx, "release after failed start failed", logging.Error, rerr.Error())
+		}
+		return Result{}, fmt.Errorf("ensure sandbox %s: %w: %w", userID, kind, err)
+	}
+	sb.TaskARN = arn
+	if err := e.Store.SetTask(ctx, lease, arn); err != nil {
+		// The task runs under this lease whether or not its ARN is recorded: the agent
+		// marks itself ready by the token, and cleanup leaves a live lease's task alone
+		// while the record names none.
+		log.ErrorContext(ctx, "record task failed", logging.TaskARN, arn, logging.Error, err.Error())
+	}
+	log.InfoContext(ctx, "sandbox starting", logging.TaskARN, arn, "generation", lease.Generation)
+	return Result{Sandbox: sb, Started: true}, nil
+}
+
+// Reason returns the reason an error frame gives for an Ensure error.
+func Reason(err error) string {
+	switch {
+	case errors.Is(err, ErrCapacity):
+		return frames.ReasonCapacity
+	case errors.Is(err, ErrPurging):
+		return frames.ReasonPurging
+	case errors.Is(err, ErrStartFailed):
+		return frames.ReasonStartFailed
+	}
+	return frames.ReasonUnavailable
+}
+
+// Metric returns the metric an Ensure error counts toward, or "" for none.
+func Metric(err error) string {
+	switch {
+	case errors.Is(err, ErrCapacity):
+		return metrics.CapacityRefusals
+	case errors.Is(err, ErrStartFailed):
+		return metrics.StartFailures
+	}
+	return ""
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

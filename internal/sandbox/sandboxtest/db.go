@@ -1,0 +1,118 @@
+package sandboxtest
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
+	"github.com/sandgate/sandgate/internal/awsconf"
+	"github.com/sandgate/sandgate/internal/callcount"
+	"github.com/sandgate/sandgate/internal/state"
+)
+
+// Clock is a settable clock for Store.Now and the handlers' Now.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock returns a clock at the current time.
+func NewClock() *Clock { return &Clock{t: time.Now().Truncate(time.Millisecond)} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock forward.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// DB is one test's table on the test binary's shared DynamoDB Local.
+type DB struct {
+	// Raw is an uncounted client, for inspecting items.
+	Raw *dynamodb.Client
+	// Client counts its calls in Calls; give it to the code under test.
+	Client *dynamodb.Client
+	Calls  *callcount.Counter
+	Table  string
+	Clock  *Clock
+}
+
+// NewDB creates a table for this test. Use dynamodblocal.RunTests in TestMain.
+func NewDB(tb testing.TB) *DB {
+	tb.Helper()
+	srv := dynamodblocal.StartForTest(tb)
+	ctx := context.Background()
+	raw, err := srv.Client(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	calls := callcount.New()
+	counted, err := srv.Client(ctx, func(o *dynamodb.Options) {
+		o.APIOptions = append(o.APIOptions, calls.APIOption)
+		o.HTTPClient = awsconf.NewHTTPClient().WithTransportOptions(func(t *http.Transport) {
+			t.MaxConnsPerHost = awsconf.DefaultMaxIdleConnsPerHost
+		})
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	table := dynamodblocal.TableName(tb)
+	if err := state.CreateTable(ctx, raw, table); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		_, _ = raw.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)})
+	})
+	return &DB{Raw: raw, Client: counted, Calls: calls, Table: table, Clock: NewClock()}
+}
+
+// Store returns a new Store over the counted client, on the test's clock.
+func (d *DB) Store() *state.Store {
+	s := state.New(d.Client, d.Table)
+	s.Now = d.Clock.Now
+	return s
+}
+
+// writeOps are the DynamoDB operations that write.
+var writeOps = []string{"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"}
+
+// Writes returns the write calls counted so far.
+func (d *DB) Writes() int64 {
+	var n int64
+	for _, op := range writeOps {
+		n += d.Calls.Calls("DynamoDB", op)
+	}
+	return n
+}
+
+// Items returns every item in the table (a raw, consistent Scan).
+func (d *DB) Items(tb testing.TB) []map[string]types.AttributeValue {
+	tb.Helper()
+	var items []map[string]types.AttributeValue
+	in := &dynamodb.ScanInput{TableName: aws.String(d.Table), ConsistentRead: aws.Bool(true)}
+	for {
+		out, err := d.Raw.Scan(context.Background(), in)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		items = append(items, out.Items...)
+		if len(out.LastEvaluatedKey) == 0 {
+			return items
+		}
+		in.ExclusiveStartKey = out.LastEvaluatedKey
+	}
+}
