@@ -2,7 +2,12 @@ package sandbox
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
 
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/launcher"
@@ -84,4 +89,13 @@ func (c Config) NewStore(api state.API) *state.Store {
 	s.MaxSandboxes = c.MaxSandboxes
 	s.LeaseTTL = c.LeaseTTL
 	return s
+}
+
+// NewEnsurer builds the store and the Ensurer c describes over the AWS configuration
+// (endpoints come from the SDK's own settings, AWS_ENDPOINT_URL_DYNAMODB and _ECS).
+func (c Config) NewEnsurer(awsCfg aws.Config, log *slog.Logger) (*Ensurer, *state.Store) {
+	store := c.NewStore(dynamodb.NewFromConfig(awsCfg))
+	store.Logger = log
+	l := launcher.New(ecs.NewFromConfig(awsCfg), c.Launcher, log)
+	return &Ensurer{Store: store, Launcher: l, Log: log}, store
 }

@@ -1,0 +1,3 @@
+// Package connect is the Connect function's logic: on $connect it records the connection
+// and ensures the sandbox, then tells the client what happens through a notice it sends itself.
+package connect
