@@ -1,0 +1,111 @@
+// Command sandgate-agent is the sandbox's entrypoint: the agent (no arguments), the
+// built-in demo workload (demo), and the container's health check (healthcheck).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+
+	"github.com/sandgate/sandgate/internal/agent"
+	"github.com/sandgate/sandgate/internal/awsconf"
+	"github.com/sandgate/sandgate/internal/config"
+	"github.com/sandgate/sandgate/internal/demo"
+	"github.com/sandgate/sandgate/internal/logging"
+	"github.com/sandgate/sandgate/internal/relay"
+	"github.com/sandgate/sandgate/internal/s3bucket"
+	"github.com/sandgate/sandgate/internal/state"
+	"github.com/sandgate/sandgate/internal/workload"
+)
+
+const usage = "usage: sandgate-agent [demo | healthcheck]"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "sandgate-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	env := config.New(os.LookupEnv)
+	switch {
+	case len(args) == 0:
+		return runAgent(ctx, env, stdout, stderr)
+	case args[0] == "demo" && len(args) == 1:
+		return runDemo(ctx, env, stderr)
+	case args[0] == "healthcheck" && len(args) == 1:
+		return runHealthcheck(ctx, env)
+	}
+	return errors.New(usage)
+}
+
+// runAgent reads the configuration once, builds the clients and runs the sandbox.
+func runAgent(ctx context.Context, env *config.Env, stdout, stderr io.Writer) error {
+	cfg := agent.LoadConfig(env)
+	log := logging.New(stdout, cfg.LogLevel)
+	if err := env.Err(); err != nil {
+		log.Error("bad configuration", logging.Error, err.Error())
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own executable: %w", err)
+	}
+	aws, err := awsconf.Load(ctx)
+	if err != nil {
+		log.Error("aws configuration", logging.Error, err.Error())
+		return err
+	}
+	store := state.New(dynamodb.NewFromConfig(aws), cfg.Table)
+	store.LeaseTTL = cfg.LeaseTTL
+	store.Logger = log
+	bucket := s3bucket.New(s3bucket.NewClient(aws, cfg.Storage), cfg.Bucket)
+	a := agent.New(cfg, store, bucket, relay.NewClient(aws, cfg.ManagementEndpoint), log)
+	a.WorkloadOutput = stderr
+	a.WorkloadCommand = []string{self, "demo"}
+	if err := a.Run(ctx); err != nil {
+		log.Error("agent exited", logging.Error, err.Error())
+		return err
+	}
+	return nil
+}
+
+// runDemo serves the built-in demo workload where the agent told it to.
+func runDemo(ctx context.Context, env *config.Env, stderr io.Writer) error {
+	host := env.String(workload.EnvHost, "127.0.0.1")
+	port := env.Int(workload.EnvPort, 0, 1, 65535)
+	dir := env.Required(workload.EnvWorkspace)
+	if port == 0 {
+		env.Check(workload.EnvPort, errors.New("required"))
+	}
+	if err := env.Err(); err != nil {
+		return err
+	}
+	log := logging.New(stderr, slog.LevelInfo).With("component", "demo")
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(port)))
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	return (&demo.Server{Dir: dir, Log: log}).Serve(ctx, ln)
+}
+
+// runHealthcheck asks the agent's /healthz, found the way the agent finds itself.
+func runHealthcheck(ctx context.Context, env *config.Env) error {
+	cfg := agent.LoadHealthConfig(env)
+	if err := env.Err(); err != nil {
+		return err
+	}
+	return agent.Healthcheck(ctx, &http.Client{Timeout: agent.DefaultHealthTimeout}, cfg)
+}

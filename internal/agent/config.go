@@ -1,0 +1,213 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/url"
+	"path/filepath"
+	"time"
+
+	"github.com/sandgate/sandgate/internal/auth"
+	"github.com/sandgate/sandgate/internal/config"
+	"github.com/sandgate/sandgate/internal/s3bucket"
+	"github.com/sandgate/sandgate/internal/taskenv"
+	"github.com/sandgate/sandgate/internal/workload"
+)
+
+// Variables the task definition sets (template.yaml), beside the storage options
+// s3bucket.LoadOptions reads.
+const (
+	EnvPort             = "AGENT_PORT"
+	EnvSleepAfter       = "SLEEP_AFTER"
+	EnvMaxLifetime      = "MAX_LIFETIME"
+	EnvSyncInterval     = "SYNC_INTERVAL"
+	EnvLeaseTTL         = "LEASE_TTL"
+	EnvCommand          = "SANDBOX_COMMAND"
+	EnvDataDir          = "DATA_DIR"
+	EnvMessageRateLimit = "MESSAGE_RATE_LIMIT"
+	EnvLogLevel         = "LOG_LEVEL"
+	// Optional: read with a default that suits the template's StopTimeout of 120 s.
+	EnvStopTimeout   = "STOP_TIMEOUT"
+	EnvWorkloadGrace = "WORKLOAD_GRACE"
+	// EnvMetadataURI is set by ECS (Fargate platform 1.4.0 and later) in every container.
+	EnvMetadataURI = "ECS_CONTAINER_METADATA_URI_V4"
+)
+
+// Optional lists the variables LoadConfig reads with a default that the task
+// definition need not set; SANDBOX_COMMAND is there because empty means the demo.
+var Optional = []string{EnvStopTimeout, EnvWorkloadGrace, EnvCommand,
+	s3bucket.EnvAccessKeyID, s3bucket.EnvSecretAccessKey}
+
+// PerTask lists the variables that come from RunTask overrides (internal/taskenv) and
+// Platform those ECS itself injects: neither belongs in the task definition.
+var (
+	PerTask = []string{taskenv.UserID, taskenv.LeaseToken, taskenv.Generation, taskenv.Table,
+		taskenv.Bucket, taskenv.Prefix, taskenv.ManagementEndpoint}
+	Platform = []string{EnvMetadataURI}
+)
+
+// Defaults of the configuration.
+const (
+	DefaultPort         = 8080
+	DefaultSleepAfter   = 10 * time.Minute
+	DefaultMaxLifetime  = 8 * time.Hour
+	DefaultSyncInterval = 30 * time.Second
+	DefaultLeaseTTL     = 60 * time.Second
+	DefaultDataDir      = "data"
+	// DefaultMessageRate is frames per second per user, as template.yaml's
+	// MessageRateLimit; the burst is twice the rate.
+	DefaultMessageRate = 20
+	// DefaultStopTimeout leaves 10 s of the task definition's 120 s StopTimeout, so
+	// the agent has exited when ECS would SIGKILL it.
+	DefaultStopTimeout = 110 * time.Second
+	// DefaultWorkloadGrace is how long the workload may flush after SIGTERM.
+	DefaultWorkloadGrace = 10 * time.Second
+
+	// MinLeaseTTL keeps heartbeats (every third of the TTL) at least a second apart.
+	MinLeaseTTL = 3 * time.Second
+	// MaxLeaseTTL matches the template's LeaseTtl MaxValue.
+	MaxLeaseTTL = 10 * time.Minute
+	// MinSyncInterval keeps periodic syncs from hammering the store.
+	MinSyncInterval = time.Second
+	// MinStopTimeout leaves room for a flush, the workload's grace and a final sync.
+	MinStopTimeout = 2 * time.Second
+)
+
+// The directories under DATA_DIR: the user's files, and the agent's own state (the
+// sync manifest), which must lie outside them.
+const (
+	WorkspaceDir = "workspace"
+	StateDir     = ".sandgate"
+)
+
+// Config is the agent's configuration, read once at start-up.
+type Config struct {
+	// From RunTask overrides.
+	UserID             string
+	LeaseToken         string
+	Generation         int64
+	Table, Bucket      string
+	Prefix             string
+	ManagementEndpoint string
+	// From the platform.
+	MetadataURI string
+	// From the task definition.
+	Port          int
+	SleepAfter    time.Duration
+	MaxLifetime   time.Duration
+	SyncInterval  time.Duration
+	LeaseTTL      time.Duration
+	StopTimeout   time.Duration
+	WorkloadGrace time.Duration
+	// Command is SANDBOX_COMMAND split on spaces; empty runs the built-in demo.
+	Command []string
+	// DataDir is DATA_DIR made absolute.
+	DataDir     string
+	MessageRate int
+	LogLevel    slog.Level
+	Storage     s3bucket.Options
+}
+
+// Workspace is the user's files: the workload's working directory.
+func (c Config) Workspace() string { return filepath.Join(c.DataDir, WorkspaceDir) }
+
+// StatePath is where the sync manifest lives, outside the workspace.
+func (c Config) StatePath() string { return filepath.Join(c.DataDir, StateDir) }
+
+// Heartbeat is how often the lease is renewed: a third of its TTL.
+func (c Config) Heartbeat() time.Duration { return c.LeaseTTL / 3 }
+
+// LoadConfig reads the agent's configuration from env and validates it; env.Err()
+// then reports every problem at once. Relative DATA_DIR paths are resolved against the
+// working directory.
+func LoadConfig(env *config.Env) Config {
+	var c Config
+	c.UserID = env.Required(taskenv.UserID)
+	if c.UserID != "" && !auth.ValidUserID(c.UserID) {
+		env.Check(taskenv.UserID, fmt.Errorf("%q is not a valid user id", c.UserID))
+	}
+	c.LeaseToken = env.Required(taskenv.LeaseToken)
+	if len(c.LeaseToken) > 256 {
+		env.Check(taskenv.LeaseToken, errors.New("longer than 256 bytes"))
+	}
+	c.Generation = int64(env.Int(taskenv.Generation, 0, 1, math.MaxInt))
+	if c.Generation == 0 {
+		env.Check(taskenv.Generation, errors.New("required: the lease generation, at least 1"))
+	}
+	c.Table = env.Required(taskenv.Table)
+	c.Bucket = env.Required(taskenv.Bucket)
+	c.Prefix = env.Required(taskenv.Prefix)
+	if c.Prefix != "" && c.UserID != "" && c.Prefix != taskenv.UserPrefix(c.UserID) {
+		// Never sync one user's files under another's prefix.
+		env.Check(taskenv.Prefix, fmt.Errorf("%q is not the prefix of %s (%s)", c.Prefix, c.UserID, taskenv.UserPrefix(c.UserID)))
+	}
+	c.ManagementEndpoint = env.Required(taskenv.ManagementEndpoint)
+	if c.ManagementEndpoint != "" {
+		env.Check(taskenv.ManagementEndpoint, checkURL(c.ManagementEndpoint))
+	}
+	c.MetadataURI = env.Required(EnvMetadataURI)
+	if c.MetadataURI != "" {
+		env.Check(EnvMetadataURI, checkURL(c.MetadataURI))
+	}
+
+	c.Port = env.Int(EnvPort, DefaultPort, 1, 65535)
+	c.SleepAfter = env.Duration(EnvSleepAfter, DefaultSleepAfter)
+	c.MaxLifetime = env.Duration(EnvMaxLifetime, DefaultMaxLifetime)
+	c.SyncInterval = env.Duration(EnvSyncInterval, DefaultSyncInterval)
+	if c.SyncInterval < MinSyncInterval {
+		env.Check(EnvSyncInterval, fmt.Errorf("%s is under the minimum of %s", c.SyncInterval, MinSyncInterval))
+	}
+	c.LeaseTTL = env.Duration(EnvLeaseTTL, DefaultLeaseTTL)
+	if c.LeaseTTL < MinLeaseTTL || c.LeaseTTL > MaxLeaseTTL {
+		env.Check(EnvLeaseTTL, fmt.Errorf("%s is outside [%s, %s]", c.LeaseTTL, MinLeaseTTL, MaxLeaseTTL))
+	}
+	c.StopTimeout = env.Duration(EnvStopTimeout, DefaultStopTimeout)
+	if c.StopTimeout < MinStopTimeout {
+		env.Check(EnvStopTimeout, fmt.Errorf("%s is under the minimum of %s", c.StopTimeout, MinStopTimeout))
+	}
+	c.WorkloadGrace = env.Duration(EnvWorkloadGrace, DefaultWorkloadGrace)
+	if c.WorkloadGrace > c.StopTimeout/2 {
+		env.Check(EnvWorkloadGrace, fmt.Errorf("%s is more than half of %s %s: the final sync needs the rest", c.WorkloadGrace, EnvStopTimeout, c.StopTimeout))
+	}
+	c.Command = workload.ParseCommand(env.String(EnvCommand, ""))
+	dir := env.String(EnvDataDir, DefaultDataDir)
+	abs, err := filepath.Abs(dir)
+	env.Check(EnvDataDir, err)
+	c.DataDir = abs
+	c.MessageRate = env.Int(EnvMessageRateLimit, DefaultMessageRate, 1, 100000)
+	c.LogLevel = env.Level(EnvLogLevel, slog.LevelInfo)
+	c.Storage = s3bucket.LoadOptions(env)
+	return c
+}
+
+// HealthConfig is what `sandgate-agent healthcheck` needs: the agent's port and the
+// metadata endpoint it learns its address from.
+type HealthConfig struct {
+	Port        int
+	MetadataURI string
+}
+
+// LoadHealthConfig reads the health check's configuration from env.
+func LoadHealthConfig(env *config.Env) HealthConfig {
+	h := HealthConfig{
+		Port:        env.Int(EnvPort, DefaultPort, 1, 65535),
+		MetadataURI: env.Required(EnvMetadataURI),
+	}
+	if h.MetadataURI != "" {
+		env.Check(EnvMetadataURI, checkURL(h.MetadataURI))
+	}
+	return h
+}
+
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an http(s) URL", s)
+	}
+	return nil
+}
