@@ -26,6 +26,10 @@ type Agent struct {
 	Token  string
 	UserID string
 
+	// Hook, when set, runs before each call is answered; a non-nil error is the
+	// answer. Set it before the first call.
+	Hook func(Call) error
+
 	mu    sync.Mutex
 	err   error
 	calls []Call
@@ -59,6 +63,11 @@ func (a *Agent) SetErr(err error) {
 }
 
 func (a *Agent) record(c Call) error {
+	if a.Hook != nil {
+		if err := a.Hook(c); err != nil {
+			return err
+		}
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.err != nil {

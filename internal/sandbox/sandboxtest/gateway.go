@@ -101,9 +101,7 @@ func StartGateway(tb testing.TB, log *slog.Logger, routes Routes, fns Funcs, con
 	if routes.Connect == "" {
 		// A $connect without its own function still authorizes: the gateway invokes an
 		// integration that accepts every connection.
-		all["accept"] = func(context.Context, []byte) ([]byte, error) {
-			return json.Marshal(events.APIGatewayProxyResponse{StatusCode: http.StatusOK})
-		}
+		all["accept"] = Accept()
 		connect.Function = "accept"
 		ws.Routes[apigw.RouteConnect] = connect
 	}
@@ -239,6 +237,40 @@ func (c *Client) Pending() [][]byte {
 func (c *Client) Close() {
 	_ = c.conn.Close(websocket.StatusNormalClosure, "")
 	<-c.closed
+}
+
+// Accept is a $connect integration that accepts every connection.
+func Accept() Func {
+	return func(context.Context, []byte) ([]byte, error) {
+		return json.Marshal(events.APIGatewayProxyResponse{StatusCode: http.StatusOK})
+	}
+}
+
+// Tracker signals each completed invocation of the Funcs it wraps, so a test can wait
+// until a handler has finished instead of guessing how long it takes.
+type Tracker struct{ done chan struct{} }
+
+// NewTracker returns a Tracker.
+func NewTracker() *Tracker { return &Tracker{done: make(chan struct{}, 4096)} }
+
+// Wrap returns fn signalling its completion.
+func (t *Tracker) Wrap(fn Func) Func {
+	return func(ctx context.Context, payload []byte) ([]byte, error) {
+		defer func() { t.done <- struct{}{} }()
+		return fn(ctx, payload)
+	}
+}
+
+// Wait waits for n more completions, failing the test if they do not come within Wait.
+func (t *Tracker) Wait(tb testing.TB, n int) {
+	tb.Helper()
+	for range n {
+		select {
+		case <-t.done:
+		case <-time.After(Wait):
+			tb.Fatal("an invocation did not complete within the wait")
+		}
+	}
 }
 
 // Recorder records events passing through to a Func, so tests can read the ids and

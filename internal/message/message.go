@@ -1,0 +1,271 @@
+package message
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/sandgate/sandgate/internal/agentapi"
+	"github.com/sandgate/sandgate/internal/connect"
+	"github.com/sandgate/sandgate/internal/frames"
+	"github.com/sandgate/sandgate/internal/logging"
+	"github.com/sandgate/sandgate/internal/metrics"
+	"github.com/sandgate/sandgate/internal/relay"
+	"github.com/sandgate/sandgate/internal/sandbox"
+	"github.com/sandgate/sandgate/internal/state"
+	"github.com/sandgate/sandgate/internal/wsroute"
+)
+
+// Store is the part of the state store the Handler uses.
+type Store interface {
+	Get(ctx context.Context, userID string) (*state.Sandbox, error)
+	Enqueue(ctx context.Context, userID, connectionID string, payload []byte) (state.InboxItem, error)
+}
+
+// Ensurer ensures a user's sandbox; *sandbox.Ensurer is one.
+type Ensurer interface {
+	Ensure(ctx context.Context, userID string) (sandbox.Result, error)
+}
+
+// Agent is the part of the agent API client the Handler uses.
+type Agent interface {
+	Deliver(ctx context.Context, t agentapi.Target, connectionID string, frame []byte) error
+}
+
+// Poster posts platform frames to a connection; *relay.Relay is one.
+type Poster interface {
+	Post(ctx context.Context, userID, connectionID string, data []byte) error
+}
+
+// Notifier sends notices to the Connect function; *connect.Notifier is one.
+type Notifier interface {
+	Send(ctx context.Context, n connect.Notice) error
+}
+
+var (
+	_ Store    = (*state.Store)(nil)
+	_ Ensurer  = (*sandbox.Ensurer)(nil)
+	_ Agent    = (*agentapi.Client)(nil)
+	_ Poster   = (*relay.Relay)(nil)
+	_ Notifier = (*connect.Notifier)(nil)
+)
+
+// Handler serves the Message function. Its answer to API Gateway is always 200 but for
+// events without an authorized user: a non-2xx only makes API Gateway send the client
+// its own generic error frame. Every frame it does not deliver or queue is answered
+// with a sandgate.error frame to the sender; nothing is dropped silently.
+type Handler struct {
+	Store    Store
+	Ensurer  Ensurer
+	Agent    Agent
+	Relay    Poster
+	Notifier Notifier
+	Metrics  *metrics.Emitter
+	Log      *slog.Logger
+	// Now is the clock leases are judged by (time.Now when nil).
+	Now func() time.Time
+	// MaxFrameBytes bounds one frame (agentapi.MaxFrameBytes, API Gateway's limit).
+	MaxFrameBytes int
+	// RestartWait bounds a restart notice's wait for a stopping sandbox
+	// (connect.DefaultRestartWait).
+	RestartWait time.Duration
+}
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+// frame is one frame being handled.
+type frame struct {
+	wsroute.Caller
+	data []byte
+	log  *slog.Logger
+}
+
+// Handle serves one $default event.
+func (h *Handler) Handle(ctx context.Context, ev events.APIGatewayWebsocketProxyRequest) (events.APIGatewayProxyResponse, error) {
+	rc := ev.RequestContext
+	caller, err := wsroute.Identify(rc)
+	if err == nil && rc.EventType != "MESSAGE" {
+		err = fmt.Errorf("not a message event: route %q, event type %q", rc.RouteKey, rc.EventType)
+	}
+	if err != nil {
+		h.Log.ErrorContext(ctx, "frame refused", logging.ConnectionID, rc.ConnectionID, logging.Error, err.Error())
+		return wsroute.Refused(), nil
+	}
+	f := &frame{Caller: caller, data: []byte(ev.Body),
+		log: h.Log.With(logging.UserID, caller.UserID, logging.ConnectionID, caller.ConnectionID)}
+	if ev.IsBase64Encoded {
+		if f.data, err = base64.StdEncoding.DecodeString(ev.Body); err != nil {
+			f.log.ErrorContext(ctx, "frame refused", logging.Error, "body is not base64: "+err.Error())
+			return wsroute.Refused(), nil
+		}
+	}
+	max := h.MaxFrameBytes
+	if max <= 0 {
+		max = agentapi.MaxFrameBytes
+	}
+	if len(f.data) > max {
+		h.refuse(ctx, f, frames.ReasonTooLarge, fmt.Errorf("%d bytes, limit %d", len(f.data), max))
+		return wsroute.OK(), nil
+	}
+	sb, err := h.Store.Get(ctx, caller.UserID)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		h.ensureAndQueue(ctx, f)
+	case err != nil:
+		h.refuse(ctx, f, frames.ReasonUnavailable, err)
+	default:
+		h.route(ctx, f, sb)
+	}
+	return wsroute.OK(), nil
+}
+
+// route sends f where the record says: the warm path (one read, no write) when the
+// sandbox runs.
+func (h *Handler) route(ctx context.Context, f *frame, sb *state.Sandbox) {
+	now := h.now()
+	switch {
+	case sb.State == state.Running:
+		h.deliver(ctx, f, sb, true)
+	case sb.Live(now) && sb.State == state.Starting:
+		h.queue(ctx, f, state.Starting, true)
+	case sb.Live(now) && sb.State == state.Stopping:
+		h.queue(ctx, f, state.Stopping, true)
+	case sb.State == state.Purging && !sb.Expired(now):
+		h.refuse(ctx, f, frames.ReasonPurging, state.ErrPurging)
+	default: // stopped, or a dead holder
+		h.ensureAndQueue(ctx, f)
+	}
+}
+
+// deliver posts f to the agent of sb. fallback allows one more way round (queue, or
+// take over a dead sandbox) when the agent does not take it; without it, the sender
+// is told.
+func (h *Handler) deliver(ctx context.Context, f *frame, sb *state.Sandbox, fallback bool) {
+	t := agentapi.Target{Endpoint: sb.Endpoint, Token: sb.GatewayToken, UserID: sb.UserID}
+	err := h.Agent.Deliver(ctx, t, f.ConnectionID, f.data)
+	switch {
+	case err == nil:
+		f.log.DebugContext(ctx, "frame delivered")
+	case errors.Is(err, agentapi.ErrRateLimited):
+		h.refuse(ctx, f, frames.ReasonRateLimited, err)
+	case errors.Is(err, agentapi.ErrTooLarge):
+		h.refuse(ctx, f, frames.ReasonTooLarge, err)
+	case !fallback:
+		h.refuse(ctx, f, frames.ReasonUnavailable, err)
+	case errors.Is(err, agentapi.ErrStopping):
+		// The agent is syncing and stopping: keep the frame for the next sandbox.
+		h.queue(ctx, f, state.Stopping, false)
+	case sb.Expired(h.now()):
+		// No answer and no heartbeat: the agent is dead. Take over and queue.
+		f.log.WarnContext(ctx, "agent dead; taking over", logging.Error, err.Error(), logging.TaskARN, sb.TaskARN)
+		h.ensureAndQueue(ctx, f)
+	default:
+		// No answer, but the lease is alive: the agent may be busy or partitioned.
+		// The frame cannot be queued (the inbox refuses a RUNNING sandbox's frames,
+		// which would wait for a drain that already happened), so the sender retries.
+		h.refuse(ctx, f, frames.ReasonUnavailable, err)
+	}
+}
+
+// ensureAndQueue ensures the sandbox, then queues f (or delivers it, if the sandbox
+// is running by now).
+func (h *Handler) ensureAndQueue(ctx context.Context, f *frame) {
+	res, err := h.Ensurer.Ensure(ctx, f.UserID)
+	if err != nil {
+		if name := sandbox.Metric(err); name != "" {
+			if merr := h.Metrics.Count(f.Stage, name); merr != nil {
+				f.log.WarnContext(ctx, "metric not emitted", logging.Error, merr.Error())
+			}
+		}
+		h.refuse(ctx, f, sandbox.Reason(err), err)
+		return
+	}
+	if res.Started {
+		f.log.InfoContext(ctx, "sandbox starting for a frame", logging.TaskARN, res.Sandbox.TaskARN)
+	}
+	switch res.State() {
+	case state.Running:
+		h.deliver(ctx, f, res.Sandbox, false)
+	case state.Stopping:
+		h.queue(ctx, f, state.Stopping, false)
+	default:
+		h.queue(ctx, f, state.Starting, false)
+	}
+}
+
+// queue appends f to the inbox. The first frame of an empty inbox tells the sender
+// what is happening (starting, or stopping, when a restart is also requested), so
+// the sender hears it once, not once per frame.
+func (h *Handler) queue(ctx context.Context, f *frame, st state.State, fallback bool) {
+	it, err := h.Store.Enqueue(ctx, f.UserID, f.ConnectionID, f.data)
+	var running *state.RunningError
+	switch {
+	case err == nil:
+		f.log.DebugContext(ctx, "frame queued", "queued", it.Queued, logging.State, string(st))
+		if it.Queued != 1 {
+			return
+		}
+		if st == state.Stopping {
+			h.post(ctx, f, frames.Status(frames.Stopping))
+			h.requestRestart(ctx, f)
+			return
+		}
+		h.post(ctx, f, frames.Status(frames.Starting))
+	case errors.As(err, &running):
+		// The sandbox became ready meanwhile and has drained the inbox: deliver.
+		h.deliver(ctx, f, running.Sandbox, fallback)
+	case errors.Is(err, state.ErrInboxFull):
+		h.refuse(ctx, f, frames.ReasonInboxFull, err)
+	case errors.Is(err, state.ErrTooLarge):
+		h.refuse(ctx, f, frames.ReasonTooLarge, err)
+	default:
+		h.refuse(ctx, f, frames.ReasonUnavailable, err)
+	}
+}
+
+// requestRestart asks the Connect function to start a new sandbox once the stopping
+// one has stopped; the new one drains what was queued meanwhile.
+func (h *Handler) requestRestart(ctx context.Context, f *frame) {
+	wait := h.RestartWait
+	if wait <= 0 {
+		wait = connect.DefaultRestartWait
+	}
+	n := connect.Notice{Kind: connect.NoticeRestart, UserID: f.UserID, ConnectionID: f.ConnectionID,
+		Stage: f.Stage, Until: time.Now().Add(wait).UnixMilli()}
+	if err := h.Notifier.Send(ctx, n); err != nil {
+		// The frame stays queued; the next connect or frame to a stopped sandbox starts one.
+		f.log.ErrorContext(ctx, "restart not requested", logging.Error, err.Error())
+		return
+	}
+	f.log.InfoContext(ctx, "restart requested")
+}
+
+// refuse tells the sender that f was not delivered, and why.
+func (h *Handler) refuse(ctx context.Context, f *frame, reason string, cause error) {
+	lvl := slog.LevelInfo
+	if reason == frames.ReasonUnavailable || reason == frames.ReasonStartFailed {
+		lvl = slog.LevelWarn
+	}
+	f.log.Log(ctx, lvl, "frame refused", logging.Reason, reason, logging.Error, cause.Error())
+	h.post(ctx, f, wsroute.ErrorFrame(reason))
+}
+
+func (h *Handler) post(ctx context.Context, f *frame, pf frames.Frame) {
+	if err := h.Relay.Post(ctx, f.UserID, f.ConnectionID, pf.Bytes()); err != nil {
+		lvl := slog.LevelWarn
+		if errors.Is(err, relay.ErrGone) {
+			lvl = slog.LevelInfo // the sender left; its record is gone too
+		}
+		f.log.Log(ctx, lvl, "frame to sender failed", "type", pf.Type, logging.Error, err.Error())
+	}
+}
