@@ -466,9 +466,14 @@ func TestHandler_Handle_BadEvents(t *testing.T) {
 		return ev
 	}
 	for name, ev := range map[string]events.APIGatewayWebsocketProxyRequest{
-		"no authorizer":     msg(func(ev *events.APIGatewayWebsocketProxyRequest) { ev.RequestContext.Authorizer = nil }),
-		"user in the body":  msg(func(ev *events.APIGatewayWebsocketProxyRequest) { ev.RequestContext.Authorizer = nil; ev.Body = `{"userId":"user_a"}` }),
-		"malformed user":    msg(func(ev *events.APIGatewayWebsocketProxyRequest) { ev.RequestContext.Authorizer = map[string]any{"userId": "bob"} }),
+		"no authorizer": msg(func(ev *events.APIGatewayWebsocketProxyRequest) { ev.RequestContext.Authorizer = nil }),
+		"user in the body": msg(func(ev *events.APIGatewayWebsocketProxyRequest) {
+			ev.RequestContext.Authorizer = nil
+			ev.Body = `{"userId":"user_a"}`
+		}),
+		"malformed user": msg(func(ev *events.APIGatewayWebsocketProxyRequest) {
+			ev.RequestContext.Authorizer = map[string]any{"userId": "bob"}
+		}),
 		"no connection":     msg(func(ev *events.APIGatewayWebsocketProxyRequest) { ev.RequestContext.ConnectionID = "" }),
 		"a connect event":   msg(func(ev *events.APIGatewayWebsocketProxyRequest) { ev.RequestContext.EventType = "CONNECT" }),
 		"corrupt base64":    msg(func(ev *events.APIGatewayWebsocketProxyRequest) { ev.IsBase64Encoded = true; ev.Body = "%%%" }),
@@ -509,4 +514,3 @@ func TestLoadConfig_Defaults(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
-
