@@ -21,6 +21,10 @@ const (
 	EnvLogLevel       = "LOG_LEVEL"
 )
 
+// Optional lists the variables LoadConfig reads that have defaults
+// (auth.DefaultMaxLifetime, auth.DefaultClockSkew, INFO).
+var Optional = []string{EnvMaxLifetime, EnvClockSkew, EnvLogLevel}
+
 // ContextUserID is the authorizer context key that carries the verified user id to
 // every route; nothing downstream parses the URL again.
 const ContextUserID = "userId"
@@ -84,7 +88,7 @@ func (h *Handler) Handle(ctx context.Context, req Request) (events.APIGatewayCus
 	}
 	userID, err := h.Verifier.VerifyQuery(q)
 	if err != nil {
-		attrs := []any{logging.Reason, reason(err), logging.Error, err.Error()}
+		attrs := []any{logging.Reason, Reason(err), logging.Error, err.Error()}
 		// Name the user only when the id is well-formed: a refused id is attacker
 		// input, and a 10 KB one has no place in a log line.
 		if ids := q[auth.ParamUserID]; len(ids) == 1 && auth.ValidUserID(ids[0]) {
@@ -112,8 +116,9 @@ func policy(principal, effect, resource string, ctx map[string]any) events.APIGa
 	}
 }
 
-// reason is a stable, low-cardinality name for a refusal, for log queries and alarms.
-func reason(err error) string {
+// Reason is a stable, low-cardinality name for a refusal of a signed URL, for log
+// queries and alarms; every function that verifies URLs logs these.
+func Reason(err error) string {
 	for _, r := range []struct {
 		err  error
 		name string

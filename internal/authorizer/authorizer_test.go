@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -186,4 +187,34 @@ func decodeOneLine(t *testing.T, b []byte) map[string]any {
 		t.Fatalf("log line is not JSON: %v\n%s", err, b)
 	}
 	return m
+}
+
+// Every variable listed as optional has a default: an environment with the secret
+// alone loads, and each optional one is really read.
+func TestLoadConfig_Optional(t *testing.T) {
+	env := config.New(config.Map(map[string]string{authorizer.EnvSigningSecrets: local.DevSecret}))
+	c := authorizer.LoadConfig(env)
+	if err := env.Err(); err != nil || c.MaxLifetime != auth.DefaultMaxLifetime || c.ClockSkew != auth.DefaultClockSkew || c.LogLevel != slog.LevelInfo {
+		t.Fatalf("config %+v, %v", c, err)
+	}
+	read := map[string]bool{}
+	for _, n := range env.Names() {
+		read[n] = true
+	}
+	for _, n := range authorizer.Optional {
+		if !read[n] {
+			t.Errorf("%s is listed as optional but not read", n)
+		}
+	}
+}
+
+func TestReason_Names(t *testing.T) {
+	for err, want := range map[error]string{
+		auth.ErrMalformed: "malformed", auth.ErrBadUserID: "bad_user_id", auth.ErrExpired: "expired",
+		auth.ErrTooFarAhead: "too_far_ahead", auth.ErrBadSignature: "bad_signature", errors.New("other"): "error",
+	} {
+		if got := authorizer.Reason(fmt.Errorf("wrapped: %w", err)); got != want {
+			t.Errorf("Reason(%v) = %q, want %q", err, got, want)
+		}
+	}
 }
