@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/launcher"
@@ -46,6 +47,9 @@ type Ensurer struct {
 	Store    Store
 	Launcher Launcher
 	Log      *slog.Logger
+	// Now stamps a started sandbox's StateSince in the Result (time.Now when nil); the
+	// record's own comes from the store's clock.
+	Now func() time.Time
 }
 
 // Result is what Ensure found or did.
@@ -86,7 +90,12 @@ func (e *Ensurer) Ensure(ctx context.Context, userID string) (Result, error) {
 	case err != nil:
 		return Result{}, fmt.Errorf("ensure sandbox %s: %w", userID, err)
 	}
-	sb := &state.Sandbox{UserID: userID, State: state.Starting, Generation: lease.Generation, LeaseDeadline: lease.Deadline}
+	now := time.Now
+	if e.Now != nil {
+		now = e.Now
+	}
+	sb := &state.Sandbox{UserID: userID, State: state.Starting, Generation: lease.Generation,
+		LeaseDeadline: lease.Deadline, StateSince: now()}
 	arn, err := e.Launcher.Launch(ctx, launcher.Spec{UserID: userID, LeaseToken: lease.Token, Generation: lease.Generation})
 	if err != nil {
 		kind := ErrStartFailed
