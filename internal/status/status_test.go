@@ -342,4 +342,3 @@ func TestLoadPrewarmConfig_Environment(t *testing.T) {
 		t.Fatal("prewarm without secrets accepted")
 	}
 }
-
