@@ -10,12 +10,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -47,7 +53,39 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// The test binary doubles as a workload that crashes on request (SANDBOX_COMMAND).
+	if os.Getenv("SANDGATE_TEST_WORKLOAD") == "crashy" {
+		os.Exit(crashyWorkload())
+	}
 	os.Exit(testMain(m))
+}
+
+// crashyWorkload greets each connection, echoes its frames, and exits with status 3
+// on a "crash" frame.
+func crashyWorkload() int {
+	ln, err := net.Listen("tcp", net.JoinHostPort(os.Getenv("HOST"), os.Getenv("PORT")))
+	if err != nil {
+		return 1
+	}
+	http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		c.Write(r.Context(), websocket.MessageText, []byte(`{"type":"hello"}`))
+		for {
+			typ, data, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if string(data) == "crash" {
+				os.Exit(3)
+			}
+			c.Write(r.Context(), typ, data)
+		}
+	}))
+	return 1
 }
 
 func testMain(m *testing.M) int {
@@ -127,7 +165,8 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // env is one test's view: its users, its task definition (the template's, with the
-// test's timings), a gateway whose clients the test drives, and a launcher.
+// test's timings), a gateway whose clients the test drives, a launcher, and recording
+// proxies in front of S3 and DynamoDB through which its tasks reach them.
 type env struct {
 	t        *testing.T
 	gw       *apigw.Server
@@ -138,6 +177,8 @@ type env struct {
 	bucket   *s3bucket.Bucket
 	family   string
 	api      agentapi.Client
+	// s3rec and ddbrec see every request the test's tasks make.
+	s3rec, ddbrec *recorder
 }
 
 // timings are the variables a test sets in its task definition.
@@ -163,8 +204,11 @@ func newEnv(t *testing.T, over timings) *env {
 	}
 	t.Cleanup(func() { e.gw.Close() })
 
+	e.s3rec = newRecorder(t, shared.Endpoints["AWS_ENDPOINT_URL_S3"])
+	e.ddbrec = newRecorder(t, shared.Endpoints["AWS_ENDPOINT_URL_DYNAMODB"])
+
 	// The template's container environment, the data volume mapped into the task's
-	// directory as the stack does, and the test's timings.
+	// directory as the stack does, the recording endpoints, and the test's timings.
 	td := shared.Template.TaskDefinitions["SandboxTaskDefinition"]
 	c := td.Containers[0]
 	vars := map[string]string{}
@@ -172,6 +216,8 @@ func newEnv(t *testing.T, over timings) *env {
 		vars[k] = v
 	}
 	vars["DATA_DIR"] = "mnt/data"
+	vars["AWS_ENDPOINT_URL_S3"] = e.s3rec.url
+	vars["AWS_ENDPOINT_URL_DYNAMODB"] = e.ddbrec.url
 	for k, v := range defaults {
 		vars[k] = v
 	}
@@ -266,6 +312,26 @@ func (sb *sandbox) dumpLogs() {
 			sb.e.t.Log(line)
 		}
 	}
+}
+
+// logTime returns the time of the task's first log line with message msg.
+func (sb *sandbox) logTime(msg string) time.Time {
+	id := sb.arn[strings.LastIndex(sb.arn, "/")+1:]
+	prefix := "[task " + id[:8] + "] "
+	for _, line := range strings.Split(taskLogs.String(), "\n") {
+		rest, ok := strings.CutPrefix(line, prefix)
+		if !ok {
+			continue
+		}
+		var l struct {
+			Time time.Time `json:"time"`
+			Msg  string    `json:"msg"`
+		}
+		if json.Unmarshal([]byte(rest), &l) == nil && l.Msg == msg {
+			return l.Time
+		}
+	}
+	return time.Time{}
 }
 
 func (sb *sandbox) info() ecslocal.TaskInfo {
@@ -552,4 +618,79 @@ func jsonType(typ string) func([]byte) bool {
 		}
 		return json.Unmarshal(b, &f) == nil && f.Type == typ
 	}
+}
+
+// recorder is a reverse proxy in front of an emulator that records each request's
+// method and operation (DynamoDB's X-Amz-Target, or the S3 path) and can cut the
+// network: while cut, connections are dropped without an answer.
+type recorder struct {
+	url string
+	cut atomic.Bool
+
+	mu   sync.Mutex
+	reqs []recorded
+}
+
+type recorded struct {
+	at     time.Time
+	method string
+	op     string
+}
+
+func newRecorder(t *testing.T, target string) *recorder {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &recorder{}
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if r.cut.Load() {
+			if hj, ok := w.(http.Hijacker); ok {
+				if c, _, err := hj.Hijack(); err == nil {
+					c.Close()
+					return
+				}
+			}
+			http.Error(w, "cut", http.StatusServiceUnavailable)
+			return
+		}
+		op := req.Header.Get("X-Amz-Target")
+		if op == "" {
+			op = req.URL.Path
+		}
+		r.mu.Lock()
+		r.reqs = append(r.reqs, recorded{at: time.Now(), method: req.Method, op: op})
+		r.mu.Unlock()
+		proxy.ServeHTTP(w, req)
+	}))
+	t.Cleanup(srv.Close)
+	r.url = srv.URL
+	return r
+}
+
+// writes returns the recorded writes since since: S3 PUT, POST and DELETE requests,
+// DynamoDB calls other than reads.
+func (r *recorder) writes(since time.Time) []recorded {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []recorded
+	for _, q := range r.reqs {
+		if q.at.Before(since) {
+			continue
+		}
+		if strings.HasPrefix(q.op, "DynamoDB_") {
+			switch strings.TrimPrefix(q.op, "DynamoDB_20120810.") {
+			case "GetItem", "Query", "Scan", "BatchGetItem", "DescribeTable":
+				continue
+			}
+			out = append(out, q)
+			continue
+		}
+		if q.method != http.MethodGet && q.method != http.MethodHead {
+			out = append(out, q)
+		}
+	}
+	return out
 }

@@ -55,6 +55,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func runAgent(ctx context.Context, env *config.Env, stdout, stderr io.Writer) error {
 	cfg := agent.LoadConfig(env)
 	log := logging.New(stdout, cfg.LogLevel)
+	if cfg.UserID != "" {
+		log = log.With(logging.UserID, cfg.UserID)
+	}
 	if err := env.Err(); err != nil {
 		log.Error("bad configuration", logging.Error, err.Error())
 		return err

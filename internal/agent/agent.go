@@ -47,7 +47,8 @@ type Agent struct {
 	Store      Store
 	Bucket     objsync.Bucket
 	Management relay.API
-	Log        *slog.Logger
+	// Log receives one line per event; scope it with the user id (logging.UserID).
+	Log *slog.Logger
 	// WorkloadOutput receives the workload's stdout and stderr (nil discards).
 	WorkloadOutput io.Writer
 	// HTTPClient reaches the task metadata endpoint.
@@ -146,7 +147,6 @@ func (a *Agent) newSandbox() (*sandbox, error) {
 	if a.HTTPClient == nil {
 		a.HTTPClient = &http.Client{Timeout: 5 * time.Second}
 	}
-	log = log.With(logging.UserID, a.Config.UserID)
 	s := &sandbox{
 		agent: a, cfg: a.Config, store: a.Store, log: log, now: now,
 		relay: &relay.Relay{API: a.Management, Conns: a.Store, Log: log},

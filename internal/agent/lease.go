@@ -101,11 +101,13 @@ func (h *holder) stepDown(cause error) {
 
 // run heartbeats every h.every until ctx ends or the lease is lost. A heartbeat that
 // fails for a transient reason is retried; if none succeeds before the deadline less
-// the margin, the holder steps down before another sandbox could take over.
+// the margin, the holder steps down then, before another sandbox could take over.
 func (h *holder) run(ctx context.Context) {
-	wait := h.every
+	next := h.now().Add(h.every)
 	for {
-		t := time.NewTimer(wait)
+		// Wake for the next heartbeat, or when the fence closes, whichever is first.
+		wait := min(next.Sub(h.now()), h.Lease().Deadline.Add(-h.margin).Sub(h.now()))
+		t := time.NewTimer(max(wait, 0))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -118,6 +120,9 @@ func (h *holder) run(ctx context.Context) {
 		if h.Fence(ctx) != nil {
 			return
 		}
+		if h.now().Before(next) {
+			continue
+		}
 		l := h.Lease()
 		// A renewal answered after the fence would close is worth nothing.
 		callCtx, cancel := context.WithDeadline(ctx, l.Deadline.Add(-h.margin))
@@ -126,7 +131,7 @@ func (h *holder) run(ctx context.Context) {
 		switch {
 		case err == nil:
 			h.renewed(nl)
-			wait = h.every
+			next = h.now().Add(h.every)
 		case errors.Is(err, state.ErrLeaseLost), errors.Is(err, state.ErrState):
 			h.stepDown(err)
 			return
@@ -134,7 +139,7 @@ func (h *holder) run(ctx context.Context) {
 			return
 		default:
 			h.log.Warn("heartbeat failed; retrying", logging.Error, err.Error())
-			wait = h.retry
+			next = h.now().Add(h.retry)
 		}
 	}
 }
