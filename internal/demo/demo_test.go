@@ -25,7 +25,9 @@ func start(t *testing.T, dir string) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- (&demo.Server{Dir: dir, Log: slog.New(slog.NewJSONHandler(io.Discard, nil))}).Serve(ctx, ln) }()
+	go func() {
+		done <- (&demo.Server{Dir: dir, Log: slog.New(slog.NewJSONHandler(io.Discard, nil))}).Serve(ctx, ln)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
