@@ -66,8 +66,11 @@ type Options struct {
 	Schedules bool
 	// Params overrides template parameters (after the local defaults).
 	Params map[string]string
-	// Env is added to every function's and task's environment.
+	// Env is added to every function's and task's environment, under the template's values.
 	Env map[string]string
+	// Overrides replace the template's values in every function's and task's environment
+	// (tests shorten intervals the template's parameters bound for production).
+	Overrides map[string]string
 	// Addr is the gateway's address (127.0.0.1:0 when empty).
 	Addr string
 	// LaunchDelay is the emulated time from RunTask to the task's process start.
@@ -274,9 +277,13 @@ func (s *Stack) startECS(o Options, tpl *template.Template) error {
 		// Like an image that cannot be pulled: RunTask succeeds, the task fails to start.
 		agent = filepath.Join(s.Root, "no-agent-built")
 	}
+	tenv := localMounts(c)
+	for k, v := range o.Overrides {
+		tenv[k] = v
+	}
 	arn, err := e.RegisterTaskDefinition(ecslocal.TaskDefinition{
 		Family: td.Family, ContainerName: c.Name, Command: []string{agent},
-		Environment: localMounts(c), Port: port, StopTimeout: c.StopTimeout,
+		Environment: tenv, Port: port, StopTimeout: c.StopTimeout,
 		CPU: td.Cpu, Memory: td.Memory,
 	})
 	if err != nil {
@@ -356,6 +363,9 @@ func (s *Stack) startLambda(o Options, tpl *template.Template) error {
 			// The template builds the management endpoint from the API's AWS host name;
 			// locally that API is served by the gateway.
 			fenv[k] = strings.ReplaceAll(v, awsEndpoint, local)
+		}
+		for k, v := range o.Overrides {
+			fenv[k] = v
 		}
 		if err := rt.Add(lambdart.Function{
 			Name: f.LogicalID, Path: path, Handler: f.Handler, Timeout: f.Timeout,
