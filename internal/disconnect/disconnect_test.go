@@ -35,20 +35,8 @@ func newEnv(t *testing.T) *env {
 	e.db = sandboxtest.NewDB(t)
 	e.store = e.db.Store()
 	e.h = &disconnect.Handler{Store: e.store, Agent: &agentapi.Client{}, Log: log}
-	// $connect records the connection as the Connect function does.
-	record := func(ctx context.Context, p []byte) ([]byte, error) {
-		var ev events.APIGatewayWebsocketProxyRequest
-		if err := json.Unmarshal(p, &ev); err != nil {
-			return nil, err
-		}
-		user := ev.RequestContext.Authorizer.(map[string]any)["userId"].(string)
-		if _, err := e.store.AddConnection(ctx, user, ev.RequestContext.ConnectionID); err != nil {
-			return nil, err
-		}
-		return sandboxtest.Accept()(ctx, p)
-	}
 	e.gw = sandboxtest.StartGateway(t, log, sandboxtest.Routes{Connect: "record", Disconnect: "disconnect"}, sandboxtest.Funcs{
-		"record":     e.connects.Wrap(record),
+		"record":     e.connects.Wrap(sandboxtest.Recording(e.store)),
 		"disconnect": e.done.Wrap(sandboxtest.Handler(e.h.Handle)),
 	})
 	return e

@@ -22,6 +22,7 @@ import (
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/relay"
+	"github.com/sandgate/sandgate/internal/state"
 )
 
 // Stage is the WebSocket stage of the test gateway.
@@ -243,6 +244,28 @@ func (c *Client) Close() {
 func Accept() Func {
 	return func(context.Context, []byte) ([]byte, error) {
 		return json.Marshal(events.APIGatewayProxyResponse{StatusCode: http.StatusOK})
+	}
+}
+
+// Connector records connections; *state.Store is one.
+type Connector interface {
+	AddConnection(ctx context.Context, userID, connectionID string) (state.Connection, error)
+}
+
+// Recording is a $connect integration that records the connection of the authorized
+// user, as the Connect function does, and accepts it.
+func Recording(store Connector) Func {
+	return func(ctx context.Context, p []byte) ([]byte, error) {
+		var ev events.APIGatewayWebsocketProxyRequest
+		if err := json.Unmarshal(p, &ev); err != nil {
+			return nil, err
+		}
+		authz, _ := ev.RequestContext.Authorizer.(map[string]any)
+		user, _ := authz["userId"].(string)
+		if _, err := store.AddConnection(ctx, user, ev.RequestContext.ConnectionID); err != nil {
+			return nil, err
+		}
+		return Accept()(ctx, p)
 	}
 }
 

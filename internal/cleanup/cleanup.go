@@ -1,0 +1,325 @@
+package cleanup
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/sandgate/sandgate/internal/auth"
+	"github.com/sandgate/sandgate/internal/frames"
+	"github.com/sandgate/sandgate/internal/launcher"
+	"github.com/sandgate/sandgate/internal/logging"
+	"github.com/sandgate/sandgate/internal/metrics"
+	"github.com/sandgate/sandgate/internal/objsync"
+	"github.com/sandgate/sandgate/internal/relay"
+	"github.com/sandgate/sandgate/internal/state"
+)
+
+// DefaultOrphanGrace is how old a task must be before cleanup may call it an orphan: a
+// task just launched has no ARN in its record until the launcher's SetTask lands.
+const DefaultOrphanGrace = 2 * time.Minute
+
+// Store is the part of the state store the Cleaner uses.
+type Store interface {
+	ListSandboxes(ctx context.Context, fn func(*state.Sandbox) error) error
+	Get(ctx context.Context, userID string) (*state.Sandbox, error)
+	Reap(ctx context.Context, sb *state.Sandbox) error
+	Capacity(ctx context.Context) (int, error)
+	Connections(ctx context.Context, userID string) ([]state.Connection, error)
+	AcquirePurge(ctx context.Context, userID string) (state.Lease, error)
+	FinishPurge(ctx context.Context, l state.Lease) error
+}
+
+// Tasks lists and stops sandbox tasks; *launcher.Launcher is one.
+type Tasks interface {
+	List(ctx context.Context) ([]launcher.Task, error)
+	Stop(ctx context.Context, arn, reason string) error
+}
+
+// Broadcaster posts to every connection of a user; *relay.Relay is one.
+type Broadcaster interface {
+	Broadcast(ctx context.Context, userID string, data []byte) (int, error)
+}
+
+var (
+	_ Store       = (*state.Store)(nil)
+	_ Tasks       = (*launcher.Launcher)(nil)
+	_ Broadcaster = (*relay.Relay)(nil)
+)
+
+// Cleaner runs one cleanup pass.
+type Cleaner struct {
+	Store   Store
+	Tasks   Tasks
+	Bucket  objsync.Bucket
+	Relay   Broadcaster
+	Metrics *metrics.Emitter
+	Log     *slog.Logger
+	// Now is the clock leases and inactivity are judged by (time.Now when nil).
+	Now func() time.Time
+	// Stage is the metrics' dimension.
+	Stage string
+	// Retention is how long a user may be inactive before their data is purged.
+	Retention time.Duration
+	// DryRun reports the users it would purge and deletes nothing. Reaping and
+	// orphan stopping still happen: they only free what is already dead.
+	DryRun bool
+	// OrphanGrace is DefaultOrphanGrace when zero; negative means none.
+	OrphanGrace time.Duration
+}
+
+// Summary is what one pass did; the function returns it and logs it on one line.
+type Summary struct {
+	// Live is the number of live sandboxes after the pass.
+	Live int `json:"liveSandboxes"`
+	// Capacity is the capacity counter as read at the end (-1 if it could not be read).
+	Capacity int `json:"capacityCounter"`
+	Reaped   int `json:"reaped"`
+	Orphans  int `json:"orphans"`
+	Purged   int `json:"purged"`
+	// WouldPurge counts the users a dry run found eligible.
+	WouldPurge int  `json:"wouldPurge"`
+	Errors     int  `json:"errors"`
+	DryRun     bool `json:"dryRun"`
+}
+
+// Handle runs one pass. EventBridge Scheduler sends {}; any JSON is accepted.
+func (c *Cleaner) Handle(ctx context.Context, _ json.RawMessage) (Summary, error) {
+	return c.Run(ctx)
+}
+
+func (c *Cleaner) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+// pass is the state of one Run.
+type pass struct {
+	sum  Summary
+	errs []error
+	// live maps users with a live lease to their record.
+	live map[string]*state.Sandbox
+	// inactive are STOPPED records past the retention.
+	inactive []*state.Sandbox
+}
+
+func (p *pass) fail(err error) {
+	p.sum.Errors++
+	p.errs = append(p.errs, err)
+}
+
+// Run reaps, stops orphans and purges, then logs one summary line and emits the
+// metrics (LiveSandboxes, Reaped, Orphans, Purged). It keeps going past failures and
+// returns them joined, so the function's Errors metric notices.
+func (c *Cleaner) Run(ctx context.Context) (Summary, error) {
+	start := time.Now()
+	p := &pass{live: map[string]*state.Sandbox{}, sum: Summary{DryRun: c.DryRun, Capacity: -1}}
+	now := c.now()
+	err := c.Store.ListSandboxes(ctx, func(sb *state.Sandbox) error {
+		switch {
+		case sb.Expired(now):
+			c.reap(ctx, p, sb)
+		case sb.Live(now):
+			p.live[sb.UserID] = sb
+		case sb.State == state.Stopped && c.isInactive(sb, now):
+			p.inactive = append(p.inactive, sb)
+		}
+		return ctx.Err()
+	})
+	if err != nil {
+		p.fail(fmt.Errorf("list sandboxes: %w", err))
+	}
+	p.sum.Live = len(p.live)
+	c.stopOrphans(ctx, p)
+	for _, sb := range p.inactive {
+		if ctx.Err() != nil {
+			p.fail(ctx.Err())
+			break
+		}
+		c.purge(ctx, p, sb)
+	}
+	if n, err := c.Store.Capacity(ctx); err == nil {
+		p.sum.Capacity = n
+	} else {
+		p.fail(err)
+	}
+	c.Log.InfoContext(ctx, "cleanup done", "liveSandboxes", p.sum.Live, "capacityCounter", p.sum.Capacity,
+		"reaped", p.sum.Reaped, "orphans", p.sum.Orphans, "purged", p.sum.Purged, "wouldPurge", p.sum.WouldPurge,
+		"errors", p.sum.Errors, "dryRun", c.DryRun, logging.Duration, time.Since(start).Milliseconds())
+	if err := c.Metrics.Emit(c.Stage,
+		metrics.Value{Name: metrics.LiveSandboxes, Value: float64(p.sum.Live)},
+		metrics.Value{Name: metrics.Reaped, Value: float64(p.sum.Reaped)},
+		metrics.Value{Name: metrics.Orphans, Value: float64(p.sum.Orphans)},
+		metrics.Value{Name: metrics.Purged, Value: float64(p.sum.Purged)},
+	); err != nil {
+		p.fail(err)
+	}
+	if len(p.errs) > 0 {
+		return p.sum, fmt.Errorf("cleanup: %d failures: %w", len(p.errs), errors.Join(p.errs...))
+	}
+	return p.sum, nil
+}
+
+func (c *Cleaner) isInactive(sb *state.Sandbox, now time.Time) bool {
+	last := sb.LastActivity
+	if last.IsZero() {
+		last = sb.StateSince
+	}
+	return !last.IsZero() && now.Sub(last) >= c.Retention
+}
+
+// reap stops a sandbox whose holder is presumed dead: the record first (conditional
+// on the lease still being expired, so a holder that just renewed keeps it), then its
+// task, then its clients are told. An expired purge lock is cleared the same way.
+func (c *Cleaner) reap(ctx context.Context, p *pass, sb *state.Sandbox) {
+	log := c.Log.With(logging.UserID, sb.UserID)
+	err := c.Store.Reap(ctx, sb)
+	switch {
+	case errors.Is(err, state.ErrHeld):
+		var held *state.HeldError
+		if errors.As(err, &held) && held.Sandbox.Live(c.now()) {
+			p.live[sb.UserID] = held.Sandbox // renewed since the scan
+		}
+		return
+	case errors.Is(err, state.ErrLeaseLost):
+		return // taken over since the scan: someone else's sandbox now
+	case err != nil:
+		p.fail(err)
+		log.ErrorContext(ctx, "reap failed", logging.Error, err.Error())
+		return
+	}
+	if !sb.State.Counted() {
+		log.InfoContext(ctx, "expired purge lock cleared")
+		return
+	}
+	p.sum.Reaped++
+	if sb.TaskARN != "" {
+		if err := c.Tasks.Stop(ctx, sb.TaskARN, "sandgate: lease expired"); err != nil {
+			// The record is STOPPED already; the task is an orphan the next pass stops.
+			p.fail(err)
+			log.ErrorContext(ctx, "stop reaped task failed", logging.TaskARN, sb.TaskARN, logging.Error, err.Error())
+		}
+	}
+	// Its clients would otherwise hear nothing until their next frame starts a new one.
+	if _, err := c.Relay.Broadcast(ctx, sb.UserID, frames.Status(frames.Stopping).Bytes()); err != nil {
+		log.WarnContext(ctx, "tell clients of reaped sandbox failed", logging.Error, err.Error())
+	}
+	log.InfoContext(ctx, "sandbox reaped", logging.State, string(sb.State), logging.TaskARN, sb.TaskARN,
+		"leaseDeadline", sb.LeaseDeadline)
+}
+
+// stopOrphans stops tasks that no live lease names. A task younger than the grace
+// period is left alone (its launcher may not have recorded it yet), and so is one whose
+// user's live lease names no task yet.
+func (c *Cleaner) stopOrphans(ctx context.Context, p *pass) {
+	tasks, err := c.Tasks.List(ctx)
+	if err != nil {
+		p.fail(err)
+		c.Log.ErrorContext(ctx, "list tasks failed", logging.Error, err.Error())
+		return
+	}
+	grace := c.OrphanGrace
+	if grace == 0 {
+		grace = DefaultOrphanGrace
+	}
+	for _, t := range tasks {
+		if t.Stopped() || time.Since(t.CreatedAt) < grace {
+			continue
+		}
+		if owns(p.live[t.UserID], t.ARN, c.now()) {
+			continue
+		}
+		// The scan is eventually consistent and older than this task list: read the
+		// record once more before stopping anything.
+		if t.UserID != "" {
+			sb, err := c.Store.Get(ctx, t.UserID)
+			if err != nil && !errors.Is(err, state.ErrNotFound) {
+				p.fail(err)
+				continue
+			}
+			if owns(sb, t.ARN, c.now()) {
+				continue
+			}
+		}
+		if err := c.Tasks.Stop(ctx, t.ARN, "sandgate: orphan, no live lease names this task"); err != nil {
+			p.fail(err)
+			c.Log.ErrorContext(ctx, "stop orphan failed", logging.UserID, t.UserID, logging.TaskARN, t.ARN, logging.Error, err.Error())
+			continue
+		}
+		p.sum.Orphans++
+		c.Log.WarnContext(ctx, "orphan task stopped", logging.UserID, t.UserID, logging.TaskARN, t.ARN, "createdAt", t.CreatedAt)
+	}
+}
+
+// owns reports whether sb is a live lease that names the task, or names none yet.
+func owns(sb *state.Sandbox, arn string, now time.Time) bool {
+	return sb.Live(now) && (sb.TaskARN == arn || sb.TaskARN == "")
+}
+
+// purge deletes an inactive user's data under the purge lock: no sandbox can start
+// (and restore) while the prefix is half deleted, and a user with a connection is
+// left alone.
+func (c *Cleaner) purge(ctx context.Context, p *pass, sb *state.Sandbox) {
+	log := c.Log.With(logging.UserID, sb.UserID)
+	prefix, err := objsync.UserPrefix(sb.UserID)
+	if err != nil || !auth.ValidUserID(sb.UserID) {
+		p.fail(fmt.Errorf("purge: record with user id %q: %w", sb.UserID, err))
+		return
+	}
+	if connected, err := c.connected(ctx, sb.UserID); err != nil || connected {
+		if err != nil {
+			p.fail(err)
+		}
+		return
+	}
+	if c.DryRun {
+		p.sum.WouldPurge++
+		log.InfoContext(ctx, "would purge user data (dry run)", "lastActivity", sb.LastActivity, "prefix", prefix)
+		return
+	}
+	lease, err := c.Store.AcquirePurge(ctx, sb.UserID)
+	switch {
+	case errors.Is(err, state.ErrHeld), errors.Is(err, state.ErrPurging):
+		return // started, or being purged, since the scan
+	case err != nil:
+		p.fail(err)
+		log.ErrorContext(ctx, "purge lock failed", logging.Error, err.Error())
+		return
+	}
+	// A connection that arrived before the lock (its start now refused) means the
+	// user is back: keep the data, and let the lock expire (state.DefaultPurgeTTL).
+	if connected, err := c.connected(ctx, sb.UserID); err != nil || connected {
+		if err != nil {
+			p.fail(err)
+		}
+		log.WarnContext(ctx, "user connected during purge; data kept, lock left to expire")
+		return
+	}
+	n, err := objsync.DeletePrefix(ctx, c.Bucket, prefix)
+	if err != nil {
+		// The lock expires and the next pass finds the user STOPPED and inactive again.
+		p.fail(err)
+		log.ErrorContext(ctx, "purge failed", "deleted", n, logging.Error, err.Error())
+		return
+	}
+	if err := c.Store.FinishPurge(ctx, lease); err != nil {
+		p.fail(err)
+		log.ErrorContext(ctx, "finish purge failed", "deleted", n, logging.Error, err.Error())
+		return
+	}
+	p.sum.Purged++
+	log.InfoContext(ctx, "user data purged", "deleted", n, "lastActivity", sb.LastActivity, "prefix", prefix)
+}
+
+func (c *Cleaner) connected(ctx context.Context, userID string) (bool, error) {
+	conns, err := c.Store.Connections(ctx, userID)
+	if err != nil {
+		return false, fmt.Errorf("purge %s: %w", userID, err)
+	}
+	return len(conns) > 0, nil
+}

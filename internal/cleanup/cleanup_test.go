@@ -1,0 +1,443 @@
+package cleanup_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
+	"github.com/sandgate/sandgate/infra/local/s3local"
+	"github.com/sandgate/sandgate/internal/awsconf"
+	"github.com/sandgate/sandgate/internal/cleanup"
+	"github.com/sandgate/sandgate/internal/config"
+	"github.com/sandgate/sandgate/internal/frames"
+	"github.com/sandgate/sandgate/internal/launcher"
+	"github.com/sandgate/sandgate/internal/metrics"
+	"github.com/sandgate/sandgate/internal/objsync"
+	"github.com/sandgate/sandgate/internal/relay"
+	"github.com/sandgate/sandgate/internal/s3bucket"
+	"github.com/sandgate/sandgate/internal/sandbox"
+	"github.com/sandgate/sandgate/internal/sandbox/sandboxtest"
+	"github.com/sandgate/sandgate/internal/state"
+)
+
+func TestMain(m *testing.M) { os.Exit(dynamodblocal.RunTests(m)) }
+
+const day = 24 * time.Hour
+
+type env struct {
+	db       *sandboxtest.DB
+	store    *state.Store
+	ecs      *sandboxtest.ECS
+	gw       *sandboxtest.Gateway
+	launcher *launcher.Launcher
+	ens      *sandbox.Ensurer
+	bucket   *s3bucket.Bucket
+	logs     *sandboxtest.Logs
+	c        *cleanup.Cleaner
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{logs: &sandboxtest.Logs{}}
+	log := e.logs.Logger()
+	e.db = sandboxtest.NewDB(t)
+	e.store = e.db.Store()
+	e.ecs = sandboxtest.StartECS(t, log)
+	e.gw = sandboxtest.StartGateway(t, log, sandboxtest.Routes{Connect: "record"}, sandboxtest.Funcs{"record": sandboxtest.Recording(e.store)})
+	e.launcher = e.ecs.Launcher(log, e.db.Table, e.gw.Server.ManagementEndpoint())
+	e.ens = &sandbox.Ensurer{Store: e.store, Launcher: e.launcher, Log: log}
+	srv, err := s3local.Start(s3local.Config{Bucket: sandboxtest.Bucket, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	cfg, err := awsconf.Load(context.Background(), awsconf.Loopback(srv.URL())...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.bucket = s3bucket.New(s3bucket.NewClient(cfg, s3bucket.Options{UsePathStyle: true}), sandboxtest.Bucket)
+	e.bucket.PageSize = 2 // several pages, several delete batches
+	e.c = &cleanup.Cleaner{
+		Store: e.store, Tasks: e.launcher, Bucket: e.bucket,
+		Relay:   &relay.Relay{API: e.gw.Mgmt, Conns: e.store, Log: log},
+		Metrics: metrics.New(e.logs), Log: log, Now: e.db.Clock.Now,
+		Stage: "test", Retention: 90 * day, OrphanGrace: -1,
+	}
+	return e
+}
+
+func (e *env) put(t *testing.T, user string, n int) {
+	t.Helper()
+	for i := range n {
+		body := []byte(fmt.Sprintf("file %d of %s", i, user))
+		if _, err := e.bucket.Put(context.Background(), objsync.PutInput{
+			Key: fmt.Sprintf("users/%s/files/f%d.txt", user, i), Body: bytes.NewReader(body), Size: int64(len(body)),
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (e *env) keys(t *testing.T, user string) int {
+	t.Helper()
+	n, token := 0, ""
+	for {
+		page, err := e.bucket.List(context.Background(), "users/"+user+"/", token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(page.Objects)
+		if token = page.Next; token == "" {
+			return n
+		}
+	}
+}
+
+// stopped leaves user with a STOPPED record whose last activity is now.
+func (e *env) stopped(t *testing.T, user string) {
+	t.Helper()
+	ctx := context.Background()
+	l, err := e.store.Acquire(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Stop(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) run(t *testing.T) cleanup.Summary {
+	t.Helper()
+	sum, err := e.c.Handle(context.Background(), json.RawMessage(`{}`))
+	if err != nil {
+		t.Fatalf("cleanup: %v (summary %+v)", err, sum)
+	}
+	return sum
+}
+
+func (e *env) taskRunning(t *testing.T, arn string) bool {
+	t.Helper()
+	for _, ti := range e.ecs.Server.Tasks() {
+		if ti.ARN == arn {
+			return ti.DesiredStatus != "STOPPED"
+		}
+	}
+	return false
+}
+
+// A sandbox whose lease expired is reaped: record STOPPED, slot given back, task
+// stopped, clients told. A live one beside it is left alone.
+func TestCleaner_Run_ReapsDeadSandbox(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	dead, err := e.ens.Ensure(ctx, "user_dead")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := e.gw.Dial(t, "user_dead")
+	e.db.Clock.Advance(state.DefaultStartTTL)
+	live, err := e.ens.Ensure(ctx, "user_live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := e.run(t)
+	if sum.Reaped != 1 || sum.Live != 1 || sum.Capacity != 1 || sum.Orphans != 0 || sum.Purged != 0 {
+		t.Fatalf("summary %+v", sum)
+	}
+	sb, err := e.store.Get(ctx, "user_dead")
+	if err != nil || sb.State != state.Stopped || sb.Reason != state.ReasonExpired {
+		t.Fatalf("dead record %+v, %v", sb, err)
+	}
+	if e.taskRunning(t, dead.Sandbox.TaskARN) || !e.taskRunning(t, live.Sandbox.TaskARN) {
+		t.Fatalf("tasks %+v", e.ecs.Server.Tasks())
+	}
+	if f := c.NextFrame(); f.Type != frames.TypeStatus || f.State != frames.Stopping {
+		t.Fatalf("client heard %+v", f)
+	}
+	// A second pass finds nothing more to do.
+	if sum := e.run(t); sum.Reaped != 0 || sum.Live != 1 || sum.Orphans != 0 || sum.Capacity != 1 {
+		t.Fatalf("second pass %+v", sum)
+	}
+}
+
+// A holder that renewed after the scan read its record keeps its sandbox.
+func TestCleaner_Run_RenewedHolderKept(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	res, err := e.ens.Ensure(ctx, "user_a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := e.store.Get(ctx, "user_a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.db.Clock.Advance(state.DefaultStartTTL)
+	// The agent renews between the scan and the reap.
+	e.c.Store = renewing{Store: e.store, renew: func() {
+		if _, err := e.store.Heartbeat(ctx, sb.Lease(), time.Time{}); err != nil {
+			t.Error(err)
+		}
+	}}
+	sum := e.run(t)
+	if sum.Reaped != 0 || sum.Live != 1 || !e.taskRunning(t, res.Sandbox.TaskARN) {
+		t.Fatalf("summary %+v, tasks %+v", sum, e.ecs.Server.Tasks())
+	}
+	if got, _ := e.store.Get(ctx, "user_a"); got.State != state.Starting {
+		t.Fatalf("record %+v", got)
+	}
+}
+
+// renewing renews the lease right before each Reap.
+type renewing struct {
+	*state.Store
+	renew func()
+}
+
+func (r renewing) Reap(ctx context.Context, sb *state.Sandbox) error {
+	r.renew()
+	return r.Store.Reap(ctx, sb)
+}
+
+// Tasks no live lease names are stopped once past the grace period; a task its live
+// lease names, or one whose lease names no task yet, is kept; a young task is kept.
+func TestCleaner_Run_StopsOrphans(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	owned, err := e.ens.Ensure(ctx, "user_owned")
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan, err := e.launcher.Launch(ctx, launcher.Spec{UserID: "user_orphan", LeaseToken: "tok-orphan-0123456789", Generation: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A start whose SetTask has not landed: a live lease naming no task.
+	l, err := e.store.Acquire(ctx, "user_pending")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending, err := e.launcher.Launch(ctx, launcher.Spec{UserID: "user_pending", LeaseToken: l.Token, Generation: l.Generation})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A superseded task: its user's live lease names another one.
+	stale, err := e.launcher.Launch(ctx, launcher.Spec{UserID: "user_owned", LeaseToken: "tok-stale-0123456789", Generation: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.c.OrphanGrace = time.Hour
+	if sum := e.run(t); sum.Orphans != 0 {
+		t.Fatalf("young tasks stopped: %+v", sum)
+	}
+	e.c.OrphanGrace = -1
+	sum := e.run(t)
+	if sum.Orphans != 2 || sum.Live != 2 {
+		t.Fatalf("summary %+v", sum)
+	}
+	for arn, want := range map[string]bool{owned.Sandbox.TaskARN: true, pending: true, orphan: false, stale: false} {
+		if got := e.taskRunning(t, arn); got != want {
+			t.Errorf("task %s running = %v, want %v", arn, got, want)
+		}
+	}
+	if lines := e.logs.With(t, "msg", "orphan task stopped"); len(lines) != 2 {
+		t.Fatalf("log %v", lines)
+	}
+}
+
+// The data of a user inactive past the retention is deleted and their record goes;
+// an active user's data stays.
+func TestCleaner_Run_PurgesInactiveUser(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.stopped(t, "user_old")
+	e.put(t, "user_old", 5)
+	e.db.Clock.Advance(91 * day)
+	e.stopped(t, "user_new")
+	e.put(t, "user_new", 3)
+	sum := e.run(t)
+	if sum.Purged != 1 || sum.WouldPurge != 0 || sum.Errors != 0 {
+		t.Fatalf("summary %+v", sum)
+	}
+	if e.keys(t, "user_old") != 0 || e.keys(t, "user_new") != 3 {
+		t.Fatalf("keys: old %d, new %d", e.keys(t, "user_old"), e.keys(t, "user_new"))
+	}
+	if _, err := e.store.Get(ctx, "user_old"); !errors.Is(err, state.ErrNotFound) {
+		t.Fatalf("purged user's record: %v", err)
+	}
+	if lines := e.logs.With(t, "msg", "user data purged"); len(lines) != 1 || lines[0]["userId"] != "user_old" || lines[0]["deleted"] != 5.0 {
+		t.Fatalf("log %v", lines)
+	}
+	// The user comes back: a fresh sandbox, nothing to restore.
+	if res, err := e.ens.Ensure(ctx, "user_old"); err != nil || !res.Started {
+		t.Fatalf("return after purge: %+v, %v", res, err)
+	}
+}
+
+// DRY_RUN reports whom it would purge and deletes nothing.
+func TestCleaner_Run_DryRunDeletesNothing(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.stopped(t, "user_old")
+	e.put(t, "user_old", 4)
+	e.db.Clock.Advance(91 * day)
+	e.c.DryRun = true
+	sum := e.run(t)
+	if sum.Purged != 0 || sum.WouldPurge != 1 || !sum.DryRun {
+		t.Fatalf("summary %+v", sum)
+	}
+	if n := e.keys(t, "user_old"); n != 4 {
+		t.Fatalf("dry run deleted: %d keys left", n)
+	}
+	if sb, err := e.store.Get(ctx, "user_old"); err != nil || sb.State != state.Stopped {
+		t.Fatalf("record %+v, %v", sb, err)
+	}
+	if lines := e.logs.With(t, "msg", "would purge user data (dry run)"); len(lines) != 1 || lines[0]["userId"] != "user_old" {
+		t.Fatalf("log %v", lines)
+	}
+}
+
+// A user with a connection record, or with a live sandbox, is never purged.
+func TestCleaner_Run_ConnectedOrLiveUserKept(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.stopped(t, "user_conn")
+	e.put(t, "user_conn", 2)
+	e.db.Clock.Advance(91 * day)
+	if _, err := e.store.AddConnection(ctx, "user_conn", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if sum := e.run(t); sum.Purged != 0 || e.keys(t, "user_conn") != 2 {
+		t.Fatalf("summary %+v, keys %d", sum, e.keys(t, "user_conn"))
+	}
+}
+
+// raceBucket runs during, after the first batch is deleted, what a connect would do.
+type raceBucket struct {
+	objsync.Bucket
+	once   sync.Once
+	during func()
+}
+
+func (r *raceBucket) Delete(ctx context.Context, keys []string) error {
+	err := r.Bucket.Delete(ctx, keys)
+	r.once.Do(r.during)
+	return err
+}
+
+// A connect racing a purge cannot start a sandbox while the prefix is half deleted:
+// the purge lock refuses it; once the purge is done, the start finds nothing left.
+func TestCleaner_Run_PurgeExcludesStart(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.stopped(t, "user_old")
+	e.put(t, "user_old", 7)
+	e.db.Clock.Advance(91 * day)
+	var midway int
+	var during error
+	e.c.Bucket = &raceBucket{Bucket: e.bucket, during: func() {
+		midway = e.keys(t, "user_old")
+		_, during = e.ens.Ensure(ctx, "user_old")
+	}}
+	sum := e.run(t)
+	if sum.Purged != 1 {
+		t.Fatalf("summary %+v", sum)
+	}
+	if midway == 0 || midway == 7 {
+		t.Fatalf("the race did not happen mid-purge: %d keys left at the time", midway)
+	}
+	if !errors.Is(during, sandbox.ErrPurging) {
+		t.Fatalf("start during the purge: %v", during)
+	}
+	if len(e.ecs.RunTasks()) != 0 {
+		t.Fatal("a task started during the purge")
+	}
+	res, err := e.ens.Ensure(ctx, "user_old")
+	if err != nil || !res.Started || e.keys(t, "user_old") != 0 {
+		t.Fatalf("after the purge: %+v, %v, %d keys", res, err, e.keys(t, "user_old"))
+	}
+}
+
+// One summary line and one metrics line per pass, whatever happened.
+func TestCleaner_Run_SummaryAndMetrics(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.ens.Ensure(ctx, "user_a"); err != nil {
+		t.Fatal(err)
+	}
+	e.run(t)
+	lines := e.logs.With(t, "msg", "cleanup done")
+	if len(lines) != 1 || lines[0]["liveSandboxes"] != 1.0 || lines[0]["reaped"] != 0.0 || lines[0]["dryRun"] != false {
+		t.Fatalf("summary lines %v", lines)
+	}
+	var emf []map[string]any
+	for _, l := range e.logs.Lines(t) {
+		if _, ok := l["_aws"]; ok {
+			emf = append(emf, l)
+		}
+	}
+	if len(emf) != 1 || emf[0]["Stage"] != "test" || emf[0][metrics.LiveSandboxes] != 1.0 || emf[0][metrics.Reaped] != 0.0 ||
+		emf[0][metrics.Orphans] != 0.0 || emf[0][metrics.Purged] != 0.0 {
+		t.Fatalf("metric lines %v", emf)
+	}
+}
+
+// A store that cannot be reached fails the pass (so the function's Errors alarm
+// fires), still logs its summary, and deletes nothing.
+func TestCleaner_Run_StoreDown(t *testing.T) {
+	e := newEnv(t)
+	e.stopped(t, "user_old")
+	e.put(t, "user_old", 2)
+	e.db.Clock.Advance(91 * day)
+	down := state.New(e.db.Client, "no-such-table")
+	down.Now = e.db.Clock.Now
+	e.c.Store = down
+	sum, err := e.c.Handle(context.Background(), json.RawMessage(`"anything"`))
+	if err == nil || sum.Errors == 0 || e.keys(t, "user_old") != 2 {
+		t.Fatalf("summary %+v, err %v", sum, err)
+	}
+	if len(e.logs.With(t, "msg", "cleanup done")) != 1 {
+		t.Fatal("no summary line")
+	}
+}
+
+func TestLoadConfig_Environment(t *testing.T) {
+	m := map[string]string{
+		"TABLE_NAME": "t", "ECS_CLUSTER": "c", "BUCKET": "b", "RETENTION_DAYS": "30", "DRY_RUN": "true",
+		"MANAGEMENT_ENDPOINT": "https://abc.execute-api.eu-west-1.amazonaws.com/prod",
+		"STORAGE_REGION":      "auto", "STORAGE_PATH_STYLE": "true",
+	}
+	env := config.New(config.Map(m))
+	c := cleanup.LoadConfig(env)
+	if err := env.Err(); err != nil || c.Retention != 30*day || !c.DryRun || !c.Storage.UsePathStyle || c.Storage.Region != "auto" {
+		t.Fatalf("%+v, %v", c, err)
+	}
+	for _, k := range cleanup.Optional {
+		delete(m, k)
+	}
+	env = config.New(config.Map(m))
+	if c = cleanup.LoadConfig(env); env.Err() != nil || c.Retention != 90*day || c.DryRun {
+		t.Fatalf("defaults %+v, %v", c, env.Err())
+	}
+	m["MANAGEMENT_ENDPOINT"] = "https://abc.execute-api.eu-west-1.amazonaws.com"
+	m["RETENTION_DAYS"] = "0"
+	m["DRY_RUN"] = "maybe"
+	m["STORAGE_ACCESS_KEY_ID"] = "only-one-half"
+	delete(m, "BUCKET")
+	env = config.New(config.Map(m))
+	cleanup.LoadConfig(env)
+	err := env.Err()
+	for _, k := range []string{"MANAGEMENT_ENDPOINT", "RETENTION_DAYS", "DRY_RUN", "STORAGE_ACCESS_KEY_ID", "BUCKET"} {
+		if err == nil || !strings.Contains(err.Error(), k) {
+			t.Errorf("error does not name %s: %v", k, err)
+		}
+	}
+}
