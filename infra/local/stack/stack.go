@@ -75,6 +75,10 @@ type Options struct {
 	Addr string
 	// LaunchDelay is the emulated time from RunTask to the task's process start.
 	LaunchDelay time.Duration
+	// SequentialDispatch makes the gateway invoke the integrations of one connection's
+	// frames one at a time, in order. API Gateway does not (see apigw.Server); tests of
+	// the order sandgate keeps turn it on so the order frames arrive in is defined.
+	SequentialDispatch bool
 	// Log receives the emulators' structured logs; Output the processes' output (tagged
 	// per function and task). Nil discards.
 	Log    *slog.Logger
@@ -336,6 +340,7 @@ func (s *Stack) startLambda(o Options, tpl *template.Template) error {
 	}
 	gw := apigw.New(cfg, rt, s.log)
 	gw.Region, gw.AccountID = Region, AccountID
+	gw.SequentialDispatch = o.SequentialDispatch
 	if o.Addr != "" {
 		gw.Addr = o.Addr
 	}
