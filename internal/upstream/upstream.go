@@ -314,6 +314,12 @@ var errBroken = errors.New("upstream broken")
 // queue is empty; errBroken means the upstream's reader ended.
 func (c *Conn) next(up *upstream) (it item, ok bool, err error) {
 	for {
+		// A frame written to an upstream already known broken would be lost.
+		select {
+		case <-up.broken:
+			return item{}, false, errBroken
+		default:
+		}
 		c.mu.Lock()
 		if len(c.queue) > 0 {
 			it = c.queue[0]
