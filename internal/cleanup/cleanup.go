@@ -197,20 +197,21 @@ func (c *Cleaner) reap(ctx context.Context, p *pass, sb *state.Sandbox) {
 		log.InfoContext(ctx, "expired purge lock cleared")
 		return
 	}
+	// The store logged the reap itself; what follows are events of their own.
 	p.sum.Reaped++
 	if sb.TaskARN != "" {
 		if err := c.Tasks.Stop(ctx, sb.TaskARN, "sandgate: lease expired"); err != nil {
 			// The record is STOPPED already; the task is an orphan the next pass stops.
 			p.fail(err)
 			log.ErrorContext(ctx, "stop reaped task failed", logging.TaskARN, sb.TaskARN, logging.Error, err.Error())
+		} else {
+			log.InfoContext(ctx, "reaped sandbox's task stopped", logging.TaskARN, sb.TaskARN)
 		}
 	}
 	// Its clients would otherwise hear nothing until their next frame starts a new one.
 	if _, err := c.Relay.Broadcast(ctx, sb.UserID, frames.Status(frames.Stopping).Bytes()); err != nil {
 		log.WarnContext(ctx, "tell clients of reaped sandbox failed", logging.Error, err.Error())
 	}
-	log.InfoContext(ctx, "sandbox reaped", logging.State, string(sb.State), logging.TaskARN, sb.TaskARN,
-		"leaseDeadline", sb.LeaseDeadline)
 }
 
 // stopOrphans stops tasks that no live lease names. A task younger than the grace
