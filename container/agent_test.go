@@ -416,10 +416,13 @@ func TestAgent_StatusFrames_ReachTheUsersClients(t *testing.T) {
 	c1, c2 := e.connect(user), e.connect(user)
 	bystander := e.connect(other)
 	sb := e.start(user)
-	sb.waitState(state.Running)
+	seen := map[*client][][]byte{}
+	for _, cl := range []*client{c1, c2} {
+		seen[cl] = cl.until(20*time.Second, status(frames.Ready))
+	}
 	sb.stop()
 	for _, cl := range []*client{c1, c2} {
-		seen := cl.until(20*time.Second, status(frames.Stopping))
+		seen := append(seen[cl], cl.until(20*time.Second, status(frames.Stopping))...)
 		var states []string
 		var last *frames.Progress
 		for _, b := range seen {

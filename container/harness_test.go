@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -645,6 +646,7 @@ func newRecorder(t *testing.T, target string) *recorder {
 	}
 	r := &recorder{}
 	proxy := httputil.NewSingleHostReverseProxy(u)
+	proxy.ErrorLog = log.New(io.Discard, "", 0) // a cut or a killed task's request is expected
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if r.cut.Load() {
 			if hj, ok := w.(http.Hijacker); ok {

@@ -89,7 +89,8 @@ func (s *sandbox) removeRecord(ctx context.Context, id string) {
 // broadcast posts f to every connection of the user and returns how many got it.
 // Gone connections past their $connect are removed; young ones are skipped.
 func (s *sandbox) broadcast(ctx context.Context, f frames.Frame) int {
-	ctx, cancel := context.WithTimeout(ctx, DefaultPostTimeout)
+	// A stop that begins mid-broadcast must not cut the frames already on their way.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultPostTimeout)
 	defer cancel()
 	if s.holder.Fence(ctx) != nil {
 		return 0

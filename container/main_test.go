@@ -1,0 +1,170 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/sandgate/sandgate/internal/state"
+)
+
+// runBinary runs the agent binary with exactly env (nothing inherited) and returns its
+// combined output and exit code.
+func runBinary(t *testing.T, env []string, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, agentBin, args...)
+	cmd.Env = env
+	cmd.Dir = t.TempDir()
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &exit):
+		return string(out), exit.ExitCode()
+	}
+	t.Fatal(err)
+	return "", -1
+}
+
+// Bad configuration is refused before anything starts: every problem named at once,
+// exit status 1, and no secret value echoed.
+func TestMain_BadConfiguration_EveryProblemNamed(t *testing.T) {
+	out, code := runBinary(t, []string{
+		"SANDGATE_USER_ID=user_abc",
+		"SANDGATE_LEASE_TOKEN=lease-token-must-not-be-printed",
+		"SANDGATE_GENERATION=zero",
+		"SANDGATE_TABLE=t", "SANDGATE_BUCKET=b",
+		"SANDGATE_PREFIX=users/user_someoneelse/",
+		"SANDGATE_MANAGEMENT_ENDPOINT=not a url",
+		"LEASE_TTL=abc", "SYNC_INTERVAL=10ms", "SLEEP_AFTER=-5s", "AGENT_PORT=70000",
+		"MESSAGE_RATE_LIMIT=0", "LOG_LEVEL=loud",
+		"STORAGE_SECRET_ACCESS_KEY=storage-secret-must-not-be-printed",
+	})
+	if code != 1 {
+		t.Fatalf("exit code %d, want 1; output:\n%s", code, out)
+	}
+	for _, name := range []string{"SANDGATE_GENERATION", "SANDGATE_PREFIX", "SANDGATE_MANAGEMENT_ENDPOINT",
+		"ECS_CONTAINER_METADATA_URI_V4", "LEASE_TTL", "SYNC_INTERVAL", "SLEEP_AFTER", "AGENT_PORT",
+		"MESSAGE_RATE_LIMIT", "LOG_LEVEL", "STORAGE_ACCESS_KEY_ID"} {
+		if !strings.Contains(out, name) {
+			t.Errorf("output does not name %s:\n%s", name, out)
+		}
+	}
+	for _, secret := range []string{"lease-token-must-not-be-printed", "storage-secret-must-not-be-printed"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("output shows a secret value:\n%s", out)
+		}
+	}
+}
+
+func TestMain_UnknownSubcommand_Usage(t *testing.T) {
+	for _, args := range [][]string{{"serve"}, {"demo", "extra"}, {"healthcheck", "-v"}} {
+		out, code := runBinary(t, nil, args...)
+		if code != 1 || !strings.Contains(out, "usage: sandgate-agent") {
+			t.Errorf("%q: exit %d, output %q", args, code, out)
+		}
+	}
+}
+
+// The health check finds the agent the way the agent finds itself (the task metadata
+// endpoint, AGENT_PORT) and reports its health in the exit status.
+func TestMain_Healthcheck_FindsTheAgent(t *testing.T) {
+	e := newEnv(t, nil)
+	user := e.user("health")
+	sb := e.start(user)
+	sb.waitState(state.Running)
+	info := sb.info()
+	env := []string{"ECS_CONTAINER_METADATA_URI_V4=" + info.MetadataURI, "AGENT_PORT=8080"}
+	if out, code := runBinary(t, env, "healthcheck"); code != 0 {
+		t.Fatalf("healthcheck of a running agent: exit %d\n%s", code, out)
+	}
+	if out, code := runBinary(t, []string{"ECS_CONTAINER_METADATA_URI_V4=" + info.MetadataURI, "AGENT_PORT=8081"}, "healthcheck"); code == 0 {
+		t.Fatalf("healthcheck against a port nobody serves passed:\n%s", out)
+	}
+	if out, code := runBinary(t, []string{"AGENT_PORT=8080"}, "healthcheck"); code == 0 || !strings.Contains(out, "ECS_CONTAINER_METADATA_URI_V4") {
+		t.Fatalf("healthcheck without the metadata endpoint: exit %d\n%s", code, out)
+	}
+	sb.stop()
+	sb.exitCode(30 * time.Second)
+	if out, code := runBinary(t, env, "healthcheck"); code == 0 {
+		t.Fatalf("healthcheck of a stopped agent passed:\n%s", out)
+	}
+}
+
+// The demo subcommand serves the demo workload where the agent tells it, keeps notes
+// in the workspace, and exits 0 on SIGTERM.
+func TestMain_Demo_ServesUntilSIGTERM(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	ws := t.TempDir()
+	cmd := exec.Command(agentBin, "demo")
+	cmd.Env = []string{"HOST=127.0.0.1", "PORT=" + strconv.Itoa(port), "SANDGATE_WORKSPACE=" + ws}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-done })
+
+	var c *websocket.Conn
+	eventually(t, 10*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		c, _, err = websocket.Dial(ctx, "ws://127.0.0.1:"+strconv.Itoa(port)+"/", nil)
+		return err == nil
+	}, func() string { return "demo never listened: " + out.String() })
+	defer c.CloseNow()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	read := func() map[string]any {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		json.Unmarshal(b, &m)
+		return m
+	}
+	if m := read(); m["type"] != "hello" {
+		t.Fatalf("greeting %v", m)
+	}
+	c.Write(ctx, websocket.MessageText, []byte("/note kept in the workspace"))
+	if m := read(); m["type"] != "note.saved" {
+		t.Fatalf("reply %v", m)
+	}
+	files, _ := filepath.Glob(filepath.Join(ws, "notes", "*.txt"))
+	if len(files) != 1 {
+		t.Fatalf("note files %v", files)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Fatalf("demo exited with %v\n%s", err, out.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("demo ignored SIGTERM")
+	}
+}

@@ -1,0 +1,283 @@
+package agent_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi"
+	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi/types"
+
+	"github.com/sandgate/sandgate/internal/agent"
+	"github.com/sandgate/sandgate/internal/agentapi"
+	"github.com/sandgate/sandgate/internal/frames"
+	"github.com/sandgate/sandgate/internal/relay"
+	"github.com/sandgate/sandgate/internal/state"
+)
+
+func isFrame(typ, stateOrReason string) func([]byte) bool {
+	return func(b []byte) bool {
+		var f frames.Frame
+		return json.Unmarshal(b, &f) == nil && f.Type == typ && (f.State == stateOrReason || f.Reason == stateOrReason)
+	}
+}
+
+// Frames the API accepts while the inbox is being drained are held and queued after
+// it: the inbox's frames reach the workload first, then the held ones, in order.
+func TestAgent_Run_FramesHeldUntilTheInboxIsQueued(t *testing.T) {
+	h := newHarness(t, nil)
+	cl := h.connect()
+	h.acquire()
+	ctx := context.Background()
+	for i := range 3 {
+		if _, err := h.store.Enqueue(ctx, h.userID, cl.id, fmt.Appendf(nil, "inbox-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spy := newSpy(h.store)
+	spy.inbox, spy.inboxHit = make(chan struct{}), make(chan struct{})
+	h.run(h.agent(spy, h.bucket))
+	<-spy.inboxHit // RUNNING, and the drain has not read the inbox yet
+	target := h.running()
+	for i := range 3 {
+		if err := h.api.Deliver(ctx, target, cl.id, fmt.Appendf(nil, "new-%d", i)); err != nil {
+			t.Fatalf("Deliver during the drain: %v", err)
+		}
+	}
+	close(spy.inbox)
+	var got []string
+	for len(got) < 6 {
+		seen := cl.until(func(b []byte) bool { return strings.Contains(string(b), "-") && !strings.HasPrefix(string(b), "{") })
+		got = append(got, string(seen[len(seen)-1]))
+	}
+	want := []string{"inbox-0", "inbox-1", "inbox-2", "new-0", "new-1", "new-2"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("workload echoed %q, want %q", got, want)
+	}
+}
+
+// A final sync that fails does not mark the sandbox stopped as if all were saved: the
+// lease is released with that reason and Run reports ErrFinalSync.
+func TestAgent_Run_FinalSyncFails_ReleasedNotStopped(t *testing.T) {
+	h := newHarness(t, nil)
+	h.acquire()
+	spy := newSpy(h.store)
+	bucket := &spyBucket{Bucket: h.bucket}
+	a := h.agent(spy, bucket)
+	stop, result := h.run(a)
+	h.running()
+	if err := writeFile(a.Config.Workspace(), "unsaved.txt", "the store refuses this"); err != nil {
+		t.Fatal(err)
+	}
+	bucket.failPuts.Store(true)
+	stop()
+	if err := result(); !errors.Is(err, agent.ErrFinalSync) {
+		t.Fatalf("Run = %v, want ErrFinalSync", err)
+	}
+	if spy.n("Stop") != 0 || spy.n("Release") != 1 || spy.reasons[0] != "final sync failed" {
+		t.Fatalf("Stop %d, Release %d %q", spy.n("Stop"), spy.n("Release"), spy.reasons)
+	}
+	if rec := h.record(); rec.State != state.Stopped || rec.Reason != "final sync failed" {
+		t.Fatalf("record %s %q", rec.State, rec.Reason)
+	}
+	// The user can start again at once.
+	if _, err := h.store.Acquire(context.Background(), h.userID); err != nil {
+		t.Fatalf("Acquire after the failed stop: %v", err)
+	}
+}
+
+// A workload that keeps crashing is restarted MaxRestarts times, then the sandbox
+// tells its clients, syncs, stops, and Run reports ErrWorkload.
+func TestAgent_Run_WorkloadKeepsCrashing_StopsWithError(t *testing.T) {
+	h := newHarness(t, map[string]string{"workload": "crashy"})
+	cl := h.connect()
+	h.acquire()
+	spy := newSpy(h.store)
+	a := h.agent(spy, h.bucket)
+	a.MaxRestarts = 1
+	a.RestartBackoff = 10 * time.Millisecond
+	_, result := h.run(a)
+	target := h.running()
+	if err := writeFile(a.Config.Workspace(), "work.txt", "saved despite the crashes"); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cl.until(isFrame(frames.TypeStatus, frames.Ready))
+	h.api.Deliver(ctx, target, cl.id, []byte("crash"))
+	cl.until(isFrame(frames.TypeError, frames.ReasonUnavailable))
+	cl.until(equals(`{"type":"hello"}`)) // restarted and redialled
+	h.api.Deliver(ctx, target, cl.id, []byte("crash"))
+	cl.until(isFrame(frames.TypeStatus, frames.Stopping))
+	if err := result(); !errors.Is(err, agent.ErrWorkload) {
+		t.Fatalf("Run = %v, want ErrWorkload", err)
+	}
+	if rec := h.record(); rec.State != state.Stopped || spy.n("Stop") != 1 {
+		t.Fatalf("record %s, Stop calls %d", rec.State, spy.n("Stop"))
+	}
+	_, body, err := h.bucket.Get(ctx, "users/"+h.userID+"/files/work.txt")
+	if err != nil {
+		t.Fatalf("final sync did not store the workload's file: %v", err)
+	}
+	body.Close()
+}
+
+// Over MESSAGE_RATE_LIMIT frames per second, bursts of twice that, Deliver answers
+// ErrRateLimited; tokens come back with time and never beyond the burst.
+func TestAgent_Deliver_RateLimit(t *testing.T) {
+	h := newHarness(t, map[string]string{"MESSAGE_RATE_LIMIT": "2"})
+	cl := h.connect()
+	h.acquire()
+	a := h.agent(h.store, h.bucket)
+	var mu sync.Mutex
+	now := time.Now()
+	a.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	h.run(a)
+	target := h.running()
+	deliver := func() error { return h.api.Deliver(context.Background(), target, cl.id, []byte("x")) }
+	for i := range 4 {
+		if err := deliver(); err != nil {
+			t.Fatalf("frame %d of the burst: %v", i, err)
+		}
+	}
+	if err := deliver(); !errors.Is(err, agentapi.ErrRateLimited) {
+		t.Fatalf("fifth frame = %v, want ErrRateLimited", err)
+	}
+	advance(500 * time.Millisecond) // one token at 2/s
+	if err := deliver(); err != nil {
+		t.Fatalf("after half a second: %v", err)
+	}
+	if err := deliver(); !errors.Is(err, agentapi.ErrRateLimited) {
+		t.Fatalf("second frame after half a second = %v", err)
+	}
+	advance(10 * time.Second) // the bucket holds the burst, no more
+	for i := range 4 {
+		if err := deliver(); err != nil {
+			t.Fatalf("frame %d after ten seconds: %v", i, err)
+		}
+	}
+	if err := deliver(); !errors.Is(err, agentapi.ErrRateLimited) {
+		t.Fatalf("frame beyond the burst = %v", err)
+	}
+}
+
+// A workload's reply to a connection still in its $connect (API Gateway answers 410
+// until the handshake completes) is retried, not dropped, and the record is kept.
+func TestAgent_Post_ConnectionStillConnecting_Retried(t *testing.T) {
+	h := newHarness(t, nil)
+	h.acquire()
+	gone := make(chan struct{}, 64)
+	h.mgmt = &goneSpy{API: h.mgmt, gone: gone}
+	a := h.agent(h.store, h.bucket)
+	h.run(a)
+	target := h.running()
+	hold := make(chan struct{})
+	h.inv.hold.Store(&hold)
+	cl := h.connect() // recorded, handshake held open
+	if err := h.api.Open(context.Background(), target, cl.id); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.api.Deliver(context.Background(), target, cl.id, []byte("sent while connecting")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-gone: // the greeting met a 410
+	case <-time.After(10 * time.Second):
+		t.Fatal("no post was refused while the handshake was held")
+	}
+	h.inv.hold.Store(nil)
+	close(hold)
+	cl.until(equals("sent while connecting"))
+	conns, err := h.store.Connections(context.Background(), h.userID)
+	if err != nil || len(conns) != 1 || conns[0].ConnectionID != cl.id {
+		t.Fatalf("records %v, %v: the connecting client's record must stay", conns, err)
+	}
+}
+
+// goneSpy reports each post the management API refused with 410.
+type goneSpy struct {
+	relay.API
+	gone chan struct{}
+}
+
+func (g *goneSpy) PostToConnection(ctx context.Context, in *apigatewaymanagementapi.PostToConnectionInput, opts ...func(*apigatewaymanagementapi.Options)) (*apigatewaymanagementapi.PostToConnectionOutput, error) {
+	out, err := g.API.PostToConnection(ctx, in, opts...)
+	var gone *types.GoneException
+	if errors.As(err, &gone) {
+		select {
+		case g.gone <- struct{}{}:
+		default:
+		}
+	}
+	return out, err
+}
+
+// SIGTERM while the files are restoring releases the lease without a sync (no workload
+// ran, nothing changed) and is a clean exit.
+func TestAgent_Run_SIGTERMWhileRestoring_ReleasedCleanly(t *testing.T) {
+	h := newHarness(t, nil)
+	cl := h.connect()
+	h.acquire()
+	spy := newSpy(h.store)
+	bucket := &spyBucket{Bucket: h.bucket, listHold: make(chan struct{})}
+	stop, result := h.run(h.agent(spy, bucket))
+	cl.until(isFrame(frames.TypeStatus, frames.Restoring))
+	stop()
+	if err := result(); err != nil {
+		t.Fatalf("Run = %v, want a clean stop", err)
+	}
+	cl.until(isFrame(frames.TypeStatus, frames.Stopping))
+	if rec := h.record(); rec.State != state.Stopped || rec.Reason != "stopped while starting" {
+		t.Fatalf("record %s %q", rec.State, rec.Reason)
+	}
+	if n := bucket.puts.Load(); n != 0 {
+		t.Fatalf("%d uploads", n)
+	}
+}
+
+// A restore that fails releases the lease (the next connection starts afresh), tells
+// the clients start_failed, and Run reports ErrStart.
+func TestAgent_Run_RestoreFails_StartFailed(t *testing.T) {
+	h := newHarness(t, nil)
+	cl := h.connect()
+	h.acquire()
+	bucket := &spyBucket{Bucket: h.bucket}
+	bucket.listErr.Store(&errInjected)
+	_, result := h.run(h.agent(h.store, bucket))
+	cl.until(isFrame(frames.TypeError, frames.ReasonStartFailed))
+	if err := result(); !errors.Is(err, agent.ErrStart) || !errors.Is(err, errInjected) {
+		t.Fatalf("Run = %v, want ErrStart wrapping the cause", err)
+	}
+	if rec := h.record(); rec.State != state.Stopped || !strings.Contains(rec.Reason, "restore") {
+		t.Fatalf("record %s %q", rec.State, rec.Reason)
+	}
+	if n := bucket.puts.Load(); n != 0 {
+		t.Fatalf("%d uploads", n)
+	}
+}
+
+// A lease that is not STARTING with this task's token is not ours: Run returns
+// ErrNotHolder and writes nothing.
+func TestAgent_Run_NotTheHolder(t *testing.T) {
+	h := newHarness(t, nil)
+	h.acquire()
+	real := h.lease
+	h.lease.Token = "someone-elses-token"
+	spy := newSpy(h.store)
+	_, result := h.run(h.agent(spy, &spyBucket{Bucket: h.bucket}))
+	if err := result(); !errors.Is(err, agent.ErrNotHolder) {
+		t.Fatalf("Run = %v, want ErrNotHolder", err)
+	}
+	if rec := h.record(); rec.LeaseToken != real.Token || rec.State != state.Starting || rec.Version != 1 {
+		t.Fatalf("record changed: %s v%d", rec.State, rec.Version)
+	}
+	if spy.n("Release")+spy.n("Stop")+spy.n("MarkStopping") != 0 {
+		t.Fatalf("writes: %v", spy.calls)
+	}
+}
