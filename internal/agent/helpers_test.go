@@ -467,7 +467,6 @@ func (l *lockedBuffer) String() string {
 	return string(l.b)
 }
 
-
 func writeFile(dir, name, content string) error {
 	return os.WriteFile(dir+"/"+name, []byte(content), 0o644)
 }
