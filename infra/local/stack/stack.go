@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,6 +77,10 @@ type Options struct {
 	Addr string
 	// LaunchDelay is the emulated time from RunTask to the task's process start.
 	LaunchDelay time.Duration
+	// AddressPool is where task addresses come from, inside 127.0.0.0/8. Zero picks a
+	// random /24, so stacks running at once on one machine (test packages in parallel,
+	// make dev) do not hand their tasks addresses another stack's agents listen on.
+	AddressPool netip.Prefix
 	// SequentialDispatch makes the gateway invoke the integrations of one connection's
 	// frames one at a time, in order. API Gateway does not (see apigw.Server); tests of
 	// the order sandgate keeps turn it on so the order frames arrive in is defined.
@@ -258,6 +264,10 @@ func (s *Stack) startECS(o Options, tpl *template.Template) error {
 	e.Logger = s.log
 	e.Clusters = []string{s.Cluster}
 	e.LaunchDelay = o.LaunchDelay
+	e.AddressPool = o.AddressPool
+	if !e.AddressPool.IsValid() {
+		e.AddressPool = netip.PrefixFrom(netip.AddrFrom4([4]byte{127, byte(1 + rand.IntN(250)), byte(rand.IntN(256)), 0}), 24)
+	}
 	e.Output = func(t ecslocal.TaskInfo) io.Writer { return prefixed(o.Output, "[task "+t.ID[:8]+"] ") }
 	env := s.baseEnv(o)
 	// Tasks run native binaries, which need a PATH (a workload may be a script).

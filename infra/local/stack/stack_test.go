@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -102,5 +103,44 @@ func TestStart_MissingFunctions(t *testing.T) {
 		Functions: true, BuildDir: t.TempDir(), Log: slog.New(slog.NewJSONHandler(io.Discard, nil))})
 	if err == nil || !strings.Contains(err.Error(), "make build-local") {
 		t.Fatalf("Start without bootstraps = %v", err)
+	}
+}
+
+// Tasks take their addresses from the stack's pool, never from the addresses another
+// stack on the machine hands out by default (127.0.0.0/24), and an explicit pool is kept.
+func TestStart_TaskAddressPool(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := filepath.Join(t.TempDir(), "agent")
+	if err := os.WriteFile(agent, []byte("#!/bin/sh\nexec "+sleep+" 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	pool := netip.MustParsePrefix("127.77.66.0/24")
+	for _, want := range []netip.Prefix{{}, pool} {
+		s, err := stack.Start(ctx, stack.Options{Template: "../../../template.yaml", Agent: agent, AddressPool: want,
+			Log: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ecsc := ecs.NewFromConfig(s.AWS, func(o *ecs.Options) { o.BaseEndpoint = aws.String(s.Endpoints["AWS_ENDPOINT_URL_ECS"]) })
+		l := launcher.New(ecsc, launcher.Config{Cluster: s.Cluster, TaskDefinition: s.TaskDefinition, Container: "agent",
+			Subnets: []string{"subnet-0local"}, Table: s.Table, Bucket: s.Bucket, ManagementEndpoint: s.Gateway.ManagementEndpoint()},
+			slog.New(slog.NewJSONHandler(io.Discard, nil)))
+		if _, err := l.Launch(ctx, launcher.Spec{UserID: "user_a", LeaseToken: "0123456789abcdef0123456789abcdef", Generation: 1}); err != nil {
+			s.Close(ctx)
+			t.Fatal(err)
+		}
+		tasks := s.ECS.Tasks()
+		s.Close(ctx)
+		if len(tasks) != 1 {
+			t.Fatalf("%d tasks", len(tasks))
+		}
+		ip := tasks[0].IP
+		if want.IsValid() && !want.Contains(ip) || !want.IsValid() && netip.MustParsePrefix("127.0.0.0/24").Contains(ip) {
+			t.Fatalf("task address %s (pool %v)", ip, want)
+		}
 	}
 }
