@@ -15,9 +15,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/sandgate/sandgate/infra/local/lambdart"
+	"github.com/sandgate/sandgate/infra/local/s3local"
 	"github.com/sandgate/sandgate/internal/cleanup"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/objsync"
@@ -491,5 +493,76 @@ func tableKeys(t *testing.T) map[string]bool {
 			return keys
 		}
 		in.ExclusiveStartKey = out.LastEvaluatedKey
+	}
+}
+
+// A frame sent while the sandbox stops (here: its task is stopped, and its final sync
+// is held up) waits in the inbox; a restart notice starts a new sandbox once the old
+// one has stopped, which restores the user's files and delivers the frames in order.
+func TestStack_Message_StoppingSandboxRestarts(t *testing.T) {
+	defer dump(t)
+	const user = "user_restart"
+	ctx := context.Background()
+	c := dial(t, user)
+	until(t, c, "ready", isStatus(frames.Ready))
+	sb, err := shared.Store.Get(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Hold every storage request, so the stop's final sync keeps the sandbox STOPPING.
+	if err := shared.S3.Faults.Inject(s3local.Fault{Latency: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	cleared := false
+	clear := func() {
+		if !cleared {
+			shared.S3.Faults.Clear()
+			cleared = true
+		}
+	}
+	defer clear()
+	c.Send("/note last words")
+	until(t, c, "note.saved", func(b []byte) bool { return bytes.Contains(b, []byte(`"note.saved"`)) })
+	ecsc := ecs.NewFromConfig(shared.AWS, func(o *ecs.Options) { o.BaseEndpoint = aws.String(shared.Endpoints["AWS_ENDPOINT_URL_ECS"]) })
+	if _, err := ecsc.StopTask(ctx, &ecs.StopTaskInput{Cluster: aws.String(shared.Cluster), Task: aws.String(sb.TaskARN)}); err != nil {
+		t.Fatal(err)
+	}
+	until(t, c, "stopping", isStatus(frames.Stopping))
+	c.Send("after-1")
+	c.Send("after-2")
+	// Both frames are queued for the next sandbox before the old one may finish.
+	for deadline := time.Now().Add(sandboxtest.Wait); ; time.Sleep(20 * time.Millisecond) {
+		if q, _ := shared.Store.Queued(ctx, user); q == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the frames sent while stopping were not queued")
+		}
+	}
+	if cur, _ := shared.Store.Get(ctx, user); cur == nil || cur.State != state.Stopping {
+		t.Fatalf("record %+v: want STOPPING while the final sync is held", cur)
+	}
+	clear()
+	var got []string
+	for len(got) < 2 {
+		b := c.Next()
+		if bytes.HasPrefix(b, []byte("after-")) {
+			got = append(got, string(b))
+		}
+	}
+	if got[0] != "after-1" || got[1] != "after-2" {
+		t.Fatalf("echoes %q", got)
+	}
+	c.Send("/notes")
+	var notes struct{ Notes []string }
+	until(t, c, "notes", func(b []byte) bool {
+		return bytes.Contains(b, []byte(`"type":"notes"`)) && json.Unmarshal(b, &notes) == nil
+	})
+	if len(notes.Notes) != 1 || notes.Notes[0] != "last words" {
+		t.Fatalf("notes after the restart: %q", notes.Notes)
+	}
+	now, err := shared.Store.Get(ctx, user)
+	if err != nil || now.Generation != sb.Generation+1 || len(runTasks(user)) != 2 {
+		t.Fatalf("record %+v, %v, %d RunTask calls", now, err, len(runTasks(user)))
 	}
 }
