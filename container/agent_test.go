@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -220,6 +221,10 @@ func TestAgent_SIGSTOP_PastLease_WritesNothingAfterResume(t *testing.T) {
 		t.Fatalf("take over: %v", err)
 	}
 	taken, _ := shared.Store.Get(context.Background(), user)
+	// Whatever was posted before the pause has long arrived; from here on, nothing may.
+	for len(cl.frames) > 0 {
+		<-cl.frames
+	}
 	resumed := time.Now()
 	sb.signal(syscall.SIGCONT)
 
@@ -466,6 +471,7 @@ func seed(t *testing.T, e *env, user string, files map[string][]byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sy.Log = slog.New(slog.DiscardHandler)
 	if _, err := sy.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -719,7 +725,7 @@ func TestAgent_NotTheHolder_ExitsWithoutWriting(t *testing.T) {
 		t.Fatal(err)
 	}
 	before, _ := shared.Store.Get(ctx, user)
-	arn, err := e.launcher.Launch(ctx, launcher.Spec{UserID: user, LeaseToken: "not-the-lease-token-0123456789ab", Generation: l.Generation})
+	arn, err := e.launcher.Launch(ctx, launcher.Spec{UserID: user, LeaseToken: "stale-" + e.user("token"), Generation: l.Generation})
 	if err != nil {
 		t.Fatal(err)
 	}

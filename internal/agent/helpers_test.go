@@ -92,7 +92,7 @@ func crashyWorkload() int {
 // harness wires an Agent to DynamoDB Local, s3local, the API Gateway emulator's
 // management API and a task metadata endpoint, all on loopback.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	userID string
 	store  *state.Store
 	lease  state.Lease
@@ -106,7 +106,7 @@ type harness struct {
 	api    agentapi.Client
 }
 
-func newHarness(t *testing.T, vars map[string]string) *harness {
+func newHarness(t testing.TB, vars map[string]string) *harness {
 	t.Helper()
 	ctx := context.Background()
 	h := &harness{t: t, userID: "user_" + strconv.FormatInt(time.Now().UnixNano(), 36), logs: &lockedBuffer{}}
@@ -256,7 +256,7 @@ func (h *harness) record() *state.Sandbox {
 	return sb
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -293,7 +293,7 @@ func (g *gateway) Invoke(ctx context.Context, fn string, payload []byte) ([]byte
 
 // client is one of the user's WebSocket clients.
 type client struct {
-	t      *testing.T
+	t      testing.TB
 	id     string
 	frames chan []byte
 	mu     sync.Mutex
