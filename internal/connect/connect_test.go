@@ -489,3 +489,24 @@ func TestNotifier_Send_BadNotice(t *testing.T) {
 		t.Fatalf("calls %v", inv.Calls())
 	}
 }
+
+// The sample events decode into the one Event type, which tells them apart.
+func TestEvent_Decode_Samples(t *testing.T) {
+	var ev connect.Event
+	b, err := os.ReadFile("../../events/connect.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &ev); err != nil || ev.Notice != nil || ev.RequestContext.EventType != "CONNECT" ||
+		ev.RequestContext.ConnectionID == "" || ev.RequestContext.Authorizer.(map[string]any)["userId"] != "user_alice" {
+		t.Fatalf("connect.json: %+v, %v", ev, err)
+	}
+	ev = connect.Event{}
+	if b, err = os.ReadFile("../../events/connect-notice.json"); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &ev); err != nil || ev.Notice == nil || ev.Notice.Validate() != nil ||
+		ev.Notice.UserID != "user_alice" || ev.RequestContext.ConnectionID != "" {
+		t.Fatalf("connect-notice.json: %+v, %v", ev, err)
+	}
+}
