@@ -281,3 +281,52 @@ func TestAgent_Run_NotTheHolder(t *testing.T) {
 		t.Fatalf("writes: %v", spy.calls)
 	}
 }
+
+// On SIGTERM the workload is stopped (and may flush) before the final sync, which
+// therefore stores what it wrote while flushing.
+func TestAgent_Run_WorkloadFlushesBeforeTheFinalSync(t *testing.T) {
+	h := newHarness(t, map[string]string{"workload": "flusher"})
+	h.acquire()
+	stop, result := h.run(h.agent(h.store, h.bucket))
+	h.running()
+	stop()
+	if err := result(); err != nil {
+		t.Fatal(err)
+	}
+	_, body, err := h.bucket.Get(context.Background(), "users/"+h.userID+"/files/flushed-on-sigterm.txt")
+	if err != nil {
+		t.Fatalf("the workload's flush was not synced: %v", err)
+	}
+	body.Close()
+}
+
+// A final sync that hangs is cut off in time for the lease to be released before the
+// stop timeout (when ECS would SIGKILL the task), and Run reports ErrFinalSync.
+func TestAgent_Run_FinalSyncHangs_ReleasedWithinTheStopTimeout(t *testing.T) {
+	const stopTimeout = 4 * time.Second
+	h := newHarness(t, map[string]string{"STOP_TIMEOUT": stopTimeout.String(), "WORKLOAD_GRACE": "500ms"})
+	h.acquire()
+	spy := newSpy(h.store)
+	bucket := &spyBucket{Bucket: h.bucket}
+	a := h.agent(spy, bucket)
+	stop, result := h.run(a)
+	h.running()
+	if err := writeFile(a.Config.Workspace(), "pending.txt", "never stored"); err != nil {
+		t.Fatal(err)
+	}
+	bucket.hangPuts.Store(true)
+	begin := time.Now()
+	stop()
+	err := result()
+	took := time.Since(begin)
+	if !errors.Is(err, agent.ErrFinalSync) {
+		t.Fatalf("Run = %v, want ErrFinalSync", err)
+	}
+	// A deadline of the contract, not a performance figure: past it ECS kills the task.
+	if took >= stopTimeout {
+		t.Fatalf("stop took %s, over STOP_TIMEOUT %s", took, stopTimeout)
+	}
+	if rec := h.record(); rec.State != state.Stopped || rec.Reason != "final sync failed" || spy.n("Stop") != 0 {
+		t.Fatalf("record %s %q, Stop calls %d", rec.State, rec.Reason, spy.n("Stop"))
+	}
+}

@@ -45,6 +45,8 @@ func TestMain(m *testing.M) {
 		os.Exit(demoWorkload())
 	case "crashy":
 		os.Exit(crashyWorkload())
+	case "flusher":
+		os.Exit(flusherWorkload())
 	}
 	os.Exit(dynamodblocal.RunTests(m))
 }
@@ -62,6 +64,23 @@ func demoWorkload() int {
 	defer stop()
 	s := &demo.Server{Dir: os.Getenv("SANDGATE_WORKSPACE"), Log: slog.New(slog.DiscardHandler)}
 	if err := s.Serve(ctx, listenWorkload()); err != nil {
+		return 1
+	}
+	return 0
+}
+
+// flusherWorkload serves the demo and, on SIGTERM, takes a moment to write a file, as a
+// workload flushing its state does.
+func flusherWorkload() int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	dir := os.Getenv("SANDGATE_WORKSPACE")
+	s := &demo.Server{Dir: dir, Log: slog.New(slog.DiscardHandler)}
+	if err := s.Serve(ctx, listenWorkload()); err != nil {
+		return 1
+	}
+	time.Sleep(300 * time.Millisecond) // the flush takes a while
+	if err := os.WriteFile(dir+"/flushed-on-sigterm.txt", []byte("flushed"), 0o644); err != nil {
 		return 1
 	}
 	return 0
@@ -422,6 +441,7 @@ type spyBucket struct {
 	puts     atomic.Int64
 	failPuts atomic.Bool
 	listErr  atomic.Pointer[error]
+	hangPuts atomic.Bool   // Put waits for its context
 	listHold chan struct{} // when set, List waits for it or the context
 }
 
@@ -429,6 +449,10 @@ var errInjected = errors.New("injected store failure")
 
 func (b *spyBucket) Put(ctx context.Context, in objsync.PutInput) (string, error) {
 	b.puts.Add(1)
+	if b.hangPuts.Load() {
+		<-ctx.Done()
+		return "", ctx.Err()
+	}
 	if b.failPuts.Load() {
 		return "", errInjected
 	}

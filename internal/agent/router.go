@@ -356,15 +356,3 @@ func (r *router) open() int {
 	defer r.mu.Unlock()
 	return len(r.conns)
 }
-
-// Log keys of this package; the shared ones come from internal/logging.
-const (
-	logSeq        = "seq"
-	logGeneration = "generation"
-	logEndpoint   = "endpoint"
-	logFiles      = "files"
-	logBytes      = "bytes"
-	logPort       = "port"
-	logRestarts   = "restarts"
-	logExitCode   = "exitCode"
-)

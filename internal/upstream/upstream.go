@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -173,6 +174,12 @@ func (c *Conn) Flush(ctx context.Context) error {
 	if c.ended {
 		c.mu.Unlock()
 		return c.err
+	}
+	// The head of the queue is the frame being written, so an empty queue means there
+	// is nothing to wait for (not even on an upstream being redialled).
+	if !slices.ContainsFunc(c.queue, func(it item) bool { return it.data != nil }) {
+		c.mu.Unlock()
+		return nil
 	}
 	c.queue = append(c.queue, item{written: func(err error) { ch <- err }})
 	c.signal()

@@ -1,0 +1,287 @@
+package agent
+
+import (
+	"context"
+	crand "crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/sandgate/sandgate/internal/agentapi"
+	"github.com/sandgate/sandgate/internal/frames"
+	"github.com/sandgate/sandgate/internal/logging"
+	"github.com/sandgate/sandgate/internal/objsync"
+	"github.com/sandgate/sandgate/internal/s3bucket"
+	"github.com/sandgate/sandgate/internal/state"
+	"github.com/sandgate/sandgate/internal/taskenv"
+	"github.com/sandgate/sandgate/internal/upstream"
+	"github.com/sandgate/sandgate/internal/workload"
+)
+
+// verify checks that this task holds the user's STARTING lease and renews it at once,
+// so a start that took long is not mistaken for a dead one. Nothing is written when
+// the lease is not ours.
+func (s *sandbox) verify(ctx context.Context) (state.Lease, error) {
+	var sb *state.Sandbox
+	err := retryTransient(ctx, func() (err error) { sb, err = s.store.Get(ctx, s.cfg.UserID); return err })
+	if errors.Is(err, state.ErrNotFound) {
+		return state.Lease{}, fmt.Errorf("%w: no sandbox record", ErrNotHolder)
+	}
+	if err != nil {
+		return state.Lease{}, fmt.Errorf("read lease: %w", err)
+	}
+	if sb.State != state.Starting || sb.Generation != s.cfg.Generation ||
+		subtle.ConstantTimeCompare([]byte(sb.LeaseToken), []byte(s.cfg.LeaseToken)) != 1 {
+		s.log.Error("not the lease holder; exiting without writing", logging.State, string(sb.State),
+			logGeneration, sb.Generation, logTaskGeneration, s.cfg.Generation)
+		return state.Lease{}, fmt.Errorf("%w: record is %s at generation %d, task has generation %d",
+			ErrNotHolder, sb.State, sb.Generation, s.cfg.Generation)
+	}
+	l := sb.Lease()
+	var renewed state.Lease
+	err = retryTransient(ctx, func() (err error) { renewed, err = s.store.Heartbeat(ctx, l, time.Time{}); return err })
+	if isLost(err) {
+		return state.Lease{}, fmt.Errorf("%w: %w", ErrNotHolder, err)
+	}
+	if err != nil {
+		return state.Lease{}, fmt.Errorf("renew lease: %w", err)
+	}
+	return renewed, nil
+}
+
+// prepare makes the data directories and the syncer, and picks the workload's port.
+func (s *sandbox) prepare() error {
+	for _, d := range []string{s.cfg.Workspace(), s.cfg.StatePath()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	sy, err := objsync.New(s.agent.Bucket, s.cfg.Prefix, s.cfg.Workspace(), s.cfg.StatePath())
+	if err != nil {
+		return err
+	}
+	sy.Fence = s.holder.Fence
+	sy.Generation = s.cfg.Generation
+	sy.Log = s.log
+	sy.Progress = s.reportProgress
+	s.syncer = sy
+	s.port, err = freePort()
+	if err != nil {
+		return err
+	}
+	s.token = newGatewayToken()
+	s.router = &router{
+		userID: s.cfg.UserID, url: "ws://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) + "/",
+		log: s.log, limiter: newLimiter(s.cfg.MessageRate, s.now), touch: s.touch,
+		poster: s.poster, ended: s.closeClient, maxHeld: DefaultMaxHeld,
+		healthy: s.healthy, conns: map[string]*upstream.Conn{},
+	}
+	return nil
+}
+
+// listen learns the task's address and serves the API on it. The token is published
+// only by MarkReady, so nothing but the health check can be served before ready.
+func (s *sandbox) listen(ctx context.Context) error {
+	addr, err := Address(ctx, s.agent.HTTPClient, s.cfg.MetadataURI, 0)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(addr.String(), strconv.Itoa(s.cfg.Port)))
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	s.srv = &http.Server{
+		Handler:           agentapi.NewServer(s.token, s.cfg.UserID, s.router),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	s.srvDone = make(chan struct{})
+	go func() {
+		defer close(s.srvDone)
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("api server failed", logging.Error, err.Error())
+		}
+	}()
+	s.url = Endpoint(addr, s.cfg.Port)
+	s.log.Info("api listening", logEndpoint, s.url)
+	return nil
+}
+
+func (s *sandbox) closeServer() {
+	if s.srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		s.srv.Close()
+	}
+	<-s.srvDone
+}
+
+// restore brings the user's files down, telling the user's connections how far it is.
+func (s *sandbox) restore(ctx context.Context) error {
+	s.broadcast(ctx, restoringFrame(nil))
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(s.agent.ProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if p := s.takeProgress(); p != nil {
+					s.broadcast(ctx, restoringFrame(p))
+				}
+			}
+		}
+	}()
+	stats, err := s.syncer.Restore(ctx)
+	close(stop)
+	<-done
+	if err != nil {
+		return err
+	}
+	if p := s.takeProgress(); p != nil {
+		s.broadcast(ctx, restoringFrame(p))
+	}
+	s.log.Info("restored", logFiles, stats.Files, logBytes, stats.Bytes, logging.Duration, stats.Duration.Milliseconds())
+	return nil
+}
+
+func (s *sandbox) reportProgress(p objsync.Progress) {
+	s.progressMu.Lock()
+	defer s.progressMu.Unlock()
+	s.progress = &p
+}
+
+// takeProgress returns the progress reported since the last call, if any.
+func (s *sandbox) takeProgress() *objsync.Progress {
+	s.progressMu.Lock()
+	defer s.progressMu.Unlock()
+	p := s.progress
+	s.progress = nil
+	return p
+}
+
+func restoringFrame(p *objsync.Progress) frames.Frame {
+	f := frames.Status(frames.Restoring)
+	f.Progress = &frames.Progress{}
+	if p != nil {
+		f.Progress = &frames.Progress{Files: int64(p.Files), Bytes: p.Bytes, TotalFiles: int64(p.TotalFiles), TotalBytes: p.TotalBytes}
+	}
+	return f
+}
+
+// startWorkload starts SANDBOX_COMMAND, or the demo, on the workload's port.
+func (s *sandbox) startWorkload(ctx context.Context) error {
+	cmd := s.cfg.Command
+	if len(cmd) == 0 {
+		cmd = s.agent.WorkloadCommand
+	}
+	if len(cmd) == 0 {
+		return errors.New("no SANDBOX_COMMAND and no built-in workload")
+	}
+	out := s.agent.WorkloadOutput
+	wc := workload.Config{
+		Command: cmd, Dir: s.cfg.Workspace(), Host: "127.0.0.1", Port: s.port, UserID: s.cfg.UserID,
+		Stdout: out, Stderr: out,
+		// The workload often runs the user's code: it gets none of the agent's secrets.
+		Unset: []string{taskenv.LeaseToken, s3bucket.EnvAccessKeyID, s3bucket.EnvSecretAccessKey},
+	}
+	restarts := s.agent.MaxRestarts
+	if restarts < 0 {
+		restarts = 0
+	}
+	sup, err := startWorkload(ctx, wc, restarts, s.agent.RestartBackoff, s.log, s.workloadCrashed)
+	if err != nil {
+		return err
+	}
+	s.sup = sup
+	s.log.Info("workload started", logPort, s.port, logCommand, cmd[0])
+	return nil
+}
+
+func (s *sandbox) workloadCrashed(restarting bool) {
+	msg := "the workload stopped unexpectedly and is restarting"
+	if !restarting {
+		msg = "the workload keeps crashing; the sandbox is stopping"
+	}
+	s.broadcast(context.Background(), frames.Error(frames.ReasonUnavailable, msg))
+}
+
+// ready publishes the endpoint and token (RUNNING), queues the inbox ahead of any new
+// frame, opens the user's connections' upstreams and tells the clients.
+func (s *sandbox) ready(ctx context.Context) error {
+	var renewed state.Lease
+	err := retryTransient(ctx, func() (err error) {
+		if err := s.holder.Fence(ctx); err != nil {
+			return err
+		}
+		renewed, err = s.store.MarkReady(ctx, s.holder.Lease(), s.url, s.token)
+		return err
+	})
+	if err != nil {
+		if isLost(err) {
+			s.holder.stepDown(err)
+		}
+		return fmt.Errorf("mark ready: %w", err)
+	}
+	s.holder.renewed(renewed)
+	s.log.Info("running", logEndpoint, s.url)
+
+	var items []state.InboxItem
+	err = retryTransient(ctx, func() (err error) { items, err = s.store.Inbox(ctx, s.cfg.UserID); return err })
+	if err != nil {
+		return fmt.Errorf("read inbox: %w", err)
+	}
+	s.router.drain(items, s.acks.push)
+	s.router.serve()
+	if len(items) > 0 {
+		s.log.Info("inbox queued", logFrames, len(items))
+	}
+
+	var conns []state.Connection
+	err = retryTransient(ctx, func() (err error) { conns, err = s.store.Connections(ctx, s.cfg.UserID); return err })
+	if err != nil {
+		s.log.Warn("list connections failed; upstreams open on their first frame", logging.Error, err.Error())
+	}
+	ids := make([]string, 0, len(conns))
+	for _, c := range conns {
+		ids = append(ids, c.ConnectionID)
+	}
+	s.router.ensure(ids)
+	s.broadcast(ctx, frames.Status(frames.Ready))
+	return nil
+}
+
+// newGatewayToken returns the token the Lambdas must present: 32 random bytes,
+// base64url. It is published only through MarkReady and never logged.
+func newGatewayToken() string {
+	var b [32]byte
+	_, _ = crand.Read(b[:]) // crypto/rand.Read never fails on Linux
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("pick workload port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
