@@ -192,6 +192,15 @@ var defaults = timings{
 
 var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9]+`)
 
+// newTemplateEnv is newEnv with the stack's own sandbox task definition, exactly as
+// template.yaml declares it (its timings, no recording proxies).
+func newTemplateEnv(t *testing.T) *env {
+	t.Helper()
+	e := newEnv(t, nil)
+	e.launcher.Config.TaskDefinition = shared.TaskDefinition
+	return e
+}
+
 func newEnv(t *testing.T, over timings) *env {
 	t.Helper()
 	e := &env{t: t, inv: &invoker{store: shared.Store, tags: map[string]chan string{}, users: map[string]string{}}}

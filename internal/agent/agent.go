@@ -101,6 +101,11 @@ type sandbox struct {
 	port   int    // the workload's
 	url    string // where the Lambdas reach the API
 
+	// The Agent's tunables, defaults applied.
+	hc                                     *http.Client
+	connectGrace, progressEvery            time.Duration
+	restartBackoff, fenceMargin, idleCheck time.Duration
+
 	activity atomic.Int64 // unix nanoseconds of the last client frame or open
 	acks     *ackQueue
 	srv      *http.Server
@@ -122,24 +127,28 @@ func (a *Agent) newSandbox() (*sandbox, error) {
 	if now == nil {
 		now = time.Now
 	}
-	if a.ConnectGrace <= 0 {
-		a.ConnectGrace = DefaultConnectGrace
-	}
-	if a.ProgressEvery <= 0 {
-		a.ProgressEvery = DefaultProgressEvery
-	}
-	if a.RestartBackoff <= 0 {
-		a.RestartBackoff = DefaultRestartBackoff
-	}
-	if a.HTTPClient == nil {
-		a.HTTPClient = &http.Client{Timeout: 5 * time.Second}
-	}
 	s := &sandbox{
 		agent: a, cfg: a.Config, store: a.Store, log: log, now: now,
-		relay: &relay.Relay{API: a.Management, Conns: a.Store, Log: log},
+		relay:          &relay.Relay{API: a.Management, Conns: a.Store, Log: log},
+		hc:             a.HTTPClient,
+		connectGrace:   orDefault(a.ConnectGrace, DefaultConnectGrace),
+		progressEvery:  orDefault(a.ProgressEvery, DefaultProgressEvery),
+		restartBackoff: orDefault(a.RestartBackoff, DefaultRestartBackoff),
+		fenceMargin:    orDefault(a.FenceMargin, a.Config.LeaseTTL/6),
+		idleCheck:      orDefault(a.IdleCheck, max(min(a.Config.SleepAfter/4, DefaultMaxIdleCheck), 10*time.Millisecond)),
+	}
+	if s.hc == nil {
+		s.hc = &http.Client{Timeout: 5 * time.Second}
 	}
 	s.touch()
 	return s, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
 }
 
 func (s *sandbox) touch() { s.activity.Store(s.now().UnixNano()) }
@@ -154,11 +163,7 @@ func (s *sandbox) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	margin := s.agent.FenceMargin
-	if margin <= 0 {
-		margin = s.cfg.LeaseTTL / 6
-	}
-	s.holder = newHolder(s.store, lease, s.cfg.Heartbeat(), margin, s.lastActivity, s.now, s.log)
+	s.holder = newHolder(s.store, lease, s.cfg.Heartbeat(), s.fenceMargin, s.lastActivity, s.now, s.log)
 	hbCtx, hbStop := context.WithCancel(context.Background())
 	hbDone := make(chan struct{})
 	go func() { defer close(hbDone); s.holder.run(hbCtx) }()

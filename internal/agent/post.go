@@ -71,7 +71,7 @@ func (s *sandbox) young(ctx context.Context, id string) (bool, error) {
 }
 
 func (s *sandbox) isYoung(c state.Connection) bool {
-	return s.now().Sub(c.ConnectedAt) < s.agent.ConnectGrace
+	return s.now().Sub(c.ConnectedAt) < s.connectGrace
 }
 
 // removeRecord deletes a gone connection's record, if the lease still allows writes.

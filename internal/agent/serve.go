@@ -15,11 +15,7 @@ func (s *sandbox) serve(ctx, work context.Context, start time.Time, stopHeartbea
 	syncStop, syncDone := s.syncLoop(work)
 	defer func() { syncStop(); <-syncDone }()
 
-	every := s.agent.IdleCheck
-	if every <= 0 {
-		every = min(s.cfg.SleepAfter/4, DefaultMaxIdleCheck)
-	}
-	idle := time.NewTicker(max(every, 10*time.Millisecond))
+	idle := time.NewTicker(s.idleCheck)
 	defer idle.Stop()
 	lifetime := time.NewTimer(max(s.cfg.MaxLifetime-s.now().Sub(start), 0))
 	defer lifetime.Stop()

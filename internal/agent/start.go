@@ -89,7 +89,7 @@ func (s *sandbox) prepare() error {
 // listen learns the task's address and serves the API on it. The token is published
 // only by MarkReady, so nothing but the health check can be served before ready.
 func (s *sandbox) listen(ctx context.Context) error {
-	addr, err := Address(ctx, s.agent.HTTPClient, s.cfg.MetadataURI, 0)
+	addr, err := Address(ctx, s.hc, s.cfg.MetadataURI, 0)
 	if err != nil {
 		return err
 	}
@@ -136,7 +136,7 @@ func (s *sandbox) restore(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(s.agent.ProgressEvery)
+		t := time.NewTicker(s.progressEvery)
 		defer t.Stop()
 		for {
 			select {
@@ -206,7 +206,7 @@ func (s *sandbox) startWorkload(ctx context.Context) error {
 	if restarts < 0 {
 		restarts = 0
 	}
-	sup, err := startWorkload(ctx, wc, restarts, s.agent.RestartBackoff, s.log, s.workloadCrashed)
+	sup, err := startWorkload(ctx, wc, restarts, s.restartBackoff, s.log, s.workloadCrashed)
 	if err != nil {
 		return err
 	}
