@@ -330,3 +330,22 @@ func TestAgent_Run_FinalSyncHangs_ReleasedWithinTheStopTimeout(t *testing.T) {
 		t.Fatalf("record %s %q, Stop calls %d", rec.State, rec.Reason, spy.n("Stop"))
 	}
 }
+
+// When the workload closes a client's WebSocket itself, the agent closes the client's
+// connection too; the user's other connections go on.
+func TestAgent_WorkloadClosesAConnection_ClientClosed(t *testing.T) {
+	h := newHarness(t, map[string]string{"workload": "crashy"})
+	done, other := h.connect(), h.connect()
+	h.acquire()
+	h.run(h.agent(h.store, h.bucket))
+	target := h.running()
+	ctx := context.Background()
+	if err := h.api.Deliver(ctx, target, done.id, []byte("close")); err != nil {
+		t.Fatal(err)
+	}
+	done.closed()
+	if err := h.api.Deliver(ctx, target, other.id, []byte("still served")); err != nil {
+		t.Fatal(err)
+	}
+	other.until(equals("still served"))
+}

@@ -99,8 +99,12 @@ func crashyWorkload() int {
 			if err != nil {
 				return
 			}
-			if string(data) == "crash" {
+			switch string(data) {
+			case "crash":
 				os.Exit(3)
+			case "close":
+				c.Close(websocket.StatusNormalClosure, "the workload is done with this client")
+				return
 			}
 			c.Write(r.Context(), typ, data)
 		}
@@ -359,6 +363,22 @@ func (h *harness) connect() *client {
 		}
 	})
 	return cl
+}
+
+// closed waits until the client's connection is closed.
+func (cl *client) closed() {
+	cl.t.Helper()
+	deadline := time.After(15 * time.Second)
+	for {
+		select {
+		case _, ok := <-cl.frames:
+			if !ok {
+				return
+			}
+		case <-deadline:
+			cl.t.Fatal("client connection still open")
+		}
+	}
 }
 
 // until reads frames until match accepts one and returns what it read.
