@@ -18,6 +18,23 @@ import (
 	"github.com/sandgate/sandgate/internal/state"
 )
 
+// Log keys of this package; the shared ones come from internal/logging. The summary's
+// keys are the Summary's JSON names.
+const (
+	logLive         = "liveSandboxes"
+	logCapacity     = "capacityCounter"
+	logReaped       = "reaped"
+	logOrphans      = "orphans"
+	logPurged       = "purged"
+	logWouldPurge   = "wouldPurge"
+	logErrors       = "errors"
+	logDryRun       = "dryRun"
+	logDeleted      = "deleted"      // keys a purge deleted
+	logLastActivity = "lastActivity" // a user's last activity
+	logPrefix       = "prefix"       // a user's storage prefix
+	logCreatedAt    = "createdAt"    // when a task was created
+)
+
 // DefaultOrphanGrace is how old a task must be before cleanup may call it an orphan: a
 // task just launched has no ARN in its record until the launcher's SetTask lands.
 const DefaultOrphanGrace = 2 * time.Minute
@@ -148,9 +165,9 @@ func (c *Cleaner) Run(ctx context.Context) (Summary, error) {
 	} else {
 		p.fail(err)
 	}
-	c.Log.InfoContext(ctx, "cleanup done", "liveSandboxes", p.sum.Live, "capacityCounter", p.sum.Capacity,
-		"reaped", p.sum.Reaped, "orphans", p.sum.Orphans, "purged", p.sum.Purged, "wouldPurge", p.sum.WouldPurge,
-		"errors", p.sum.Errors, "dryRun", c.DryRun, logging.Duration, time.Since(start).Milliseconds())
+	c.Log.InfoContext(ctx, "cleanup done", logLive, p.sum.Live, logCapacity, p.sum.Capacity,
+		logReaped, p.sum.Reaped, logOrphans, p.sum.Orphans, logPurged, p.sum.Purged, logWouldPurge, p.sum.WouldPurge,
+		logErrors, p.sum.Errors, logDryRun, c.DryRun, logging.Duration, time.Since(start).Milliseconds())
 	if err := c.Metrics.Emit(c.Stage,
 		metrics.Value{Name: metrics.LiveSandboxes, Value: float64(p.sum.Live)},
 		metrics.Value{Name: metrics.Reaped, Value: float64(p.sum.Reaped)},
@@ -253,7 +270,7 @@ func (c *Cleaner) stopOrphans(ctx context.Context, p *pass) {
 			continue
 		}
 		p.sum.Orphans++
-		c.Log.WarnContext(ctx, "orphan task stopped", logging.UserID, t.UserID, logging.TaskARN, t.ARN, "createdAt", t.CreatedAt)
+		c.Log.WarnContext(ctx, "orphan task stopped", logging.UserID, t.UserID, logging.TaskARN, t.ARN, logCreatedAt, t.CreatedAt)
 	}
 }
 
@@ -280,7 +297,7 @@ func (c *Cleaner) purge(ctx context.Context, p *pass, sb *state.Sandbox) {
 	}
 	if c.DryRun {
 		p.sum.WouldPurge++
-		log.InfoContext(ctx, "would purge user data (dry run)", "lastActivity", sb.LastActivity, "prefix", prefix)
+		log.InfoContext(ctx, "would purge user data (dry run)", logLastActivity, sb.LastActivity, logPrefix, prefix)
 		return
 	}
 	lease, err := c.Store.AcquirePurge(ctx, sb.UserID)
@@ -305,16 +322,16 @@ func (c *Cleaner) purge(ctx context.Context, p *pass, sb *state.Sandbox) {
 	if err != nil {
 		// The lock expires and the next pass finds the user STOPPED and inactive again.
 		p.fail(err)
-		log.ErrorContext(ctx, "purge failed", "deleted", n, logging.Error, err.Error())
+		log.ErrorContext(ctx, "purge failed", logDeleted, n, logging.Error, err.Error())
 		return
 	}
 	if err := c.Store.FinishPurge(ctx, lease); err != nil {
 		p.fail(err)
-		log.ErrorContext(ctx, "finish purge failed", "deleted", n, logging.Error, err.Error())
+		log.ErrorContext(ctx, "finish purge failed", logDeleted, n, logging.Error, err.Error())
 		return
 	}
 	p.sum.Purged++
-	log.InfoContext(ctx, "user data purged", "deleted", n, "lastActivity", sb.LastActivity, "prefix", prefix)
+	log.InfoContext(ctx, "user data purged", logDeleted, n, logLastActivity, sb.LastActivity, logPrefix, prefix)
 }
 
 func (c *Cleaner) connected(ctx context.Context, userID string) (bool, error) {

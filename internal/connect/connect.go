@@ -22,6 +22,13 @@ import (
 	"github.com/sandgate/sandgate/internal/wsroute"
 )
 
+// Log keys of this package; the shared ones come from internal/logging.
+const (
+	logStarted   = "started"   // this call launched the task
+	logNotice    = "notice"    // the notice's kind
+	logFrameType = "frameType" // a platform frame's type
+)
+
 // Defaults of the Handler's tunables.
 const (
 	// DefaultPostWindow is how long a connect notice keeps retrying a post that API
@@ -149,7 +156,7 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (events.APIGatewayProxyR
 	}
 	attrs := []any{}
 	if res.Sandbox != nil {
-		attrs = append(attrs, logging.State, string(res.State()), "started", res.Started)
+		attrs = append(attrs, logging.State, string(res.State()), logStarted, res.Started)
 	}
 	log.InfoContext(ctx, "connected", attrs...)
 	return wsroute.OK(), nil
@@ -166,7 +173,7 @@ func (h *Handler) count(ctx context.Context, stage string, err error) {
 // notice serves a notice. Failures are logged, not returned: Lambda retries a failed
 // asynchronous invocation, and a retry would repeat frames the client already has.
 func (h *Handler) notice(ctx context.Context, n Notice) {
-	log := h.Log.With(logging.UserID, n.UserID, logging.ConnectionID, n.ConnectionID, "notice", n.Kind)
+	log := h.Log.With(logging.UserID, n.UserID, logging.ConnectionID, n.ConnectionID, logNotice, n.Kind)
 	if err := n.Validate(); err != nil {
 		log.ErrorContext(ctx, "notice refused", logging.Error, err.Error())
 		return
@@ -263,7 +270,7 @@ func (h *Handler) restart(ctx context.Context, p *poster) {
 	}
 	res, err := h.Ensurer.Ensure(ctx, p.n.UserID)
 	if err == nil {
-		p.log.InfoContext(ctx, "sandbox restarted", logging.State, string(res.State()), "started", res.Started)
+		p.log.InfoContext(ctx, "sandbox restarted", logging.State, string(res.State()), logStarted, res.Started)
 	}
 	h.report(ctx, p, res, err)
 }
@@ -346,10 +353,10 @@ func (p *poster) post(ctx context.Context, f frames.Frame) bool {
 				}
 			}
 			p.posted = true
-			p.log.InfoContext(ctx, "frame sent", "type", f.Type, logging.State, f.State, logging.Reason, f.Reason)
+			p.log.InfoContext(ctx, "frame sent", logFrameType, f.Type, logging.State, f.State, logging.Reason, f.Reason)
 			return true
 		case !errors.As(err, &gone):
-			p.log.WarnContext(ctx, "post failed", "type", f.Type, logging.Error, err.Error())
+			p.log.WarnContext(ctx, "post failed", logFrameType, f.Type, logging.Error, err.Error())
 			return false
 		case p.window && !p.posted && time.Now().Before(deadline):
 			if !sleep(ctx, min(delay, time.Until(deadline))) {
@@ -362,7 +369,7 @@ func (p *poster) post(ctx context.Context, f frames.Frame) bool {
 		if err := h.Store.RemoveConnection(ctx, p.n.UserID, p.n.ConnectionID); err != nil {
 			p.log.WarnContext(ctx, "remove gone connection failed", logging.Error, err.Error())
 		}
-		p.log.InfoContext(ctx, "connection gone", "type", f.Type, logging.Error, relay.ErrGone.Error())
+		p.log.InfoContext(ctx, "connection gone", logFrameType, f.Type, logging.Error, relay.ErrGone.Error())
 		return false
 	}
 }

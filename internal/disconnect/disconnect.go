@@ -44,6 +44,12 @@ func New(c Config, awsCfg aws.Config, log *slog.Logger) *Handler {
 	return &Handler{Store: store, Agent: &agentapi.Client{}, Log: log}
 }
 
+// Log keys of this package; the shared ones come from internal/logging.
+const (
+	logStatusCode = "disconnectStatusCode" // the close code API Gateway reports
+	logAgent      = "agent"                // whether the agent was told: told, unreachable, none
+)
+
 // Store is the part of the state store the Handler uses.
 type Store interface {
 	RemoveConnection(ctx context.Context, userID, connectionID string) error
@@ -101,6 +107,6 @@ func (h *Handler) Handle(ctx context.Context, ev events.APIGatewayWebsocketProxy
 			agent = "told"
 		}
 	}
-	log.InfoContext(ctx, "disconnected", "disconnectStatusCode", rc.DisconnectStatusCode, "agent", agent)
+	log.InfoContext(ctx, "disconnected", logStatusCode, rc.DisconnectStatusCode, logAgent, agent)
 	return wsroute.OK(), nil
 }

@@ -21,6 +21,12 @@ import (
 	"github.com/sandgate/sandgate/internal/wsroute"
 )
 
+// Log keys of this package; the shared ones come from internal/logging.
+const (
+	logQueued    = "queued"    // frames in the inbox with this one
+	logFrameType = "frameType" // a platform frame's type
+)
+
 // Store is the part of the state store the Handler uses.
 type Store interface {
 	Get(ctx context.Context, userID string) (*state.Sandbox, error)
@@ -211,7 +217,7 @@ func (h *Handler) queue(ctx context.Context, f *frame, st state.State, fallback 
 	var running *state.RunningError
 	switch {
 	case err == nil:
-		f.log.DebugContext(ctx, "frame queued", "queued", it.Queued, logging.State, string(st))
+		f.log.DebugContext(ctx, "frame queued", logQueued, it.Queued, logging.State, string(st))
 		if it.Queued != 1 {
 			return
 		}
@@ -266,6 +272,6 @@ func (h *Handler) post(ctx context.Context, f *frame, pf frames.Frame) {
 		if errors.Is(err, relay.ErrGone) {
 			lvl = slog.LevelInfo // the sender left; its record is gone too
 		}
-		f.log.Log(ctx, lvl, "frame to sender failed", "type", pf.Type, logging.Error, err.Error())
+		f.log.Log(ctx, lvl, "frame to sender failed", logFrameType, pf.Type, logging.Error, err.Error())
 	}
 }

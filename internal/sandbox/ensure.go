@@ -14,6 +14,9 @@ import (
 	"github.com/sandgate/sandgate/internal/state"
 )
 
+// logGeneration is this package's log key for a lease's generation.
+const logGeneration = "generation"
+
 // Errors of Ensure. Each wraps the cause (a state or launcher error) as well.
 var (
 	// ErrCapacity: MaxSandboxes are live, or Fargate had no capacity for the task.
@@ -118,7 +121,7 @@ func (e *Ensurer) Ensure(ctx context.Context, userID string) (Result, error) {
 		// while the record names none.
 		log.ErrorContext(ctx, "record task failed", logging.TaskARN, arn, logging.Error, err.Error())
 	}
-	log.InfoContext(ctx, "sandbox starting", logging.TaskARN, arn, "generation", lease.Generation)
+	log.InfoContext(ctx, "sandbox starting", logging.TaskARN, arn, logGeneration, lease.Generation)
 	return Result{Sandbox: sb, Started: true}, nil
 }
 

@@ -20,6 +20,12 @@ import (
 	"github.com/sandgate/sandgate/internal/state"
 )
 
+// Log keys of this package; the shared ones come from internal/logging.
+const (
+	logQueued  = "queued"  // frames waiting in the inbox
+	logStarted = "started" // this call launched the task
+)
+
 // Verifier checks the signed query string; *auth.Verifier is one.
 type Verifier interface {
 	VerifyQuery(q map[string][]string) (string, error)
@@ -161,7 +167,7 @@ func (h *StatusHandler) Handle(ctx context.Context, req events.APIGatewayV2HTTPR
 	}
 	b := describe(userID, sb, now)
 	b.Queued = &queued
-	log.DebugContext(ctx, "status", logging.State, b.State, "queued", queued)
+	log.DebugContext(ctx, "status", logging.State, b.State, logQueued, queued)
 	return respond(http.StatusOK, b), nil
 }
 
@@ -204,6 +210,6 @@ func (h *PrewarmHandler) Handle(ctx context.Context, req events.APIGatewayV2HTTP
 		now = h.Now()
 	}
 	b := describe(userID, res.Sandbox, now)
-	log.InfoContext(ctx, "prewarm", logging.State, b.State, "started", res.Started)
+	log.InfoContext(ctx, "prewarm", logging.State, b.State, logStarted, res.Started)
 	return respond(http.StatusAccepted, b), nil
 }
