@@ -460,6 +460,7 @@ func TestHandler_Handle_BadEvents(t *testing.T) {
 		"no user":            {Kind: connect.NoticeConnect, ConnectionID: "c1"},
 		"restart, no bound":  {Kind: connect.NoticeRestart, UserID: "user_a", ConnectionID: "c1"},
 		"no connection":      {Kind: connect.NoticeConnect, UserID: "user_a"},
+		"malformed user":     {Kind: connect.NoticeConnect, UserID: "../user_a", ConnectionID: "c1"},
 		"connect, no reason": {Kind: "", UserID: "user_a", ConnectionID: "c1"},
 	} {
 		if _, err := e.h.Handle(ctx, connect.Event{Notice: &n}); err != nil {

@@ -10,6 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+
+	"github.com/sandgate/sandgate/internal/auth"
 )
 
 // Kinds of notice.
@@ -43,6 +45,8 @@ func (n Notice) Validate() error {
 		return fmt.Errorf("notice: unknown kind %q", n.Kind)
 	case n.UserID == "" || n.ConnectionID == "":
 		return errors.New("notice: no user or connection")
+	case !auth.ValidUserID(n.UserID):
+		return errors.New("notice: malformed user id")
 	case n.Kind == NoticeRestart && n.Until == 0:
 		return errors.New("notice: restart without a deadline")
 	}
