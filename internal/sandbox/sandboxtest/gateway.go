@@ -156,9 +156,16 @@ func (g *Gateway) Dial(tb testing.TB, userID string) *Client {
 // TryDial connects as userID and returns the handshake's error, if any.
 func (g *Gateway) TryDial(tb testing.TB, userID string) (*Client, error) {
 	tb.Helper()
+	return DialURL(tb, g.SignedURL(tb, userID))
+}
+
+// DialURL connects to a (signed) WebSocket URL and returns once the handshake
+// completed; the connection is closed when the test ends.
+func DialURL(tb testing.TB, u string) (*Client, error) {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), Wait)
 	defer cancel()
-	conn, resp, err := websocket.Dial(ctx, g.SignedURL(tb, userID), nil)
+	conn, resp, err := websocket.Dial(ctx, u, nil)
 	if err != nil {
 		if resp != nil {
 			return nil, fmt.Errorf("%w (status %d)", err, resp.StatusCode)
