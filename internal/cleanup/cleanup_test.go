@@ -441,3 +441,44 @@ func TestLoadConfig_Environment(t *testing.T) {
 		}
 	}
 }
+
+// A purge whose deletes fail keeps the lock (no start restores a half-deleted prefix)
+// and reports the failure; once the lock expires, the next pass purges.
+func TestCleaner_Run_PurgeFailureKeepsLock(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	srv, err := s3local.Start(s3local.Config{Bucket: sandboxtest.Bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	cfg, err := awsconf.Load(ctx, awsconf.Loopback(srv.URL())...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.bucket = s3bucket.New(s3bucket.NewClient(cfg, s3bucket.Options{UsePathStyle: true, MaxAttempts: 1}), sandboxtest.Bucket)
+	e.c.Bucket = e.bucket
+	e.stopped(t, "user_old")
+	e.put(t, "user_old", 3)
+	e.db.Clock.Advance(91 * day)
+	// DeleteObjects is a POST.
+	if err := srv.Faults.Inject(s3local.Fault{Method: "POST", Status: 500}); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := e.c.Run(ctx)
+	if err == nil || sum.Purged != 0 || sum.Errors == 0 || e.keys(t, "user_old") != 3 {
+		t.Fatalf("summary %+v, err %v, %d keys", sum, err, e.keys(t, "user_old"))
+	}
+	if sb, err := e.store.Get(ctx, "user_old"); err != nil || sb.State != state.Purging {
+		t.Fatalf("record %+v, %v: the purge lock must stay", sb, err)
+	}
+	if _, err := e.ens.Ensure(ctx, "user_old"); !errors.Is(err, sandbox.ErrPurging) {
+		t.Fatalf("start during a failed purge: %v", err)
+	}
+	srv.Faults.Clear()
+	e.db.Clock.Advance(state.DefaultPurgeTTL)
+	e.run(t) // clears the expired lock
+	if sum := e.run(t); sum.Purged != 1 || e.keys(t, "user_old") != 0 {
+		t.Fatalf("retry %+v, %d keys", sum, e.keys(t, "user_old"))
+	}
+}

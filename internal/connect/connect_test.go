@@ -511,3 +511,17 @@ func TestEvent_Decode_Samples(t *testing.T) {
 		t.Fatalf("connect-notice.json: %+v, %v", ev, err)
 	}
 }
+
+// A notice that cannot be sent costs the client its status frame, not its connection
+// or its sandbox.
+func TestHandler_Handle_NoticeNotSent(t *testing.T) {
+	e := newEnv(t, options{ecs: []func(*ecslocal.Server){slow}})
+	e.h.Notifier = &connect.Notifier{API: e.inv, Function: "NoSuchFunction"}
+	e.gw.Dial(t, "user_a") // accepted
+	if len(e.ecs.RunTasks()) != 1 || len(e.connections(t, "user_a")) != 1 {
+		t.Fatalf("RunTask %d, records %v", len(e.ecs.RunTasks()), e.connections(t, "user_a"))
+	}
+	if lines := e.logs.With(t, "msg", "notice not sent"); len(lines) != 1 || lines[0]["level"] != "ERROR" || lines[0]["userId"] != "user_a" {
+		t.Fatalf("log %v", lines)
+	}
+}
