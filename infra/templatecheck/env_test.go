@@ -5,7 +5,12 @@ import (
 	"testing"
 
 	"github.com/sandgate/sandgate/internal/authorizer"
+	"github.com/sandgate/sandgate/internal/cleanup"
 	"github.com/sandgate/sandgate/internal/config"
+	"github.com/sandgate/sandgate/internal/connect"
+	"github.com/sandgate/sandgate/internal/disconnect"
+	"github.com/sandgate/sandgate/internal/message"
+	"github.com/sandgate/sandgate/internal/status"
 )
 
 // loader is a function's configuration loader, as its main calls it.
@@ -21,12 +26,13 @@ type loader struct {
 // function's LoadConfig when it lands: from then on, every variable it reads must be set
 // by the template (or be optional) and every variable the template sets must be read.
 var loaders = map[string]loader{
-	"AuthorizeFunction": {
-		load: func(e *config.Env) { authorizer.LoadConfig(e) },
-		// Defaults: auth.DefaultMaxLifetime, auth.DefaultClockSkew. Replace with
-		// authorizer.Optional once the package exports it.
-		optional: []string{authorizer.EnvMaxLifetime, authorizer.EnvClockSkew},
-	},
+	"AuthorizeFunction":  {load: func(e *config.Env) { authorizer.LoadConfig(e) }, optional: authorizer.Optional},
+	"ConnectFunction":    {load: func(e *config.Env) { connect.LoadConfig(e) }, optional: connect.Optional},
+	"MessageFunction":    {load: func(e *config.Env) { message.LoadConfig(e) }, optional: message.Optional},
+	"DisconnectFunction": {load: func(e *config.Env) { disconnect.LoadConfig(e) }, optional: disconnect.Optional},
+	"StatusFunction":     {load: func(e *config.Env) { status.LoadStatusConfig(e) }, optional: status.StatusOptional},
+	"PrewarmFunction":    {load: func(e *config.Env) { status.LoadPrewarmConfig(e) }, optional: status.PrewarmOptional},
+	"CleanupFunction":    {load: func(e *config.Env) { cleanup.LoadConfig(e) }, optional: cleanup.Optional},
 }
 
 // sdkVariables are read by aws-sdk-go-v2's own configuration, not by a loader.
@@ -57,9 +63,9 @@ func contract(fn, scenario string) map[string]bool {
 		names = append(names, envEnsure...)
 	case "MessageFunction":
 		names = append(names, envEnsure...)
-		names = append(names, "MESSAGE_RATE_LIMIT", "INBOX_MAX_FRAMES", "INBOX_MAX_BYTES", "AGENT_TIMEOUT")
+		names = append(names, "CONNECT_FUNCTION", "INBOX_MAX_FRAMES", "INBOX_MAX_BYTES", "AGENT_TIMEOUT")
 	case "DisconnectFunction":
-		names = append(names, "MANAGEMENT_ENDPOINT")
+		// Only the globals: it removes a record and tells the agent; it never posts.
 	case "PrewarmFunction":
 		names = append(names, "SIGNING_SECRETS")
 		names = append(names, envEnsure...)
@@ -88,7 +94,7 @@ func TestEnvironment_Contract(t *testing.T) {
 				"ECS_CLUSTER": testCluster, "TASK_DEFINITION": testTaskDef, "SANDBOX_CONTAINER": "agent",
 				"SUBNET_IDS": "subnet-0a,subnet-0b", "SECURITY_GROUP_IDS": "sg-0a", "CAPACITY_PROVIDER": "FARGATE",
 				"MAX_SANDBOXES": "50", "LEASE_TTL": "60", "BUCKET": "sandgate-test-bucket", "MANAGEMENT_ENDPOINT": mgmt,
-				"MESSAGE_RATE_LIMIT": "20", "INBOX_MAX_FRAMES": "100", "INBOX_MAX_BYTES": "1048576", "AGENT_TIMEOUT": "2",
+				"CONNECT_FUNCTION": testStack + "-connect", "INBOX_MAX_FRAMES": "100", "INBOX_MAX_BYTES": "1048576", "AGENT_TIMEOUT": "2",
 				"RETENTION_DAYS": "90", "DRY_RUN": "false", "STORAGE_PATH_STYLE": "false",
 			}
 			if sc.name == "s3" {

@@ -15,7 +15,8 @@ import (
 // built lists the functions whose code must exist: a function here without
 // functions/<name>/main.go fails. Add each function when its main lands.
 var built = []string{
-	"AuthorizeFunction",
+	"AuthorizeFunction", "ConnectFunction", "MessageFunction", "DisconnectFunction",
+	"StatusFunction", "PrewarmFunction", "CleanupFunction",
 }
 
 // allFunctions is every function the design has; the template must declare exactly these.
@@ -124,7 +125,7 @@ func funcIDs(tpl *template.Template) map[string]bool {
 
 // agentCallers are the functions that reach the agent's private address and so need the
 // VPC; the others stay out of it (no ENIs, no NAT dependency for their AWS calls).
-var agentCallers = set("MessageFunction", "DisconnectFunction")
+var agentCallers = set("ConnectFunction", "MessageFunction", "DisconnectFunction")
 
 // Each function runs as sam build and Lambda expect, with its own timeout and memory,
 // its own log group with a retention and its own role.

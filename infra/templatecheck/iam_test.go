@@ -56,6 +56,10 @@ var vpc = []string{
 
 func post() string        { return "execute-api:ManageConnections " + fmt.Sprintf(conns, "POST") }
 func deleteConns() string { return "execute-api:ManageConnections " + fmt.Sprintf(conns, "DELETE") }
+func getConns() string    { return "execute-api:ManageConnections " + fmt.Sprintf(conns, "GET") }
+
+// invokeConnect lets a function send the Connect function its asynchronous notices.
+var invokeConnect = "lambda:InvokeFunction " + arn + ":lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-connect"
 
 func concat(parts ...[]string) []string {
 	var out []string
@@ -74,10 +78,10 @@ func expectedGrants(scenario string) map[string][]string {
 		"AuthorizeRole": logs("AuthorizeLogGroup"),
 		"ConnectRole": concat(logs("ConnectLogGroup"),
 			tableGrants("GetItem", "PutItem", "UpdateItem", "DeleteItem"), ensure,
-			[]string{post(), "lambda:InvokeFunction " + arn + ":lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-connect"}),
+			[]string{post(), invokeConnect}, vpc),
 		"MessageRole": concat(logs("MessageLogGroup"),
 			tableGrants("GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"), ensure,
-			[]string{post()}, vpc),
+			[]string{post(), invokeConnect}, vpc),
 		"DisconnectRole": concat(logs("DisconnectLogGroup"), tableGrants("GetItem", "DeleteItem"), vpc),
 		"StatusRole":     concat(logs("StatusLogGroup"), tableGrants("GetItem")),
 		"PrewarmRole":    concat(logs("PrewarmLogGroup"), tableGrants("GetItem", "UpdateItem"), ensure),
@@ -87,7 +91,7 @@ func expectedGrants(scenario string) map[string][]string {
 				// ListTasks authorizes against "*"; the cluster condition narrows it.
 				"ecs:ListTasks *" + inCluster,
 				"ecs:DescribeTasks " + tasks, "ecs:StopTask " + tasks,
-				post(), deleteConns(),
+				post(),
 			}),
 		"CleanupScheduleRole": {"lambda:InvokeFunction ${CleanupFunction.Arn}"},
 		"TaskExecutionRole": concat([]string{
@@ -96,7 +100,8 @@ func expectedGrants(scenario string) map[string][]string {
 			"ecr:GetDownloadUrlForLayer " + arn + ":ecr:${AWS::Region}:${AWS::AccountId}:repository/*",
 			"ecr:BatchGetImage " + arn + ":ecr:${AWS::Region}:${AWS::AccountId}:repository/*",
 		}, logs("SandboxLogGroup")),
-		"TaskRole": concat(tableGrants("GetItem", "UpdateItem", "DeleteItem", "Query"), []string{post(), deleteConns()}),
+		"TaskRole": concat(tableGrants("GetItem", "UpdateItem", "DeleteItem", "Query"),
+			[]string{post(), deleteConns(), getConns()}),
 	}
 	if s3 {
 		g["CleanupRole"] = append(g["CleanupRole"], "s3:ListBucket "+bucket+usersOnly, "s3:DeleteObject "+bucket+"/users/*")

@@ -207,7 +207,8 @@ func TestSandboxTaskDefinition(t *testing.T) {
 					t.Errorf("secret %v comes from %v, want a JSON key of StorageCredentialsSecretArn", kv["Name"], kv["ValueFrom"])
 				}
 			}
-			wantEnv := set("AGENT_PORT", "DATA_DIR", "SLEEP_AFTER", "MAX_LIFETIME", "SYNC_INTERVAL", "LEASE_TTL", "STORAGE_REGION", "STORAGE_PATH_STYLE")
+			wantEnv := set("AGENT_PORT", "DATA_DIR", "SLEEP_AFTER", "MAX_LIFETIME", "SYNC_INTERVAL", "LEASE_TTL",
+				"MESSAGE_RATE_LIMIT", "LOG_LEVEL", "STORAGE_REGION", "STORAGE_PATH_STYLE")
 			wantSecrets := set()
 			if sc.name == "r2" {
 				wantEnv["AWS_ENDPOINT_URL_S3"], wantEnv["SANDBOX_COMMAND"] = true, true

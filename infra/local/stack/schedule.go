@@ -41,7 +41,7 @@ func (s *Stack) startSchedules(tpl *template.Template) {
 						}
 					}
 				}
-			}(f.LogicalID)
+			}(FunctionName(f))
 		}
 	}
 }

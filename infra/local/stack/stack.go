@@ -348,6 +348,7 @@ func (s *Stack) startLambda(o Options, tpl *template.Template) error {
 	if cfg.WebSocket != nil {
 		cfg.WebSocket.APIID = APIID
 	}
+	nameRoutes(cfg, tpl)
 	gw := apigw.New(cfg, rt, s.log)
 	gw.Region, gw.AccountID = Region, AccountID
 	gw.SequentialDispatch = o.SequentialDispatch
@@ -383,7 +384,7 @@ func (s *Stack) startLambda(o Options, tpl *template.Template) error {
 			fenv[k] = v
 		}
 		if err := rt.Add(lambdart.Function{
-			Name: f.LogicalID, Path: path, Handler: f.Handler, Timeout: f.Timeout,
+			Name: FunctionName(f), Path: path, Handler: f.Handler, Timeout: f.Timeout,
 			MemoryMB: f.MemorySize, LogFormat: f.LogFormat, LogLevel: f.LogLevel, Env: fenv,
 		}); err != nil {
 			return err
@@ -466,4 +467,39 @@ func (s *Stack) Close(ctx context.Context) error {
 		s.tempRoot = false
 	}
 	return errors.Join(errs...)
+}
+
+// FunctionName is the name a function runs under, as in AWS: its FunctionName when the
+// template sets one (functions that invoke it use that name), else its logical id.
+func FunctionName(f *template.Function) string {
+	if f.FunctionName != "" {
+		return f.FunctionName
+	}
+	return f.LogicalID
+}
+
+// nameRoutes points the gateway's routes at the functions' running names.
+func nameRoutes(cfg apigw.Config, tpl *template.Template) {
+	name := func(id string) string {
+		if f := tpl.Functions[id]; f != nil {
+			return FunctionName(f)
+		}
+		return id
+	}
+	if ws := cfg.WebSocket; ws != nil {
+		for key, r := range ws.Routes {
+			r.Function = name(r.Function)
+			if r.Authorizer != nil {
+				a := *r.Authorizer
+				a.Function = name(a.Function)
+				r.Authorizer = &a
+			}
+			ws.Routes[key] = r
+		}
+	}
+	if h := cfg.HTTP; h != nil {
+		for i := range h.Routes {
+			h.Routes[i].Function = name(h.Routes[i].Function)
+		}
+	}
 }

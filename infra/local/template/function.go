@@ -25,6 +25,9 @@ const (
 // Function is one AWS::Serverless::Function with Globals.Function merged in.
 type Function struct {
 	LogicalID string
+	// FunctionName is the FunctionName property, resolved; empty when CloudFormation
+	// names the function.
+	FunctionName string
 	// Name is the directory name under functions/ by the project's convention:
 	// AuthorizeFunction → authorize. Dir is functions/<Name>.
 	Name, Dir string
@@ -83,6 +86,9 @@ func (e *evaluator) readFunction(r *resource, props *yaml.Node) (*Function, erro
 	}
 	f.Dir = functionsDir + "/" + f.Name
 	var err error
+	if f.FunctionName, err = e.optStr(props, "FunctionName", base); err != nil {
+		return nil, err
+	}
 	if f.Handler, err = e.optStr(props, "Handler", base); err != nil {
 		return nil, err
 	}

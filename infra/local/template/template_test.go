@@ -112,7 +112,7 @@ func TestLoad_RepositoryTemplate(t *testing.T) {
 	if c := tpl.Functions["ConnectFunction"]; c == nil || c.MemorySize != 256 || c.Timeout != 10*time.Second {
 		t.Errorf("ConnectFunction does not take MemorySize from Globals: %+v", c)
 	}
-	if m := tpl.Functions["MessageFunction"]; m == nil || m.Environment["MESSAGE_RATE_LIMIT"] != "20" || m.Environment["TABLE_NAME"] != "sandgate-table" {
+	if m := tpl.Functions["MessageFunction"]; m == nil || m.Environment["INBOX_MAX_FRAMES"] != "100" || m.Environment["TABLE_NAME"] != "sandgate-table" {
 		t.Errorf("MessageFunction environment = %v", m.Environment)
 	}
 	cl := tpl.Functions["CleanupFunction"]
@@ -157,7 +157,7 @@ func TestLoad_RepositoryTemplate(t *testing.T) {
 func TestLoad_ParameterOverrides(t *testing.T) {
 	tpl, err := template.Load("../../../template.yaml", template.Options{
 		Resolver:   localResolver(),
-		Parameters: requiredParams(t, map[string]string{"StageName": "local", "MessageRateLimit": "7"}),
+		Parameters: requiredParams(t, map[string]string{"StageName": "local", "MaxSandboxes": "7"}),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -165,8 +165,11 @@ func TestLoad_ParameterOverrides(t *testing.T) {
 	if tpl.WebSocketAPIs[0].Stage != "local" || tpl.HTTPAPIs[0].Stage != "local" {
 		t.Errorf("stage override not applied")
 	}
-	if got := tpl.Functions["MessageFunction"].Environment["MESSAGE_RATE_LIMIT"]; got != "7" {
-		t.Errorf("MESSAGE_RATE_LIMIT = %q", got)
+	if got := tpl.Functions["MessageFunction"].Environment["MAX_SANDBOXES"]; got != "7" {
+		t.Errorf("MAX_SANDBOXES = %q", got)
+	}
+	if c := tpl.Functions["ConnectFunction"]; c.FunctionName != "phys-AWS::StackName-connect" {
+		t.Errorf("ConnectFunction's FunctionName = %q", c.FunctionName)
 	}
 	for name, tc := range map[string]struct {
 		params map[string]string
