@@ -1,0 +1,131 @@
+package e2e_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/chromedp/chromedp"
+
+	"github.com/sandgate/sandgate/infra/local"
+	"github.com/sandgate/sandgate/infra/local/demo"
+	"github.com/sandgate/sandgate/internal/auth"
+	"github.com/sandgate/sandgate/internal/launcher"
+)
+
+// browser returns Debian's headless Chromium; make test and .ci/run install it. A
+// missing browser fails the test: it is part of what CI checks.
+func browser(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium-headless-shell", "chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("no Chromium found: apt-get install chromium-headless-shell (make test does this)")
+	return ""
+}
+
+// The demo page, in a real browser: two users side by side chat with their own
+// sandboxes, and neither sees the other's notes.
+func TestBrowser_DemoPageTwoUsers(t *testing.T) {
+	s := start(t, nil)
+	signer, err := auth.NewSigner(local.DevSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecsClient := ecs.NewFromConfig(s.AWS, func(o *ecs.Options) { o.BaseEndpoint = aws.String(s.Endpoints["AWS_ENDPOINT_URL_ECS"]) })
+	s3Client := s3.NewFromConfig(s.AWS, func(o *s3.Options) {
+		o.BaseEndpoint = aws.String(s.Endpoints["AWS_ENDPOINT_URL_S3"])
+		o.UsePathStyle = true
+	})
+	(&demo.Handler{
+		Signer: signer, WSURL: s.Gateway.WebSocketURL(), HTTPURL: s.Gateway.HTTPURL(),
+		Sandboxes: s.Store, Objects: s3Client, Bucket: s.Bucket, Log: quietLog(),
+		Tasks: launcher.New(ecsClient, launcher.Config{Cluster: s.Cluster}, quietLog()),
+	}).Register(s.Gateway)
+
+	// No network beyond loopback: background services, updates and sync stay off.
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(browser(t)),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck, chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.WindowSize(1280, 900),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancelTimeout := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancelTimeout()
+
+	panel := func(p, sel string) chromedp.CSS { return chromedp.CSS(`[data-panel="` + p + `"] ` + sel) }
+	// waitLog waits until panel p's log contains want.
+	waitLog := func(p, want string) chromedp.Action[chromedp.Void] {
+		return chromedp.Poll[chromedp.Void](`document.querySelector('`+string(panel(p, ".log"))+`').textContent.includes(`+jsString(want)+`)`,
+			chromedp.WithPollingTimeout(90*time.Second))
+	}
+	err = chromedp.Do(ctx,
+		chromedp.Navigate(s.Gateway.BaseURL()+"/"),
+		chromedp.WaitVisible(panel("a", ".connect")),
+		chromedp.Click(panel("a", ".connect")),
+		chromedp.Click(panel("b", ".connect")),
+		chromedp.WaitVisible(panel("a", `.state[data-state="ready"]`)),
+		chromedp.WaitVisible(panel("b", `.state[data-state="ready"]`)),
+		chromedp.SendKeys(panel("a", ".text"), "alice's private note"),
+		chromedp.Click(panel("a", ".note")),
+		waitLog("a", "saved note #1"),
+		chromedp.SendKeys(panel("b", ".text"), "bob's own note"),
+		chromedp.Click(panel("b", ".note")),
+		waitLog("b", "saved note #1"),
+		chromedp.Click(panel("a", ".notes")),
+		waitLog("a", "notes:\n• alice's private note"),
+		chromedp.Click(panel("b", ".notes")),
+		waitLog("b", "notes:\n• bob's own note"),
+	)
+	aliceLog, _ := chromedp.Run(ctx, chromedp.TextContent(panel("a", ".log")))
+	bobLog, _ := chromedp.Run(ctx, chromedp.TextContent(panel("b", ".log")))
+	shot(t, ctx, "demo-two-users.png")
+	if err != nil {
+		t.Fatalf("browser: %v\nalice: %s\nbob: %s", err, aliceLog, bobLog)
+	}
+	if strings.Contains(aliceLog, "bob's own note") || strings.Contains(bobLog, "alice's private note") {
+		t.Fatalf("a user saw the other's note\nalice: %s\nbob: %s", aliceLog, bobLog)
+	}
+	for _, want := range []string{"sandbox starting", "sandbox ready"} {
+		if !strings.Contains(aliceLog, want) {
+			t.Errorf("alice's log lacks %q: %s", want, aliceLog)
+		}
+	}
+}
+
+// shot saves a screenshot of the page in the test's artifact directory.
+func shot(t *testing.T, ctx context.Context, name string) {
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	if err != nil {
+		t.Logf("screenshot: %v", err)
+		return
+	}
+	path := filepath.Join(t.ArtifactDir(), name)
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Logf("screenshot: %v", err)
+		return
+	}
+	t.Logf("screenshot: %s", path)
+}
+
+func jsString(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\n", `\n`)
+	return "'" + r.Replace(s) + "'"
+}
