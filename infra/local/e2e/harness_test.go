@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,6 +87,10 @@ func start(t *testing.T, mutate func(*stack.Options)) *stack.Stack {
 	if mutate != nil {
 		mutate(&o)
 	}
+	if os.Getenv("E2E_DEBUG") != "" {
+		o.Overrides = maps.Clone(o.Overrides)
+		o.Overrides["LOG_LEVEL"] = "DEBUG"
+	}
 	s, err := stack.Start(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
@@ -113,6 +118,9 @@ type client struct {
 	c      *websocket.Conn
 	frames chan string
 	done   chan struct{}
+	// pending holds frames that arrived but no wait has matched yet, in arrival order:
+	// a status frame and a workload reply may arrive in either order.
+	pending []string
 }
 
 func dial(t *testing.T, s *stack.Stack, user string) *client {
@@ -151,10 +159,16 @@ func (c *client) send(frame string) {
 	}
 }
 
-// next returns the next frame matching match, failing after timeout; frames that do
-// not match are passed to skipped (which may be nil).
+// next returns the earliest frame matching match, failing after timeout; frames that
+// do not match stay pending for later waits.
 func (c *client) next(timeout time.Duration, what string, match func(string) bool) string {
 	c.t.Helper()
+	for i, f := range c.pending {
+		if match(f) {
+			c.pending = append(c.pending[:i:i], c.pending[i+1:]...)
+			return f
+		}
+	}
 	deadline := time.After(timeout)
 	for {
 		select {
@@ -162,6 +176,7 @@ func (c *client) next(timeout time.Duration, what string, match func(string) boo
 			if match(f) {
 				return f
 			}
+			c.pending = append(c.pending, f)
 		case <-c.done:
 			c.t.Fatalf("%s: connection closed while waiting for %s", c.user, what)
 		case <-deadline:
