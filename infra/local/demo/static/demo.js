@@ -12,6 +12,9 @@ function setup(panel) {
   let ws = null;
 
   const add = (cls, body) => {
+    // Repeated progress reports change the status pill, not the log.
+    const last = log.lastElementChild;
+    if (cls.startsWith("platform") && last && last.className === cls && last.textContent === body) return;
     const li = document.createElement("li");
     li.className = cls;
     li.textContent = body;
