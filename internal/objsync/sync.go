@@ -390,5 +390,10 @@ func logDone(log *slog.Logger, op string, st Stats, err error) {
 		log.Warn(op+" did not finish", append(attrs, logging.Error, err.Error())...)
 		return
 	}
-	log.Info(op+" finished", attrs...)
+	// A periodic sync that moved nothing is routine; say so only when debugging.
+	level := slog.LevelInfo
+	if st.Files == 0 && st.Deleted == 0 && st.Failed == 0 && st.Skipped == 0 && st.Kept == 0 {
+		level = slog.LevelDebug
+	}
+	log.Log(context.Background(), level, op+" finished", attrs...)
 }

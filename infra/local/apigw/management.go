@@ -54,7 +54,9 @@ func (s *Server) serveConnections(w http.ResponseWriter, r *http.Request) {
 		if !utf8.Valid(body) {
 			typ = websocket.MessageBinary
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		// Not the request's context: a caller that gives up mid-post must not close the
+		// client's connection, which a cancelled write does and API Gateway does not.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
 		defer cancel()
 		if err := c.ws.Write(ctx, typ, body); err != nil {
 			c.log.Info("post to closing connection", logging.Error, err.Error())

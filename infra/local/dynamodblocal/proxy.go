@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -32,6 +33,8 @@ func NewChecksumProxy(target string) (*ChecksumProxy, error) {
 	}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.ModifyResponse = addChecksum
+	// A client that goes away mid-request (a killed task) is not the proxy's error.
+	rp.ErrorLog = log.New(io.Discard, "", 0)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("checksum proxy: %w", err)
