@@ -382,7 +382,7 @@ func cleanupFunction(t *testing.T, name string, over map[string]string) string {
 
 func invokeCleanup(t *testing.T, name string) cleanup.Summary {
 	t.Helper()
-	out, err := shared.Runtime.Invoke(context.Background(), name, []byte(`{}`))
+	out, err := shared.Runtime.Invoke(context.Background(), shared.Name(name), []byte(`{}`))
 	if err != nil {
 		t.Fatalf("invoke %s: %v", name, err)
 	}
@@ -412,7 +412,7 @@ func TestEvents_SamplesRunThroughTheirFunctions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out, err := shared.Runtime.Invoke(context.Background(), c.fn, ev)
+		out, err := shared.Runtime.Invoke(context.Background(), shared.Name(c.fn), ev)
 		if err != nil {
 			t.Fatalf("%s %s: %v", c.fn, c.file, err)
 		}
@@ -425,7 +425,7 @@ func TestEvents_SamplesRunThroughTheirFunctions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := shared.Runtime.Invoke(context.Background(), "CleanupFunction", ev)
+	out, err := shared.Runtime.Invoke(context.Background(), shared.Name("CleanupFunction"), ev)
 	var sum cleanup.Summary
 	if err != nil || json.Unmarshal(out, &sum) != nil {
 		t.Fatalf("cleanup: %s, %v", out, err)
@@ -453,7 +453,7 @@ func TestStack_BadEvents_RefusedWithoutWrites(t *testing.T) {
 		ev.QueryStringParameters = map[string]string{"userId": "user_intruder"}
 		ev.Body = `{"userId":"user_intruder"}`
 		payload, _ := json.Marshal(ev)
-		out, err := shared.Runtime.Invoke(context.Background(), fn, payload)
+		out, err := shared.Runtime.Invoke(context.Background(), shared.Name(fn), payload)
 		if err != nil {
 			t.Fatalf("%s: %v", fn, err)
 		}

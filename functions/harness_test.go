@@ -90,11 +90,8 @@ func testMain(m *testing.M) int {
 		// (API Gateway gives no such promise; see docs/ARCHITECTURE.md).
 		SequentialDispatch: true,
 		Params:             map[string]string{"RetentionDays": "1"},
-		// Until template.yaml names the Connect function for the Message function's
-		// restart notices (see the report), the stack supplies it.
-		Env:       map[string]string{"CONNECT_FUNCTION": "ConnectFunction"},
-		Overrides: map[string]string{"MESSAGE_RATE_LIMIT": fmt.Sprint(rateLimit), "SYNC_INTERVAL": "1s", "LOG_LEVEL": "DEBUG"},
-		Output:    output, Log: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Overrides:          map[string]string{"MESSAGE_RATE_LIMIT": fmt.Sprint(rateLimit), "SYNC_INTERVAL": "1s", "LOG_LEVEL": "DEBUG"},
+		Output:             output, Log: slog.New(slog.NewJSONHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start stack:", err)

@@ -503,3 +503,11 @@ func nameRoutes(cfg apigw.Config, tpl *template.Template) {
 		}
 	}
 }
+
+// Name returns the name the function with logicalID runs under in the Runtime.
+func (s *Stack) Name(logicalID string) string {
+	if f := s.Template.Functions[logicalID]; f != nil {
+		return FunctionName(f)
+	}
+	return logicalID
+}
