@@ -43,8 +43,9 @@ const (
 	// Stage replaces the template's default stage name, so local URLs say where they lead.
 	Stage = "local"
 	// DefaultAddr is where `make dev` serves the gateway (the demo page, the WebSocket
-	// stage and the management API); tests use a free port.
-	DefaultAddr = "127.0.0.1:8700"
+	// stage and the management API), and DefaultHTTPAddr its HTTP API; tests use free ports.
+	DefaultAddr     = "127.0.0.1:8700"
+	DefaultHTTPAddr = "127.0.0.1:8701"
 )
 
 // Options configures a stack.
@@ -73,8 +74,8 @@ type Options struct {
 	// Overrides replace the template's values in every function's and task's environment
 	// (tests shorten intervals the template's parameters bound for production).
 	Overrides map[string]string
-	// Addr is the gateway's address (127.0.0.1:0 when empty).
-	Addr string
+	// Addr is the gateway's address and HTTPAddr the HTTP API's (127.0.0.1:0 when empty).
+	Addr, HTTPAddr string
 	// LaunchDelay is the emulated time from RunTask to the task's process start.
 	LaunchDelay time.Duration
 	// AddressPool is where task addresses come from, inside 127.0.0.0/8. Zero picks a
@@ -354,6 +355,9 @@ func (s *Stack) startLambda(o Options, tpl *template.Template) error {
 	gw.SequentialDispatch = o.SequentialDispatch
 	if o.Addr != "" {
 		gw.Addr = o.Addr
+	}
+	if o.HTTPAddr != "" {
+		gw.HTTPAddr = o.HTTPAddr
 	}
 	if err := gw.Start(); err != nil {
 		return err

@@ -40,6 +40,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root := fs.String("root", ".sandgate", "directory holding DynamoDB and S3 data and the task directories")
 	reset := fs.Bool("reset", false, "delete the data under -root before starting")
 	addr := fs.String("addr", stack.DefaultAddr, "address of the gateway, the demo page and the management API")
+	httpAddr := fs.String("http-addr", stack.DefaultHTTPAddr, "address of the HTTP API (status, prewarm)")
 	tpl := fs.String("template", "template.yaml", "SAM template")
 	build := fs.String("build", "build/local", "directory of the native bootstraps and the agent (make build-local)")
 	delay := fs.Duration("launch-delay", 3*time.Second, "emulated time from RunTask to the task starting (Fargate takes 30-90 s)")
@@ -68,7 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stdout, "starting the local stack (DynamoDB Local takes a few seconds)…")
 	s, err := stack.Start(ctx, stack.Options{
 		Root: *root, Persist: true, Template: *tpl, BuildDir: *build, Agent: agent,
-		Functions: true, Schedules: true, Addr: *addr, LaunchDelay: *delay, Log: log, Output: output,
+		Functions: true, Schedules: true, Addr: *addr, HTTPAddr: *httpAddr, LaunchDelay: *delay, Log: log, Output: output,
 	})
 	if err != nil {
 		return err
