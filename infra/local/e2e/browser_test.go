@@ -16,6 +16,7 @@ import (
 
 	"github.com/sandgate/sandgate/infra/local"
 	"github.com/sandgate/sandgate/infra/local/demo"
+	"github.com/sandgate/sandgate/infra/local/stacktest"
 	"github.com/sandgate/sandgate/internal/auth"
 	"github.com/sandgate/sandgate/internal/launcher"
 )
@@ -36,7 +37,7 @@ func browser(t *testing.T) string {
 // The demo page, in a real browser: two users side by side chat with their own
 // sandboxes, and neither sees the other's notes.
 func TestBrowser_DemoPageTwoUsers(t *testing.T) {
-	s := start(t, nil)
+	s := stacktest.Start(t, nil)
 	signer, err := auth.NewSigner(local.DevSecret)
 	if err != nil {
 		t.Fatal(err)

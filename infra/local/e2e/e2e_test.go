@@ -11,81 +11,58 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/coder/websocket"
 
 	"github.com/sandgate/sandgate/infra/local/stack"
+	"github.com/sandgate/sandgate/infra/local/stacktest"
 	"github.com/sandgate/sandgate/internal/auth"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/state"
 )
 
-const (
-	coldStart = 60 * time.Second // generous: CI machines are small and shared
-	reply     = 20 * time.Second
-)
-
-func keys(t *testing.T, s *stack.Stack, prefix string) []string {
-	t.Helper()
-	c := s3.NewFromConfig(s.AWS, func(o *s3.Options) {
-		o.BaseEndpoint = aws.String(s.Endpoints["AWS_ENDPOINT_URL_S3"])
-		o.UsePathStyle = true
-	})
-	out, err := c.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(s.Bucket), Prefix: aws.String(prefix)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ks []string
-	for _, o := range out.Contents {
-		ks = append(ks, aws.ToString(o.Key))
-	}
-	return ks
-}
-
 // Two users get two sandboxes; neither sees the other's frames, notes, files or
 // connections.
 func TestE2E_TwoUsersIsolated(t *testing.T) {
-	s := start(t, nil)
-	alice, bob := dial(t, s, "user_alice"), dial(t, s, "user_bob")
-	alice.status(frames.Ready, coldStart)
-	bob.status(frames.Ready, coldStart)
+	s := stacktest.Start(t, nil)
+	alice, bob := s.Dial(t, "user_alice"), s.Dial(t, "user_bob")
+	alice.Status(frames.Ready, coldStart)
+	bob.Status(frames.Ready, coldStart)
 
-	alice.send(`{"type":"note","text":"alice's secret"}`)
-	alice.jsonFrame("note.saved", reply)
-	bob.send(`{"type":"note","text":"bob's note"}`)
-	bob.jsonFrame("note.saved", reply)
+	alice.Send(`{"type":"note","text":"alice's secret"}`)
+	alice.JSONFrame("note.saved", reply)
+	bob.Send(`{"type":"note","text":"bob's note"}`)
+	bob.JSONFrame("note.saved", reply)
 
-	if n := alice.notes(reply); !slices.Equal(n, []string{"alice's secret"}) {
+	if n := alice.Notes(reply); !slices.Equal(n, []string{"alice's secret"}) {
 		t.Fatalf("alice sees %q", n)
 	}
-	if n := bob.notes(reply); !slices.Equal(n, []string{"bob's note"}) {
+	if n := bob.Notes(reply); !slices.Equal(n, []string{"bob's note"}) {
 		t.Fatalf("bob sees %q", n)
 	}
 	// Frames: an echo reaches its sender only.
-	alice.send("ping from alice")
-	alice.next(reply, "echo", func(f string) bool { return f == "ping from alice" })
-	bob.send("ping from bob")
-	if f := bob.next(reply, "echo", func(f string) bool { return strings.HasPrefix(f, "ping") }); f != "ping from bob" {
+	alice.Send("ping from alice")
+	alice.Next(reply, "echo", func(f string) bool { return f == "ping from alice" })
+	bob.Send("ping from bob")
+	if f := bob.Next(reply, "echo", func(f string) bool { return strings.HasPrefix(f, "ping") }); f != "ping from bob" {
 		t.Fatalf("bob received %q", f)
 	}
 
 	// Two tasks, two prefixes.
-	a := waitState(t, s, "user_alice", reply, "running", func(sb *state.Sandbox) bool { return sb.State == state.Running })
-	b := waitState(t, s, "user_bob", reply, "running", func(sb *state.Sandbox) bool { return sb.State == state.Running })
+	a := s.WaitState(t, "user_alice", reply, "running", func(sb *state.Sandbox) bool { return sb.State == state.Running })
+	b := s.WaitState(t, "user_bob", reply, "running", func(sb *state.Sandbox) bool { return sb.State == state.Running })
 	if a.TaskARN == b.TaskARN || a.Endpoint == b.Endpoint {
 		t.Fatalf("users share a task or an address: %s %s", a.TaskARN, a.Endpoint)
 	}
 	var aliceKeys []string
 	for deadline := time.Now().Add(reply); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if aliceKeys = keys(t, s, "users/user_alice/files/notes/"); len(aliceKeys) == 1 {
+		if aliceKeys = s.Keys(t, "users/user_alice/files/notes/"); len(aliceKeys) == 1 {
 			break
 		}
 	}
 	if len(aliceKeys) != 1 {
 		t.Fatalf("alice's synced notes: %q", aliceKeys)
 	}
-	for _, k := range keys(t, s, "users/user_bob/") {
+	for _, k := range s.Keys(t, "users/user_bob/") {
 		if strings.Contains(k, "alice") {
 			t.Fatalf("bob's prefix holds %s", k)
 		}
@@ -101,26 +78,26 @@ func TestE2E_TwoUsersIsolated(t *testing.T) {
 
 // connect → ready → frames → idle stop → reconnect → the files are restored.
 func TestE2E_IdleStopThenRestore(t *testing.T) {
-	s := start(t, nil)
-	c := dial(t, s, "user_carol")
-	c.status(frames.Ready, coldStart)
-	c.send(`{"type":"note","text":"remember me"}`)
-	c.jsonFrame("note.saved", reply)
-	first := waitState(t, s, "user_carol", reply, "running", func(sb *state.Sandbox) bool { return sb.State == state.Running })
+	s := stacktest.Start(t, nil)
+	c := s.Dial(t, "user_carol")
+	c.Status(frames.Ready, coldStart)
+	c.Send(`{"type":"note","text":"remember me"}`)
+	c.JSONFrame("note.saved", reply)
+	first := s.WaitState(t, "user_carol", reply, "running", func(sb *state.Sandbox) bool { return sb.State == state.Running })
 
-	c.c.Close(websocket.StatusNormalClosure, "bye")
+	c.Conn.Close(websocket.StatusNormalClosure, "bye")
 	// No connection and no frame for SLEEP_AFTER: the sandbox syncs and stops.
-	waitState(t, s, "user_carol", 60*time.Second, "stopped", func(sb *state.Sandbox) bool { return sb.State == state.Stopped })
+	s.WaitState(t, "user_carol", 60*time.Second, "stopped", func(sb *state.Sandbox) bool { return sb.State == state.Stopped })
 	if live, _ := s.Store.Capacity(context.Background()); live != 0 {
 		t.Fatalf("capacity after the idle stop = %d", live)
 	}
 
-	c2 := dial(t, s, "user_carol")
-	c2.status(frames.Ready, coldStart)
-	if n := c2.notes(reply); !slices.Equal(n, []string{"remember me"}) {
+	c2 := s.Dial(t, "user_carol")
+	c2.Status(frames.Ready, coldStart)
+	if n := c2.Notes(reply); !slices.Equal(n, []string{"remember me"}) {
 		t.Fatalf("after restart the notes are %q", n)
 	}
-	second := waitState(t, s, "user_carol", reply, "running", func(sb *state.Sandbox) bool { return sb.State == state.Running })
+	second := s.WaitState(t, "user_carol", reply, "running", func(sb *state.Sandbox) bool { return sb.State == state.Running })
 	if second.TaskARN == first.TaskARN || second.Generation <= first.Generation {
 		t.Fatalf("not a new sandbox: %s gen %d after %s gen %d", second.TaskARN, second.Generation, first.TaskARN, first.Generation)
 	}
@@ -132,20 +109,20 @@ func TestE2E_IdleStopThenRestore(t *testing.T) {
 // which they reach it, so this stack dispatches in order to make that order the
 // sending order.
 func TestE2E_ColdStartFramesInOrder(t *testing.T) {
-	s := start(t, func(o *stack.Options) {
+	s := stacktest.Start(t, func(o *stack.Options) {
 		o.SequentialDispatch = true
 		o.LaunchDelay = 2 * time.Second
 	})
-	c := dial(t, s, "user_dave")
+	c := s.Dial(t, "user_dave")
 	const n = 30
 	for i := range n {
-		c.send(fmt.Sprintf("frame-%02d", i))
+		c.Send(fmt.Sprintf("frame-%02d", i))
 	}
-	c.status(frames.Ready, coldStart)
-	c.send("after-ready")
+	c.Status(frames.Ready, coldStart)
+	c.Send("after-ready")
 	var got []string
 	for len(got) < n+1 {
-		got = append(got, c.next(reply, "echo", func(f string) bool {
+		got = append(got, c.Next(reply, "echo", func(f string) bool {
 			return strings.HasPrefix(f, "frame-") || f == "after-ready"
 		}))
 	}
@@ -172,52 +149,52 @@ func TestE2E_ColdStartFramesInOrder(t *testing.T) {
 // With every sandbox slot taken, a new user is told so in a frame, not by a refused
 // handshake; once a slot frees, the user's next frame starts a sandbox.
 func TestE2E_CapacityFullReportedAsFrame(t *testing.T) {
-	s := start(t, func(o *stack.Options) {
+	s := stacktest.Start(t, func(o *stack.Options) {
 		o.Overrides = map[string]string{"MAX_SANDBOXES": "1", "SLEEP_AFTER": "3s", "LEASE_TTL": "15s", "SYNC_INTERVAL": "1s"}
 	})
-	first := dial(t, s, "user_erin")
-	first.status(frames.Ready, coldStart)
-	second := dial(t, s, "user_frank")
-	if r := second.errorFrame(reply); r != frames.ReasonCapacity {
+	first := s.Dial(t, "user_erin")
+	first.Status(frames.Ready, coldStart)
+	second := s.Dial(t, "user_frank")
+	if r := second.ErrorFrame(reply); r != frames.ReasonCapacity {
 		t.Fatalf("reason = %q, want capacity", r)
 	}
-	second.send("hello?")
-	if r := second.errorFrame(reply); r != frames.ReasonCapacity {
+	second.Send("hello?")
+	if r := second.ErrorFrame(reply); r != frames.ReasonCapacity {
 		t.Fatalf("frame while full: reason = %q, want capacity", r)
 	}
-	first.c.Close(websocket.StatusNormalClosure, "done")
-	waitState(t, s, "user_erin", 60*time.Second, "stopped", func(sb *state.Sandbox) bool { return sb.State == state.Stopped })
-	second.send("now?")
-	second.status(frames.Ready, coldStart)
+	first.Conn.Close(websocket.StatusNormalClosure, "done")
+	s.WaitState(t, "user_erin", 60*time.Second, "stopped", func(sb *state.Sandbox) bool { return sb.State == state.Stopped })
+	second.Send("now?")
+	second.Status(frames.Ready, coldStart)
 }
 
 // A sandbox stopped while the user is busy (SIGTERM: a Spot interruption, a deploy)
 // loses nothing: every note acknowledged before the stop is restored, and frames sent
 // during the stop are queued and delivered by the next sandbox.
 func TestE2E_SIGTERMDuringActivityLosesNothing(t *testing.T) {
-	s := start(t, nil)
-	c := dial(t, s, "user_gina")
-	c.status(frames.Ready, coldStart)
-	sb := waitState(t, s, "user_gina", reply, "running", func(sb *state.Sandbox) bool { return sb.State == state.Running })
+	s := stacktest.Start(t, nil)
+	c := s.Dial(t, "user_gina")
+	c.Status(frames.Ready, coldStart)
+	sb := s.WaitState(t, "user_gina", reply, "running", func(sb *state.Sandbox) bool { return sb.State == state.Running })
 
 	var saved []string
 	for i := range 5 {
 		text := fmt.Sprintf("note %d", i)
-		c.send(fmt.Sprintf(`{"type":"note","text":%q}`, text))
-		c.jsonFrame("note.saved", reply)
+		c.Send(fmt.Sprintf(`{"type":"note","text":%q}`, text))
+		c.JSONFrame("note.saved", reply)
 		saved = append(saved, text)
 	}
-	pid := taskPid(t, s, sb.TaskARN)
+	pid := s.TaskPid(t, sb.TaskARN)
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	c.status(frames.Stopping, reply)
+	c.Status(frames.Stopping, reply)
 	// Sent while the sandbox stops: queued, then delivered by its successor.
-	c.send(`{"type":"note","text":"during the stop"}`)
-	c.status(frames.Ready, coldStart)
-	c.jsonFrame("note.saved", reply)
+	c.Send(`{"type":"note","text":"during the stop"}`)
+	c.Status(frames.Ready, coldStart)
+	c.JSONFrame("note.saved", reply)
 	want := append(saved, "during the stop")
-	if n := c.notes(reply); !slices.Equal(n, want) {
+	if n := c.Notes(reply); !slices.Equal(n, want) {
 		t.Fatalf("notes after the restart = %q, want %q", n, want)
 	}
 }
@@ -225,30 +202,30 @@ func TestE2E_SIGTERMDuringActivityLosesNothing(t *testing.T) {
 // An agent killed with -9 (no final sync, no release) is replaced by the next
 // connect once its lease has expired; data synced before the kill is restored.
 func TestE2E_KilledAgentReplacedAfterLeaseExpiry(t *testing.T) {
-	s := start(t, nil)
-	c := dial(t, s, "user_hank")
-	c.status(frames.Ready, coldStart)
-	c.send(`{"type":"note","text":"synced before the kill"}`)
-	c.jsonFrame("note.saved", reply)
-	sb := waitState(t, s, "user_hank", reply, "running", func(sb *state.Sandbox) bool { return sb.State == state.Running })
+	s := stacktest.Start(t, nil)
+	c := s.Dial(t, "user_hank")
+	c.Status(frames.Ready, coldStart)
+	c.Send(`{"type":"note","text":"synced before the kill"}`)
+	c.JSONFrame("note.saved", reply)
+	sb := s.WaitState(t, "user_hank", reply, "running", func(sb *state.Sandbox) bool { return sb.State == state.Running })
 	// Wait for the note to reach the bucket (SYNC_INTERVAL is 1 s here).
-	for deadline := time.Now().Add(reply); len(keys(t, s, "users/user_hank/files/notes/")) == 0; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(reply); len(s.Keys(t, "users/user_hank/files/notes/")) == 0; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the note never reached the bucket")
 		}
 	}
-	c.c.Close(websocket.StatusNormalClosure, "bye")
-	if err := syscall.Kill(taskPid(t, s, sb.TaskARN), syscall.SIGKILL); err != nil {
+	c.Conn.Close(websocket.StatusNormalClosure, "bye")
+	if err := syscall.Kill(s.TaskPid(t, sb.TaskARN), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	// The record still says RUNNING until the lease runs out; then a connect takes over.
-	waitState(t, s, "user_hank", 30*time.Second, "expired", func(x *state.Sandbox) bool { return !x.Live(time.Now()) })
-	c2 := dial(t, s, "user_hank")
-	c2.status(frames.Ready, coldStart)
-	if n := c2.notes(reply); !slices.Equal(n, []string{"synced before the kill"}) {
+	s.WaitState(t, "user_hank", 30*time.Second, "expired", func(x *state.Sandbox) bool { return !x.Live(time.Now()) })
+	c2 := s.Dial(t, "user_hank")
+	c2.Status(frames.Ready, coldStart)
+	if n := c2.Notes(reply); !slices.Equal(n, []string{"synced before the kill"}) {
 		t.Fatalf("notes after the takeover = %q", n)
 	}
-	after := waitState(t, s, "user_hank", reply, "running", func(x *state.Sandbox) bool { return x.State == state.Running })
+	after := s.WaitState(t, "user_hank", reply, "running", func(x *state.Sandbox) bool { return x.State == state.Running })
 	if after.TaskARN == sb.TaskARN || after.Generation <= sb.Generation {
 		t.Fatalf("not replaced: %s gen %d", after.TaskARN, after.Generation)
 	}
@@ -260,7 +237,7 @@ func TestE2E_KilledAgentReplacedAfterLeaseExpiry(t *testing.T) {
 // Forged, tampered and expired URLs are refused at the handshake, and nothing is
 // recorded for them.
 func TestE2E_ForgedAndExpiredURLsRefused(t *testing.T) {
-	s := start(t, nil)
+	s := stacktest.Start(t, nil)
 	good, err := s.SignURL("user_ivy")
 	if err != nil {
 		t.Fatal(err)
@@ -291,15 +268,4 @@ func TestE2E_ForgedAndExpiredURLsRefused(t *testing.T) {
 			t.Fatalf("a refused handshake left a record for %s: %v", u, err)
 		}
 	}
-}
-
-func taskPid(t *testing.T, s *stack.Stack, arn string) int {
-	t.Helper()
-	for _, task := range s.ECS.Tasks() {
-		if task.ARN == arn && task.Pid > 0 {
-			return task.Pid
-		}
-	}
-	t.Fatalf("no live task %s", arn)
-	return 0
 }

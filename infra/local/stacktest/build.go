@@ -1,0 +1,141 @@
+package stacktest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Build is the application built as make build-local builds it: each function as
+// <Dir>/<name>/bootstrap, the agent as <Dir>/agent.
+type Build struct {
+	Dir string
+	// Root is the repository: it holds go.mod and template.yaml.
+	Root string
+}
+
+// Agent is the agent binary, the stand-in for the sandbox image.
+func (b *Build) Agent() string { return filepath.Join(b.Dir, "agent") }
+
+// Template is the repository's template.yaml.
+func (b *Build) Template() string { return filepath.Join(b.Root, "template.yaml") }
+
+// NewBuild builds every function under functions/ and the agent into dir, with one
+// go build so the packages compile in parallel and share the cache.
+func NewBuild(dir string) (*Build, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	bin := filepath.Join(dir, ".bin")
+	cmd := exec.Command("go", "build", "-tags", "lambda.norpc", "-trimpath", "-o", bin+string(filepath.Separator), "./functions/...", "./container")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build functions and agent: %w\n%s", err, out)
+	}
+	mains, err := filepath.Glob(filepath.Join(root, "functions", "*", "main.go"))
+	if err != nil || len(mains) == 0 {
+		return nil, fmt.Errorf("build functions: no functions/*/main.go under %s", root)
+	}
+	for _, m := range mains {
+		name := filepath.Base(filepath.Dir(m))
+		if err := os.MkdirAll(filepath.Join(dir, name), 0o755); err != nil {
+			return nil, fmt.Errorf("build %s: %w", name, err)
+		}
+		if err := os.Rename(filepath.Join(bin, name), filepath.Join(dir, name, "bootstrap")); err != nil {
+			return nil, fmt.Errorf("build %s: %w", name, err)
+		}
+	}
+	b := &Build{Dir: dir, Root: root}
+	if err := os.Rename(filepath.Join(bin, "container"), b.Agent()); err != nil {
+		return nil, fmt.Errorf("build agent: %w", err)
+	}
+	return b, os.Remove(bin)
+}
+
+// RepoRoot walks up from the working directory to the directory holding go.mod.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("find repository: %w", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("find repository: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// shared is the test binary's build, made on first use so a package whose selected
+// tests and benchmarks need no stack builds nothing.
+var shared struct {
+	dir   string
+	once  sync.Once
+	build *Build
+	err   error
+}
+
+// Main runs a package's tests and benchmarks (call it from TestMain and exit with its
+// result). Binaries builds into a directory Main owns; afterwards Main removes it and
+// fails the run if a process started from it (an agent, a workload, a function) is
+// still alive: tests leave no orphans.
+func Main(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "sandgate-stacktest-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "stacktest:", err)
+		return 1
+	}
+	shared.dir = dir
+	defer os.RemoveAll(dir)
+	code := m.Run()
+	if pids := Leftovers(dir); len(pids) > 0 {
+		fmt.Fprintf(os.Stderr, "stacktest: processes of the test's binaries left behind: %s\n", strings.Join(pids, ", "))
+		code = 1
+	}
+	return code
+}
+
+// Binaries returns the test binary's build, building it on the first call. It needs
+// Main in the package's TestMain.
+func Binaries(tb testing.TB) *Build {
+	tb.Helper()
+	if shared.dir == "" {
+		tb.Fatal("stacktest: call stacktest.Main from TestMain")
+	}
+	shared.once.Do(func() { shared.build, shared.err = NewBuild(shared.dir) })
+	if shared.err != nil {
+		tb.Fatal(shared.err)
+	}
+	return shared.build
+}
+
+// Leftovers returns the live processes (pid:executable) whose executable lies under dir.
+func Leftovers(dir string) []string {
+	var out []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err != nil || !strings.HasPrefix(exe, dir+string(filepath.Separator)) {
+			continue
+		}
+		if b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil {
+			// The state follows the parenthesised command name; Z is dead, not yet reaped.
+			if _, rest, ok := strings.Cut(string(b), ") "); ok && strings.HasPrefix(rest, "Z") {
+				continue
+			}
+		}
+		out = append(out, e.Name()+":"+exe)
+	}
+	return out
+}
