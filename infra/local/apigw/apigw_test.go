@@ -557,3 +557,34 @@ func sortedKeys(m map[string]any) []string {
 }
 
 func equal(a, b []string) bool { return strings.Join(a, ",") == strings.Join(b, ",") }
+
+// A connection that ends while $disconnects are dropped leaves no $disconnect event,
+// though the gateway has forgotten it (410); the next one is reported again.
+func TestServer_DropDisconnects_NoInvocation(t *testing.T) {
+	st := newStack(t)
+	st.srv.DropDisconnects(1)
+	a, aID := st.connect(t, "user=alice")
+	b, bID := st.connect(t, "user=bob")
+	a.CloseNow() // the TCP connection dies, no close handshake
+	var gone *types.GoneException
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		_, err := st.mgmt.GetConnection(context.Background(), &apigatewaymanagementapi.GetConnectionInput{ConnectionId: &aID})
+		if errors.As(err, &gone) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GetConnection of a dead connection: %v, want GoneException", err)
+		}
+	}
+	if err := b.Close(websocket.StatusNormalClosure, "bye"); err != nil {
+		t.Fatal(err)
+	}
+	st.waitEvent(t, "DisconnectFunction", bID)
+	st.srv.Close() // waits for every invocation in flight
+	if evs := st.eventsOf("DisconnectFunction", aID); len(evs) != 0 {
+		t.Fatalf("dropped connection got %d $disconnect events", len(evs))
+	}
+	if !strings.Contains(st.logs.String(), "$disconnect dropped") {
+		t.Fatal("the drop is not logged")
+	}
+}

@@ -75,6 +75,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	conns   map[string]*conn
+	drop    int // $disconnects still to drop (DropDisconnects); < 0: all
 	started bool
 	closed  bool
 	wsLn    net.Listener
@@ -236,6 +237,35 @@ func (s *Server) Close() error {
 	s.work.Wait()
 	s.cancel()
 	return errors.Join(errs...)
+}
+
+// DropDisconnects makes the next n connections that end (every one when n < 0, none
+// when 0) end without a $disconnect invocation, as API Gateway does on occasion: their
+// connection records stay behind until something finds them gone (the management
+// API answers 410 for them, as for any closed connection).
+func (s *Server) DropDisconnects(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drop = n
+}
+
+// end forgets an ended connection and reports whether its $disconnect is dropped:
+// one decision under one lock, so connections are counted against DropDisconnects in
+// the order the gateway stops knowing them (GetConnection answers 410 from then on).
+func (s *Server) end(c *conn) (dropped bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns[c.id] == c {
+		delete(s.conns, c.id)
+	}
+	switch {
+	case s.drop > 0:
+		s.drop--
+		return true
+	case s.drop < 0:
+		return true
+	}
+	return false
 }
 
 func (s *Server) isClosed() bool {

@@ -211,9 +211,13 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	go c.watchTimeouts()
 	code, reason := c.readLoop()
 	close(c.ended)
-	s.remove(c)
+	dropped := s.end(c)
 	c.log.Info("disconnected", "disconnectStatusCode", code, logging.Reason, reason)
 	if d, ok := ws.Routes[RouteDisconnect]; ok {
+		if dropped {
+			c.log.Info("$disconnect dropped (DropDisconnects)")
+			return
+		}
 		s.disconnect(c, d, code, reason)
 	}
 }
