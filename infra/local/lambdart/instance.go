@@ -58,9 +58,11 @@ type instance struct {
 	out  *lineWriter
 	errw *lineWriter
 
-	next chan *invocation // handed over by GET .../invocation/next
+	next    chan *invocation // handed over by GET .../invocation/next
+	started time.Time        // when the process was started
 
 	mu      sync.Mutex
+	polled  bool // the process has asked for its first invocation
 	cur     *invocation
 	initErr *FunctionError
 	served  int // invocations handed over; a warm process has served at least one
@@ -93,7 +95,11 @@ func startInstance(p *pool) (*instance, error) {
 	cmd.Stdout, cmd.Stderr = i.out, i.errw
 	// A grandchild holding the pipes open must not hang Wait.
 	cmd.WaitDelay = time.Second
+	// Under the lock: the process's first request, on the server's goroutine, reads both.
+	i.mu.Lock()
+	i.started = time.Now()
 	i.proc, err = proc.Start(cmd)
+	i.mu.Unlock()
 	if err != nil {
 		_ = i.srv.Close()
 		return nil, fmt.Errorf("start %s: %w", fn.Name, err)
@@ -235,6 +241,17 @@ func (i *instance) exitError(inv *invocation) error {
 }
 
 func (i *instance) handleNext(w http.ResponseWriter, r *http.Request) {
+	i.mu.Lock()
+	first := !i.polled
+	i.polled = true
+	started, pid := i.started, i.proc.Pid()
+	i.mu.Unlock()
+	if first {
+		// Lambda's Init Duration: process start to the first call for an invocation.
+		d := time.Since(started)
+		i.p.recordInit(d)
+		i.p.log.Debug("process initialised", "pid", pid, logging.Duration, d.Milliseconds())
+	}
 	select {
 	case inv := <-i.next:
 		i.mu.Lock()

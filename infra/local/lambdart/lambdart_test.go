@@ -461,3 +461,41 @@ func TestRuntime_Handler_InvokeAPI(t *testing.T) {
 		t.Fatalf("unknown function: %d %s", resp.StatusCode, body)
 	}
 }
+
+// Each process's init (start to its first request for an invocation) is recorded
+// once: a warm invocation adds none, a second process adds its own, and the time
+// covers the function's own init.
+func TestRuntime_InitDurations_OnePerProcess(t *testing.T) {
+	const initMs = 300
+	h := newRuntime(t, lambdart.Function{Name: "Slow", MaxConcurrency: 2, Timeout: 10 * time.Second,
+		Env: map[string]string{"FIXTURE_INIT_MS": strconv.Itoa(initMs)}},
+		lambdart.Function{Name: "Init", Path: initFail})
+	for range 3 {
+		if _, err := h.invoke(context.Background(), "Slow", map[string]any{"op": "echo"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := h.rt.InitDurations("Slow")
+	if err != nil || len(d) != 1 || d[0] < initMs*time.Millisecond {
+		t.Fatalf("after one cold and two warm invocations: %v, %v; want one init of at least %d ms", d, err, initMs)
+	}
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			if _, err := h.invoke(context.Background(), "Slow", map[string]any{"op": "sleep", "ms": 500}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if d, _ := h.rt.InitDurations("Slow"); len(d) != 2 {
+		t.Fatalf("two processes, %d inits: %v", len(d), d)
+	}
+	h.rt.Invoke(context.Background(), "Init", []byte(`{}`))
+	if d, err := h.rt.InitDurations("Init"); err != nil || len(d) != 0 {
+		t.Fatalf("a failed init recorded %v, %v", d, err)
+	}
+	if _, err := h.rt.InitDurations("Nope"); !errors.Is(err, lambdart.ErrUnknownFunction) {
+		t.Fatalf("unknown function: %v", err)
+	}
+}

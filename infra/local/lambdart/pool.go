@@ -20,6 +20,7 @@ type pool struct {
 	slots chan struct{}
 
 	mu     sync.Mutex
+	inits  []time.Duration // each process's init, in the order they finished it
 	idle   []*instance
 	all    map[*instance]struct{}
 	closed bool
@@ -96,6 +97,12 @@ func (p *pool) get() (*instance, error) {
 	}
 	p.all[inst] = struct{}{}
 	return inst, nil
+}
+
+func (p *pool) recordInit(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.inits = append(p.inits, d)
 }
 
 func (p *pool) put(inst *instance, healthy bool) {

@@ -177,6 +177,19 @@ func (r *Runtime) pool(name string) (*pool, error) {
 	return p, nil
 }
 
+// InitDurations returns, for each process function has started, the time from its
+// start to its first request for an invocation (what Lambda reports as Init Duration),
+// in the order the processes got there. A process whose init failed has none.
+func (r *Runtime) InitDurations(function string) ([]time.Duration, error) {
+	p, err := r.pool(function)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]time.Duration(nil), p.inits...), nil
+}
+
 // Invoke runs function with payload and returns its response (a synchronous,
 // RequestResponse invocation). A failed invocation returns a *FunctionError; an
 // invocation whose ctx ends first kills the process serving it and returns ctx's error.
