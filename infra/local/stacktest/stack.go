@@ -154,8 +154,8 @@ func (s *Stack) TaskGone(arn string) bool {
 	return true
 }
 
-// S3 returns a client of the stack's bucket endpoint.
-func (s *Stack) S3() *s3.Client {
+// S3Client returns a client of the stack's bucket endpoint.
+func (s *Stack) S3Client() *s3.Client {
 	return s3.NewFromConfig(s.AWS, func(o *s3.Options) {
 		o.BaseEndpoint = aws.String(s.Endpoints["AWS_ENDPOINT_URL_S3"])
 		o.UsePathStyle = true
@@ -171,7 +171,7 @@ func (s *Stack) ECSClient() *ecs.Client {
 func (s *Stack) Keys(tb testing.TB, prefix string) []string {
 	tb.Helper()
 	var keys []string
-	p := s3.NewListObjectsV2Paginator(s.S3(), &s3.ListObjectsV2Input{Bucket: aws.String(s.Bucket), Prefix: aws.String(prefix)})
+	p := s3.NewListObjectsV2Paginator(s.S3Client(), &s3.ListObjectsV2Input{Bucket: aws.String(s.Bucket), Prefix: aws.String(prefix)})
 	for p.HasMorePages() {
 		out, err := p.NextPage(context.Background())
 		if err != nil {

@@ -1,0 +1,79 @@
+package chaos_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/sandgate/sandgate/infra/local/stack"
+	"github.com/sandgate/sandgate/infra/local/stacktest"
+	"github.com/sandgate/sandgate/internal/frames"
+)
+
+// DynamoDB stopped mid-traffic: every frame sent meanwhile is answered with an
+// `unavailable` error frame (never silence) and a new connection is refused at the
+// handshake; once it is back, the same sandboxes serve again and the capacity counter
+// still equals the sandboxes that hold a slot.
+func TestChaos_DynamoDBStopped_ErrorFramesThenRecovery(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t, func(o *stack.Options) {
+		o.Persist = true                   // the restarted emulator keeps the table
+		o.Overrides["LEASE_TTL"] = "60s"   // the outage is shorter than a lease
+		o.Overrides["SLEEP_AFTER"] = "10m" // nothing stops for being idle meanwhile
+	})
+	users := []string{"user_ddbA", "user_ddbB"}
+	clients := map[string]*stacktest.Client{}
+	for _, u := range users {
+		clients[u] = s.Dial(t, u)
+	}
+	before := map[string]string{}
+	for _, u := range users {
+		clients[u].Status(frames.Ready, coldStart)
+		clients[u].Send("warm " + u)
+		clients[u].Next(reply, "echo", func(f string) bool { return f == "warm "+u })
+		before[u] = s.Running(t, u, reply).TaskARN
+	}
+	exactCapacity(t, s, 2)
+
+	if err := s.DynamoDB.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	const during = 3
+	a := clients[users[0]]
+	for i := range during {
+		a.Send(fmt.Sprintf("while down %d", i))
+	}
+	for i := range during {
+		if r := a.ErrorFrame(reply); r != frames.ReasonUnavailable {
+			t.Fatalf("frame %d while DynamoDB is down: reason %q, want unavailable", i, r)
+		}
+	}
+	for _, f := range a.Pending() {
+		if len(f) > 10 && f[:10] == "while down" {
+			t.Fatalf("a frame was echoed while the table was unreachable: %q", f)
+		}
+	}
+	// A connection cannot be recorded: the handshake is refused, not left hanging.
+	_, err := s.TryDial(t, "user_ddbC")
+	var he *stacktest.HandshakeError
+	if !errors.As(err, &he) {
+		t.Fatalf("connect while DynamoDB is down: %v, want a refused handshake", err)
+	}
+
+	if err := s.DynamoDB.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		clients[u].Send("back " + u)
+		clients[u].Next(reply, "echo after the restart", func(f string) bool { return f == "back "+u })
+		if sb := s.Running(t, u, reply); sb.TaskARN != before[u] {
+			t.Fatalf("%s: served by %s after the outage, want the same sandbox %s", u, sb.TaskARN, before[u])
+		}
+	}
+	exactCapacity(t, s, 2)
+	// The refused user connects now.
+	c := s.Dial(t, "user_ddbC")
+	c.Status(frames.Ready, coldStart)
+	exactCapacity(t, s, 3)
+}
