@@ -1,0 +1,62 @@
+package benchreport
+
+import (
+	"strings"
+)
+
+// Run is one go test invocation of make bench.
+type Run struct {
+	// ID names the run's raw output (<ID>.json).
+	ID        string
+	Bench     string // the -bench pattern
+	Benchtime string
+	// Skip is the -skip pattern, if any.
+	Skip     string
+	Packages []string
+}
+
+// Args are go's arguments for the run, without -json.
+func (r Run) Args() []string {
+	args := []string{"test", "-run", "^$", "-bench", r.Bench, "-benchtime", r.Benchtime}
+	if r.Skip != "" {
+		args = append(args, "-skip", r.Skip)
+	}
+	args = append(args, "-timeout", "30m")
+	return append(args, r.Packages...)
+}
+
+// Command is the shell command that reproduces the run.
+func (r Run) Command() string {
+	parts := []string{"go"}
+	for _, a := range r.Args() {
+		parts = append(parts, shellQuote(a))
+	}
+	return strings.Join(parts, " ")
+}
+
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./=") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// The runs make bench makes. Each focused benchmark gets a fixed iteration count
+// (enough samples for a p99 where it reports one, few where an iteration starts
+// sandboxes); RunOthers runs every other benchmark for a second.
+var (
+	RunRelay  = Run{ID: "relay", Bench: "Relay_RoundTrip", Benchtime: "2000x", Packages: []string{"./infra/local/bench/"}}
+	RunAgent  = Run{ID: "agent", Bench: "Agent_FrameRoundTrip", Benchtime: "2000x", Packages: []string{"./internal/agent/"}}
+	RunWarm   = Run{ID: "warmpath", Bench: "Handler_Handle_WarmPath", Benchtime: "2000x", Packages: []string{"./internal/message/"}}
+	RunStorm  = Run{ID: "storm", Bench: "ConnectStorm", Benchtime: "1x", Packages: []string{"./infra/local/bench/"}}
+	RunStart  = Run{ID: "start", Bench: "Start_Overhead", Benchtime: "5x", Packages: []string{"./infra/local/bench/"}}
+	RunSync   = Run{ID: "sync", Bench: "Throughput", Benchtime: "3x", Packages: []string{"./internal/objsync/"}}
+	RunLambda = Run{ID: "lambda", Bench: "Lambda_Bootstrap", Benchtime: "10x", Packages: []string{"./infra/local/bench/"}}
+	RunOthers = Run{ID: "others", Bench: ".", Benchtime: "1s", Packages: []string{"./..."},
+		Skip: "Relay_RoundTrip|Agent_FrameRoundTrip|Handler_Handle_WarmPath|ConnectStorm|Start_Overhead|Throughput|Lambda_Bootstrap"}
+)
+
+// Runs returns every run of make bench, in order.
+func Runs() []Run {
+	return []Run{RunRelay, RunAgent, RunWarm, RunStorm, RunStart, RunSync, RunLambda, RunOthers}
+}
