@@ -76,11 +76,15 @@ lint: ## gofmt and go vet
 	$(GO) vet ./...
 
 BENCHTIME ?= 1s
-bench: deps ## run the benchmarks (installs rclone, the storage sync baseline)
+bench: deps ## run every benchmark and write docs/BENCHMARKS.md (installs rclone, the storage sync baseline; raw output in build/bench)
 	@command -v rclone >/dev/null || { echo "installing rclone (baseline of the sync benchmark)"; \
 		SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq rclone; }
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+	$(GO) run ./infra/local/cmd/benchreport -out docs/BENCHMARKS.md -raw $(BUILD)/bench -benchtime $(BENCHTIME)
+
+.PHONY: chaos
+chaos: deps ## the fault tests alone (DynamoDB, S3, RunTask, agents, lost disconnects); make test runs them too
+	$(GO) test -race -count=1 -v ./infra/local/chaos/
 
 bench-sync: ## restore and sync throughput against rclone on the same endpoint
 	$(GO) test -run '^$$' -bench Throughput -benchtime 5x ./internal/objsync/

@@ -11,7 +11,9 @@ type Run struct {
 	Bench     string // the -bench pattern
 	Benchtime string
 	// Skip is the -skip pattern, if any.
-	Skip     string
+	Skip string
+	// Benchmem adds allocations per operation.
+	Benchmem bool
 	Packages []string
 }
 
@@ -20,6 +22,9 @@ func (r Run) Args() []string {
 	args := []string{"test", "-run", "^$", "-bench", r.Bench, "-benchtime", r.Benchtime}
 	if r.Skip != "" {
 		args = append(args, "-skip", r.Skip)
+	}
+	if r.Benchmem {
+		args = append(args, "-benchmem")
 	}
 	args = append(args, "-timeout", "30m")
 	return append(args, r.Packages...)
@@ -52,7 +57,8 @@ var (
 	RunStart  = Run{ID: "start", Bench: "Start_Overhead", Benchtime: "5x", Packages: []string{"./infra/local/bench/"}}
 	RunSync   = Run{ID: "sync", Bench: "Throughput", Benchtime: "3x", Packages: []string{"./internal/objsync/"}}
 	RunLambda = Run{ID: "lambda", Bench: "Lambda_Bootstrap", Benchtime: "10x", Packages: []string{"./infra/local/bench/"}}
-	RunOthers = Run{ID: "others", Bench: ".", Benchtime: "1s", Packages: []string{"./..."},
+	// RunOthers' Benchtime is make bench's BENCHTIME (cmd/benchreport -benchtime).
+	RunOthers = Run{ID: "others", Bench: ".", Benchtime: "1s", Benchmem: true, Packages: []string{"./..."},
 		Skip: "Relay_RoundTrip|Agent_FrameRoundTrip|Handler_Handle_WarmPath|ConnectStorm|Start_Overhead|Throughput|Lambda_Bootstrap"}
 )
 

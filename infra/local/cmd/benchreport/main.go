@@ -29,6 +29,7 @@ func run(args []string, stderr io.Writer) int {
 	raw := fs.String("raw", "build/bench", "directory for each run's go test -json output (<run>.json)")
 	fromRaw := fs.Bool("from-raw", false, "render from the outputs kept in -raw instead of running the benchmarks")
 	only := fs.String("only", "", "comma-separated runs to make ("+ids()+"); the others are read from -raw")
+	fs.StringVar(&benchreport.RunOthers.Benchtime, "benchtime", benchreport.RunOthers.Benchtime, "-benchtime of the run of every other benchmark")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
