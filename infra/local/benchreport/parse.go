@@ -31,48 +31,78 @@ type Parsed struct {
 	CPU string
 }
 
-// event is one line of go test -json (test2json).
-type event struct {
-	Action  string
-	Package string
-	Test    string
-	Output  string
-}
-
 var procsSuffix = regexp.MustCompile(`-(\d+)$`)
 
 // Parse reads a go test -json stream. Lines that are not JSON (a build error printed
 // by go itself) are skipped.
 func Parse(r io.Reader) (Parsed, error) {
 	var p Parsed
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		var ev event
-		if json.Unmarshal(sc.Bytes(), &ev) != nil {
-			continue
+	err := Lines(r, func(pkg, line string) {
+		if cpu, ok := strings.CutPrefix(line, "cpu: "); ok {
+			p.CPU = cpu
 		}
-		switch ev.Action {
-		case "output":
-			line := strings.TrimRight(ev.Output, "\n")
-			if cpu, ok := strings.CutPrefix(line, "cpu: "); ok {
-				p.CPU = cpu
-			}
-			if res, ok := parseLine(ev.Package, line); ok {
-				p.Results = append(p.Results, res)
-			}
-		case "fail":
+		if res, ok := parseLine(pkg, line); ok {
+			p.Results = append(p.Results, res)
+		}
+	}, func(ev Event) {
+		if ev.Action == "fail" {
 			name := ev.Package
 			if ev.Test != "" {
 				name += " " + ev.Test
 			}
 			p.Failed = append(p.Failed, name)
 		}
+	})
+	return p, err
+}
+
+// Event is one line of go test -json (test2json).
+type Event struct {
+	Action  string
+	Package string
+	Test    string
+	Output  string
+}
+
+// Lines calls line with each complete output line of a go test -json stream and its
+// package, and event (when not nil) with every event. test2json may split one line of
+// output over several events (a benchmark's name is printed before it runs, its
+// numbers after), so output is joined per package before it is split into lines.
+func Lines(r io.Reader, line func(pkg, line string), event func(Event)) error {
+	partial := map[string]string{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var ev Event
+		if json.Unmarshal(sc.Bytes(), &ev) != nil {
+			continue
+		}
+		if event != nil {
+			event(ev)
+		}
+		if ev.Action != "output" {
+			continue
+		}
+		text := partial[ev.Package] + ev.Output
+		for {
+			l, rest, ok := strings.Cut(text, "\n")
+			if !ok {
+				break
+			}
+			line(ev.Package, l)
+			text = rest
+		}
+		partial[ev.Package] = text
+	}
+	for pkg, text := range partial {
+		if text != "" {
+			line(pkg, text)
+		}
 	}
 	if err := sc.Err(); err != nil {
-		return p, fmt.Errorf("read go test output: %w", err)
+		return fmt.Errorf("read go test output: %w", err)
 	}
-	return p, nil
+	return nil
 }
 
 // parseLine reads "BenchmarkX-2  <N>  <value> <unit>  <value> <unit> ...".

@@ -24,7 +24,8 @@ func parseFile(t *testing.T, path string) benchreport.Parsed {
 }
 
 // Result lines become results (name without the procs suffix, every unit), the cpu
-// line is kept, failures are listed, and lines that are not JSON are skipped.
+// line is kept, failures are listed, lines that are not JSON are skipped, and a result
+// line split over two events (as test2json does for benchmarks) is read whole.
 func TestParse_ResultsFailuresCPU(t *testing.T) {
 	p := parseFile(t, "testdata/run.json")
 	if p.CPU != "Intel(R) Xeon(R) Processor" {
@@ -54,7 +55,7 @@ func TestParse_ResultsFailuresCPU(t *testing.T) {
 // Without GOMAXPROCS > 1 go test prints no suffix.
 func TestParse_NoProcsSuffix(t *testing.T) {
 	p := parseFile(t, "testdata/others.json")
-	if len(p.Results) != 3 || p.Results[1].Name != "Verifier_VerifyQuery" || p.Results[1].Procs != 1 || p.Results[1].Metrics["allocs/op"] != 19 {
+	if len(p.Results) != 5 || p.Results[1].Name != "Verifier_VerifyQuery" || p.Results[1].Procs != 1 || p.Results[1].Metrics["allocs/op"] != 19 {
 		t.Fatalf("results %+v", p.Results)
 	}
 }

@@ -206,6 +206,9 @@ func (r Report) relay(m *md) {
 		"with every client of one user sending its next frame after the previous echo, against the same echo from the same workload process over a direct WebSocket, "+
 		"measured with as many clients and frames, alternately in four rounds. Goal: p50 within %.1f × the direct p50 + %.0f ms. "+
 		"*GetItem alone* is the one DynamoDB read on the path, made directly against the same emulator in the same rounds.", RelayFactor, RelayExtraMs))
+	m.p("The relay path holds, by design, one DynamoDB read, one Lambda invocation through the Runtime API (the hand-over to a waiting process and its response), " +
+		"an HTTP POST to the agent, the agent's WebSocket to the workload and a SigV4-signed management API post back; the direct echo holds none of them. " +
+		"Beyond one client, all of it shares this machine's cores with the clients and the workload, and the local runtime runs at most 10 processes per function.")
 	r.command(m, RunRelay)
 	var rows [][]string
 	for _, n := range RelayClients {
@@ -315,15 +318,24 @@ func (r Report) lambda(m *md) {
 
 func (r Report) others(m *md) {
 	m.h2("Every other benchmark")
-	m.p("For the record; most report their own same-run baseline (`x-…` is a multiple of it). Time per operation is for this machine only.")
+	m.p("For the record; most report their own same-run baseline (`x-…` is a multiple of it), and a package's `Baseline_…` benchmark is the baseline of the others beside it (`÷ Baseline_…`). Time per operation is for this machine only.")
 	r.command(m, RunOthers)
 	o := r.Outcomes[RunOthers.ID]
 	if o == nil {
 		return
 	}
+	base := map[string]Result{}
+	for _, res := range o.Results {
+		if strings.HasPrefix(res.Name, "Baseline_") {
+			base[res.Package] = res
+		}
+	}
 	var rows [][]string
 	for _, res := range o.Results {
 		var extra []string
+		if b, ok := base[res.Package]; ok && b.Name != res.Name && b.Metrics["ns/op"] > 0 {
+			extra = append(extra, x(res.Metrics["ns/op"]/b.Metrics["ns/op"])+" ÷ "+b.Name)
+		}
 		for _, u := range sortedUnits(res.Metrics) {
 			if u != "ns/op" {
 				extra = append(extra, num(res.Metrics[u])+" "+u)

@@ -75,6 +75,8 @@ func TestRender_TablesCommandsFailures(t *testing.T) {
 		"| 4x50MB | sync | 120 MB/s | 150 MB/s | 0.8× |",
 		"| authorize | 5.96 MB | 1.02× | 1.76 ms | 1.46 ms | 1.21× |",
 		"| Verifier_VerifyQuery | internal/auth | 1.73 µs | 1120 B/op, 19 allocs/op, 578246 verifications/s |",
+		"| Runtime_Invoke_Warm | infra/local/lambdart | 247 µs | 11.2× ÷ Baseline_LoopbackHTTP, 6184 B/op, 72 allocs/op |",
+		"| Baseline_LoopbackHTTP | infra/local/lambdart | 22.1 µs | 6470 B/op, 81 allocs/op |",
 		"## Failures",
 		"| others | exit status 1 |",
 	} {

@@ -4,8 +4,6 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -143,21 +141,13 @@ func goTest(r benchreport.Run, path string, stderr io.Writer) error {
 
 // progress prints the result and failure lines of a go test -json stream.
 func progress(r io.Reader, w io.Writer) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		var ev struct{ Action, Output string }
-		if json.Unmarshal(sc.Bytes(), &ev) != nil || ev.Action != "output" {
-			continue
-		}
-		line := strings.TrimRight(ev.Output, "\n")
-		f := strings.Fields(line)
+	_ = benchreport.Lines(r, func(_, line string) {
 		switch {
-		case strings.HasPrefix(line, "Benchmark") && len(f) > 2,
+		case strings.HasPrefix(line, "Benchmark") && len(strings.Fields(line)) > 2,
 			strings.HasPrefix(line, "--- FAIL"), strings.HasPrefix(line, "FAIL"), strings.HasPrefix(line, "panic:"):
 			fmt.Fprintln(w, line)
 		}
-	}
+	}, nil)
 	_, _ = io.Copy(io.Discard, r)
 }
 
