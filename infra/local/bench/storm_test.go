@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -86,7 +87,7 @@ func BenchmarkConnectStorm(b *testing.B) {
 		}
 		leases := map[string]bool{}
 		for _, r := range s.ECS.RunTaskRequests() {
-			if env := sandboxtest.TaskEnv(r); len(env[taskenv.UserID]) > len(prefix) && env[taskenv.UserID][:len(prefix)] == prefix {
+			if env := sandboxtest.TaskEnv(r); strings.HasPrefix(env[taskenv.UserID], prefix) {
 				leases[env[taskenv.LeaseToken]] = true
 			}
 		}

@@ -269,9 +269,10 @@ func (r Report) storm(m *md) {
 
 func (r Report) start(m *md) {
 	m.h2("Own start overhead")
-	m.p(fmt.Sprintf("A client's connect → ready, less the emulated Fargate launch as ECS reports it for the same task (createdAt → startedAt; the stack emulates 500 ms), "+
+	m.p(fmt.Sprintf("A client's connect → ready, less the emulated Fargate launch as ECS reports it for the same task (createdAt → startedAt), "+
 		"is what sandgate itself adds: the handshake, the lease and RunTask, the agent's start, the restore, the workload's start, ready and the frame. "+
-		"The restore is timed by the agent itself; the rest must stay within %.0f ms. Medians of the iterations.", StartBudgetMs))
+		"The restore is timed by the agent itself; the rest must stay within %.0f ms. Medians of the iterations; the functions' processes are warm, "+
+		"since go test does not report its first, single-iteration run, where they (and the emulators) start cold.", StartBudgetMs))
 	r.command(m, RunStart)
 	var rows [][]string
 	for _, ws := range StartWorkspaces {

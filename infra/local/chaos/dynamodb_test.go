@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/sandgate/sandgate/infra/local/stack"
@@ -50,7 +51,7 @@ func TestChaos_DynamoDBStopped_ErrorFramesThenRecovery(t *testing.T) {
 		}
 	}
 	for _, f := range a.Pending() {
-		if len(f) > 10 && f[:10] == "while down" {
+		if strings.HasPrefix(f, "while down") {
 			t.Fatalf("a frame was echoed while the table was unreachable: %q", f)
 		}
 	}
