@@ -13,9 +13,9 @@ import (
 )
 
 // BenchmarkHandler_Handle_WarmPath measures one warm frame through the handler (its
-// only I/O: one GetItem, one POST to the agent) against a baseline measured in the
-// same run: the same GetItem and POST made directly. x-baseline near 1 means the
-// handler adds nothing but its two calls.
+// I/O: at most one GetItem — none while the record is cached — and one POST to the
+// agent) against a baseline measured in the same run: the same GetItem and POST made
+// directly for every frame. x-baseline below 1 is what the record cache saves.
 func BenchmarkHandler_Handle_WarmPath(b *testing.B) {
 	db := sandboxtest.NewDB(b)
 	store := db.Store()
@@ -67,7 +67,7 @@ func BenchmarkHandler_Handle_WarmPath(b *testing.B) {
 	b.ReportMetric(perOp/base, "x-baseline")
 	b.ReportMetric(float64(calls)/float64(b.N), "ddb-calls/op")
 	b.ReportMetric(float64(writes)/float64(b.N), "ddb-writes/op")
-	if calls != int64(b.N) || writes != 0 {
+	if calls > int64(b.N) || writes != 0 {
 		b.Fatalf("%d frames: %d DynamoDB calls, %d writes; logs: %s", b.N, calls, writes, logs.String())
 	}
 }

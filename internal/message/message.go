@@ -80,6 +80,11 @@ type Handler struct {
 	// RestartWait bounds a restart notice's wait for a stopping sandbox
 	// (connect.DefaultRestartWait).
 	RestartWait time.Duration
+	// RecordTTL is how long a RUNNING record is reused for the user's next frames
+	// (DefaultRecordTTL); negative reads it for every frame.
+	RecordTTL time.Duration
+
+	records records
 }
 
 func (h *Handler) now() time.Time {
@@ -123,6 +128,9 @@ func (h *Handler) Handle(ctx context.Context, ev events.APIGatewayWebsocketProxy
 		h.refuse(ctx, f, frames.ReasonTooLarge, fmt.Errorf("%d bytes, limit %d", len(f.data), max))
 		return wsroute.OK(), nil
 	}
+	if h.deliverCached(ctx, f) {
+		return wsroute.OK(), nil
+	}
 	sb, err := h.Store.Get(ctx, caller.UserID)
 	switch {
 	case errors.Is(err, state.ErrNotFound):
@@ -130,9 +138,57 @@ func (h *Handler) Handle(ctx context.Context, ev events.APIGatewayWebsocketProxy
 	case err != nil:
 		h.refuse(ctx, f, frames.ReasonUnavailable, err)
 	default:
+		if ttl := h.recordTTL(); sb.State == state.Running && ttl > 0 {
+			h.records.put(sb, h.now().Add(ttl))
+		}
 		h.route(ctx, f, sb)
 	}
 	return wsroute.OK(), nil
+}
+
+func (h *Handler) recordTTL() time.Duration {
+	if h.RecordTTL == 0 {
+		return DefaultRecordTTL
+	}
+	return h.RecordTTL
+}
+
+// deliverCached delivers f with the user's cached RUNNING record, and reports whether
+// f is dealt with. Any answer but acceptance or a refusal of the frame itself drops the
+// record: the caller reads it again and decides from what DynamoDB says.
+func (h *Handler) deliverCached(ctx context.Context, f *frame) bool {
+	sb := h.records.get(f.UserID, h.now())
+	if sb == nil {
+		return false
+	}
+	err := h.Agent.Deliver(ctx, target(sb), f.ConnectionID, f.data)
+	if err == nil {
+		f.log.DebugContext(ctx, "frame delivered")
+		return true
+	}
+	if reason, ok := frameRefusal(err); ok {
+		h.refuse(ctx, f, reason, err)
+		return true
+	}
+	h.records.drop(f.UserID)
+	f.log.DebugContext(ctx, "cached record stale; reading it again", logging.Error, err.Error())
+	return false
+}
+
+func target(sb *state.Sandbox) agentapi.Target {
+	return agentapi.Target{Endpoint: sb.Endpoint, Token: sb.GatewayToken, UserID: sb.UserID}
+}
+
+// frameRefusal names the agent's refusals of the frame itself, which another sandbox
+// would refuse too.
+func frameRefusal(err error) (string, bool) {
+	switch {
+	case errors.Is(err, agentapi.ErrRateLimited):
+		return frames.ReasonRateLimited, true
+	case errors.Is(err, agentapi.ErrTooLarge):
+		return frames.ReasonTooLarge, true
+	}
+	return "", false
 }
 
 // route sends f where the record says: the warm path (one read, no write) when the
@@ -157,15 +213,16 @@ func (h *Handler) route(ctx context.Context, f *frame, sb *state.Sandbox) {
 // take over a dead sandbox) when the agent does not take it; without it, the sender
 // is told.
 func (h *Handler) deliver(ctx context.Context, f *frame, sb *state.Sandbox, fallback bool) {
-	t := agentapi.Target{Endpoint: sb.Endpoint, Token: sb.GatewayToken, UserID: sb.UserID}
-	err := h.Agent.Deliver(ctx, t, f.ConnectionID, f.data)
+	err := h.Agent.Deliver(ctx, target(sb), f.ConnectionID, f.data)
+	reason, refused := frameRefusal(err)
+	if err != nil && !refused {
+		h.records.drop(f.UserID)
+	}
 	switch {
 	case err == nil:
 		f.log.DebugContext(ctx, "frame delivered")
-	case errors.Is(err, agentapi.ErrRateLimited):
-		h.refuse(ctx, f, frames.ReasonRateLimited, err)
-	case errors.Is(err, agentapi.ErrTooLarge):
-		h.refuse(ctx, f, frames.ReasonTooLarge, err)
+	case refused:
+		h.refuse(ctx, f, reason, err)
 	case !fallback:
 		h.refuse(ctx, f, frames.ReasonUnavailable, err)
 	case errors.Is(err, agentapi.ErrStopping):

@@ -130,7 +130,8 @@ func noMore(t *testing.T, c *sandboxtest.Client) {
 	}
 }
 
-// The warm path: exactly one DynamoDB GetItem and no write per frame, then the agent.
+// The warm path: at most one DynamoDB GetItem and no write per frame, then the agent.
+// The first frame reads the record; the next ones, within the record's TTL, reuse it.
 func TestHandler_Handle_WarmPathOneRead(t *testing.T) {
 	e := newEnv(t)
 	agent := sandboxtest.StartAgent(t, "user_a")
@@ -146,9 +147,38 @@ func TestHandler_Handle_WarmPathOneRead(t *testing.T) {
 			t.Fatalf("agent got %+v", got)
 		}
 	}
-	if reads, writes := e.db.Calls.Calls("DynamoDB", "GetItem"), e.db.Writes(); reads != n || writes != 0 ||
-		e.db.Calls.Calls("DynamoDB", "") != n {
-		t.Fatalf("%d frames: DynamoDB calls %+v", n, e.db.Calls.Snapshot())
+	if reads, writes := e.db.Calls.Calls("DynamoDB", "GetItem"), e.db.Writes(); reads != 1 || writes != 0 ||
+		e.db.Calls.Calls("DynamoDB", "") != 1 {
+		t.Fatalf("%d frames: DynamoDB calls %+v, want the one read of the first", n, e.db.Calls.Snapshot())
+	}
+	// Past the TTL, the next frame reads the record again.
+	e.db.Clock.Advance(message.DefaultRecordTTL)
+	e.send(t, c, "later")
+	agent.Next(t)
+	if reads := e.db.Calls.Calls("DynamoDB", "GetItem"); reads != 2 {
+		t.Fatalf("after the TTL: %d reads, want 2", reads)
+	}
+	noMore(t, c)
+}
+
+// A cached record that went stale (its agent died and another took over at a new
+// address and token) is noticed by the agent's silence and read again: the frame
+// reaches the new agent, and nothing is refused.
+func TestHandler_Handle_CachedRecordStale(t *testing.T) {
+	e := newEnv(t)
+	e.h.RecordTTL = time.Hour
+	old := sandboxtest.StartAgent(t, "user_a")
+	e.running(t, old)
+	c := e.gw.Dial(t, "user_a")
+	e.send(t, c, "one")
+	old.Next(t)
+	old.Stop()
+	e.db.Clock.Advance(state.DefaultLeaseTTL)
+	next := sandboxtest.StartAgent(t, "user_a")
+	e.running(t, next) // takes the expired lease over, at the new agent's address
+	e.send(t, c, "two")
+	if got := next.Next(t); got.Op != "deliver" || string(got.Frame) != "two" {
+		t.Fatalf("new agent got %+v", got)
 	}
 	noMore(t, c)
 }
