@@ -47,8 +47,10 @@ func (s *sandbox) failStart(ctx context.Context, step string, cause error) error
 // reserve is the time kept for the last write of a stop (Stop or Release).
 func (s *sandbox) reserve() time.Duration { return min(5*time.Second, s.cfg.StopTimeout/5) }
 
-// shutdown is the stop sequence: MarkStopping, tell the clients, refuse new frames,
+// shutdown is the stop sequence: MarkStopping, refuse new frames, tell the clients,
 // deliver the accepted ones, stop the workload (SIGTERM, grace), final sync, STOPPED.
+// Frames are refused before the clients hear `stopping`, so whatever a client sends
+// once told goes to the inbox for the next sandbox, whoever handles it.
 func (s *sandbox) shutdown(reason string, cause error, stopHeartbeats func()) error {
 	begin := s.now()
 	s.log.Info("stopping", logging.Reason, reason)
@@ -68,8 +70,8 @@ func (s *sandbox) shutdown(reason string, cause error, stopHeartbeats func()) er
 	if err != nil {
 		s.log.Warn("mark stopping failed; stopping anyway", logging.Error, err.Error())
 	}
-	s.broadcast(ctx, frames.Status(frames.Stopping))
 	s.router.stopTaking()
+	s.broadcast(ctx, frames.Status(frames.Stopping))
 
 	flushCtx, flushCancel := context.WithTimeout(ctx, min(s.cfg.StopTimeout/4, 10*time.Second))
 	s.router.flush(flushCtx)
