@@ -373,7 +373,7 @@ func cleanupFunction(t *testing.T, name string, over map[string]string) string {
 	for k, v := range over {
 		env[k] = v
 	}
-	if err := shared.Runtime.Add(lambdart.Function{Name: name, Path: buildDir + "/cleanup/bootstrap",
+	if err := shared.Runtime.Add(lambdart.Function{Name: name, Path: build.Dir + "/cleanup/bootstrap",
 		Timeout: f.Timeout, MemoryMB: f.MemorySize, Env: env}); err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/sandgate/sandgate/infra/local/ecslocal"
 	"github.com/sandgate/sandgate/infra/local/stack"
+	"github.com/sandgate/sandgate/infra/local/stacktest"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/sandbox/sandboxtest"
 	"github.com/sandgate/sandgate/internal/taskenv"
@@ -32,14 +32,10 @@ const (
 	rateLimit = 5
 )
 
-// names are the functions under functions/, each built into <build>/<name>/bootstrap.
-var names = []string{"authorize", "connect", "message", "disconnect", "status", "prewarm", "cleanup"}
-
 var (
-	binDir   string // the built binaries
-	buildDir string // <name>/bootstrap for the stack
-	shared   *stack.Stack
-	output   = &syncBuffer{} // every function's and task's output, for failure reports
+	build  *stacktest.Build // every function's bootstrap and the agent
+	shared *stack.Stack
+	output = &syncBuffer{} // every function's and task's output, for failure reports
 )
 
 type syncBuffer struct {
@@ -64,27 +60,14 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	binDir, buildDir = filepath.Join(dir, "bin"), filepath.Join(dir, "build")
-	// One go build for all: the packages compile in parallel and share the cache.
-	build := exec.Command("go", "build", "-tags", "lambda.norpc", "-o", binDir+"/", "./...", "../container")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build functions and agent: %v\n%s", err, out)
+	build, err = stacktest.NewBuild(filepath.Join(dir, "build"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
-	}
-	for _, n := range names {
-		if err := os.MkdirAll(filepath.Join(buildDir, n), 0o755); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		if err := os.Rename(filepath.Join(binDir, n), filepath.Join(buildDir, n, "bootstrap")); err != nil {
-			fmt.Fprintln(os.Stderr, "function binary:", err)
-			return 1
-		}
 	}
 	ctx := context.Background()
 	shared, err = stack.Start(ctx, stack.Options{
-		Template: "../template.yaml", BuildDir: buildDir, Agent: filepath.Join(binDir, "container"),
+		Template: build.Template(), BuildDir: build.Dir, Agent: build.Agent(),
 		Root: filepath.Join(dir, "stack"), Functions: true, LaunchDelay: launchDelay,
 		// Frames of one connection are handled in the order sent, so order can be asserted
 		// (API Gateway gives no such promise; see docs/ARCHITECTURE.md).
@@ -104,7 +87,7 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "close stack:", err)
 		code = 1
 	}
-	if pids := leftovers(); len(pids) > 0 {
+	if pids := stacktest.Leftovers(build.Dir); len(pids) > 0 {
 		fmt.Fprintf(os.Stderr, "processes of the test's binaries left behind: %v\n", pids)
 		code = 1
 	}
@@ -112,25 +95,6 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, output.String())
 	}
 	return code
-}
-
-// leftovers returns the live processes running one of the test's binaries.
-func leftovers() []string {
-	var out []string
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
-		if err != nil || !strings.HasPrefix(exe, filepath.Dir(binDir)+"/") {
-			continue
-		}
-		if b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil {
-			if f := strings.Fields(string(b)); len(f) > 2 && f[2] == "Z" {
-				continue // dead, not yet reaped by its parent
-			}
-		}
-		out = append(out, e.Name()+":"+exe)
-	}
-	return out
 }
 
 // dump reports the stack's process output with a test failure, when asked to.
