@@ -32,7 +32,7 @@ func TestCounter_APIOption_CountsCallsPerOperation(t *testing.T) {
 	}
 	counter := callcount.New()
 	cfg.APIOptions = append(cfg.APIOptions, counter.APIOption) // every client of cfg
-	c := dynamodb.NewFromConfig(cfg, dynamodblocal.ClientOptions)
+	c := dynamodb.NewFromConfig(cfg)
 
 	for range 2 {
 		if _, err := c.ListTables(ctx, &dynamodb.ListTablesInput{}); err != nil {

@@ -15,18 +15,25 @@ import (
 	"time"
 )
 
-// ChecksumProxy stands in front of DynamoDB Local and adds the X-Amz-Crc32 header the
-// emulator leaves out of its 4xx responses (see ClientOptions for the symptom), so that
-// unmodified clients — the product's Lambdas and agents in the local stack — see the
-// wire behaviour of DynamoDB itself. ClientOptions fixes the same gap on the client side
-// for the emulator's own tests; the proxy fixes it at the emulator, where it belongs.
-type ChecksumProxy struct {
+const crc32Header = "X-Amz-Crc32"
+
+// checksumProxy stands in front of DynamoDB Local and adds the X-Amz-Crc32 header the
+// emulator leaves out of its 4xx responses.
+//
+// Why: DynamoDB sends the CRC32 of the body on every response, errors included, and
+// the SDK's response checksum middleware counts on it: when the header is missing it
+// compares the body's CRC32 with 0. DynamoDB Local 3.3.0 sends the header on 200s
+// only, so each ConditionalCheckFailed or TransactionCanceled (the normal outcome of a
+// lost race) made every stock client log "response did not match expected checksum".
+// The bodies are intact. Fixing the emulator's answers, not the clients, keeps every
+// client in the tests and the local stack the stock one, and their validation on.
+type checksumProxy struct {
 	srv *http.Server
 	ln  net.Listener
 }
 
-// NewChecksumProxy serves a proxy to target (the emulator's endpoint) on 127.0.0.1.
-func NewChecksumProxy(target string) (*ChecksumProxy, error) {
+// newChecksumProxy serves a proxy to target on 127.0.0.1:port (0 picks a free port).
+func newChecksumProxy(port int, target string) (*checksumProxy, error) {
 	u, err := url.Parse(target)
 	if err != nil {
 		return nil, fmt.Errorf("checksum proxy: %w", err)
@@ -35,20 +42,19 @@ func NewChecksumProxy(target string) (*ChecksumProxy, error) {
 	rp.ModifyResponse = addChecksum
 	// A client that goes away mid-request (a killed task) is not the proxy's error.
 	rp.ErrorLog = log.New(io.Discard, "", 0)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	if err != nil {
 		return nil, fmt.Errorf("checksum proxy: %w", err)
 	}
-	p := &ChecksumProxy{srv: &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}, ln: ln}
+	p := &checksumProxy{srv: &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}, ln: ln}
 	go p.srv.Serve(ln)
 	return p, nil
 }
 
-// Endpoint is the proxy's URL, for AWS_ENDPOINT_URL_DYNAMODB.
-func (p *ChecksumProxy) Endpoint() string { return "http://" + p.ln.Addr().String() }
+func (p *checksumProxy) port() int { return p.ln.Addr().(*net.TCPAddr).Port }
 
-// Close stops the proxy.
-func (p *ChecksumProxy) Close() error {
+// Close stops the proxy and its connections, so clients see the outage at once.
+func (p *checksumProxy) Close() error {
 	if err := p.srv.Close(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
@@ -64,8 +70,7 @@ func addChecksum(resp *http.Response) error {
 	if err != nil {
 		return fmt.Errorf("checksum proxy: read body: %w", err)
 	}
-	// A gzip-encoded body would need the CRC of the encoded bytes, which is what is
-	// hashed here too: the proxy never decodes.
+	// The CRC covers the bytes as sent; the proxy never decodes a gzip body.
 	resp.Header.Set(crc32Header, strconv.FormatUint(uint64(crc32.ChecksumIEEE(body)), 10))
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 	resp.ContentLength = int64(len(body))

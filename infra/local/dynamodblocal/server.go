@@ -75,16 +75,19 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Server is a running (or stopped, restartable) DynamoDB Local.
+// Server is a running (or stopped, restartable) DynamoDB Local, reached through a
+// checksum proxy (see checksumProxy) that makes its answers look like DynamoDB's.
 type Server struct {
 	opts   Options
 	jar    string
 	libDir string
 
-	mu   sync.Mutex
-	port int
-	p    *proc.Process
-	tail *tailBuffer
+	mu        sync.Mutex
+	port      int
+	p         *proc.Process
+	tail      *tailBuffer
+	proxy     *checksumProxy
+	proxyPort int // kept across Restart, so clients keep their endpoint
 }
 
 // Start runs DynamoDB Local and returns once it answers ListTables. On failure the
@@ -157,8 +160,16 @@ func FindJar(dir string) (string, error) {
 	return matches[len(matches)-1], nil
 }
 
-// Endpoint returns the emulator's base URL, http://127.0.0.1:<port>.
+// Endpoint returns the URL clients use, http://127.0.0.1:<port> of the checksum proxy;
+// it stays the same across Restart.
 func (s *Server) Endpoint() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.proxyPort))
+}
+
+// EmulatorEndpoint returns the emulator's own URL, without the proxy.
+func (s *Server) EmulatorEndpoint() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
@@ -185,9 +196,12 @@ func (s *Server) Pid() int {
 // process to exit. It is safe to call on a stopped server.
 func (s *Server) Stop() error {
 	s.mu.Lock()
-	p := s.p
-	s.p = nil
+	p, proxy := s.p, s.proxy
+	s.p, s.proxy = nil, nil
 	s.mu.Unlock()
+	if proxy != nil {
+		proxy.Close()
+	}
 	if p == nil {
 		return nil
 	}
@@ -222,14 +236,13 @@ func (s *Server) Config(ctx context.Context) (aws.Config, error) {
 	return awsconf.Load(ctx, awsconf.Loopback(s.Endpoint())...)
 }
 
-// Client returns a DynamoDB client of this emulator with ClientOptions applied, then
-// optFns.
+// Client returns a DynamoDB client of this emulator with optFns applied.
 func (s *Server) Client(ctx context.Context, optFns ...func(*dynamodb.Options)) (*dynamodb.Client, error) {
 	cfg, err := s.Config(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("configure dynamodb client: %w", err)
 	}
-	return dynamodb.NewFromConfig(cfg, append([]func(*dynamodb.Options){ClientOptions}, optFns...)...), nil
+	return dynamodb.NewFromConfig(cfg, optFns...), nil
 }
 
 func (s *Server) start(ctx context.Context) error {
@@ -303,19 +316,27 @@ func (s *Server) startOn(ctx context.Context, port int) error {
 		}
 		return fmt.Errorf("start dynamodb local on port %d: %w\n--- java output (tail) ---\n%s", port, err, msg)
 	}
-	s.opts.Logger.Info("dynamodb local started", "pid", p.Pid(), "port", port, "dbPath", s.opts.DBPath)
+	s.mu.Lock()
+	proxy, err := newChecksumProxy(s.proxyPort, "http://"+net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err == nil {
+		s.proxy, s.proxyPort = proxy, proxy.port()
+	}
+	s.mu.Unlock()
+	if err != nil {
+		_ = s.Stop()
+		return fmt.Errorf("start dynamodb local: %w", err)
+	}
+	s.opts.Logger.Info("dynamodb local started", "pid", p.Pid(), "port", port, "proxyPort", s.proxyPort, "dbPath", s.opts.DBPath)
 	return nil
 }
 
 // waitReady polls ListTables until the emulator answers, the process exits or ctx ends.
 func (s *Server) waitReady(ctx context.Context, p *proc.Process) error {
-	cfg, err := s.Config(ctx)
+	cfg, err := awsconf.Load(ctx, awsconf.Loopback(s.EmulatorEndpoint())...)
 	if err != nil {
 		return err
 	}
-	client := dynamodb.NewFromConfig(cfg, ClientOptions, func(o *dynamodb.Options) {
-		o.RetryMaxAttempts = 1
-	})
+	client := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) { o.RetryMaxAttempts = 1 })
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	var last error

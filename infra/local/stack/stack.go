@@ -117,7 +117,6 @@ type Stack struct {
 
 	log      *slog.Logger
 	tempRoot bool
-	proxy    *dynamodblocal.ChecksumProxy
 	invoke   *http.Server
 	stop     context.CancelFunc
 	sched    sync.WaitGroup
@@ -222,10 +221,7 @@ func (s *Stack) startStorage(ctx context.Context, o Options) error {
 		return err
 	}
 	s.DynamoDB = ddb
-	if s.proxy, err = dynamodblocal.NewChecksumProxy(ddb.Endpoint()); err != nil {
-		return err
-	}
-	s.Endpoints["AWS_ENDPOINT_URL_DYNAMODB"] = s.proxy.Endpoint()
+	s.Endpoints["AWS_ENDPOINT_URL_DYNAMODB"] = ddb.Endpoint()
 
 	s3, err := s3local.Start(sopts)
 	if err != nil {
@@ -457,10 +453,6 @@ func (s *Stack) Close(ctx context.Context) error {
 	if s.S3 != nil {
 		add(s.S3.Close())
 		s.S3 = nil
-	}
-	if s.proxy != nil {
-		add(s.proxy.Close())
-		s.proxy = nil
 	}
 	if s.DynamoDB != nil {
 		add(s.DynamoDB.Stop())
