@@ -17,6 +17,11 @@ import (
 // logGeneration is this package's log key for a lease's generation.
 const logGeneration = "generation"
 
+// ReleaseReserve is the time kept from the caller's deadline to give a failed start's
+// lease and capacity slot back; without it a start that failed by running out of time
+// would hold both until the start lease expires (minutes).
+const ReleaseReserve = 2 * time.Second
+
 // Errors of Ensure. Each wraps the cause (a state or launcher error) as well.
 var (
 	// ErrCapacity: MaxSandboxes are live, or Fargate had no capacity for the task.
@@ -99,7 +104,15 @@ func (e *Ensurer) Ensure(ctx context.Context, userID string) (Result, error) {
 	}
 	sb := &state.Sandbox{UserID: userID, State: state.Starting, Generation: lease.Generation,
 		LeaseDeadline: lease.Deadline, StateSince: now()}
-	arn, err := e.Launcher.Launch(ctx, launcher.Spec{UserID: userID, LeaseToken: lease.Token, Generation: lease.Generation})
+	// The launch may not use the caller's whole deadline: a launch that runs out of
+	// time (RunTask throttled and retried) must still leave time to give the lease back.
+	launchCtx := ctx
+	if deadline, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		launchCtx, cancel = context.WithDeadline(ctx, deadline.Add(-ReleaseReserve))
+		defer cancel()
+	}
+	arn, err := e.Launcher.Launch(launchCtx, launcher.Spec{UserID: userID, LeaseToken: lease.Token, Generation: lease.Generation})
 	if err != nil {
 		kind := ErrStartFailed
 		reason := frames.ReasonStartFailed
@@ -109,7 +122,9 @@ func (e *Ensurer) Ensure(ctx context.Context, userID string) (Result, error) {
 		log.ErrorContext(ctx, "sandbox start failed", logging.Reason, reason, logging.Error, err.Error())
 		// The slot and the lock go back at once, so the next attempt need not wait
 		// for the start lease to expire.
-		if rerr := e.Store.Release(ctx, lease, truncate("start failed: "+err.Error(), 200)); rerr != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ReleaseReserve)
+		defer cancel()
+		if rerr := e.Store.Release(rctx, lease, truncate("start failed: "+err.Error(), 200)); rerr != nil {
 			log.ErrorContext(ctx, "release after failed start failed", logging.Error, rerr.Error())
 		}
 		return Result{}, fmt.Errorf("ensure sandbox %s: %w: %w", userID, kind, err)

@@ -8,11 +8,17 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
 
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
 	"github.com/sandgate/sandgate/infra/local/ecslocal"
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/frames"
+	"github.com/sandgate/sandgate/internal/launcher"
 	"github.com/sandgate/sandgate/internal/metrics"
 	"github.com/sandgate/sandgate/internal/sandbox"
 	"github.com/sandgate/sandgate/internal/sandbox/sandboxtest"
@@ -222,6 +228,32 @@ func TestEnsurer_Ensure_LaunchFailureReleases(t *testing.T) {
 	}
 	if res, err := e.ens.Ensure(ctx, "user_a"); err != nil || !res.Started || res.Sandbox.Generation != 2 {
 		t.Fatalf("retry: %+v, %v", res, err)
+	}
+}
+
+// A launch that runs out of the caller's time (RunTask throttled on every retry)
+// still gives the lease and the slot back: the launch keeps a reserve of the deadline
+// for the release.
+func TestEnsurer_Ensure_LaunchOutOfTimeReleases(t *testing.T) {
+	e := newEnv(t)
+	e.ecs.Server.FailRunTask(ecslocal.ThrottlingException, -1)
+	defer e.ecs.Server.ClearFaults()
+	// A client that keeps retrying the throttled RunTask until the context ends, as the
+	// SDK's retryer does under sustained throttling.
+	patient := e.ecs.Client.Options()
+	patient.Retryer = retry.NewStandard(func(o *retry.StandardOptions) {
+		o.MaxAttempts = 1000
+		o.Backoff = retry.BackoffDelayerFunc(func(int, error) (time.Duration, error) { return 20 * time.Millisecond, nil })
+		o.RateLimiter = ratelimit.None
+	})
+	e.ens.Launcher = launcher.New(ecs.New(patient), e.ecs.LauncherConfig(e.db.Table, "http://127.0.0.1:1/test"), e.logs.Logger())
+	ctx, cancel := context.WithTimeout(context.Background(), sandbox.ReleaseReserve+time.Second)
+	defer cancel()
+	if _, err := e.ens.Ensure(ctx, "user_a"); !errors.Is(err, sandbox.ErrStartFailed) {
+		t.Fatalf("Ensure = %v", err)
+	}
+	if sb := e.get(t, "user_a"); sb.State != state.Stopped || e.capacity(t) != 0 {
+		t.Fatalf("after running out of time: %+v, capacity %d", sb, e.capacity(t))
 	}
 }
 
