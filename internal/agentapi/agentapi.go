@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -33,7 +35,11 @@ var (
 	ErrTooLarge     = errors.New("frame too large")
 	ErrStopping     = errors.New("sandbox is stopping")
 	ErrUnavailable  = errors.New("agent unavailable")
-	ErrBadRequest   = errors.New("bad request")
+	// ErrNoAnswer means the request reached the agent but no answer came back in time:
+	// unlike the rest of ErrUnavailable, the frame may have been delivered. It is
+	// always returned together with ErrUnavailable.
+	ErrNoAnswer   = errors.New("agent did not answer; the frame may have been delivered")
+	ErrBadRequest = errors.New("bad request")
 )
 
 // Handler is what the agent implements behind the API.
@@ -163,8 +169,18 @@ func (c *Client) do(ctx context.Context, method string, t Target, path string, b
 	if hc == nil {
 		hc = http.DefaultClient
 	}
+	// Whether the request was written tells a refused or unreachable agent (the frame
+	// certainly not delivered, safe to send elsewhere) from one that went silent after
+	// taking it (maybe delivered: sending it again could deliver it twice).
+	var wrote atomic.Bool
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Store(true) },
+	}))
 	resp, err := hc.Do(req)
 	if err != nil {
+		if wrote.Load() {
+			return fmt.Errorf("%w: %w: %v", ErrUnavailable, ErrNoAnswer, err)
+		}
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	defer resp.Body.Close()

@@ -28,6 +28,7 @@ const (
 	ReasonInboxFull   = "inbox_full"   // too many frames are queued while the sandbox starts; it was not queued
 	ReasonStartFailed = "start_failed" // the sandbox could not be started
 	ReasonUnavailable = "unavailable"  // a dependency failed; the frame was not delivered, retry
+	ReasonNoAnswer    = "no_answer"    // the sandbox took the frame but did not answer in time; it may have been delivered
 	ReasonPurging     = "purging"      // the user's data is being deleted; retry later
 )
 

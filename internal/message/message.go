@@ -171,6 +171,11 @@ func (h *Handler) deliverCached(ctx context.Context, f *frame) bool {
 		return true
 	}
 	h.records.drop(f.UserID)
+	if errors.Is(err, agentapi.ErrNoAnswer) {
+		// The agent may have taken the frame: sending it again could deliver it twice.
+		h.refuse(ctx, f, frames.ReasonNoAnswer, err)
+		return true
+	}
 	f.log.DebugContext(ctx, "cached record stale; reading it again", logging.Error, err.Error())
 	return false
 }
@@ -223,19 +228,26 @@ func (h *Handler) deliver(ctx context.Context, f *frame, sb *state.Sandbox, fall
 		f.log.DebugContext(ctx, "frame delivered")
 	case refused:
 		h.refuse(ctx, f, reason, err)
+	case !fallback && errors.Is(err, agentapi.ErrNoAnswer):
+		h.refuse(ctx, f, frames.ReasonNoAnswer, err)
 	case !fallback:
 		h.refuse(ctx, f, frames.ReasonUnavailable, err)
 	case errors.Is(err, agentapi.ErrStopping):
 		// The agent is syncing and stopping: keep the frame for the next sandbox.
 		h.queue(ctx, f, state.Stopping, false)
 	case sb.Expired(h.now()):
-		// No answer and no heartbeat: the agent is dead. Take over and queue.
+		// No answer and no heartbeat: the agent is dead, and fenced: whatever it took
+		// it can no longer act on. Take over and queue.
 		f.log.WarnContext(ctx, "agent dead; taking over", logging.Error, err.Error(), logging.TaskARN, sb.TaskARN)
 		h.ensureAndQueue(ctx, f)
+	case errors.Is(err, agentapi.ErrNoAnswer):
+		// The lease is alive and the agent took the frame but did not answer: it may be
+		// busy. Sending it again could deliver it twice; the sender decides.
+		h.refuse(ctx, f, frames.ReasonNoAnswer, err)
 	default:
-		// No answer, but the lease is alive: the agent may be busy or partitioned.
-		// The frame cannot be queued (the inbox refuses a RUNNING sandbox's frames,
-		// which would wait for a drain that already happened), so the sender retries.
+		// Unreachable, but the lease is alive: the agent may be partitioned. The frame
+		// cannot be queued (the inbox refuses a RUNNING sandbox's frames, which would wait
+		// for a drain that already happened), so the sender retries.
 		h.refuse(ctx, f, frames.ReasonUnavailable, err)
 	}
 }
@@ -316,7 +328,7 @@ func (h *Handler) requestRestart(ctx context.Context, f *frame) {
 // refuse tells the sender that f was not delivered, and why.
 func (h *Handler) refuse(ctx context.Context, f *frame, reason string, cause error) {
 	lvl := slog.LevelInfo
-	if reason == frames.ReasonUnavailable || reason == frames.ReasonStartFailed {
+	if reason == frames.ReasonUnavailable || reason == frames.ReasonStartFailed || reason == frames.ReasonNoAnswer {
 		lvl = slog.LevelWarn
 	}
 	f.log.Log(ctx, lvl, "frame refused", logging.Reason, reason, logging.Error, cause.Error())

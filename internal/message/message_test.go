@@ -183,6 +183,36 @@ func TestHandler_Handle_CachedRecordStale(t *testing.T) {
 	noMore(t, c)
 }
 
+// An agent that takes a frame but answers too late may have delivered it: the sender
+// hears no_answer and the frame is not sent a second time, cached record or not.
+func TestHandler_Handle_NoAnswerNotResent(t *testing.T) {
+	e := newEnv(t)
+	e.h.Agent = &agentapi.Client{Timeout: 200 * time.Millisecond}
+	agent := sandboxtest.StartAgent(t, "user_a")
+	release := make(chan struct{})
+	agent.Hook = func(c sandboxtest.Call) error {
+		if string(c.Frame) == "slow" {
+			<-release // answered after the Message function gave up
+		}
+		return nil
+	}
+	e.running(t, agent)
+	c := e.gw.Dial(t, "user_a")
+	e.send(t, c, "warm") // reads and caches the record
+	agent.Next(t)
+	e.send(t, c, "slow")
+	wantFrame(t, c.NextFrame(), frames.TypeError, frames.ReasonNoAnswer)
+	close(release)
+	if got := agent.Next(t); string(got.Frame) != "slow" {
+		t.Fatalf("agent got %+v", got)
+	}
+	e.send(t, c, "after")
+	if got := agent.Next(t); string(got.Frame) != "after" {
+		t.Fatalf("agent got %+v after the slow frame, want the next frame, not the slow one again", got)
+	}
+	noMore(t, c)
+}
+
 // A user over the agent's rate limit hears rate_limited; another user is unaffected.
 func TestHandler_Handle_RateLimitedUserOnly(t *testing.T) {
 	e := newEnv(t)

@@ -59,6 +59,7 @@ var messages = map[string]string{
 	frames.ReasonInboxFull:   "Too many frames are waiting for the sandbox to start; this frame was not queued.",
 	frames.ReasonStartFailed: "The sandbox could not be started; reconnect or send again to retry.",
 	frames.ReasonUnavailable: "The sandbox is unavailable right now; this frame was not delivered, send it again.",
+	frames.ReasonNoAnswer:    "The sandbox did not answer in time; this frame may or may not have been delivered.",
 	frames.ReasonPurging:     "Stored data of this account is being deleted; try again in a few minutes.",
 }
 
