@@ -154,6 +154,12 @@ func TestFunctions_Runtime(t *testing.T) {
 		if fn.MemorySize < 128 || fn.Timeout > 5*time.Minute {
 			t.Errorf("%s: memory %d MiB, timeout %s", id, fn.MemorySize, fn.Timeout)
 		}
+		// Connect's notices are asynchronous self-invocations; a retry a minute or two
+		// later would send a client a stale status frame.
+		retries := fn.AsyncRetries
+		if id == "ConnectFunction" && (retries == nil || *retries != 0) {
+			t.Errorf("%s: EventInvokeConfig.MaximumRetryAttempts %v, want 0", id, retries)
+		}
 		if vpc := get(r.Props, "VpcConfig"); agentCallers[id] != (vpc != nil) {
 			t.Errorf("%s: VpcConfig present = %v, want %v", id, vpc != nil, agentCallers[id])
 		} else if vpc != nil && (!refersTo(get(vpc, "SubnetIds"), "SubnetIds") || !refersTo(get(vpc, "SecurityGroupIds"), "SecurityGroupIds")) {

@@ -385,6 +385,25 @@ func TestRuntime_InvokeAsync_RetriesThenGivesUp(t *testing.T) {
 	}
 }
 
+// A function's own AsyncRetries (EventInvokeConfig.MaximumRetryAttempts) replaces the
+// runtime's: with 0, a failed asynchronous invocation is not tried again.
+func TestRuntime_InvokeAsync_FunctionRetries(t *testing.T) {
+	none := 0
+	h := newRuntime(t, lambdart.Function{Name: "Once", AsyncRetries: &none})
+	h.rt.AsyncRetryDelay = 10 * time.Millisecond
+	if err := h.rt.InvokeAsync("Once", []byte(`{"op":"fail","value":"x"}`)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(h.logs.String(), "async invocation failed") < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // a retry would come after 10 ms
+	if n := strings.Count(h.logs.String(), "async invocation failed"); n != 1 {
+		t.Fatalf("async failure logged %d times, want 1 (no retry):\n%s", n, h.logs.String())
+	}
+}
+
 func TestRuntime_Close_NoProcessRemains(t *testing.T) {
 	h := newRuntime(t, lambdart.Function{Name: "A", MaxConcurrency: 4, Timeout: 30 * time.Second}, lambdart.Function{Name: "B"})
 	var wg sync.WaitGroup

@@ -64,6 +64,9 @@ type Function struct {
 	Env map[string]string
 	// MaxConcurrency bounds the function's processes; DefaultMaxConcurrency when zero.
 	MaxConcurrency int
+	// AsyncRetries, when set, replaces the Runtime's for this function, as
+	// EventInvokeConfig.MaximumRetryAttempts does in Lambda (0 to 2).
+	AsyncRetries *int
 }
 
 // Runtime runs functions as child processes behind the Lambda Runtime API.
@@ -224,7 +227,11 @@ func (r *Runtime) InvokeAsync(function string, payload []byte) error {
 				return
 			}
 			p.log.Warn("async invocation failed", logging.Error, err.Error(), "attempt", attempt+1)
-			if attempt >= r.AsyncRetries {
+			retries := r.AsyncRetries
+			if p.fn.AsyncRetries != nil {
+				retries = *p.fn.AsyncRetries
+			}
+			if attempt >= retries {
 				return
 			}
 			select {

@@ -386,6 +386,7 @@ func (s *Stack) startLambda(o Options, tpl *template.Template) error {
 		if err := rt.Add(lambdart.Function{
 			Name: FunctionName(f), Path: path, Handler: f.Handler, Timeout: f.Timeout,
 			MemoryMB: f.MemorySize, LogFormat: f.LogFormat, LogLevel: f.LogLevel, Env: fenv,
+			AsyncRetries: f.AsyncRetries,
 		}); err != nil {
 			return err
 		}

@@ -42,6 +42,9 @@ type Function struct {
 	LogFormat, LogLevel string
 	// ReservedConcurrency is ReservedConcurrentExecutions, 0 when unset.
 	ReservedConcurrency int
+	// AsyncRetries is EventInvokeConfig.MaximumRetryAttempts, nil when unset (Lambda's
+	// default of 2 applies).
+	AsyncRetries *int
 	// Environment is the function's Environment.Variables, resolved.
 	Environment map[string]string
 	Events      []Event
@@ -111,6 +114,17 @@ func (e *evaluator) readFunction(r *resource, props *yaml.Node) (*Function, erro
 		if f.ReservedConcurrency, err = e.posInt(n, base+".ReservedConcurrentExecutions"); err != nil {
 			return nil, err
 		}
+	}
+	if n := lookup(lookup(props, "EventInvokeConfig"), "MaximumRetryAttempts"); n != nil {
+		v, err := e.str(n, base+".EventInvokeConfig.MaximumRetryAttempts")
+		if err != nil {
+			return nil, err
+		}
+		r, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || r < 0 || r > 2 {
+			return nil, pathErrf(base+".EventInvokeConfig.MaximumRetryAttempts", ErrInvalid, "want 0, 1 or 2, got %q", v)
+		}
+		f.AsyncRetries = &r
 	}
 	if n := lookup(props, "Architectures"); n != nil {
 		list, err := e.list(n, base+".Architectures")

@@ -168,8 +168,11 @@ func TestLoad_ParameterOverrides(t *testing.T) {
 	if got := tpl.Functions["MessageFunction"].Environment["MAX_SANDBOXES"]; got != "7" {
 		t.Errorf("MAX_SANDBOXES = %q", got)
 	}
-	if c := tpl.Functions["ConnectFunction"]; c.FunctionName != "phys-AWS::StackName-connect" {
-		t.Errorf("ConnectFunction's FunctionName = %q", c.FunctionName)
+	if c := tpl.Functions["ConnectFunction"]; c.FunctionName != "phys-AWS::StackName-connect" || c.AsyncRetries == nil || *c.AsyncRetries != 0 {
+		t.Errorf("ConnectFunction's FunctionName = %q, async retries %v", c.FunctionName, c.AsyncRetries)
+	}
+	if m := tpl.Functions["MessageFunction"]; m.AsyncRetries != nil {
+		t.Errorf("MessageFunction's async retries = %v, want unset", *m.AsyncRetries)
 	}
 	for name, tc := range map[string]struct {
 		params map[string]string
