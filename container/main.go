@@ -53,6 +53,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // runAgent reads the configuration once, builds the clients and runs the sandbox.
 func runAgent(ctx context.Context, env *config.Env, stdout, stderr io.Writer) error {
+	// First, before the configuration (and its secrets) is read: the workload runs as
+	// our uid and could otherwise read our environment and memory through /proc.
+	if err := agent.ProtectProcess(); err != nil {
+		return fmt.Errorf("protect the agent from the workload: %w", err)
+	}
 	cfg := agent.LoadConfig(env)
 	log := logging.New(stdout, cfg.LogLevel)
 	if cfg.UserID != "" {

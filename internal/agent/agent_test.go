@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -348,4 +349,62 @@ func TestAgent_WorkloadClosesAConnection_ClientClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	other.until(equals("still served"))
+}
+
+// Frames the API accepted (202) while the inbox was draining are not lost when the
+// start fails after MarkReady (the inbox cannot be read, or SIGTERM comes): the stop
+// writes them to the workload before stopping it, and the final sync keeps what the
+// workload made of them.
+func TestAgent_Run_StopDuringTheDrain_HeldFramesDelivered(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		sigterm bool
+	}{{"InboxReadFails", false}, {"SIGTERM", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, map[string]string{"workload": "recorder"})
+			t.Setenv("SANDGATE_AGENT_TEST_EXPECT", "3")
+			cl := h.connect()
+			h.acquire()
+			spy := newSpy(h.store)
+			spy.inbox, spy.inboxHit = make(chan struct{}), make(chan struct{})
+			if !tc.sigterm {
+				spy.inboxErr = errInjected
+			}
+			stop, result := h.run(h.agent(spy, h.bucket))
+			<-spy.inboxHit // RUNNING: the Lambdas deliver, and the router holds
+			target := h.running()
+			ctx := context.Background()
+			for i := range 3 {
+				if err := h.api.Deliver(ctx, target, cl.id, fmt.Appendf(nil, "new-%d", i)); err != nil {
+					t.Fatalf("Deliver during the drain: %v", err)
+				}
+			}
+			if tc.sigterm {
+				stop()
+			}
+			close(spy.inbox)
+			err := result()
+			switch {
+			case tc.sigterm && err != nil:
+				t.Fatalf("Run = %v, want a clean stop", err)
+			case !tc.sigterm && (!errors.Is(err, agent.ErrStart) || !errors.Is(err, errInjected)):
+				t.Fatalf("Run = %v, want ErrStart wrapping the inbox failure", err)
+			}
+			if rec := h.record(); rec.State != state.Stopped {
+				t.Fatalf("record %s %q", rec.State, rec.Reason)
+			}
+			_, body, err := h.bucket.Get(ctx, "users/"+h.userID+"/files/received.txt")
+			if err != nil {
+				t.Fatalf("the workload's record was not synced: %v", err)
+			}
+			defer body.Close()
+			got, err := io.ReadAll(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := "new-0\nnew-1\nnew-2\n"; string(got) != want {
+				t.Fatalf("the workload received %q, want %q: accepted frames were lost", got, want)
+			}
+		})
+	}
 }

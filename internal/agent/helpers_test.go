@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,12 @@ func TestMain(m *testing.M) {
 		os.Exit(crashyWorkload())
 	case "flusher":
 		os.Exit(flusherWorkload())
+	case "recorder":
+		os.Exit(recorderWorkload())
+	case modeProtectHelper:
+		os.Exit(protectHelper())
+	case modePeek:
+		os.Exit(peekWorkload())
 	}
 	os.Exit(dynamodblocal.RunTests(m))
 }
@@ -81,6 +88,54 @@ func flusherWorkload() int {
 	}
 	time.Sleep(300 * time.Millisecond) // the flush takes a while
 	if err := os.WriteFile(dir+"/flushed-on-sigterm.txt", []byte("flushed"), 0o644); err != nil {
+		return 1
+	}
+	return 0
+}
+
+// recorderWorkload appends every frame it reads to received.txt in the workspace, one
+// a line, and on SIGTERM exits only once it has read SANDGATE_AGENT_TEST_EXPECT frames
+// (the agent kills it after WORKLOAD_GRACE otherwise). The final sync then shows which
+// frames the agent wrote to the workload before stopping it, whatever the timing.
+func recorderWorkload() int {
+	want, _ := strconv.Atoi(os.Getenv("SANDGATE_AGENT_TEST_EXPECT"))
+	f, err := os.OpenFile(filepath.Join(os.Getenv("SANDGATE_WORKSPACE"), "received.txt"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return 1
+	}
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	var mu sync.Mutex
+	n := 0
+	all := make(chan struct{})
+	if want <= 0 {
+		close(all)
+	}
+	go http.Serve(listenWorkload(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			_, data, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if _, err := f.Write(append(data, '\n')); err != nil {
+				os.Exit(1)
+			}
+			mu.Lock()
+			n++
+			if n == want {
+				close(all)
+			}
+			mu.Unlock()
+		}
+	}))
+	<-term
+	<-all
+	if err := f.Close(); err != nil {
 		return 1
 	}
 	return 0
@@ -412,6 +467,7 @@ type spyStore struct {
 	reasons  []string
 	inbox    chan struct{} // when set, Inbox waits for it to close
 	inboxHit chan struct{}
+	inboxErr error // when set, Inbox fails with it once inbox is closed
 }
 
 func newSpy(s *state.Store) *spyStore { return &spyStore{Store: s, calls: map[string]int{}} }
@@ -433,6 +489,9 @@ func (s *spyStore) Inbox(ctx context.Context, userID string) ([]state.InboxItem,
 	if s.inbox != nil {
 		close(s.inboxHit)
 		<-s.inbox
+	}
+	if s.inboxErr != nil {
+		return nil, s.inboxErr
 	}
 	return s.Store.Inbox(ctx, userID)
 }

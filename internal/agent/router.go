@@ -257,6 +257,13 @@ func (r *router) serve() {
 		return
 	}
 	r.phase = phaseServing
+	r.replayLocked()
+}
+
+// replayLocked queues what was held during the drain on the connections, in arrival
+// order, and forgets it. It must run before the phase becomes phaseStopping, which
+// refuses to open an upstream.
+func (r *router) replayLocked() {
 	for _, ev := range r.held {
 		var err error
 		switch ev.kind {
@@ -290,12 +297,20 @@ func (r *router) ensure(ids []string) {
 	}
 }
 
-// stopTaking makes the API refuse new frames with agentapi.ErrStopping.
+// stopTaking makes the API refuse new frames with agentapi.ErrStopping. Frames still
+// held (the stop came before the drain finished: the inbox could not be read, or
+// SIGTERM) were answered 202 once MarkReady had published the endpoint, so they are
+// queued on their connections first and flush writes them to the workload like any
+// other accepted frame. Inbox items not yet read stay in the inbox for the next
+// sandbox, so on such a stop they reach a workload after these newer frames: late
+// rather than lost.
 func (r *router) stopTaking() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.phase == phaseDraining {
+		r.replayLocked()
+	}
 	r.phase = phaseStopping
-	r.held = nil
 }
 
 // snapshot returns the open connections.
