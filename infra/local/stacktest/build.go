@@ -126,7 +126,16 @@ func Leftovers(dir string) []string {
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
-		if err != nil || !strings.HasPrefix(exe, dir+string(filepath.Separator)) {
+		if err != nil {
+			// A non-dumpable process (the agent) hides its exe link from other users;
+			// its command line still names the binary.
+			cmd, cerr := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+			if cerr != nil {
+				continue
+			}
+			exe, _, _ = strings.Cut(string(cmd), "\x00")
+		}
+		if !strings.HasPrefix(exe, dir+string(filepath.Separator)) {
 			continue
 		}
 		if b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil {
