@@ -33,6 +33,7 @@ const (
 	logLastActivity = "lastActivity" // a user's last activity
 	logPrefix       = "prefix"       // a user's storage prefix
 	logCreatedAt    = "createdAt"    // when a task was created
+	logPurgeStarted = "purgeStarted" // when an unfinished purge began deleting
 )
 
 // DefaultOrphanGrace is how old a task must be before cleanup may call it an orphan: a
@@ -46,7 +47,9 @@ type Store interface {
 	Reap(ctx context.Context, sb *state.Sandbox) error
 	Capacity(ctx context.Context) (int, error)
 	Connections(ctx context.Context, userID string) ([]state.Connection, error)
-	AcquirePurge(ctx context.Context, userID string) (state.Lease, error)
+	AcquirePurgeIfInactive(ctx context.Context, userID string, cutoff time.Time) (state.Lease, error)
+	BeginPurge(ctx context.Context, l state.Lease) error
+	ReleasePurge(ctx context.Context, l state.Lease) error
 	FinishPurge(ctx context.Context, l state.Lease) error
 }
 
@@ -121,8 +124,11 @@ type pass struct {
 	errs []error
 	// live maps users with a live lease to their record.
 	live map[string]*state.Sandbox
-	// inactive are STOPPED records past the retention.
-	inactive []*state.Sandbox
+	// purges are the records to purge: stale PURGING locks to resume first (they
+	// refuse their user's starts), then STOPPED records past the retention.
+	purges, inactive []*state.Sandbox
+	// cutoff is now minus the retention: activity before it is old enough to purge.
+	cutoff time.Time
 }
 
 func (p *pass) fail(err error) {
@@ -135,15 +141,19 @@ func (p *pass) fail(err error) {
 // returns them joined, so the function's Errors metric notices.
 func (c *Cleaner) Run(ctx context.Context) (Summary, error) {
 	start := time.Now()
-	p := &pass{live: map[string]*state.Sandbox{}, sum: Summary{DryRun: c.DryRun, Capacity: -1}}
 	now := c.now()
+	p := &pass{live: map[string]*state.Sandbox{}, sum: Summary{DryRun: c.DryRun, Capacity: -1}, cutoff: now.Add(-c.Retention)}
 	err := c.Store.ListSandboxes(ctx, func(sb *state.Sandbox) error {
 		switch {
 		case sb.Expired(now):
 			c.reap(ctx, p, sb)
 		case sb.Live(now):
 			p.live[sb.UserID] = sb
-		case sb.State == state.Stopped && c.isInactive(sb, now):
+		case sb.StalePurge(now):
+			// Whatever the retention: deletion may have begun, and only a resumed
+			// purge can end the lock.
+			p.purges = append(p.purges, sb)
+		case sb.State == state.Stopped && isInactive(sb, p.cutoff):
 			p.inactive = append(p.inactive, sb)
 		}
 		return ctx.Err()
@@ -153,7 +163,7 @@ func (c *Cleaner) Run(ctx context.Context) (Summary, error) {
 	}
 	p.sum.Live = len(p.live)
 	c.stopOrphans(ctx, p)
-	for _, sb := range p.inactive {
+	for _, sb := range append(p.purges, p.inactive...) {
 		if ctx.Err() != nil {
 			p.fail(ctx.Err())
 			break
@@ -182,17 +192,19 @@ func (c *Cleaner) Run(ctx context.Context) (Summary, error) {
 	return p.sum, nil
 }
 
-func (c *Cleaner) isInactive(sb *state.Sandbox, now time.Time) bool {
+// isInactive applies the rule AcquirePurgeIfInactive's condition applies again to the
+// current record: last activity, or without one the state's start, before cutoff.
+func isInactive(sb *state.Sandbox, cutoff time.Time) bool {
 	last := sb.LastActivity
 	if last.IsZero() {
 		last = sb.StateSince
 	}
-	return !last.IsZero() && now.Sub(last) >= c.Retention
+	return !last.IsZero() && last.Before(cutoff)
 }
 
 // reap stops a sandbox whose holder is presumed dead: the record first (conditional
 // on the lease still being expired, so a holder that just renewed keeps it), then its
-// task, then its clients are told. An expired purge lock is cleared the same way.
+// task, then its clients are told. Purge locks are never reaped (see purge).
 func (c *Cleaner) reap(ctx context.Context, p *pass, sb *state.Sandbox) {
 	log := c.Log.With(logging.UserID, sb.UserID)
 	err := c.Store.Reap(ctx, sb)
@@ -208,10 +220,6 @@ func (c *Cleaner) reap(ctx context.Context, p *pass, sb *state.Sandbox) {
 	case err != nil:
 		p.fail(err)
 		log.ErrorContext(ctx, "reap failed", logging.Error, err.Error())
-		return
-	}
-	if !sb.State.Counted() {
-		log.InfoContext(ctx, "expired purge lock cleared")
 		return
 	}
 	// The store logged the reap itself; what follows are events of their own.
@@ -281,7 +289,14 @@ func owns(sb *state.Sandbox, arn string, now time.Time) bool {
 
 // purge deletes an inactive user's data under the purge lock: no sandbox can start
 // (and restore) while the prefix is half deleted, and a user with a connection is
-// left alone.
+// left alone. sb is either a STOPPED record past the retention or a stale purge lock
+// to resume.
+//
+// The lock has two exits only. Before the first delete, BeginPurge marks the record;
+// until then a returning user gets the data back (ReleasePurge), after it the purge
+// must be finished (FinishPurge once the prefix is gone). A purge that fails partway
+// (a delete error, the function's timeout) leaves the lock, which refuses starts
+// even once expired, and the next pass retakes it and resumes here.
 func (c *Cleaner) purge(ctx context.Context, p *pass, sb *state.Sandbox) {
 	log := c.Log.With(logging.UserID, sb.UserID)
 	prefix, err := objsync.UserPrefix(sb.UserID)
@@ -289,40 +304,79 @@ func (c *Cleaner) purge(ctx context.Context, p *pass, sb *state.Sandbox) {
 		p.fail(fmt.Errorf("purge: record with user id %q: %w", sb.UserID, err))
 		return
 	}
-	if connected, err := c.connected(ctx, sb.UserID); err != nil || connected {
-		if err != nil {
-			p.fail(err)
+	resume := sb.State == state.Purging
+	if !resume {
+		// Cheap early exit before any write; the check after the lock decides.
+		if connected, err := c.connected(ctx, sb.UserID); err != nil || connected {
+			if err != nil {
+				p.fail(err)
+			}
+			return
 		}
-		return
 	}
 	if c.DryRun {
 		p.sum.WouldPurge++
-		log.InfoContext(ctx, "would purge user data (dry run)", logLastActivity, sb.LastActivity, logPrefix, prefix)
+		msg := "would purge user data (dry run)"
+		if resume {
+			msg = "would resume an unfinished purge (dry run)"
+		}
+		log.InfoContext(ctx, msg, logLastActivity, sb.LastActivity, logPrefix, prefix)
 		return
 	}
-	lease, err := c.Store.AcquirePurge(ctx, sb.UserID)
+	lease, err := c.Store.AcquirePurgeIfInactive(ctx, sb.UserID, p.cutoff)
+	var active *state.ActiveError
 	switch {
-	case errors.Is(err, state.ErrHeld), errors.Is(err, state.ErrPurging):
-		return // started, or being purged, since the scan
+	case errors.As(err, &active):
+		// Active since the scan (the scan is older and eventually consistent).
+		log.InfoContext(ctx, "user active since the scan; not purged", logLastActivity, active.Sandbox.LastActivity)
+		return
+	case errors.Is(err, state.ErrHeld), errors.Is(err, state.ErrPurging), errors.Is(err, state.ErrNotFound):
+		return // started, being purged, or purged since the scan
 	case err != nil:
 		p.fail(err)
 		log.ErrorContext(ctx, "purge lock failed", logging.Error, err.Error())
 		return
 	}
+	if resume {
+		log.WarnContext(ctx, "resuming an unfinished purge", logPurgeStarted, sb.PurgeStarted)
+	}
 	// A connection that arrived before the lock (its start now refused) means the
-	// user is back: keep the data, and let the lock expire (state.DefaultPurgeTTL).
-	if connected, err := c.connected(ctx, sb.UserID); err != nil || connected {
-		if err != nil {
+	// user is back. Before any delete, they keep the data: the lock goes back at
+	// once, with their return recorded as activity so later passes leave them be.
+	connected, err := c.connected(ctx, sb.UserID)
+	if err != nil {
+		// Nothing deleted, the lock stays: the next pass retakes it and asks again.
+		p.fail(err)
+		return
+	}
+	if connected {
+		err := c.Store.ReleasePurge(ctx, lease)
+		switch {
+		case err == nil:
+			log.WarnContext(ctx, "user connected during purge; data kept, lock released")
+			return
+		case errors.Is(err, state.ErrPurgeStarted):
+			// Part of the prefix is gone already: giving it back would restore a
+			// half-deleted workspace. Finish, and the user starts afresh.
+			log.WarnContext(ctx, "user connected during an unfinished purge; deletion had begun, finishing it")
+		default:
 			p.fail(err)
+			log.ErrorContext(ctx, "release purge failed", logging.Error, err.Error())
+			return
 		}
-		log.WarnContext(ctx, "user connected during purge; data kept, lock left to expire")
+	}
+	if err := c.Store.BeginPurge(ctx, lease); err != nil {
+		// Lost the lock (a later pass took it over) or DynamoDB failed: delete nothing.
+		p.fail(err)
+		log.ErrorContext(ctx, "begin purge failed", logging.Error, err.Error())
 		return
 	}
 	n, err := objsync.DeletePrefix(ctx, c.Bucket, prefix)
 	if err != nil {
-		// The lock expires and the next pass finds the user STOPPED and inactive again.
+		// The lock stays and keeps refusing starts; the next pass after it expires
+		// retakes it and finishes the deletion.
 		p.fail(err)
-		log.ErrorContext(ctx, "purge failed", logDeleted, n, logging.Error, err.Error())
+		log.ErrorContext(ctx, "purge failed; the next pass resumes it", logDeleted, n, logging.Error, err.Error())
 		return
 	}
 	if err := c.Store.FinishPurge(ctx, lease); err != nil {

@@ -443,7 +443,8 @@ func TestLoadConfig_Environment(t *testing.T) {
 }
 
 // A purge whose deletes fail keeps the lock (no start restores a half-deleted prefix)
-// and reports the failure; once the lock expires, the next pass purges.
+// and reports the failure; once the lock expires it still refuses starts, and the
+// next pass resumes the purge.
 func TestCleaner_Run_PurgeFailureKeepsLock(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -477,8 +478,203 @@ func TestCleaner_Run_PurgeFailureKeepsLock(t *testing.T) {
 	}
 	srv.Faults.Clear()
 	e.db.Clock.Advance(state.DefaultPurgeTTL)
-	e.run(t) // clears the expired lock
+	if _, err := e.ens.Ensure(ctx, "user_old"); !errors.Is(err, sandbox.ErrPurging) {
+		t.Fatalf("start on the expired lock of a failed purge: %v", err)
+	}
+	// The next pass resumes the purge and finishes it.
 	if sum := e.run(t); sum.Purged != 1 || e.keys(t, "user_old") != 0 {
 		t.Fatalf("retry %+v, %d keys", sum, e.keys(t, "user_old"))
+	}
+}
+
+// failingBucket fails every Delete after the first n, as a purge that dies partway
+// does (a delete error, or the function's timeout).
+type failingBucket struct {
+	objsync.Bucket
+	mu sync.Mutex
+	n  int
+}
+
+func (f *failingBucket) Delete(ctx context.Context, keys []string) error {
+	f.mu.Lock()
+	f.n--
+	fail := f.n < 0
+	f.mu.Unlock()
+	if fail {
+		return errors.New("injected: delete failed")
+	}
+	return f.Bucket.Delete(ctx, keys)
+}
+
+// hookedStore runs a function before each Connections call of one pass: what the user
+// does between cleanup's scan and its lock (or between the lock and the delete).
+type hookedStore struct {
+	*state.Store
+	mu    sync.Mutex
+	calls int
+	hook  func(call int)
+}
+
+func (h *hookedStore) Connections(ctx context.Context, userID string) ([]state.Connection, error) {
+	h.mu.Lock()
+	h.calls++
+	call := h.calls
+	h.mu.Unlock()
+	h.hook(call)
+	return h.Store.Connections(ctx, userID)
+}
+
+// A purge that fails after its first delete batch (which held the .last-sync marker,
+// sorting before files/) leaves a half-deleted prefix. Its lock, even expired, must
+// refuse starts, or the next sandbox would restore what survived and write a fresh
+// marker over it. The next pass resumes and finishes the purge, even though the
+// user is connected by then: deletion had begun, so the data cannot be given back.
+func TestCleaner_Run_FailedPurgeResumedNeverRestored(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.stopped(t, "user_old")
+	e.put(t, "user_old", 5)
+	marker := []byte(`{"generation":1}`)
+	if _, err := e.bucket.Put(ctx, objsync.PutInput{Key: "users/user_old/.last-sync", Body: bytes.NewReader(marker), Size: int64(len(marker))}); err != nil {
+		t.Fatal(err)
+	}
+	e.db.Clock.Advance(91 * day)
+	e.c.Bucket = &failingBucket{Bucket: e.bucket, n: 1}
+	sum, err := e.c.Run(ctx)
+	if err == nil || sum.Purged != 0 || sum.Errors != 1 {
+		t.Fatalf("failing pass: %+v, %v", sum, err)
+	}
+	if n := e.keys(t, "user_old"); n != 4 {
+		t.Fatalf("%d keys after the first batch, want 4 (marker and f0 gone)", n)
+	}
+	sb, err := e.store.Get(ctx, "user_old")
+	if err != nil || sb.State != state.Purging || sb.PurgeStarted.IsZero() {
+		t.Fatalf("record after the failed purge %+v, %v", sb, err)
+	}
+
+	// Long after the lock expired, the user is back: refused, with nothing started.
+	e.db.Clock.Advance(2 * state.DefaultPurgeTTL)
+	e.c.Bucket = e.bucket
+	e.gw.Dial(t, "user_old") // its connection record is what the resumed purge sees
+	if _, err := e.ens.Ensure(ctx, "user_old"); !errors.Is(err, sandbox.ErrPurging) {
+		t.Fatalf("start on the expired lock: %v", err)
+	}
+	if len(e.ecs.RunTasks()) != 0 {
+		t.Fatal("a sandbox started on a half-deleted prefix")
+	}
+	sum = e.run(t)
+	if sum.Purged != 1 || sum.Reaped != 0 || e.keys(t, "user_old") != 0 {
+		t.Fatalf("resumed pass %+v, %d keys", sum, e.keys(t, "user_old"))
+	}
+	if lines := e.logs.With(t, "msg", "user connected during an unfinished purge; deletion had begun, finishing it"); len(lines) != 1 {
+		t.Fatalf("log %v", lines)
+	}
+	if _, err := e.store.Get(ctx, "user_old"); !errors.Is(err, state.ErrNotFound) {
+		t.Fatalf("record after the resumed purge: %v", err)
+	}
+	if res, err := e.ens.Ensure(ctx, "user_old"); err != nil || !res.Started {
+		t.Fatalf("start after the purge: %+v, %v", res, err)
+	}
+}
+
+// A purge that died after its lock but before any delete is resumed by the next
+// pass whatever the retention (a user locked by it is refused meanwhile): with no
+// connection it purges, with a connection it gives the lock back and the data stays.
+func TestCleaner_Run_StalePurgeBeforeDeletion(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	for _, u := range []string{"user_back", "user_gone"} {
+		e.stopped(t, u)
+		e.put(t, u, 3)
+		// Recent activity: only a stale lock, not the retention, makes them candidates.
+		if _, err := e.store.AcquirePurge(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.store.AddConnection(ctx, "user_back", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	e.db.Clock.Advance(state.DefaultPurgeTTL)
+	now := e.db.Clock.Now()
+	sum := e.run(t)
+	if sum.Purged != 1 || sum.Reaped != 0 {
+		t.Fatalf("summary %+v", sum)
+	}
+	if e.keys(t, "user_gone") != 0 || e.keys(t, "user_back") != 3 {
+		t.Fatalf("keys: gone %d, back %d", e.keys(t, "user_gone"), e.keys(t, "user_back"))
+	}
+	sb, err := e.store.Get(ctx, "user_back")
+	if err != nil || sb.State != state.Stopped || sb.Reason != state.ReasonPurgeReleased || !sb.LastActivity.Equal(now) {
+		t.Fatalf("returning user's record %+v, %v", sb, err)
+	}
+	if res, err := e.ens.Ensure(ctx, "user_back"); err != nil || !res.Started {
+		t.Fatalf("returning user's start: %+v, %v", res, err)
+	}
+}
+
+// The user connects after the lock is taken (their start is refused): the data is
+// kept and the lock given back at once, so they start without waiting for it to
+// expire, and their return counts as activity, so later passes leave them alone.
+func TestCleaner_Run_UserReturnsDuringPurge(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.stopped(t, "user_old")
+	e.put(t, "user_old", 4)
+	e.db.Clock.Advance(91 * day)
+	e.c.Store = &hookedStore{Store: e.store, hook: func(call int) {
+		if call == 2 { // after the lock, before the delete
+			if _, err := e.store.AddConnection(ctx, "user_old", "c1"); err != nil {
+				t.Error(err)
+			}
+		}
+	}}
+	now := e.db.Clock.Now()
+	if sum := e.run(t); sum.Purged != 0 || e.keys(t, "user_old") != 4 {
+		t.Fatalf("summary %+v, %d keys", sum, e.keys(t, "user_old"))
+	}
+	sb, err := e.store.Get(ctx, "user_old")
+	if err != nil || sb.State != state.Stopped || !sb.LastActivity.Equal(now) {
+		t.Fatalf("record after the return %+v, %v: want STOPPED with the return as activity", sb, err)
+	}
+	if lines := e.logs.With(t, "msg", "user connected during purge; data kept, lock released"); len(lines) != 1 {
+		t.Fatalf("log %v", lines)
+	}
+	// Later passes, the connection gone, do not purge a user who just came back.
+	e.c.Store = e.store
+	if err := e.store.RemoveConnection(ctx, "user_old", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		e.db.Clock.Advance(state.DefaultPurgeTTL)
+		if sum := e.run(t); sum.Purged != 0 || e.keys(t, "user_old") != 4 {
+			t.Fatalf("later pass %+v, %d keys", sum, e.keys(t, "user_old"))
+		}
+	}
+	if res, err := e.ens.Ensure(ctx, "user_old"); err != nil || !res.Started {
+		t.Fatalf("start after the return: %+v, %v", res, err)
+	}
+}
+
+// The scan judged the user inactive; they started and stopped a sandbox before the
+// lock. The lock's condition sees it: skipped, nothing deleted.
+func TestCleaner_Run_ActiveSinceScanKept(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.stopped(t, "user_old")
+	e.put(t, "user_old", 3)
+	e.db.Clock.Advance(91 * day)
+	e.c.Store = &hookedStore{Store: e.store, hook: func(call int) {
+		if call == 1 { // after the scan, before the lock
+			e.stopped(t, "user_old")
+		}
+	}}
+	if sum := e.run(t); sum.Purged != 0 || sum.Errors != 0 || e.keys(t, "user_old") != 3 {
+		t.Fatalf("summary %+v, %d keys", sum, e.keys(t, "user_old"))
+	}
+	if sb, err := e.store.Get(ctx, "user_old"); err != nil || sb.State != state.Stopped {
+		t.Fatalf("record %+v, %v", sb, err)
+	}
+	if lines := e.logs.With(t, "msg", "user active since the scan; not purged"); len(lines) != 1 || lines[0]["userId"] != "user_old" {
+		t.Fatalf("log %v", lines)
 	}
 }

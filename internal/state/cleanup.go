@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -14,9 +15,10 @@ import (
 // Reap stops a sandbox whose lease has expired, as read in sb, and gives back its
 // capacity slot in the same transaction. The write is conditional on sb's token and
 // on the deadline still being past, so a holder that renewed in the meantime keeps
-// its lease (*HeldError) and a takeover wins (*LeaseLostError). An expired PURGING
-// lock is cleared the same way, without capacity. A record already STOPPED under
-// the same token needs nothing: nil.
+// its lease (*HeldError) and a takeover wins (*LeaseLostError). A record already
+// STOPPED under the same token needs nothing: nil. A PURGING lock is never reaped
+// (ErrPurging), expired or not: its purge may have deleted part of the prefix, and
+// a STOPPED record would let a sandbox restore the rest; cleanup resumes it instead.
 func (s *Store) Reap(ctx context.Context, sb *Sandbox) error {
 	if sb == nil {
 		return fmt.Errorf("reap sandbox: %w: nil record", ErrInvalid)
@@ -26,6 +28,9 @@ func (s *Store) Reap(ctx context.Context, sb *Sandbox) error {
 	}
 	if sb.State == Stopped {
 		return nil
+	}
+	if sb.State == Purging {
+		return fmt.Errorf("reap sandbox %s: %w", sb.UserID, ErrPurging)
 	}
 	if !sb.Expired(s.now()) {
 		return fmt.Errorf("reap sandbox %s: %w", sb.UserID, &HeldError{Sandbox: sb})
@@ -42,24 +47,12 @@ func (s *Store) Reap(ctx context.Context, sb *Sandbox) error {
 				e.n(aVersion), e.n(aVersion), e.v("one", avN(1)),
 				e.n(aEndpoint), e.n(aGateway)),
 		}
-		states := counted
-		if sb.State == Purging {
-			states = []State{Purging}
-		}
 		w.cond = fmt.Sprintf("%s = %s AND %s AND %s <= %s",
-			e.n(aToken), e.v("tok", avS(sb.LeaseToken)), inStates(e, states...), e.n(aDeadline), e.v("now", avMs(now)))
-		var err error
-		var failed bool
-		var old map[string]types.AttributeValue
-		if sb.State == Purging {
-			_, err = s.api.UpdateItem(ctx, w.item(s.table))
-			failed, old = conditionFailed(err)
-		} else {
-			_, err = s.api.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{
-				w.tx(s.table), capacityWrite(-1, 0).tx(s.table),
-			}})
-			failed, old = cancelled(err, 0)
-		}
+			e.n(aToken), e.v("tok", avS(sb.LeaseToken)), inStates(e, counted...), e.n(aDeadline), e.v("now", avMs(now)))
+		_, err := s.api.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{
+			w.tx(s.table), capacityWrite(-1, 0).tx(s.table),
+		}})
+		failed, old := cancelled(err, 0)
 		switch {
 		case err == nil:
 			s.Logger.Info("sandbox reaped", logging.UserID, sb.UserID, logGeneration, sb.Generation,
@@ -89,8 +82,8 @@ func (s *Store) Reap(ctx context.Context, sb *Sandbox) error {
 
 // ListSandboxes calls fn with every sandbox record, one Scan call per page. The scan
 // is eventually consistent: cleanup acts on what it finds only through conditional
-// writes (Reap, AcquirePurge), which see the current record. fn's error stops the
-// listing and is returned.
+// writes (Reap, AcquirePurgeIfInactive), which see the current record. fn's error
+// stops the listing and is returned.
 func (s *Store) ListSandboxes(ctx context.Context, fn func(*Sandbox) error) error {
 	e := newExpr()
 	in := &dynamodb.ScanInput{
@@ -118,12 +111,37 @@ func (s *Store) ListSandboxes(ctx context.Context, fn func(*Sandbox) error) erro
 	}
 }
 
-// AcquirePurge takes cleanup's lock on a user: PURGING with a fresh token,
-// generation+1 and deadline now+PurgeTTL, from no record, STOPPED or an expired
-// PURGING. PURGING holds no capacity slot. A record that still counts (live or
-// dead) gives a *HeldError (Reap a dead one first); an unexpired PURGING gives
-// ErrPurging. The lock is not renewed: finish within PurgeTTL or let it expire.
+// AcquirePurge takes cleanup's lock on a user whatever their activity: PURGING with
+// a fresh token, generation+1 and deadline now+PurgeTTL, from no record, STOPPED or
+// an expired PURGING (to resume it: a mark of BeginPurge is kept). PURGING holds no
+// capacity slot. A record that still counts (live or dead) gives a *HeldError (Reap
+// a dead one first); an unexpired PURGING gives ErrPurging. The lock is not renewed
+// and never lapses into a start: end it with ReleasePurge or FinishPurge.
+//
+// Scheduled cleanup uses AcquirePurgeIfInactive; this one is for an erasure the
+// user asked for, and for tests that need a lock.
 func (s *Store) AcquirePurge(ctx context.Context, userID string) (Lease, error) {
+	return s.acquirePurge(ctx, userID, time.Time{})
+}
+
+// AcquirePurgeIfInactive is AcquirePurge for a user judged inactive from an older,
+// eventually consistent read (cleanup's scan): a STOPPED record is locked only if
+// its last activity (or, without one, the time it entered its state) is before
+// cutoff, and the write's condition says so too, so a user who started a sandbox
+// since the scan is refused with an *ActiveError and nothing is written. An expired
+// PURGING is retaken whatever its activity: its purge may have begun deleting, and
+// must be resumed. A user without a record gives ErrNotFound: nothing to lock.
+func (s *Store) AcquirePurgeIfInactive(ctx context.Context, userID string, cutoff time.Time) (Lease, error) {
+	if cutoff.IsZero() {
+		return Lease{}, fmt.Errorf("acquire purge: %w: zero cutoff", ErrInvalid)
+	}
+	// The record keeps milliseconds; the client's decision and the condition must
+	// agree to the millisecond, or a refused write would be retried as a race.
+	return s.acquirePurge(ctx, userID, time.UnixMilli(cutoff.UnixMilli()))
+}
+
+// acquirePurge implements both: a zero cutoff locks whatever the activity.
+func (s *Store) acquirePurge(ctx context.Context, userID string, cutoff time.Time) (Lease, error) {
 	if err := checkID("user id", userID); err != nil {
 		return Lease{}, fmt.Errorf("acquire purge: %w", err)
 	}
@@ -131,11 +149,18 @@ func (s *Store) AcquirePurge(ctx context.Context, userID string) (Lease, error) 
 	if err != nil {
 		return Lease{}, fmt.Errorf("acquire purge %s: %w", userID, err)
 	}
+	checkActivity := !cutoff.IsZero()
 	var lease Lease
 	err = s.retry(ctx, "acquire purge", func() (outcome, error) {
 		now := s.now()
 		switch {
-		case cur == nil || cur.State == Stopped || cur.Expired(now) && cur.State == Purging:
+		case cur == nil && checkActivity:
+			return done, ErrNotFound
+		case cur == nil || cur.StalePurge(now):
+		case cur.State == Stopped:
+			if checkActivity && !inactiveBefore(cur, cutoff) {
+				return done, &ActiveError{Sandbox: cur, Cutoff: cutoff}
+			}
 		case cur.State == Purging:
 			return done, ErrPurging
 		default:
@@ -145,15 +170,28 @@ func (s *Store) AcquirePurge(ctx context.Context, userID string) (Lease, error) 
 		if cur != nil {
 			l.Generation = cur.Generation + 1
 		}
-		_, err := s.api.UpdateItem(ctx, takeWrite(userID, cur, l, Purging, now, false).item(s.table))
-		if err == nil {
+		w := takeWrite(userID, cur, l, Purging, now, false)
+		if checkActivity {
+			// The version condition already pins the record read above; the
+			// activity is in the condition too so the rule lives in the write that
+			// acts on it, not only in this process's reading of it.
+			e := w.e
+			w.cond = fmt.Sprintf("%s AND (%s OR %s < %s OR (attribute_not_exists(%s) AND %s < %s))", w.cond,
+				inStates(e, Purging), e.n(aActivity), e.v("cutoff", avMs(cutoff)),
+				e.n(aActivity), e.n(aSince), e.v("cutoff", avMs(cutoff)))
+		}
+		_, err := s.api.UpdateItem(ctx, w.item(s.table))
+		failed, old := conditionFailed(err)
+		if err == nil || failed && ours(decodeSandbox(old), l) {
+			// A failed condition on our own token is our write, retried by the SDK
+			// after its answer was lost (see Acquire).
 			lease = l
 			return done, nil
 		}
 		if isConflict(err) {
 			return retryLater, err
 		}
-		if failed, old := conditionFailed(err); failed {
+		if failed {
 			cur = decodeSandbox(old)
 			return retryNow, err
 		}
@@ -165,8 +203,79 @@ func (s *Store) AcquirePurge(ctx context.Context, userID string) (Lease, error) 
 	return lease, nil
 }
 
-// FinishPurge deletes the user's sandbox record, conditional on the purge lease. A
-// record that is already gone needs nothing: nil.
+// inactiveBefore reports whether sb's last activity, or without one the time it
+// entered its state, is before cutoff; a record with neither is never inactive.
+func inactiveBefore(sb *Sandbox, cutoff time.Time) bool {
+	last := sb.LastActivity
+	if last.IsZero() {
+		last = sb.StateSince
+	}
+	return !last.IsZero() && last.Before(cutoff)
+}
+
+// BeginPurge marks the purge lock l as deleting, right before the first delete:
+// from then on the lock cannot be released (ErrPurgeStarted), only finished, so a
+// purge that fails partway is resumed and completed rather than handing a
+// half-deleted prefix back to a sandbox. Calling it again keeps the first mark.
+func (s *Store) BeginPurge(ctx context.Context, l Lease) error {
+	now := s.now()
+	return s.fenced(ctx, "begin purge", l, []State{Purging}, func(e *expr) []string {
+		return []string{fmt.Sprintf("%s = if_not_exists(%s, %s)", e.n(aPurgeStarted), e.n(aPurgeStarted), e.v("now", avMs(now)))}
+	})
+}
+
+// ReleasePurge gives the purge lock l back before anything was deleted, because the
+// user came back: PURGING becomes STOPPED (generation kept) with lastActivity now,
+// so the starts it refused are admitted at once and later passes count the return.
+// It is conditional on the lock's token and on BeginPurge not having run
+// (ErrPurgeStarted: the purge must be finished instead). Repeating a release that
+// succeeded returns nil.
+func (s *Store) ReleasePurge(ctx context.Context, l Lease) error {
+	if err := checkLease(l); err != nil {
+		return fmt.Errorf("release purge: %w", err)
+	}
+	err := s.retry(ctx, "release purge", func() (outcome, error) {
+		now := s.now()
+		e := newExpr()
+		w := write{
+			key: sandboxKey(l.UserID), e: e,
+			update: fmt.Sprintf("SET %s = %s, %s = %s, %s = %s, %s = %s, %s = %s + %s",
+				e.n(aState), e.v("stopped", avS(string(Stopped))),
+				e.n(aSince), e.v("now", avMs(now)),
+				e.n(aActivity), e.v("now", avMs(now)),
+				e.n(aReason), e.v("reason", avS(ReasonPurgeReleased)),
+				e.n(aVersion), e.n(aVersion), e.v("one", avN(1))),
+			cond: fmt.Sprintf("%s = %s AND %s AND attribute_not_exists(%s)",
+				e.n(aToken), e.v("tok", avS(l.Token)), inStates(e, Purging), e.n(aPurgeStarted)),
+		}
+		_, err := s.api.UpdateItem(ctx, w.item(s.table))
+		if err == nil {
+			return done, nil
+		}
+		if isConflict(err) {
+			return retryLater, err
+		}
+		if failed, old := conditionFailed(err); failed {
+			cur := decodeSandbox(old)
+			switch {
+			case ours(cur, l) && cur.State == Stopped:
+				return done, nil // released already, by this call's first attempt or an earlier one
+			case ours(cur, l) && cur.State == Purging && !cur.PurgeStarted.IsZero():
+				return done, ErrPurgeStarted
+			}
+			return done, lostOrState(l, cur)
+		}
+		return done, unavailable(err)
+	})
+	if err != nil {
+		return fmt.Errorf("release purge %s: %w", l.UserID, err)
+	}
+	return nil
+}
+
+// FinishPurge deletes the user's sandbox record, conditional on the purge lease:
+// call it once the prefix is fully deleted, which ends the lock (the user's next
+// start begins afresh). A record that is already gone needs nothing: nil.
 func (s *Store) FinishPurge(ctx context.Context, l Lease) error {
 	if err := checkLease(l); err != nil {
 		return fmt.Errorf("finish purge: %w", err)

@@ -8,7 +8,7 @@ import (
 
 // Sentinel errors; match them with errors.Is. Where a caller needs data, the error is
 // a struct (HeldError, LeaseLostError, CapacityError, InboxFullError, RunningError,
-// UnavailableError) that matches its sentinel.
+// ActiveError, UnavailableError) that matches its sentinel.
 var (
 	// ErrInvalid: bad input (empty ids, zero lease); nothing was written.
 	ErrInvalid = errors.New("invalid input")
@@ -18,6 +18,11 @@ var (
 	ErrHeld = errors.New("sandbox lease held")
 	// ErrPurging: cleanup holds the user's lock while it deletes data.
 	ErrPurging = errors.New("user data is being purged")
+	// ErrPurgeStarted: the purge has begun deleting, so its lock cannot be released
+	// (the data would come back half deleted); the purge must be finished.
+	ErrPurgeStarted = errors.New("purge has begun deleting data")
+	// ErrActive: the user was active after the purge's cutoff, so is not purged.
+	ErrActive = errors.New("user active since the purge cutoff")
 	// ErrCapacity: MaxSandboxes are live.
 	ErrCapacity = errors.New("sandbox capacity reached")
 	// ErrLeaseLost: the caller's lease token is no longer the record's; nothing was written.
@@ -99,6 +104,23 @@ func (e *RunningError) Error() string {
 
 // Is matches ErrRunning.
 func (e *RunningError) Is(target error) bool { return target == ErrRunning }
+
+// ActiveError is returned by AcquirePurgeIfInactive when the record shows activity
+// at or after Cutoff: the user came back after cleanup's scan judged them inactive.
+// Sandbox is the record as DynamoDB returned it.
+type ActiveError struct {
+	Sandbox *Sandbox
+	Cutoff  time.Time
+}
+
+func (e *ActiveError) Error() string {
+	return fmt.Sprintf("user active since the purge cutoff %s: %s since %s, last activity %s",
+		e.Cutoff.UTC().Format(time.RFC3339), e.Sandbox.State,
+		e.Sandbox.StateSince.UTC().Format(time.RFC3339), e.Sandbox.LastActivity.UTC().Format(time.RFC3339))
+}
+
+// Is matches ErrActive.
+func (e *ActiveError) Is(target error) bool { return target == ErrActive }
 
 // UnavailableError wraps the transport or service error behind ErrUnavailable.
 type UnavailableError struct{ Err error }

@@ -123,19 +123,25 @@ func TestStore_EndpointStopped_TypedErrorsNoPartialState(t *testing.T) {
 	l := state.Lease{UserID: "user_0", Token: "t", Generation: 1}
 	sb := &state.Sandbox{UserID: "user_0", State: state.Running, LeaseToken: "t", Generation: 1}
 	ops := map[string]func() error{
-		"Acquire":          func() error { _, err := e.store.Acquire(ctx, "user_x"); return err },
-		"Get":              func() error { _, err := e.store.Get(ctx, "user_0"); return err },
-		"Capacity":         func() error { _, err := e.store.Capacity(ctx); return err },
-		"SetTask":          func() error { return e.store.SetTask(ctx, l, "arn") },
-		"MarkReady":        func() error { _, err := e.store.MarkReady(ctx, l, "http://x", "gw"); return err },
-		"Heartbeat":        func() error { _, err := e.store.Heartbeat(ctx, l, time.Time{}); return err },
-		"MarkStopping":     func() error { return e.store.MarkStopping(ctx, l) },
-		"Stop":             func() error { return e.store.Stop(ctx, l) },
-		"Release":          func() error { return e.store.Release(ctx, l, "x") },
-		"Reap":             func() error { return e.store.Reap(ctx, sb) },
-		"ListSandboxes":    func() error { return e.store.ListSandboxes(ctx, func(*state.Sandbox) error { return nil }) },
-		"AcquirePurge":     func() error { _, err := e.store.AcquirePurge(ctx, "user_x"); return err },
-		"FinishPurge":      func() error { return e.store.FinishPurge(ctx, l) },
+		"Acquire":       func() error { _, err := e.store.Acquire(ctx, "user_x"); return err },
+		"Get":           func() error { _, err := e.store.Get(ctx, "user_0"); return err },
+		"Capacity":      func() error { _, err := e.store.Capacity(ctx); return err },
+		"SetTask":       func() error { return e.store.SetTask(ctx, l, "arn") },
+		"MarkReady":     func() error { _, err := e.store.MarkReady(ctx, l, "http://x", "gw"); return err },
+		"Heartbeat":     func() error { _, err := e.store.Heartbeat(ctx, l, time.Time{}); return err },
+		"MarkStopping":  func() error { return e.store.MarkStopping(ctx, l) },
+		"Stop":          func() error { return e.store.Stop(ctx, l) },
+		"Release":       func() error { return e.store.Release(ctx, l, "x") },
+		"Reap":          func() error { return e.store.Reap(ctx, sb) },
+		"ListSandboxes": func() error { return e.store.ListSandboxes(ctx, func(*state.Sandbox) error { return nil }) },
+		"AcquirePurge":  func() error { _, err := e.store.AcquirePurge(ctx, "user_x"); return err },
+		"FinishPurge":   func() error { return e.store.FinishPurge(ctx, l) },
+		"BeginPurge":    func() error { return e.store.BeginPurge(ctx, l) },
+		"ReleasePurge":  func() error { return e.store.ReleasePurge(ctx, l) },
+		"AcquirePurgeIfInactive": func() error {
+			_, err := e.store.AcquirePurgeIfInactive(ctx, "user_x", e.clock.Now())
+			return err
+		},
 		"AddConnection":    func() error { _, err := e.store.AddConnection(ctx, "user_0", "c"); return err },
 		"RemoveConnection": func() error { return e.store.RemoveConnection(ctx, "user_0", "c") },
 		"Connections":      func() error { _, err := e.store.Connections(ctx, "user_0"); return err },

@@ -28,13 +28,17 @@ const (
 	aSince     = "stateSince"
 	aReason    = "reason"
 	aVersion   = "version"
-	aLive      = "live" // on the capacity item
+	// aPurgeStarted marks a PURGING record whose purge has begun deleting (Unix ms).
+	aPurgeStarted = "purgeStarted"
+	aLive         = "live" // on the capacity item
 )
 
 // Reasons recorded when a sandbox stops.
 const (
 	ReasonStopped = "stopped"
 	ReasonExpired = "lease expired"
+	// ReasonPurgeReleased: cleanup gave the lock back before deleting anything.
+	ReasonPurgeReleased = "purge released"
 )
 
 func userKey(userID string) string { return userPrefix + userID }
@@ -66,6 +70,7 @@ func decodeSandbox(item map[string]types.AttributeValue) *Sandbox {
 		LastActivity:  getMs(item, aActivity),
 		StateSince:    getMs(item, aSince),
 		Reason:        getS(item, aReason),
+		PurgeStarted:  getMs(item, aPurgeStarted),
 		Version:       getN(item, aVersion),
 	}
 }
@@ -154,8 +159,13 @@ func takeWrite(userID string, cur *Sandbox, l Lease, st State, now time.Time, ac
 	if activity {
 		set = append(set, e.n(aActivity)+" = "+e.v("now", avMs(now)))
 	}
-	update := "SET " + strings.Join(set, ", ") + " REMOVE " +
-		strings.Join([]string{e.n(aTask), e.n(aEndpoint), e.n(aGateway), e.n(aHeartbeat), e.n(aReason)}, ", ")
+	remove := []string{e.n(aTask), e.n(aEndpoint), e.n(aGateway), e.n(aHeartbeat), e.n(aReason)}
+	if st != Purging {
+		// A purge that has begun deleting keeps its mark when cleanup retakes the
+		// lock, so the resumed purge knows it may no longer give the data back.
+		remove = append(remove, e.n(aPurgeStarted))
+	}
+	update := "SET " + strings.Join(set, ", ") + " REMOVE " + strings.Join(remove, ", ")
 	return write{key: sandboxKey(userID), update: update, cond: cond, e: e}
 }
 
@@ -202,11 +212,12 @@ func (s *Store) Capacity(ctx context.Context) (int, error) {
 }
 
 // Acquire takes the user's start lease: state STARTING, a fresh token, generation+1,
-// deadline now+StartTTL. From no record, STOPPED or an expired PURGING, the start
-// takes a capacity slot in the same transaction (ErrCapacity when MaxSandboxes are
-// live). A counted lease past its deadline is taken over and keeps its slot, since
-// the dead sandbox was still counted. A live lease held by another caller gives a
-// *HeldError with the holder's record; an unexpired PURGING gives ErrPurging.
+// deadline now+StartTTL. From no record or STOPPED, the start takes a capacity slot
+// in the same transaction (ErrCapacity when MaxSandboxes are live). A counted lease
+// past its deadline is taken over and keeps its slot, since the dead sandbox was
+// still counted. A live lease held by another caller gives a *HeldError with the
+// holder's record. PURGING gives ErrPurging, expired or not: a purge that died may
+// have deleted part of the prefix, and a sandbox must not restore what is left.
 //
 // Calls: one GetItem, then one write (a TransactWriteItems to take a slot, an
 // UpdateItem to take over); a caller that loses the race needs no further read.
@@ -225,10 +236,10 @@ func (s *Store) Acquire(ctx context.Context, userID string) (Lease, error) {
 		switch {
 		case cur == nil || cur.State == Stopped:
 			admit = true
-		case cur.State == Purging && now.Before(cur.LeaseDeadline):
-			return done, ErrPurging
 		case cur.State == Purging:
-			admit = true // an expired purge held no slot
+			// Only cleanup ends a purge lock (ReleasePurge, FinishPurge), even one
+			// whose holder died: it alone knows whether deletion began.
+			return done, ErrPurging
 		case now.Before(cur.LeaseDeadline):
 			return done, &HeldError{Sandbox: cur}
 		}
@@ -260,7 +271,13 @@ func (s *Store) Acquire(ctx context.Context, userID string) (Lease, error) {
 			return done, unavailable(err)
 		}
 		_, err := s.api.UpdateItem(ctx, w.item(s.table))
-		if err == nil {
+		failed, old := conditionFailed(err)
+		// A failed condition on a record that carries our fresh token is our own
+		// write: the SDK retried the UpdateItem after its first attempt committed
+		// and the answer was lost (a 500, a timeout), and the version condition then
+		// failed against it. UpdateItem has no idempotency token, unlike
+		// TransactWriteItems (ClientRequestToken), and no one else knows the token.
+		if err == nil || failed && ours(decodeSandbox(old), l) {
 			s.Logger.Warn("sandbox taken over", logging.UserID, userID, logGeneration, l.Generation,
 				logging.State, string(cur.State), logDeadline, cur.LeaseDeadline)
 			lease = l
@@ -269,7 +286,7 @@ func (s *Store) Acquire(ctx context.Context, userID string) (Lease, error) {
 		if isConflict(err) {
 			return retryLater, err
 		}
-		if failed, old := conditionFailed(err); failed {
+		if failed {
 			cur = decodeSandbox(old)
 			return retryNow, err
 		}
@@ -280,6 +297,10 @@ func (s *Store) Acquire(ctx context.Context, userID string) (Lease, error) {
 	}
 	return lease, nil
 }
+
+// ours reports whether the record carries lease l's token: a write of ours already
+// landed.
+func ours(cur *Sandbox, l Lease) bool { return cur != nil && cur.LeaseToken == l.Token }
 
 // fenced runs one update of the holder's record, conditional on its lease token and
 // on the record being in one of allowed. set receives the expression builder and

@@ -111,13 +111,26 @@ func TestStore_Acquire_Purging(t *testing.T) {
 	if e.checkInvariants(t) != 0 {
 		t.Fatal("purge counted")
 	}
+	// Once the lock expires, its purge is presumed dead, perhaps halfway through the
+	// prefix: a start is still refused, and nothing is written.
 	e.clock.Advance(state.DefaultPurgeTTL)
-	l := mustAcquire(t, e.store, "user_a") // an expired purge is taken over, with a slot
+	e.calls.Reset()
+	_, err = e.store.Acquire(ctx, "user_a")
+	wantErr(t, err, state.ErrPurging)
+	e.wantCalls(t, map[string]int64{"GetItem": 1})
+	if sb := mustGet(t, e.store, "user_a"); sb.State != state.Purging || sb.LeaseToken != p.Token {
+		t.Fatalf("record after a refused start on an expired purge %+v", *sb)
+	}
+	// Only the purge's own end admits starts again.
+	if err := e.store.ReleasePurge(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	l := mustAcquire(t, e.store, "user_a")
 	if l.Generation != p.Generation+1 {
 		t.Fatalf("generation %d after purge generation %d", l.Generation, p.Generation)
 	}
 	if e.checkInvariants(t) != 1 {
-		t.Fatal("start after expired purge not counted")
+		t.Fatal("start after released purge not counted")
 	}
 	wantErr(t, e.store.FinishPurge(ctx, p), state.ErrLeaseLost)
 }

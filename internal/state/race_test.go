@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
@@ -146,10 +149,19 @@ func TestStore_Acquire_CapacityRace(t *testing.T) {
 // write requests with the conflict errors real DynamoDB sends when transactions touch
 // one item at once (DynamoDB Local serializes them and never does). It speaks the
 // JSON 1.0 wire protocol; everything else is passed through.
+//
+// It can also lose answers: while lostAnswers > 0, an UpdateItem reaches DynamoDB
+// and commits, but the client gets a retryable 500 instead of the answer, so the
+// SDK sends the same request again (a response lost on the network, or a 500 after
+// the write, on AWS). And before, when set, runs once before the next UpdateItem
+// is forwarded: another writer acting between a caller's read and its write.
 type conflictProxy struct {
 	*httptest.Server
-	left     atomic.Int64
-	injected atomic.Int64
+	left        atomic.Int64
+	injected    atomic.Int64
+	lostAnswers atomic.Int64
+	lost        atomic.Int64
+	before      atomic.Pointer[func()]
 }
 
 func newConflictProxy(tb testing.TB, target string, n int64) *conflictProxy {
@@ -175,6 +187,22 @@ func newConflictProxy(tb testing.TB, target string, n int64) *conflictProxy {
 			w.WriteHeader(http.StatusBadRequest)
 			_, _ = io.WriteString(w, body)
 			return
+		}
+		if op == "UpdateItem" {
+			if f := p.before.Swap(nil); f != nil {
+				(*f)()
+			}
+			if p.lostAnswers.Add(-1) >= 0 {
+				rec := httptest.NewRecorder()
+				rp.ServeHTTP(rec, r) // committed; the answer goes nowhere
+				p.lost.Add(1)
+				body := `{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"Internal server error"}`
+				w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+				w.Header().Set("X-Amz-Crc32", strconv.FormatUint(uint64(crc32.ChecksumIEEE([]byte(body))), 10))
+				w.WriteHeader(http.StatusInternalServerError)
+				_, _ = io.WriteString(w, body)
+				return
+			}
 		}
 		rp.ServeHTTP(w, r)
 	}))
@@ -264,4 +292,83 @@ func TestStore_ConcurrentMixedOperations(t *testing.T) {
 	}
 	wg.Wait()
 	e.checkInvariants(t)
+}
+
+// newLossyEnv is an env whose client goes through a conflictProxy, with SDK retries
+// quick enough for a test.
+func newLossyEnv(t *testing.T) (*env, *conflictProxy) {
+	t.Helper()
+	srv := dynamodblocal.StartForTest(t)
+	proxy := newConflictProxy(t, srv.Endpoint(), 0)
+	e := newEnvOn(t, srv, func(o *dynamodb.Options) {
+		o.BaseEndpoint = aws.String(proxy.URL)
+		o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) { so.MaxBackoff = 5 * time.Millisecond })
+	})
+	return e, proxy
+}
+
+// A takeover's UpdateItem commits but its answer is lost; the SDK sends it again,
+// and the version condition fails against our own new record. That is our lease,
+// not another holder's.
+func TestStore_Acquire_TakeoverAnswerLost(t *testing.T) {
+	e, proxy := newLossyEnv(t)
+	ctx := context.Background()
+	old := mustAcquire(t, e.store, "user_a")
+	e.clock.Advance(state.DefaultStartTTL)
+	proxy.lostAnswers.Store(1)
+	e.calls.Reset()
+	l, err := e.store.Acquire(ctx, "user_a")
+	if err != nil {
+		t.Fatalf("Acquire with a lost answer = %v, want our lease", err)
+	}
+	if proxy.lost.Load() != 1 || e.calls.Attempts("DynamoDB", "UpdateItem") != 2 {
+		t.Fatalf("%d answers lost, %d UpdateItem attempts: the SDK did not retry", proxy.lost.Load(), e.calls.Attempts("DynamoDB", "UpdateItem"))
+	}
+	e.wantCalls(t, map[string]int64{"GetItem": 1, "UpdateItem": 1})
+	if sb := mustGet(t, e.store, "user_a"); sb.LeaseToken != l.Token || sb.Generation != old.Generation+1 || l.Generation != sb.Generation {
+		t.Fatalf("record %+v, lease %+v", *sb, l)
+	}
+	if _, err := e.store.Heartbeat(ctx, l, time.Time{}); err != nil {
+		t.Fatalf("the lease Acquire returned does not hold: %v", err)
+	}
+	if e.checkInvariants(t) != 1 {
+		t.Fatal("count changed")
+	}
+}
+
+// The same for the purge lock, in both forms, and for its release.
+func TestStore_AcquirePurge_AnswerLost(t *testing.T) {
+	e, proxy := newLossyEnv(t)
+	ctx := context.Background()
+	for _, u := range []string{"user_a", "user_b"} {
+		if err := e.store.Stop(ctx, mustAcquire(t, e.store, u)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.clock.Advance(91 * 24 * time.Hour)
+	locks := map[string]func() (state.Lease, error){
+		"user_a": func() (state.Lease, error) { return e.store.AcquirePurge(ctx, "user_a") },
+		"user_b": func() (state.Lease, error) {
+			return e.store.AcquirePurgeIfInactive(ctx, "user_b", e.clock.Now().Add(-90*24*time.Hour))
+		},
+	}
+	for u, lock := range locks {
+		proxy.lostAnswers.Store(1)
+		p, err := lock()
+		if err != nil || proxy.lost.Load() == 0 {
+			t.Fatalf("%s: lock with a lost answer = %+v, %v (%d lost)", u, p, err, proxy.lost.Load())
+		}
+		proxy.lost.Store(0)
+		if sb := mustGet(t, e.store, u); sb.State != state.Purging || sb.LeaseToken != p.Token {
+			t.Fatalf("%s: record %+v", u, *sb)
+		}
+		proxy.lostAnswers.Store(1)
+		if err := e.store.ReleasePurge(ctx, p); err != nil || proxy.lost.Load() == 0 {
+			t.Fatalf("%s: release with a lost answer = %v (%d lost)", u, err, proxy.lost.Load())
+		}
+		proxy.lost.Store(0)
+		if sb := mustGet(t, e.store, u); sb.State != state.Stopped {
+			t.Fatalf("%s: record after release %+v", u, *sb)
+		}
+	}
 }

@@ -24,8 +24,10 @@ const (
 	Starting State = "STARTING"
 	Running  State = "RUNNING"
 	Stopping State = "STOPPING"
-	// Purging is cleanup's lock while it deletes a user's data: no start until it
-	// finishes or its lease expires.
+	// Purging is cleanup's lock while it deletes a user's data. No start is admitted
+	// while it exists, expired or not: a purge that died may have deleted part of the
+	// prefix. It ends only by ReleasePurge (before any delete) or FinishPurge (after
+	// the prefix is gone); an expired one is retaken by AcquirePurge and resumed.
 	Purging State = "PURGING"
 )
 
@@ -49,8 +51,11 @@ type Sandbox struct {
 	HeartbeatAt  time.Time
 	LastActivity time.Time
 	StateSince   time.Time
-	// Reason says why the sandbox last stopped (Release, Stop, Reap).
+	// Reason says why the sandbox last stopped (Release, Stop, Reap, ReleasePurge).
 	Reason string
+	// PurgeStarted is when a purge began deleting the user's data (BeginPurge); zero
+	// before. Once set, the PURGING lock can only be finished, never released.
+	PurgeStarted time.Time
 	// Version increases on every write to the record.
 	Version int64
 }
@@ -61,10 +66,19 @@ func (sb *Sandbox) Live(now time.Time) bool {
 	return sb != nil && sb.State.Counted() && now.Before(sb.LeaseDeadline)
 }
 
-// Expired reports whether the record holds a lease (counted or PURGING) whose
-// deadline has passed: its holder is presumed dead and the lease may be taken over.
+// Expired reports whether the record holds a counted lease whose deadline has
+// passed: its holder is presumed dead and the lease may be taken over or reaped. A
+// PURGING lock is never Expired in this sense, since its data may be half deleted:
+// see StalePurge.
 func (sb *Sandbox) Expired(now time.Time) bool {
-	return sb != nil && (sb.State.Counted() || sb.State == Purging) && !now.Before(sb.LeaseDeadline)
+	return sb != nil && sb.State.Counted() && !now.Before(sb.LeaseDeadline)
+}
+
+// StalePurge reports whether the record is a PURGING lock past its deadline: the
+// purge that took it died or timed out, perhaps halfway through the prefix. Starts
+// still refuse it; the next cleanup pass retakes it (AcquirePurge) and resumes.
+func (sb *Sandbox) StalePurge(now time.Time) bool {
+	return sb != nil && sb.State == Purging && !now.Before(sb.LeaseDeadline)
 }
 
 // Lease returns the lease the record describes.

@@ -24,6 +24,7 @@ type modelRecord struct {
 	token    string
 	gen      int64
 	deadline time.Time
+	started  bool // a purge lock whose deletion began (BeginPurge)
 }
 
 func (m *model) live() int {
@@ -44,6 +45,7 @@ func outcome(err error) string {
 		target error
 		name   string
 	}{
+		{state.ErrPurgeStarted, "started"},
 		{state.ErrHeld, "held"}, {state.ErrPurging, "purging"}, {state.ErrCapacity, "capacity"},
 		{state.ErrLeaseLost, "lost"}, {state.ErrState, "state"},
 	} {
@@ -58,7 +60,8 @@ func outcome(err error) string {
 }
 
 // A randomized sequence of start / ready / heartbeat / stop / release / crash (time
-// passing without heartbeats) / takeover / reap / purge across users, per seed. Each
+// passing without heartbeats) / takeover / reap / purge (lock, begin, release,
+// finish, resume) across users, per seed. Each
 // step's outcome must be the one the lease rules predict, in particular no write with
 // a stale token succeeds; after each step the capacity counter equals the live
 // records, and at the end every record matches the model.
@@ -109,16 +112,16 @@ func runSequence(t *testing.T, seed uint64, steps int) {
 		r := m.records[u]
 		var op, want, got string
 		var apply func()
-		switch k := rng.IntN(11); k {
+		switch k := rng.IntN(13); k {
 		case 0, 1: // start, or take over a dead sandbox
 			op = "acquire"
 			switch {
-			case r == nil || r.state == state.Stopped || r.state == state.Purging && r.expired(now):
+			case r == nil || r.state == state.Stopped:
 				want = "ok"
 				if m.live() >= m.max {
 					want = "capacity"
 				}
-			case r.state == state.Purging:
+			case r.state == state.Purging: // expired or not
 				want = "purging"
 			case !r.expired(now):
 				want = "held"
@@ -139,7 +142,7 @@ func runSequence(t *testing.T, seed uint64, steps int) {
 				if l.Generation != gen {
 					t.Fatalf("seed %d step %d: generation %d, want %d", seed, step, l.Generation, gen)
 				}
-				m.records[u] = &modelRecord{state.Starting, l.Token, gen, now.Add(e.store.StartTTL)}
+				m.records[u] = &modelRecord{state.Starting, l.Token, gen, now.Add(e.store.StartTTL), false}
 				leases[u] = append(leases[u], l)
 			}
 		case 2: // the agent becomes ready
@@ -198,6 +201,8 @@ func runSequence(t *testing.T, seed uint64, steps int) {
 			switch {
 			case r.state == state.Stopped:
 				want = "ok"
+			case r.state == state.Purging: // expired or not
+				want = "purging"
 			case !r.expired(now):
 				want = "held"
 			default:
@@ -222,7 +227,9 @@ func runSequence(t *testing.T, seed uint64, steps int) {
 				if r != nil {
 					gen = r.gen + 1
 				}
-				m.records[u] = &modelRecord{state.Purging, l.Token, gen, now.Add(e.store.PurgeTTL)}
+				// Resuming an expired purge keeps its mark.
+				started := r != nil && r.state == state.Purging && r.started
+				m.records[u] = &modelRecord{state.Purging, l.Token, gen, now.Add(e.store.PurgeTTL), started}
 				leases[u] = append(leases[u], l)
 			}
 		case 10: // cleanup: finish a purge
@@ -237,6 +244,28 @@ func runSequence(t *testing.T, seed uint64, steps int) {
 			}
 			got = outcome(e.store.FinishPurge(ctx, l))
 			apply = func() { delete(m.records, u) }
+		case 11: // cleanup: about to delete the first key
+			l, ok := pick(u)
+			if !ok {
+				continue
+			}
+			op, want = "begin purge", fenced(u, l, state.Purging)
+			got = outcome(e.store.BeginPurge(ctx, l))
+			apply = func() { r.started = true }
+		case 12: // cleanup: the user came back before anything was deleted
+			l, ok := pick(u)
+			if !ok {
+				continue
+			}
+			op, want = "release purge", fenced(u, l, state.Purging)
+			switch {
+			case r != nil && r.token == l.Token && r.state == state.Stopped:
+				want = "ok" // idempotent
+			case want == "ok" && r.started:
+				want = "started"
+			}
+			got = outcome(e.store.ReleasePurge(ctx, l))
+			apply = func() { r.state = state.Stopped }
 		}
 		if got != want {
 			t.Fatalf("seed %d step %d: %s(%s) = %s, want %s; model %+v", seed, step, op, u, got, want, r)
@@ -263,9 +292,10 @@ func runSequence(t *testing.T, seed uint64, steps int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if sb.State != r.state || sb.LeaseToken != r.token || sb.Generation != r.gen || !sb.LeaseDeadline.Equal(r.deadline) {
-			t.Fatalf("seed %d: %s is %s gen %d until %v, model %s gen %d until %v", seed, u,
-				sb.State, sb.Generation, sb.LeaseDeadline, r.state, r.gen, r.deadline)
+		if sb.State != r.state || sb.LeaseToken != r.token || sb.Generation != r.gen || !sb.LeaseDeadline.Equal(r.deadline) ||
+			sb.PurgeStarted.IsZero() == r.started {
+			t.Fatalf("seed %d: %s is %s gen %d until %v purge started %v, model %s gen %d until %v started %v", seed, u,
+				sb.State, sb.Generation, sb.LeaseDeadline, sb.PurgeStarted, r.state, r.gen, r.deadline, r.started)
 		}
 	}
 }

@@ -41,7 +41,9 @@ const (
 	// every third of it.
 	DefaultLeaseTTL = 60 * time.Second
 	// DefaultPurgeTTL is the term of cleanup's PURGING lock: the Cleanup function's
-	// 300 s timeout plus a margin, so a crashed purge unblocks its user soon after.
+	// 300 s timeout plus a margin, so no later pass retakes a lock whose purge may
+	// still be running, and a pass soon after a crash resumes it. An expired lock
+	// still refuses starts: only the resumed purge ends it.
 	DefaultPurgeTTL = 6 * time.Minute
 	// DefaultMaxSandboxes matches template.yaml's MaxSandboxes default.
 	DefaultMaxSandboxes = 50
