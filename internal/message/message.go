@@ -31,6 +31,7 @@ const (
 type Store interface {
 	Get(ctx context.Context, userID string) (*state.Sandbox, error)
 	Enqueue(ctx context.Context, userID, connectionID string, payload []byte) (state.InboxItem, error)
+	RequestRestart(ctx context.Context, userID string, generation int64) (bool, error)
 }
 
 // Ensurer ensures a user's sandbox; *sandbox.Ensurer is one.
@@ -204,9 +205,9 @@ func (h *Handler) route(ctx context.Context, f *frame, sb *state.Sandbox) {
 	case sb.State == state.Running:
 		h.deliver(ctx, f, sb, true)
 	case sb.Live(now) && sb.State == state.Starting:
-		h.queue(ctx, f, state.Starting, true)
+		h.queue(ctx, f, sb, state.Starting, true)
 	case sb.Live(now) && sb.State == state.Stopping:
-		h.queue(ctx, f, state.Stopping, true)
+		h.queue(ctx, f, sb, state.Stopping, true)
 	case sb.State == state.Purging && !sb.Expired(now):
 		h.refuse(ctx, f, frames.ReasonPurging, state.ErrPurging)
 	default: // stopped, or a dead holder
@@ -234,7 +235,7 @@ func (h *Handler) deliver(ctx context.Context, f *frame, sb *state.Sandbox, fall
 		h.refuse(ctx, f, frames.ReasonUnavailable, err)
 	case errors.Is(err, agentapi.ErrStopping):
 		// The agent is syncing and stopping: keep the frame for the next sandbox.
-		h.queue(ctx, f, state.Stopping, false)
+		h.queue(ctx, f, sb, state.Stopping, false)
 	case sb.Expired(h.now()):
 		// No answer and no heartbeat: the agent is dead, and fenced: whatever it took
 		// it can no longer act on. Take over and queue.
@@ -272,30 +273,37 @@ func (h *Handler) ensureAndQueue(ctx context.Context, f *frame) {
 	case state.Running:
 		h.deliver(ctx, f, res.Sandbox, false)
 	case state.Stopping:
-		h.queue(ctx, f, state.Stopping, false)
+		h.queue(ctx, f, res.Sandbox, state.Stopping, false)
 	default:
-		h.queue(ctx, f, state.Starting, false)
+		h.queue(ctx, f, res.Sandbox, state.Starting, false)
 	}
 }
 
-// queue appends f to the inbox. The first frame of an empty inbox tells the sender
-// what is happening (starting, or stopping, when a restart is also requested), so
-// the sender hears it once, not once per frame.
-func (h *Handler) queue(ctx context.Context, f *frame, st state.State, fallback bool) {
+// queue appends f to the inbox of sb's user. The sender of the first frame of an empty
+// inbox hears `starting`, once per start, not once per frame. While sb stops, the first
+// frame to ask after its generation (recorded in DynamoDB, so whatever the inbox held
+// before) hears `stopping` and requests the restart that will deliver the queue.
+func (h *Handler) queue(ctx context.Context, f *frame, sb *state.Sandbox, st state.State, fallback bool) {
 	it, err := h.Store.Enqueue(ctx, f.UserID, f.ConnectionID, f.data)
 	var running *state.RunningError
 	switch {
 	case err == nil:
 		f.log.DebugContext(ctx, "frame queued", logQueued, it.Queued, logging.State, string(st))
-		if it.Queued != 1 {
-			return
-		}
 		if st == state.Stopping {
-			h.post(ctx, f, frames.Status(frames.Stopping))
-			h.requestRestart(ctx, f)
+			first, rerr := h.Store.RequestRestart(ctx, f.UserID, sb.Generation)
+			if rerr != nil {
+				f.log.WarnContext(ctx, "restart request not recorded", logging.Error, rerr.Error())
+				first = it.Queued == 1
+			}
+			if first {
+				h.post(ctx, f, frames.Status(frames.Stopping))
+				h.requestRestart(ctx, f)
+			}
 			return
 		}
-		h.post(ctx, f, frames.Status(frames.Starting))
+		if it.Queued == 1 {
+			h.post(ctx, f, frames.Status(frames.Starting))
+		}
 	case errors.As(err, &running):
 		// The sandbox became ready meanwhile and has drained the inbox: deliver.
 		h.deliver(ctx, f, running.Sandbox, fallback)

@@ -373,6 +373,35 @@ func TestHandler_Handle_StoppingQueuesAndRestarts(t *testing.T) {
 	}
 }
 
+// Frames left in the inbox from before (never delivered, or delivered and not yet
+// acknowledged) do not stop a restart from being requested: the first frame that finds
+// this generation stopping asks, once.
+func TestHandler_Handle_StoppingRestartDespiteLeftovers(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	l, err := e.store.Acquire(ctx, "user_a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.Enqueue(ctx, "user_a", "old-connection", []byte("leftover")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.MarkStopping(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	c := e.gw.Dial(t, "user_a")
+	e.send(t, c, "one")
+	e.send(t, c, "two")
+	wantFrame(t, c.NextFrame(), frames.TypeStatus, frames.Stopping)
+	noMore(t, c)
+	if ns := restartNotices(t, e.inv); len(ns) != 1 || ns[0].Kind != connect.NoticeRestart {
+		t.Fatalf("notices %+v, want one restart", ns)
+	}
+	if got := e.inbox(t, "user_a"); got != "leftover,one,two" {
+		t.Fatalf("inbox %q", got)
+	}
+}
+
 // An agent that answers "stopping" (it has begun its final sync) gets no frame: the
 // frame waits for the next sandbox and a restart is requested.
 func TestHandler_Handle_AgentStopping(t *testing.T) {

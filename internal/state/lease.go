@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -30,7 +31,9 @@ const (
 	aVersion   = "version"
 	// aPurgeStarted marks a PURGING record whose purge has begun deleting (Unix ms).
 	aPurgeStarted = "purgeStarted"
-	aLive         = "live" // on the capacity item
+	// aRestartFor is the generation whose stop a frame asked to restart after.
+	aRestartFor = "restartFor"
+	aLive       = "live" // on the capacity item
 )
 
 // Reasons recorded when a sandbox stops.
@@ -466,4 +469,34 @@ func (s *Store) stop(ctx context.Context, op string, l Lease, reason string) err
 		return fmt.Errorf("%s %s: %w", op, l.UserID, err)
 	}
 	return nil
+}
+
+// RequestRestart records, once per generation, that a frame found userID's sandbox of
+// that generation STOPPING and asked for the next one. It reports whether this call
+// was the first: the caller that gets true sends the restart request, so a frame
+// queued while the old sandbox stops always leads to exactly one request, whatever
+// the inbox held before. A new acquisition has a new generation, so nothing needs
+// clearing.
+func (s *Store) RequestRestart(ctx context.Context, userID string, generation int64) (bool, error) {
+	if err := checkID("user id", userID); err != nil {
+		return false, fmt.Errorf("request restart: %w", err)
+	}
+	e := newExpr()
+	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: aws.String(s.table), Key: sandboxKey(userID),
+		UpdateExpression: aws.String("SET " + e.n(aRestartFor) + " = " + e.v("gen", avN(generation))),
+		ConditionExpression: aws.String(e.n(aState) + " = " + e.v("stopping", avS(string(Stopping))) +
+			" AND " + e.n(aGen) + " = " + e.v("gen", avN(generation)) +
+			" AND (attribute_not_exists(" + e.n(aRestartFor) + ") OR " + e.n(aRestartFor) + " <> " + e.v("gen", avN(generation)) + ")"),
+		ExpressionAttributeNames:  e.Names(),
+		ExpressionAttributeValues: e.Values(),
+	})
+	var ccf *types.ConditionalCheckFailedException
+	switch {
+	case errors.As(err, &ccf):
+		return false, nil // already requested, or no longer that sandbox stopping
+	case err != nil:
+		return false, fmt.Errorf("request restart for %s: %w", userID, unavailable(err))
+	}
+	return true, nil
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -291,5 +293,63 @@ func TestSandbox_LogValue_NoSecrets(t *testing.T) {
 	}
 	if !strings.Contains(v, "user_a") {
 		t.Fatalf("log value %q lacks the user", v)
+	}
+}
+
+// A restart is requested once per stopping generation, whoever asks first; never for a
+// sandbox that is not stopping, nor for another generation.
+func TestStore_RequestRestart_OncePerStoppingGeneration(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	l, err := e.store.Acquire(ctx, "user_a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, err := e.store.RequestRestart(ctx, "user_a", l.Generation); err != nil || first {
+		t.Fatalf("while STARTING: %v, %v; want false", first, err)
+	}
+	if l, err = e.store.MarkReady(ctx, l, "http://10.0.0.1:8080", "gw"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.MarkStopping(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if first, err := e.store.RequestRestart(ctx, "user_a", l.Generation+1); err != nil || first {
+		t.Fatalf("another generation: %v, %v; want false", first, err)
+	}
+	// Many frames at once: exactly one is first.
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			first, err := e.store.RequestRestart(ctx, "user_a", l.Generation)
+			if err != nil {
+				t.Error(err)
+			}
+			if first {
+				wins.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d first requests, want exactly 1", wins.Load())
+	}
+	// The next sandbox's stop is a new generation: one request again.
+	if err := e.store.Stop(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	next, err := e.store.Acquire(ctx, "user_a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.MarkStopping(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	if first, err := e.store.RequestRestart(ctx, "user_a", next.Generation); err != nil || !first {
+		t.Fatalf("next generation: %v, %v; want true", first, err)
+	}
+	if _, err := e.store.RequestRestart(ctx, "", 1); !errors.Is(err, state.ErrInvalid) {
+		t.Fatalf("empty user id: %v", err)
 	}
 }
