@@ -472,7 +472,7 @@ func (s *Store) stop(ctx context.Context, op string, l Lease, reason string) err
 }
 
 // RequestRestart records, once per generation, that a frame found userID's sandbox of
-// that generation STOPPING and asked for the next one. It reports whether this call
+// that generation STOPPING (or, by now, STOPPED) and asked for the next one. It reports whether this call
 // was the first: the caller that gets true sends the restart request, so a frame
 // queued while the old sandbox stops always leads to exactly one request, whatever
 // the inbox held before. A new acquisition has a new generation, so nothing needs
@@ -485,7 +485,9 @@ func (s *Store) RequestRestart(ctx context.Context, userID string, generation in
 	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: aws.String(s.table), Key: sandboxKey(userID),
 		UpdateExpression: aws.String("SET " + e.n(aRestartFor) + " = " + e.v("gen", avN(generation))),
-		ConditionExpression: aws.String(e.n(aState) + " = " + e.v("stopping", avS(string(Stopping))) +
+		// STOPPED too: the stop may complete between the frame's enqueue and this
+		// write, and the queue still needs a successor.
+		ConditionExpression: aws.String(e.n(aState) + " IN (" + e.v("stopping", avS(string(Stopping))) + ", " + e.v("stopped", avS(string(Stopped))) + ")" +
 			" AND " + e.n(aGen) + " = " + e.v("gen", avN(generation)) +
 			" AND (attribute_not_exists(" + e.n(aRestartFor) + ") OR " + e.n(aRestartFor) + " <> " + e.v("gen", avN(generation)) + ")"),
 		ExpressionAttributeNames:  e.Names(),

@@ -335,10 +335,14 @@ func TestStore_RequestRestart_OncePerStoppingGeneration(t *testing.T) {
 	if wins.Load() != 1 {
 		t.Fatalf("%d first requests, want exactly 1", wins.Load())
 	}
-	// The next sandbox's stop is a new generation: one request again.
+	// A stop that completes in the meantime still gets its one request.
 	if err := e.store.Stop(ctx, l); err != nil {
 		t.Fatal(err)
 	}
+	if first, err := e.store.RequestRestart(ctx, "user_a", l.Generation); err != nil || first {
+		t.Fatalf("after the stop, already requested: %v, %v; want false", first, err)
+	}
+	// The next sandbox's stop is a new generation: one request again.
 	next, err := e.store.Acquire(ctx, "user_a")
 	if err != nil {
 		t.Fatal(err)
@@ -346,8 +350,11 @@ func TestStore_RequestRestart_OncePerStoppingGeneration(t *testing.T) {
 	if err := e.store.MarkStopping(ctx, next); err != nil {
 		t.Fatal(err)
 	}
+	if err := e.store.Stop(ctx, next); err != nil {
+		t.Fatal(err)
+	}
 	if first, err := e.store.RequestRestart(ctx, "user_a", next.Generation); err != nil || !first {
-		t.Fatalf("next generation: %v, %v; want true", first, err)
+		t.Fatalf("next generation, stopped before anyone asked: %v, %v; want true", first, err)
 	}
 	if _, err := e.store.RequestRestart(ctx, "", 1); !errors.Is(err, state.ErrInvalid) {
 		t.Fatalf("empty user id: %v", err)
