@@ -225,7 +225,10 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		c.closeWith(1001, "Going away", "Going away")
+		<-c.ready // a handshake under way finishes first
+		if c.ws != nil {
+			c.closeWith(1001, "Going away", "Going away")
+		}
 	}
 	var errs []error
 	if s.wsSrv != nil {
@@ -274,10 +277,26 @@ func (s *Server) isClosed() bool {
 	return s.closed
 }
 
+// lookup returns the connection id, waiting briefly for one whose handshake is
+// completing; nil when there is none (410).
 func (s *Server) lookup(id string) *conn {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.conns[id]
+	c := s.conns[id]
+	s.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	select {
+	case <-c.ready:
+	case <-t.C:
+		return nil
+	}
+	if c.ws == nil {
+		return nil // the handshake failed
+	}
+	return c
 }
 
 func (s *Server) methodARN(route string) string {

@@ -48,6 +48,8 @@ type conn struct {
 
 	closeDone chan struct{} // closed when a server-initiated close handshake ends
 	ended     chan struct{} // closed when the connection is gone
+	// ready is closed once the handshake is over: ws is set, or nil if it failed.
+	ready chan struct{}
 
 	mu           sync.Mutex
 	lastActive   time.Time
@@ -179,6 +181,20 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	// The connection is known before the client sees the handshake succeed, so a post
+	// made as soon as it has (by the client's backend, say) finds it, as in API Gateway;
+	// lookup waits for the last step.
+	c.ready = make(chan struct{})
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.conns[c.id] = c
+	s.work.Add(1)
+	s.mu.Unlock()
+	defer s.work.Done()
+
 	ww := &watchingWriter{ResponseWriter: w, limit: int64(s.MaxFrameBytes)}
 	wsc, err := websocket.Accept(ww, r, &websocket.AcceptOptions{
 		// API Gateway checks no Origin; authorization is the authorizer's job.
@@ -187,22 +203,18 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		CompressionMode:    websocket.CompressionDisabled,
 	})
 	if err != nil {
+		s.remove(c)
+		close(c.ready)
 		c.log.Warn("connect failed", logging.Error, err.Error())
 		return
 	}
 	wsc.SetReadLimit(-1) // the gateway enforces its own limits below
 	c.ws, c.watcher = wsc, ww.watcher
-
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	close(c.ready)
+	if s.isClosed() {
 		_ = wsc.Close(closeGoingAway, reasonGoingAway)
 		return
 	}
-	s.conns[c.id] = c
-	s.work.Add(1)
-	s.mu.Unlock()
-	defer s.work.Done()
 
 	if uid, ok := c.authorizer["userId"].(string); ok {
 		c.log = c.log.With(logging.UserID, uid)
