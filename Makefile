@@ -70,10 +70,11 @@ test: deps lint ## run every test (what CI runs); screenshots land in build/test
 	$(GO) test -race -count=1 -timeout 20m -artifacts -outputdir $(abspath $(TEST_OUTPUT)) ./...
 	cd sdk/node && node --test
 
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet and go mod tidy -diff
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './node_modules/*')); \
 		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod or go.sum is not tidy: run go mod tidy"; $(GO) mod tidy -diff; exit 1; }
 
 BENCHTIME ?= 1s
 bench: deps ## run every benchmark and write docs/BENCHMARKS.md (installs rclone, the storage sync baseline; raw output in build/bench)

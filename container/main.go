@@ -19,7 +19,7 @@ import (
 	"github.com/sandgate/sandgate/internal/agent"
 	"github.com/sandgate/sandgate/internal/awsconf"
 	"github.com/sandgate/sandgate/internal/config"
-	"github.com/sandgate/sandgate/internal/demo"
+	"github.com/sandgate/sandgate/internal/demoworkload"
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/relay"
 	"github.com/sandgate/sandgate/internal/s3bucket"
@@ -106,7 +106,7 @@ func runDemo(ctx context.Context, env *config.Env, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	return (&demo.Server{Dir: dir, Log: log}).Serve(ctx, ln)
+	return (&demoworkload.Server{Dir: dir, Log: log}).Serve(ctx, ln)
 }
 
 // runHealthcheck asks the agent's /healthz, found the way the agent finds itself.

@@ -20,11 +20,11 @@ import (
 
 	"github.com/sandgate/sandgate/infra/local/lambdart"
 	"github.com/sandgate/sandgate/infra/local/s3local"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/cleanup"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/objsync"
 	"github.com/sandgate/sandgate/internal/s3bucket"
-	"github.com/sandgate/sandgate/internal/sandbox/sandboxtest"
 	"github.com/sandgate/sandgate/internal/state"
 	"github.com/sandgate/sandgate/internal/taskenv"
 )
@@ -34,7 +34,7 @@ import (
 func TestStack_Connect_TwoUsersTwoSandboxes(t *testing.T) {
 	defer dump(t)
 	users := []string{"user_twoA", "user_twoB"}
-	clients := make([]*sandboxtest.Client, len(users))
+	clients := make([]*testkit.Client, len(users))
 	var wg sync.WaitGroup
 	for i, u := range users {
 		wg.Add(1)
@@ -59,7 +59,7 @@ func TestStack_Connect_TwoUsersTwoSandboxes(t *testing.T) {
 		}
 		until(t, c, "ready", isStatus(frames.Ready))
 		runs := runTasks(u)
-		if len(runs) != 1 || sandboxtest.TaskEnv(runs[0])[taskenv.Prefix] != "users/"+u+"/" {
+		if len(runs) != 1 || testkit.TaskEnv(runs[0])[taskenv.Prefix] != "users/"+u+"/" {
 			t.Fatalf("%s: %d RunTask calls", u, len(runs))
 		}
 		c.Send("/note secret of " + u)
@@ -103,7 +103,7 @@ func TestStack_Connect_ReturnsBeforeTheTask(t *testing.T) {
 func TestStack_Connect_FiftyConnectsOneTask(t *testing.T) {
 	defer dump(t)
 	const user, n = "user_fifty", 50
-	clients := make([]*sandboxtest.Client, n)
+	clients := make([]*testkit.Client, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Add(1)
@@ -154,7 +154,7 @@ func TestStack_Message_FramesDuringStartInOrder(t *testing.T) {
 		c.Send(m)
 	}
 	// Every frame was queued while the sandbox was starting (not delivered directly).
-	deadline := time.Now().Add(sandboxtest.Wait)
+	deadline := time.Now().Add(testkit.Wait)
 	for {
 		q, err := shared.Store.Queued(context.Background(), user)
 		if err != nil {
@@ -181,7 +181,7 @@ func TestStack_Message_FramesDuringStartInOrder(t *testing.T) {
 		t.Fatalf("workload echoed %q, want %q", got, sent)
 	}
 	// The agent deletes each inbox item after delivering it, asynchronously.
-	for deadline := time.Now().Add(sandboxtest.Wait); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(testkit.Wait); ; time.Sleep(20 * time.Millisecond) {
 		q, err := shared.Store.Queued(context.Background(), user)
 		if err == nil && q == 0 {
 			break
@@ -531,7 +531,7 @@ func TestStack_Message_StoppingSandboxRestarts(t *testing.T) {
 	c.Send("after-1")
 	c.Send("after-2")
 	// Both frames are queued for the next sandbox before the old one may finish.
-	for deadline := time.Now().Add(sandboxtest.Wait); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(testkit.Wait); ; time.Sleep(20 * time.Millisecond) {
 		if q, _ := shared.Store.Queued(ctx, user); q == 2 {
 			break
 		}

@@ -18,8 +18,8 @@ import (
 	"github.com/sandgate/sandgate/infra/local/ecslocal"
 	"github.com/sandgate/sandgate/infra/local/stack"
 	"github.com/sandgate/sandgate/infra/local/stacktest"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/frames"
-	"github.com/sandgate/sandgate/internal/sandbox/sandboxtest"
 	"github.com/sandgate/sandgate/internal/taskenv"
 )
 
@@ -114,7 +114,7 @@ func tail(s string, lines int) string {
 }
 
 // dial connects as user through the stack's gateway.
-func dial(t *testing.T, user string) *sandboxtest.Client {
+func dial(t *testing.T, user string) *testkit.Client {
 	t.Helper()
 	c, err := tryDial(t, user)
 	if err != nil {
@@ -123,13 +123,13 @@ func dial(t *testing.T, user string) *sandboxtest.Client {
 	return c
 }
 
-func tryDial(t *testing.T, user string) (*sandboxtest.Client, error) {
+func tryDial(t *testing.T, user string) (*testkit.Client, error) {
 	t.Helper()
 	u, err := shared.SignURL(user)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sandboxtest.DialURL(t, u)
+	return testkit.DialURL(t, u)
 }
 
 // frame decodes a platform frame, or returns ok false for a workload's frame.
@@ -142,7 +142,7 @@ func platform(b []byte) (frames.Frame, bool) {
 }
 
 // until reads messages until one satisfies match, and returns those read before it.
-func until(t *testing.T, c *sandboxtest.Client, what string, match func([]byte) bool) [][]byte {
+func until(t *testing.T, c *testkit.Client, what string, match func([]byte) bool) [][]byte {
 	t.Helper()
 	var before [][]byte
 	for {
@@ -168,7 +168,7 @@ func isStatus(state string) func([]byte) bool {
 func runTasks(user string) []*ecslocal.RunTaskRequest {
 	var out []*ecslocal.RunTaskRequest
 	for _, r := range shared.ECS.RunTaskRequests() {
-		if sandboxtest.TaskEnv(r)[taskenv.UserID] == user {
+		if testkit.TaskEnv(r)[taskenv.UserID] == user {
 			out = append(out, r)
 		}
 	}

@@ -29,7 +29,7 @@ import (
 	"github.com/sandgate/sandgate/internal/agentapi"
 	"github.com/sandgate/sandgate/internal/awsconf"
 	"github.com/sandgate/sandgate/internal/config"
-	"github.com/sandgate/sandgate/internal/demo"
+	"github.com/sandgate/sandgate/internal/demoworkload"
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/objsync"
 	"github.com/sandgate/sandgate/internal/relay"
@@ -69,7 +69,7 @@ func listenWorkload() net.Listener {
 func demoWorkload() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	s := &demo.Server{Dir: os.Getenv("SANDGATE_WORKSPACE"), Log: slog.New(slog.DiscardHandler)}
+	s := &demoworkload.Server{Dir: os.Getenv("SANDGATE_WORKSPACE"), Log: slog.New(slog.DiscardHandler)}
 	if err := s.Serve(ctx, listenWorkload()); err != nil {
 		return 1
 	}
@@ -82,7 +82,7 @@ func flusherWorkload() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	dir := os.Getenv("SANDGATE_WORKSPACE")
-	s := &demo.Server{Dir: dir, Log: slog.New(slog.DiscardHandler)}
+	s := &demoworkload.Server{Dir: dir, Log: slog.New(slog.DiscardHandler)}
 	if err := s.Serve(ctx, listenWorkload()); err != nil {
 		return 1
 	}

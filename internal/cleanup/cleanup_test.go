@@ -14,17 +14,17 @@ import (
 
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
 	"github.com/sandgate/sandgate/infra/local/s3local"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/awsconf"
 	"github.com/sandgate/sandgate/internal/cleanup"
 	"github.com/sandgate/sandgate/internal/config"
+	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/launcher"
 	"github.com/sandgate/sandgate/internal/metrics"
 	"github.com/sandgate/sandgate/internal/objsync"
 	"github.com/sandgate/sandgate/internal/relay"
 	"github.com/sandgate/sandgate/internal/s3bucket"
-	"github.com/sandgate/sandgate/internal/sandbox"
-	"github.com/sandgate/sandgate/internal/sandbox/sandboxtest"
 	"github.com/sandgate/sandgate/internal/state"
 )
 
@@ -33,28 +33,28 @@ func TestMain(m *testing.M) { os.Exit(dynamodblocal.RunTests(m)) }
 const day = 24 * time.Hour
 
 type env struct {
-	db       *sandboxtest.DB
+	db       *testkit.DB
 	store    *state.Store
-	ecs      *sandboxtest.ECS
-	gw       *sandboxtest.Gateway
+	ecs      *testkit.ECS
+	gw       *testkit.Gateway
 	launcher *launcher.Launcher
-	ens      *sandbox.Ensurer
+	ens      *ensure.Ensurer
 	bucket   *s3bucket.Bucket
-	logs     *sandboxtest.Logs
+	logs     *testkit.Logs
 	c        *cleanup.Cleaner
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{logs: &sandboxtest.Logs{}}
+	e := &env{logs: &testkit.Logs{}}
 	log := e.logs.Logger()
-	e.db = sandboxtest.NewDB(t)
+	e.db = testkit.NewDB(t)
 	e.store = e.db.Store()
-	e.ecs = sandboxtest.StartECS(t, log)
-	e.gw = sandboxtest.StartGateway(t, log, sandboxtest.Routes{Connect: "record"}, sandboxtest.Funcs{"record": sandboxtest.Recording(e.store)})
+	e.ecs = testkit.StartECS(t, log)
+	e.gw = testkit.StartGateway(t, log, testkit.Routes{Connect: "record"}, testkit.Funcs{"record": testkit.Recording(e.store)})
 	e.launcher = e.ecs.Launcher(log, e.db.Table, e.gw.Server.ManagementEndpoint())
-	e.ens = &sandbox.Ensurer{Store: e.store, Launcher: e.launcher, Log: log}
-	srv, err := s3local.Start(s3local.Config{Bucket: sandboxtest.Bucket, Log: log})
+	e.ens = &ensure.Ensurer{Store: e.store, Launcher: e.launcher, Log: log}
+	srv, err := s3local.Start(s3local.Config{Bucket: testkit.Bucket, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.bucket = s3bucket.New(s3bucket.NewClient(cfg, s3bucket.Options{UsePathStyle: true}), sandboxtest.Bucket)
+	e.bucket = s3bucket.New(s3bucket.NewClient(cfg, s3bucket.Options{UsePathStyle: true}), testkit.Bucket)
 	e.bucket.PageSize = 2 // several pages, several delete batches
 	e.c = &cleanup.Cleaner{
 		Store: e.store, Tasks: e.launcher, Bucket: e.bucket,
@@ -354,7 +354,7 @@ func TestCleaner_Run_PurgeExcludesStart(t *testing.T) {
 	if midway == 0 || midway == 7 {
 		t.Fatalf("the race did not happen mid-purge: %d keys left at the time", midway)
 	}
-	if !errors.Is(during, sandbox.ErrPurging) {
+	if !errors.Is(during, ensure.ErrPurging) {
 		t.Fatalf("start during the purge: %v", during)
 	}
 	if len(e.ecs.RunTasks()) != 0 {
@@ -448,7 +448,7 @@ func TestLoadConfig_Environment(t *testing.T) {
 func TestCleaner_Run_PurgeFailureKeepsLock(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	srv, err := s3local.Start(s3local.Config{Bucket: sandboxtest.Bucket})
+	srv, err := s3local.Start(s3local.Config{Bucket: testkit.Bucket})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,7 +457,7 @@ func TestCleaner_Run_PurgeFailureKeepsLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.bucket = s3bucket.New(s3bucket.NewClient(cfg, s3bucket.Options{UsePathStyle: true, MaxAttempts: 1}), sandboxtest.Bucket)
+	e.bucket = s3bucket.New(s3bucket.NewClient(cfg, s3bucket.Options{UsePathStyle: true, MaxAttempts: 1}), testkit.Bucket)
 	e.c.Bucket = e.bucket
 	e.stopped(t, "user_old")
 	e.put(t, "user_old", 3)
@@ -473,12 +473,12 @@ func TestCleaner_Run_PurgeFailureKeepsLock(t *testing.T) {
 	if sb, err := e.store.Get(ctx, "user_old"); err != nil || sb.State != state.Purging {
 		t.Fatalf("record %+v, %v: the purge lock must stay", sb, err)
 	}
-	if _, err := e.ens.Ensure(ctx, "user_old"); !errors.Is(err, sandbox.ErrPurging) {
+	if _, err := e.ens.Ensure(ctx, "user_old"); !errors.Is(err, ensure.ErrPurging) {
 		t.Fatalf("start during a failed purge: %v", err)
 	}
 	srv.Faults.Clear()
 	e.db.Clock.Advance(state.DefaultPurgeTTL)
-	if _, err := e.ens.Ensure(ctx, "user_old"); !errors.Is(err, sandbox.ErrPurging) {
+	if _, err := e.ens.Ensure(ctx, "user_old"); !errors.Is(err, ensure.ErrPurging) {
 		t.Fatalf("start on the expired lock of a failed purge: %v", err)
 	}
 	// The next pass resumes the purge and finishes it.
@@ -556,7 +556,7 @@ func TestCleaner_Run_FailedPurgeResumedNeverRestored(t *testing.T) {
 	e.db.Clock.Advance(2 * state.DefaultPurgeTTL)
 	e.c.Bucket = e.bucket
 	e.gw.Dial(t, "user_old") // its connection record is what the resumed purge sees
-	if _, err := e.ens.Ensure(ctx, "user_old"); !errors.Is(err, sandbox.ErrPurging) {
+	if _, err := e.ens.Ensure(ctx, "user_old"); !errors.Is(err, ensure.ErrPurging) {
 		t.Fatalf("start on the expired lock: %v", err)
 	}
 	if len(e.ecs.RunTasks()) != 0 {

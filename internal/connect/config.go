@@ -8,26 +8,26 @@ import (
 
 	"github.com/sandgate/sandgate/internal/agentapi"
 	"github.com/sandgate/sandgate/internal/config"
+	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/metrics"
 	"github.com/sandgate/sandgate/internal/relay"
-	"github.com/sandgate/sandgate/internal/sandbox"
 )
 
 // EnvLogLevel sets the log level (DEBUG, INFO, WARN, ERROR; default INFO).
 const EnvLogLevel = "LOG_LEVEL"
 
 // Optional lists the variables LoadConfig reads that have defaults.
-var Optional = append([]string{EnvLogLevel}, sandbox.Optional...)
+var Optional = append([]string{EnvLogLevel}, ensure.Optional...)
 
 // Config is the Connect function's configuration: the ensure set and the log level.
 type Config struct {
-	Sandbox  sandbox.Config
+	Sandbox  ensure.Config
 	LogLevel slog.Level
 }
 
 // LoadConfig reads the configuration from env; problems are collected in env.
 func LoadConfig(env *config.Env) Config {
-	return Config{Sandbox: sandbox.LoadConfig(env), LogLevel: env.Level(EnvLogLevel, slog.LevelInfo)}
+	return Config{Sandbox: ensure.LoadConfig(env), LogLevel: env.Level(EnvLogLevel, slog.LevelInfo)}
 }
 
 // New builds the Handler c describes over the AWS configuration. function is the

@@ -13,11 +13,11 @@ import (
 	mgmttypes "github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi/types"
 
 	"github.com/sandgate/sandgate/internal/agentapi"
+	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/metrics"
 	"github.com/sandgate/sandgate/internal/relay"
-	"github.com/sandgate/sandgate/internal/sandbox"
 	"github.com/sandgate/sandgate/internal/state"
 	"github.com/sandgate/sandgate/internal/wsroute"
 )
@@ -53,9 +53,9 @@ type Store interface {
 	Get(ctx context.Context, userID string) (*state.Sandbox, error)
 }
 
-// Ensurer ensures a user's sandbox; *sandbox.Ensurer is one.
+// Ensurer ensures a user's sandbox; *ensure.Ensurer is one.
 type Ensurer interface {
-	Ensure(ctx context.Context, userID string) (sandbox.Result, error)
+	Ensure(ctx context.Context, userID string) (ensure.Result, error)
 }
 
 // Management is the part of the management API client the Handler uses.
@@ -70,7 +70,7 @@ type Agent interface {
 
 var (
 	_ Store      = (*state.Store)(nil)
-	_ Ensurer    = (*sandbox.Ensurer)(nil)
+	_ Ensurer    = (*ensure.Ensurer)(nil)
 	_ Management = (*apigatewaymanagementapi.Client)(nil)
 	_ Agent      = (*agentapi.Client)(nil)
 )
@@ -145,7 +145,7 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (events.APIGatewayProxyR
 	n := Notice{Kind: NoticeConnect, UserID: caller.UserID, ConnectionID: caller.ConnectionID, Stage: caller.Stage}
 	res, err := h.Ensurer.Ensure(ctx, caller.UserID)
 	if err != nil {
-		n.Reason = sandbox.Reason(err)
+		n.Reason = ensure.Reason(err)
 		h.count(ctx, caller.Stage, err)
 		log.WarnContext(ctx, "sandbox not ensured", logging.Reason, n.Reason, logging.Error, err.Error())
 	}
@@ -163,7 +163,7 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (events.APIGatewayProxyR
 }
 
 func (h *Handler) count(ctx context.Context, stage string, err error) {
-	if name := sandbox.Metric(err); name != "" {
+	if name := ensure.Metric(err); name != "" {
 		if merr := h.Metrics.Count(stage, name); merr != nil {
 			h.Log.WarnContext(ctx, "metric not emitted", logging.Error, merr.Error())
 		}
@@ -229,11 +229,11 @@ func (h *Handler) greet(ctx context.Context, p *poster) {
 }
 
 // report tells the connection what an Ensure did.
-func (h *Handler) report(ctx context.Context, p *poster, res sandbox.Result, err error) {
+func (h *Handler) report(ctx context.Context, p *poster, res ensure.Result, err error) {
 	if err != nil {
 		h.count(ctx, p.n.Stage, err)
-		p.log.WarnContext(ctx, "sandbox not ensured", logging.Reason, sandbox.Reason(err), logging.Error, err.Error())
-		p.post(ctx, wsroute.ErrorFrame(sandbox.Reason(err)))
+		p.log.WarnContext(ctx, "sandbox not ensured", logging.Reason, ensure.Reason(err), logging.Error, err.Error())
+		p.post(ctx, wsroute.ErrorFrame(ensure.Reason(err)))
 		return
 	}
 	switch res.State() {

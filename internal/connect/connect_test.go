@@ -16,13 +16,13 @@ import (
 
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
 	"github.com/sandgate/sandgate/infra/local/ecslocal"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/agentapi"
 	"github.com/sandgate/sandgate/internal/connect"
+	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/metrics"
 	"github.com/sandgate/sandgate/internal/relay"
-	"github.com/sandgate/sandgate/internal/sandbox"
-	"github.com/sandgate/sandgate/internal/sandbox/sandboxtest"
 	"github.com/sandgate/sandgate/internal/state"
 	"github.com/sandgate/sandgate/internal/taskenv"
 )
@@ -32,43 +32,43 @@ func TestMain(m *testing.M) { os.Exit(dynamodblocal.RunTests(m)) }
 const fnName = "ConnectFunction"
 
 type env struct {
-	db       *sandboxtest.DB
+	db       *testkit.DB
 	store    *state.Store
-	ecs      *sandboxtest.ECS
-	gw       *sandboxtest.Gateway
-	inv      *sandboxtest.Invoker
+	ecs      *testkit.ECS
+	gw       *testkit.Gateway
+	inv      *testkit.Invoker
 	h        *connect.Handler
-	logs     *sandboxtest.Logs
-	connects *sandboxtest.Recorder
+	logs     *testkit.Logs
+	connects *testkit.Recorder
 }
 
 type options struct {
 	ecs     []func(*ecslocal.Server)
-	wrapFn  func(sandboxtest.Func) sandboxtest.Func // wraps the $connect integration
+	wrapFn  func(testkit.Func) testkit.Func // wraps the $connect integration
 	wrapAPI func(connect.Management) connect.Management
 }
 
 func newEnv(t *testing.T, o options) *env {
 	t.Helper()
-	e := &env{logs: &sandboxtest.Logs{}, connects: sandboxtest.NewRecorder()}
+	e := &env{logs: &testkit.Logs{}, connects: testkit.NewRecorder()}
 	log := e.logs.Logger()
-	e.db = sandboxtest.NewDB(t)
+	e.db = testkit.NewDB(t)
 	e.store = e.db.Store()
-	e.ecs = sandboxtest.StartECS(t, log, o.ecs...)
-	fn := func(ctx context.Context, p []byte) ([]byte, error) { return sandboxtest.Handler(e.h.Handle)(ctx, p) }
+	e.ecs = testkit.StartECS(t, log, o.ecs...)
+	fn := func(ctx context.Context, p []byte) ([]byte, error) { return testkit.Handler(e.h.Handle)(ctx, p) }
 	route := e.connects.Wrap(fn)
 	if o.wrapFn != nil {
 		route = o.wrapFn(route)
 	}
-	e.gw = sandboxtest.StartGateway(t, log, sandboxtest.Routes{Connect: "connect"}, sandboxtest.Funcs{"connect": route})
-	e.inv = sandboxtest.NewInvoker(t, sandboxtest.Funcs{fnName: fn})
+	e.gw = testkit.StartGateway(t, log, testkit.Routes{Connect: "connect"}, testkit.Funcs{"connect": route})
+	e.inv = testkit.NewInvoker(t, testkit.Funcs{fnName: fn})
 	var mgmt connect.Management = e.gw.Mgmt
 	if o.wrapAPI != nil {
 		mgmt = o.wrapAPI(mgmt)
 	}
 	e.h = &connect.Handler{
 		Store:        e.store,
-		Ensurer:      &sandbox.Ensurer{Store: e.store, Launcher: e.ecs.Launcher(log, e.db.Table, e.gw.Server.ManagementEndpoint()), Log: log},
+		Ensurer:      &ensure.Ensurer{Store: e.store, Launcher: e.ecs.Launcher(log, e.db.Table, e.gw.Server.ManagementEndpoint()), Log: log},
 		Mgmt:         mgmt,
 		Agent:        &agentapi.Client{},
 		Notifier:     &connect.Notifier{API: e.inv, Function: fnName},
@@ -152,7 +152,7 @@ func TestHandler_Handle_ConnectStartsWithoutWaiting(t *testing.T) {
 func TestHandler_Handle_FiftyConnectsOneTask(t *testing.T) {
 	e := newEnv(t, options{ecs: []func(*ecslocal.Server){slow}})
 	const n = 50
-	clients := make([]*sandboxtest.Client, n)
+	clients := make([]*testkit.Client, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Add(1)
@@ -205,7 +205,7 @@ func TestHandler_Handle_TwoUsersTwoSandboxes(t *testing.T) {
 	wg.Wait()
 	prefixes := map[string]string{}
 	for _, r := range e.ecs.RunTasks() {
-		env := sandboxtest.TaskEnv(r)
+		env := testkit.TaskEnv(r)
 		prefixes[env[taskenv.UserID]] = env[taskenv.Prefix]
 	}
 	if len(prefixes) != 2 || prefixes["user_a"] != "users/user_a/" || prefixes["user_b"] != "users/user_b/" {
@@ -228,7 +228,7 @@ func TestHandler_Handle_LaunchFailure(t *testing.T) {
 		t.Fatalf("capacity = %d after a failed start", cap)
 	}
 	metric := e.logs.With(t, metrics.StartFailures, 1.0)
-	if len(metric) != 1 || metric[0]["Stage"] != sandboxtest.Stage {
+	if len(metric) != 1 || metric[0]["Stage"] != testkit.Stage {
 		t.Fatalf("metric lines %v", metric)
 	}
 	// The connection stands: a handshake refusal would have told the browser nothing.
@@ -254,7 +254,7 @@ func TestHandler_Handle_Capacity(t *testing.T) {
 func TestHandler_Handle_RunningSandboxReadyAndOpen(t *testing.T) {
 	e := newEnv(t, options{})
 	ctx := context.Background()
-	agent := sandboxtest.StartAgent(t, "user_a")
+	agent := testkit.StartAgent(t, "user_a")
 	l, err := e.store.Acquire(ctx, "user_a")
 	if err != nil {
 		t.Fatal(err)
@@ -406,7 +406,7 @@ func TestHandler_Handle_NoticeRetriesDuringHandshake(t *testing.T) {
 	e = newEnv(t, options{
 		ecs:     []func(*ecslocal.Server){slow},
 		wrapAPI: func(m connect.Management) connect.Management { api.Management = m; return api },
-		wrapFn: func(fn sandboxtest.Func) sandboxtest.Func {
+		wrapFn: func(fn testkit.Func) testkit.Func {
 			return func(ctx context.Context, p []byte) ([]byte, error) {
 				out, err := fn(ctx, p)
 				<-api.first
@@ -477,7 +477,7 @@ func TestHandler_Handle_BadEvents(t *testing.T) {
 
 // Send refuses an unusable notice and reports a failed invocation.
 func TestNotifier_Send_BadNotice(t *testing.T) {
-	inv := sandboxtest.NewInvoker(t, sandboxtest.Funcs{fnName: func(context.Context, []byte) ([]byte, error) { return nil, nil }})
+	inv := testkit.NewInvoker(t, testkit.Funcs{fnName: func(context.Context, []byte) ([]byte, error) { return nil, nil }})
 	s := &connect.Notifier{API: inv, Function: fnName}
 	if err := s.Send(context.Background(), connect.Notice{Kind: connect.NoticeConnect}); err == nil {
 		t.Fatal("sent a notice without a user")

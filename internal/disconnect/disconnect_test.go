@@ -9,35 +9,35 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/agentapi"
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/disconnect"
-	"github.com/sandgate/sandgate/internal/sandbox/sandboxtest"
 	"github.com/sandgate/sandgate/internal/state"
 )
 
 func TestMain(m *testing.M) { os.Exit(dynamodblocal.RunTests(m)) }
 
 type env struct {
-	db       *sandboxtest.DB
+	db       *testkit.DB
 	store    *state.Store
-	gw       *sandboxtest.Gateway
+	gw       *testkit.Gateway
 	h        *disconnect.Handler
-	logs     *sandboxtest.Logs
-	done     *sandboxtest.Tracker
-	connects *sandboxtest.Recorder
+	logs     *testkit.Logs
+	done     *testkit.Tracker
+	connects *testkit.Recorder
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{logs: &sandboxtest.Logs{}, done: sandboxtest.NewTracker(), connects: sandboxtest.NewRecorder()}
+	e := &env{logs: &testkit.Logs{}, done: testkit.NewTracker(), connects: testkit.NewRecorder()}
 	log := e.logs.Logger()
-	e.db = sandboxtest.NewDB(t)
+	e.db = testkit.NewDB(t)
 	e.store = e.db.Store()
 	e.h = &disconnect.Handler{Store: e.store, Agent: &agentapi.Client{}, Log: log}
-	e.gw = sandboxtest.StartGateway(t, log, sandboxtest.Routes{Connect: "record", Disconnect: "disconnect"}, sandboxtest.Funcs{
-		"record":     e.connects.Wrap(sandboxtest.Recording(e.store)),
-		"disconnect": e.done.Wrap(sandboxtest.Handler(e.h.Handle)),
+	e.gw = testkit.StartGateway(t, log, testkit.Routes{Connect: "record", Disconnect: "disconnect"}, testkit.Funcs{
+		"record":     e.connects.Wrap(testkit.Recording(e.store)),
+		"disconnect": e.done.Wrap(testkit.Handler(e.h.Handle)),
 	})
 	return e
 }
@@ -64,7 +64,7 @@ func (e *env) connectionID(t *testing.T, n int) string {
 	return ev.RequestContext.ConnectionID
 }
 
-func (e *env) running(t *testing.T, agent *sandboxtest.Agent) {
+func (e *env) running(t *testing.T, agent *testkit.Agent) {
 	t.Helper()
 	ctx := context.Background()
 	l, err := e.store.Acquire(ctx, agent.UserID)
@@ -79,7 +79,7 @@ func (e *env) running(t *testing.T, agent *sandboxtest.Agent) {
 // Closing a connection removes its record, and only its, and tells the agent.
 func TestHandler_Handle_RemovesConnectionTellsAgent(t *testing.T) {
 	e := newEnv(t)
-	agent := sandboxtest.StartAgent(t, "user_a")
+	agent := testkit.StartAgent(t, "user_a")
 	e.running(t, agent)
 	first := e.gw.Dial(t, "user_a")
 	e.gw.Dial(t, "user_a")
@@ -97,7 +97,7 @@ func TestHandler_Handle_RemovesConnectionTellsAgent(t *testing.T) {
 // An agent that does not answer does not keep the record alive.
 func TestHandler_Handle_AgentUnreachable(t *testing.T) {
 	e := newEnv(t)
-	agent := sandboxtest.StartAgent(t, "user_a")
+	agent := testkit.StartAgent(t, "user_a")
 	e.running(t, agent)
 	agent.Stop()
 	c := e.gw.Dial(t, "user_a")

@@ -7,9 +7,9 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/agentapi"
 	"github.com/sandgate/sandgate/internal/message"
-	"github.com/sandgate/sandgate/internal/sandbox/sandboxtest"
 )
 
 // BenchmarkHandler_Handle_WarmPath measures one warm frame through the handler (its
@@ -17,9 +17,9 @@ import (
 // agent) against a baseline measured in the same run: the same GetItem and POST made
 // directly for every frame. x-baseline below 1 is what the record cache saves.
 func BenchmarkHandler_Handle_WarmPath(b *testing.B) {
-	db := sandboxtest.NewDB(b)
+	db := testkit.NewDB(b)
 	store := db.Store()
-	agent := sandboxtest.StartAgent(b, "user_bench")
+	agent := testkit.StartAgent(b, "user_bench")
 	ctx := context.Background()
 	l, err := store.Acquire(ctx, "user_bench")
 	if err != nil {
@@ -30,7 +30,7 @@ func BenchmarkHandler_Handle_WarmPath(b *testing.B) {
 	}
 	agent.Discard = true
 	client := &agentapi.Client{Timeout: 5 * time.Second}
-	logs := &sandboxtest.Logs{}
+	logs := &testkit.Logs{}
 	h := &message.Handler{Store: store, Agent: client, Log: logs.Logger()}
 	ev := events.APIGatewayWebsocketProxyRequest{Body: `{"text":"hello"}`,
 		RequestContext: events.APIGatewayWebsocketProxyRequestContext{EventType: "MESSAGE", RouteKey: "$default",

@@ -10,9 +10,9 @@ import (
 	"github.com/sandgate/sandgate/internal/agentapi"
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/connect"
+	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/metrics"
 	"github.com/sandgate/sandgate/internal/relay"
-	"github.com/sandgate/sandgate/internal/sandbox"
 	"github.com/sandgate/sandgate/internal/state"
 )
 
@@ -28,11 +28,11 @@ const (
 )
 
 // Optional lists the variables LoadConfig reads that have defaults.
-var Optional = append([]string{EnvLogLevel, EnvInboxMaxFrames, EnvInboxMaxBytes, EnvAgentTimeout}, sandbox.Optional...)
+var Optional = append([]string{EnvLogLevel, EnvInboxMaxFrames, EnvInboxMaxBytes, EnvAgentTimeout}, ensure.Optional...)
 
 // Config is the Message function's configuration.
 type Config struct {
-	Sandbox         sandbox.Config
+	Sandbox         ensure.Config
 	InboxMaxFrames  int
 	InboxMaxBytes   int
 	AgentTimeout    time.Duration
@@ -43,7 +43,7 @@ type Config struct {
 // LoadConfig reads the configuration from env; problems are collected in env.
 func LoadConfig(env *config.Env) Config {
 	return Config{
-		Sandbox:         sandbox.LoadConfig(env),
+		Sandbox:         ensure.LoadConfig(env),
 		InboxMaxFrames:  env.Int(EnvInboxMaxFrames, state.DefaultInboxMaxItems, 1, 10000),
 		InboxMaxBytes:   env.Int(EnvInboxMaxBytes, state.DefaultInboxMaxBytes, state.DefaultMaxMessageBytes, 64<<20),
 		AgentTimeout:    env.Duration(EnvAgentTimeout, agentapi.DefaultTimeout),

@@ -12,11 +12,11 @@ import (
 
 	"github.com/sandgate/sandgate/internal/agentapi"
 	"github.com/sandgate/sandgate/internal/connect"
+	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/metrics"
 	"github.com/sandgate/sandgate/internal/relay"
-	"github.com/sandgate/sandgate/internal/sandbox"
 	"github.com/sandgate/sandgate/internal/state"
 	"github.com/sandgate/sandgate/internal/wsroute"
 )
@@ -34,9 +34,9 @@ type Store interface {
 	RequestRestart(ctx context.Context, userID string, generation int64) (bool, error)
 }
 
-// Ensurer ensures a user's sandbox; *sandbox.Ensurer is one.
+// Ensurer ensures a user's sandbox; *ensure.Ensurer is one.
 type Ensurer interface {
-	Ensure(ctx context.Context, userID string) (sandbox.Result, error)
+	Ensure(ctx context.Context, userID string) (ensure.Result, error)
 }
 
 // Agent is the part of the agent API client the Handler uses.
@@ -56,7 +56,7 @@ type Notifier interface {
 
 var (
 	_ Store    = (*state.Store)(nil)
-	_ Ensurer  = (*sandbox.Ensurer)(nil)
+	_ Ensurer  = (*ensure.Ensurer)(nil)
 	_ Agent    = (*agentapi.Client)(nil)
 	_ Poster   = (*relay.Relay)(nil)
 	_ Notifier = (*connect.Notifier)(nil)
@@ -258,12 +258,12 @@ func (h *Handler) deliver(ctx context.Context, f *frame, sb *state.Sandbox, fall
 func (h *Handler) ensureAndQueue(ctx context.Context, f *frame) {
 	res, err := h.Ensurer.Ensure(ctx, f.UserID)
 	if err != nil {
-		if name := sandbox.Metric(err); name != "" {
+		if name := ensure.Metric(err); name != "" {
 			if merr := h.Metrics.Count(f.Stage, name); merr != nil {
 				f.log.WarnContext(ctx, "metric not emitted", logging.Error, merr.Error())
 			}
 		}
-		h.refuse(ctx, f, sandbox.Reason(err), err)
+		h.refuse(ctx, f, ensure.Reason(err), err)
 		return
 	}
 	if res.Started {

@@ -15,15 +15,15 @@ import (
 
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
 	"github.com/sandgate/sandgate/infra/local/ecslocal"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/agentapi"
 	"github.com/sandgate/sandgate/internal/awsconf"
 	"github.com/sandgate/sandgate/internal/connect"
+	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/message"
 	"github.com/sandgate/sandgate/internal/metrics"
 	"github.com/sandgate/sandgate/internal/relay"
-	"github.com/sandgate/sandgate/internal/sandbox"
-	"github.com/sandgate/sandgate/internal/sandbox/sandboxtest"
 	"github.com/sandgate/sandgate/internal/state"
 )
 
@@ -32,32 +32,32 @@ func TestMain(m *testing.M) { os.Exit(dynamodblocal.RunTests(m)) }
 const connectFn = "ConnectFunction"
 
 type env struct {
-	db       *sandboxtest.DB
+	db       *testkit.DB
 	store    *state.Store
-	ecs      *sandboxtest.ECS
-	gw       *sandboxtest.Gateway
-	inv      *sandboxtest.Invoker
+	ecs      *testkit.ECS
+	gw       *testkit.Gateway
+	inv      *testkit.Invoker
 	h        *message.Handler
-	logs     *sandboxtest.Logs
-	handled  *sandboxtest.Tracker
-	connects *sandboxtest.Recorder
+	logs     *testkit.Logs
+	handled  *testkit.Tracker
+	connects *testkit.Recorder
 }
 
 func newEnv(t *testing.T, configure ...func(*ecslocal.Server)) *env {
 	t.Helper()
-	e := &env{logs: &sandboxtest.Logs{}, handled: sandboxtest.NewTracker(), connects: sandboxtest.NewRecorder()}
+	e := &env{logs: &testkit.Logs{}, handled: testkit.NewTracker(), connects: testkit.NewRecorder()}
 	log := e.logs.Logger()
-	e.db = sandboxtest.NewDB(t)
+	e.db = testkit.NewDB(t)
 	e.store = e.db.Store()
-	e.ecs = sandboxtest.StartECS(t, log, append([]func(*ecslocal.Server){func(s *ecslocal.Server) { s.LaunchDelay = time.Hour }}, configure...)...)
-	fn := func(ctx context.Context, p []byte) ([]byte, error) { return sandboxtest.Handler(e.h.Handle)(ctx, p) }
-	e.gw = sandboxtest.StartGateway(t, log, sandboxtest.Routes{Connect: "accept", Default: "message"},
-		sandboxtest.Funcs{"accept": e.connects.Wrap(sandboxtest.Accept()), "message": e.handled.Wrap(fn)})
+	e.ecs = testkit.StartECS(t, log, append([]func(*ecslocal.Server){func(s *ecslocal.Server) { s.LaunchDelay = time.Hour }}, configure...)...)
+	fn := func(ctx context.Context, p []byte) ([]byte, error) { return testkit.Handler(e.h.Handle)(ctx, p) }
+	e.gw = testkit.StartGateway(t, log, testkit.Routes{Connect: "accept", Default: "message"},
+		testkit.Funcs{"accept": e.connects.Wrap(testkit.Accept()), "message": e.handled.Wrap(fn)})
 	// Restart notices are only recorded here; the connect package runs them.
-	e.inv = sandboxtest.NewInvoker(t, sandboxtest.Funcs{connectFn: func(context.Context, []byte) ([]byte, error) { return nil, nil }})
+	e.inv = testkit.NewInvoker(t, testkit.Funcs{connectFn: func(context.Context, []byte) ([]byte, error) { return nil, nil }})
 	e.h = &message.Handler{
 		Store:    e.store,
-		Ensurer:  &sandbox.Ensurer{Store: e.store, Launcher: e.ecs.Launcher(log, e.db.Table, e.gw.Server.ManagementEndpoint()), Log: log},
+		Ensurer:  &ensure.Ensurer{Store: e.store, Launcher: e.ecs.Launcher(log, e.db.Table, e.gw.Server.ManagementEndpoint()), Log: log},
 		Agent:    &agentapi.Client{Timeout: time.Second},
 		Relay:    &relay.Relay{API: e.gw.Mgmt, Conns: e.store, Log: log},
 		Notifier: &connect.Notifier{API: e.inv, Function: connectFn},
@@ -69,7 +69,7 @@ func newEnv(t *testing.T, configure ...func(*ecslocal.Server)) *env {
 }
 
 // send sends msg and waits until the Message function has handled it.
-func (e *env) send(t *testing.T, c *sandboxtest.Client, msg string) {
+func (e *env) send(t *testing.T, c *testkit.Client, msg string) {
 	t.Helper()
 	c.Send(msg)
 	e.handled.Wait(t, 1)
@@ -90,7 +90,7 @@ func (e *env) connectionID(t *testing.T, n int) string {
 }
 
 // running makes the user's sandbox RUNNING behind agent.
-func (e *env) running(t *testing.T, agent *sandboxtest.Agent) state.Lease {
+func (e *env) running(t *testing.T, agent *testkit.Agent) state.Lease {
 	t.Helper()
 	ctx := context.Background()
 	l, err := e.store.Acquire(ctx, agent.UserID)
@@ -123,7 +123,7 @@ func wantFrame(t *testing.T, got frames.Frame, typ, stateOrReason string) {
 	}
 }
 
-func noMore(t *testing.T, c *sandboxtest.Client) {
+func noMore(t *testing.T, c *testkit.Client) {
 	t.Helper()
 	if p := c.Pending(); len(p) != 0 {
 		t.Fatalf("unexpected frames %q", p)
@@ -134,7 +134,7 @@ func noMore(t *testing.T, c *sandboxtest.Client) {
 // The first frame reads the record; the next ones, within the record's TTL, reuse it.
 func TestHandler_Handle_WarmPathOneRead(t *testing.T) {
 	e := newEnv(t)
-	agent := sandboxtest.StartAgent(t, "user_a")
+	agent := testkit.StartAgent(t, "user_a")
 	e.running(t, agent)
 	c := e.gw.Dial(t, "user_a")
 	id := e.connectionID(t, 0)
@@ -167,14 +167,14 @@ func TestHandler_Handle_WarmPathOneRead(t *testing.T) {
 func TestHandler_Handle_CachedRecordStale(t *testing.T) {
 	e := newEnv(t)
 	e.h.RecordTTL = time.Hour
-	old := sandboxtest.StartAgent(t, "user_a")
+	old := testkit.StartAgent(t, "user_a")
 	e.running(t, old)
 	c := e.gw.Dial(t, "user_a")
 	e.send(t, c, "one")
 	old.Next(t)
 	old.Stop()
 	e.db.Clock.Advance(state.DefaultLeaseTTL)
-	next := sandboxtest.StartAgent(t, "user_a")
+	next := testkit.StartAgent(t, "user_a")
 	e.running(t, next) // takes the expired lease over, at the new agent's address
 	e.send(t, c, "two")
 	if got := next.Next(t); got.Op != "deliver" || string(got.Frame) != "two" {
@@ -188,9 +188,9 @@ func TestHandler_Handle_CachedRecordStale(t *testing.T) {
 func TestHandler_Handle_NoAnswerNotResent(t *testing.T) {
 	e := newEnv(t)
 	e.h.Agent = &agentapi.Client{Timeout: 200 * time.Millisecond}
-	agent := sandboxtest.StartAgent(t, "user_a")
+	agent := testkit.StartAgent(t, "user_a")
 	release := make(chan struct{})
-	agent.Hook = func(c sandboxtest.Call) error {
+	agent.Hook = func(c testkit.Call) error {
 		if string(c.Frame) == "slow" {
 			<-release // answered after the Message function gave up
 		}
@@ -216,7 +216,7 @@ func TestHandler_Handle_NoAnswerNotResent(t *testing.T) {
 // A user over the agent's rate limit hears rate_limited; another user is unaffected.
 func TestHandler_Handle_RateLimitedUserOnly(t *testing.T) {
 	e := newEnv(t)
-	a, b := sandboxtest.StartAgent(t, "user_a"), sandboxtest.StartAgent(t, "user_b")
+	a, b := testkit.StartAgent(t, "user_a"), testkit.StartAgent(t, "user_b")
 	e.running(t, a)
 	e.running(t, b)
 	a.SetErr(agentapi.ErrRateLimited)
@@ -279,7 +279,7 @@ func TestHandler_Handle_TooLarge(t *testing.T) {
 	ev := events.APIGatewayWebsocketProxyRequest{
 		Body: strings.Repeat("x", agentapi.MaxFrameBytes+1),
 		RequestContext: events.APIGatewayWebsocketProxyRequestContext{EventType: "MESSAGE", RouteKey: "$default",
-			ConnectionID: e.connectionID(t, 0), Stage: sandboxtest.Stage, Authorizer: map[string]any{"userId": "user_a"}},
+			ConnectionID: e.connectionID(t, 0), Stage: testkit.Stage, Authorizer: map[string]any{"userId": "user_a"}},
 	}
 	e.db.Calls.Reset()
 	resp, err := e.h.Handle(context.Background(), ev)
@@ -313,7 +313,7 @@ func TestHandler_Handle_Capacity(t *testing.T) {
 	c := e.gw.Dial(t, "user_a")
 	e.send(t, c, "hello")
 	wantFrame(t, c.NextFrame(), frames.TypeError, frames.ReasonCapacity)
-	if m := e.logs.With(t, metrics.CapacityRefusals, 1.0); len(m) != 1 || m[0]["Stage"] != sandboxtest.Stage {
+	if m := e.logs.With(t, metrics.CapacityRefusals, 1.0); len(m) != 1 || m[0]["Stage"] != testkit.Stage {
 		t.Fatalf("metric %v", m)
 	}
 	if got := e.inbox(t, "user_a"); got != "" {
@@ -333,7 +333,7 @@ func TestHandler_Handle_StartFailed(t *testing.T) {
 	}
 }
 
-func restartNotices(t *testing.T, inv *sandboxtest.Invoker) []connect.Notice {
+func restartNotices(t *testing.T, inv *testkit.Invoker) []connect.Notice {
 	t.Helper()
 	var out []connect.Notice
 	for _, c := range inv.Calls() {
@@ -365,7 +365,7 @@ func TestHandler_Handle_StoppingQueuesAndRestarts(t *testing.T) {
 	noMore(t, c)
 	ns := restartNotices(t, e.inv)
 	if len(ns) != 1 || ns[0].Kind != connect.NoticeRestart || ns[0].UserID != "user_a" || ns[0].ConnectionID != e.connectionID(t, 0) ||
-		ns[0].Until <= time.Now().UnixMilli() || ns[0].Stage != sandboxtest.Stage {
+		ns[0].Until <= time.Now().UnixMilli() || ns[0].Stage != testkit.Stage {
 		t.Fatalf("notices %+v", ns)
 	}
 	if got := e.inbox(t, "user_a"); got != "one,two" || len(e.ecs.RunTasks()) != 0 {
@@ -406,9 +406,9 @@ func TestHandler_Handle_StoppingRestartDespiteLeftovers(t *testing.T) {
 // frame waits for the next sandbox and a restart is requested.
 func TestHandler_Handle_AgentStopping(t *testing.T) {
 	e := newEnv(t)
-	agent := sandboxtest.StartAgent(t, "user_a")
+	agent := testkit.StartAgent(t, "user_a")
 	l := e.running(t, agent)
-	agent.Hook = func(sandboxtest.Call) error {
+	agent.Hook = func(testkit.Call) error {
 		if err := e.store.MarkStopping(context.Background(), l); err != nil {
 			t.Error(err)
 		}
@@ -426,7 +426,7 @@ func TestHandler_Handle_AgentStopping(t *testing.T) {
 // nothing is started or queued.
 func TestHandler_Handle_AgentSilentLeaseLive(t *testing.T) {
 	e := newEnv(t)
-	agent := sandboxtest.StartAgent(t, "user_a")
+	agent := testkit.StartAgent(t, "user_a")
 	e.running(t, agent)
 	agent.Stop()
 	c := e.gw.Dial(t, "user_a")
@@ -441,7 +441,7 @@ func TestHandler_Handle_AgentSilentLeaseLive(t *testing.T) {
 // sandbox over and waits for the new one.
 func TestHandler_Handle_DeadAgentTakenOver(t *testing.T) {
 	e := newEnv(t)
-	agent := sandboxtest.StartAgent(t, "user_a")
+	agent := testkit.StartAgent(t, "user_a")
 	l := e.running(t, agent)
 	agent.Stop()
 	e.db.Clock.Advance(state.DefaultLeaseTTL)
@@ -474,7 +474,7 @@ func (r racingStore) Get(ctx context.Context, userID string) (*state.Sandbox, er
 func TestHandler_Handle_ReadyDuringEnqueue(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	agent := sandboxtest.StartAgent(t, "user_a")
+	agent := testkit.StartAgent(t, "user_a")
 	l, err := e.store.Acquire(ctx, "user_a")
 	if err != nil {
 		t.Fatal(err)
@@ -527,7 +527,7 @@ func TestHandler_Handle_StoreUnavailable(t *testing.T) {
 // A base64 body (a binary frame) reaches the agent decoded.
 func TestHandler_Handle_Base64Body(t *testing.T) {
 	e := newEnv(t)
-	agent := sandboxtest.StartAgent(t, "user_a")
+	agent := testkit.StartAgent(t, "user_a")
 	e.running(t, agent)
 	e.gw.Dial(t, "user_a")
 	raw := []byte{0, 1, 2, 0xff}

@@ -15,8 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/awsconf"
-	"github.com/sandgate/sandgate/internal/callcount"
 	"github.com/sandgate/sandgate/internal/state"
 )
 
@@ -47,7 +47,7 @@ func (c *clock) Advance(d time.Duration) {
 type env struct {
 	store  *state.Store
 	client *dynamodb.Client // uncounted, for inspecting raw items
-	calls  *callcount.Counter
+	calls  *testkit.CallCounter
 	clock  *clock
 	table  string
 }
@@ -65,7 +65,7 @@ func newEnvOn(tb testing.TB, srv *dynamodblocal.Server, optFns ...func(*dynamodb
 	if err != nil {
 		tb.Fatal(err)
 	}
-	calls := callcount.New()
+	calls := testkit.NewCallCounter()
 	counted, err := srv.Client(ctx, append([]func(*dynamodb.Options){func(o *dynamodb.Options) {
 		o.APIOptions = append(o.APIOptions, calls.APIOption)
 		// DynamoDB Local serializes writes; a thousand racing goroutines on a

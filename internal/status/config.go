@@ -8,19 +8,19 @@ import (
 
 	"github.com/sandgate/sandgate/internal/authorizer"
 	"github.com/sandgate/sandgate/internal/config"
+	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/metrics"
-	"github.com/sandgate/sandgate/internal/sandbox"
 	"github.com/sandgate/sandgate/internal/state"
 )
 
 // EnvTable names the table (the Status function's; Prewarm reads it with the ensure set).
-const EnvTable = sandbox.EnvTable
+const EnvTable = ensure.EnvTable
 
 // StatusOptional and PrewarmOptional list the variables the loaders read that have
 // defaults.
 var (
 	StatusOptional  = authorizer.Optional
-	PrewarmOptional = append(append([]string{}, authorizer.Optional...), sandbox.Optional...)
+	PrewarmOptional = append(append([]string{}, authorizer.Optional...), ensure.Optional...)
 )
 
 // StatusConfig is the Status function's configuration: the verifier's (the
@@ -38,12 +38,12 @@ func LoadStatusConfig(env *config.Env) StatusConfig {
 // PrewarmConfig is the Prewarm function's configuration: the verifier's and the ensure set.
 type PrewarmConfig struct {
 	Auth    authorizer.Config
-	Sandbox sandbox.Config
+	Sandbox ensure.Config
 }
 
 // LoadPrewarmConfig reads the Prewarm function's configuration; problems are collected in env.
 func LoadPrewarmConfig(env *config.Env) PrewarmConfig {
-	return PrewarmConfig{Auth: authorizer.LoadConfig(env), Sandbox: sandbox.LoadConfig(env)}
+	return PrewarmConfig{Auth: authorizer.LoadConfig(env), Sandbox: ensure.LoadConfig(env)}
 }
 
 // NewStatus builds the Status handler c describes.

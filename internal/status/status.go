@@ -13,10 +13,10 @@ import (
 
 	"github.com/sandgate/sandgate/internal/auth"
 	"github.com/sandgate/sandgate/internal/authorizer"
+	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/metrics"
-	"github.com/sandgate/sandgate/internal/sandbox"
 	"github.com/sandgate/sandgate/internal/state"
 )
 
@@ -37,15 +37,15 @@ type Store interface {
 	Queued(ctx context.Context, userID string) (int, error)
 }
 
-// Ensurer ensures a user's sandbox; *sandbox.Ensurer is one.
+// Ensurer ensures a user's sandbox; *ensure.Ensurer is one.
 type Ensurer interface {
-	Ensure(ctx context.Context, userID string) (sandbox.Result, error)
+	Ensure(ctx context.Context, userID string) (ensure.Result, error)
 }
 
 var (
 	_ Verifier = (*auth.Verifier)(nil)
 	_ Store    = (*state.Store)(nil)
-	_ Ensurer  = (*sandbox.Ensurer)(nil)
+	_ Ensurer  = (*ensure.Ensurer)(nil)
 )
 
 // Body is the JSON both functions answer with.
@@ -196,8 +196,8 @@ func (h *PrewarmHandler) Handle(ctx context.Context, req events.APIGatewayV2HTTP
 	log := h.Log.With(logging.UserID, userID)
 	res, err := h.Ensurer.Ensure(ctx, userID)
 	if err != nil {
-		reason := sandbox.Reason(err)
-		if name := sandbox.Metric(err); name != "" {
+		reason := ensure.Reason(err)
+		if name := ensure.Metric(err); name != "" {
 			if merr := h.Metrics.Count(req.RequestContext.Stage, name); merr != nil {
 				log.WarnContext(ctx, "metric not emitted", logging.Error, merr.Error())
 			}

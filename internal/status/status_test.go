@@ -16,12 +16,12 @@ import (
 	"github.com/sandgate/sandgate/infra/local/apigw"
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
 	"github.com/sandgate/sandgate/infra/local/ecslocal"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/auth"
 	"github.com/sandgate/sandgate/internal/authorizer"
 	"github.com/sandgate/sandgate/internal/config"
+	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/metrics"
-	"github.com/sandgate/sandgate/internal/sandbox"
-	"github.com/sandgate/sandgate/internal/sandbox/sandboxtest"
 	"github.com/sandgate/sandgate/internal/state"
 	"github.com/sandgate/sandgate/internal/status"
 )
@@ -29,10 +29,10 @@ import (
 func TestMain(m *testing.M) { os.Exit(dynamodblocal.RunTests(m)) }
 
 type env struct {
-	db      *sandboxtest.DB
+	db      *testkit.DB
 	store   *state.Store
-	ecs     *sandboxtest.ECS
-	logs    *sandboxtest.Logs
+	ecs     *testkit.ECS
+	logs    *testkit.Logs
 	base    string // the HTTP API's stage URL
 	signer  *auth.Signer
 	status  *status.StatusHandler
@@ -41,11 +41,11 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{logs: &sandboxtest.Logs{}}
+	e := &env{logs: &testkit.Logs{}}
 	log := e.logs.Logger()
-	e.db = sandboxtest.NewDB(t)
+	e.db = testkit.NewDB(t)
 	e.store = e.db.Store()
-	e.ecs = sandboxtest.StartECS(t, log, func(s *ecslocal.Server) { s.LaunchDelay = time.Hour })
+	e.ecs = testkit.StartECS(t, log, func(s *ecslocal.Server) { s.LaunchDelay = time.Hour })
 	acfg := authorizer.LoadConfig(config.New(config.Map(map[string]string{authorizer.EnvSigningSecrets: local.DevSecret})))
 	v, err := acfg.NewVerifier()
 	if err != nil {
@@ -56,12 +56,12 @@ func newEnv(t *testing.T) *env {
 	}
 	e.status = &status.StatusHandler{Verifier: v, Store: e.store, Log: log, Now: e.db.Clock.Now}
 	e.prewarm = &status.PrewarmHandler{Verifier: v, Metrics: metrics.New(e.logs), Log: log, Now: e.db.Clock.Now,
-		Ensurer: &sandbox.Ensurer{Store: e.store, Launcher: e.ecs.Launcher(log, e.db.Table, "http://127.0.0.1:1/test"), Log: log, Now: e.db.Clock.Now}}
-	gw := apigw.New(apigw.Config{HTTP: &apigw.HTTPAPI{Stage: sandboxtest.Stage, Routes: []apigw.HTTPRoute{
+		Ensurer: &ensure.Ensurer{Store: e.store, Launcher: e.ecs.Launcher(log, e.db.Table, "http://127.0.0.1:1/test"), Log: log, Now: e.db.Clock.Now}}
+	gw := apigw.New(apigw.Config{HTTP: &apigw.HTTPAPI{Stage: testkit.Stage, Routes: []apigw.HTTPRoute{
 		{Method: "GET", Path: "/status", Function: "status"}, {Method: "POST", Path: "/prewarm", Function: "prewarm"},
-	}}}, sandboxtest.Funcs{
-		"status":  sandboxtest.Handler(e.status.Handle),
-		"prewarm": sandboxtest.Handler(e.prewarm.Handle),
+	}}}, testkit.Funcs{
+		"status":  testkit.Handler(e.status.Handle),
+		"prewarm": testkit.Handler(e.prewarm.Handle),
 	}, log)
 	if err := gw.Start(); err != nil {
 		t.Fatal(err)
@@ -253,7 +253,7 @@ func TestPrewarmHandler_Handle_Refusals(t *testing.T) {
 	if code != 503 || body["error"] != "capacity" || len(body) != 1 {
 		t.Fatalf("capacity: %d %v", code, body)
 	}
-	if m := e.logs.With(t, metrics.CapacityRefusals, 1.0); len(m) != 1 || m[0]["Stage"] != sandboxtest.Stage {
+	if m := e.logs.With(t, metrics.CapacityRefusals, 1.0); len(m) != 1 || m[0]["Stage"] != testkit.Stage {
 		t.Fatalf("metric %v", m)
 	}
 	if _, err := e.store.AcquirePurge(ctx, "user_c"); err != nil {

@@ -11,8 +11,8 @@ import (
 
 	"github.com/sandgate/sandgate/infra/local/stack"
 	"github.com/sandgate/sandgate/infra/local/stacktest"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/frames"
-	"github.com/sandgate/sandgate/internal/sandbox/sandboxtest"
 	"github.com/sandgate/sandgate/internal/taskenv"
 )
 
@@ -87,7 +87,7 @@ func BenchmarkConnectStorm(b *testing.B) {
 		}
 		leases := map[string]bool{}
 		for _, r := range s.ECS.RunTaskRequests() {
-			if env := sandboxtest.TaskEnv(r); strings.HasPrefix(env[taskenv.UserID], prefix) {
+			if env := testkit.TaskEnv(r); strings.HasPrefix(env[taskenv.UserID], prefix) {
 				leases[env[taskenv.LeaseToken]] = true
 			}
 		}

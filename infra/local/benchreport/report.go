@@ -236,7 +236,7 @@ func (r Report) relay(m *md) {
 
 func (r Report) calls(m *md) {
 	m.h2("AWS calls per message (warm path)")
-	m.p("Counted two ways. In process, by SDK middleware (`internal/callcount`) on the Message handler's DynamoDB client, per frame, with the handler's time against a same-run baseline of the same GetItem and POST made directly. " +
+	m.p("Counted two ways. In process, by SDK middleware (`infra/local/testkit`) on the Message handler's DynamoDB client, per frame, with the handler's time against a same-run baseline of the same GetItem and POST made directly. " +
 		"On the wire, every DynamoDB request any process of the stack made (functions and agents, SDK retries included) during the relay benchmark above, per frame. Goal: at most one read and no write per frame.")
 	r.command(m, RunWarm)
 	var rows [][]string

@@ -15,7 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/sandgate/sandgate/infra/local"
-	"github.com/sandgate/sandgate/infra/local/demo"
+	"github.com/sandgate/sandgate/infra/local/demopage"
 	"github.com/sandgate/sandgate/infra/local/stacktest"
 	"github.com/sandgate/sandgate/internal/auth"
 	"github.com/sandgate/sandgate/internal/launcher"
@@ -47,7 +47,7 @@ func TestBrowser_DemoPageTwoUsers(t *testing.T) {
 		o.BaseEndpoint = aws.String(s.Endpoints["AWS_ENDPOINT_URL_S3"])
 		o.UsePathStyle = true
 	})
-	(&demo.Handler{
+	(&demopage.Handler{
 		Signer: signer, WSURL: s.Gateway.WebSocketURL(), HTTPURL: s.Gateway.HTTPURL(),
 		Sandboxes: s.Store, Objects: s3Client, Bucket: s.Bucket, Log: quietLog(),
 		Tasks: launcher.New(ecsClient, launcher.Config{Cluster: s.Cluster}, quietLog()),

@@ -19,7 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/sandgate/sandgate/infra/local"
-	"github.com/sandgate/sandgate/infra/local/demo"
+	"github.com/sandgate/sandgate/infra/local/demopage"
 	"github.com/sandgate/sandgate/infra/local/stack"
 	"github.com/sandgate/sandgate/internal/auth"
 	"github.com/sandgate/sandgate/internal/launcher"
@@ -93,7 +93,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		o.BaseEndpoint = aws.String(s.Endpoints["AWS_ENDPOINT_URL_S3"])
 		o.UsePathStyle = true
 	})
-	(&demo.Handler{
+	(&demopage.Handler{
 		Signer: signer, WSURL: s.Gateway.WebSocketURL(), HTTPURL: s.Gateway.HTTPURL(),
 		Sandboxes: s.Store, Objects: s3Client, Bucket: s.Bucket, Log: log,
 		Tasks: launcher.New(ecsClient, launcher.Config{Cluster: s.Cluster}, log),

@@ -1,4 +1,4 @@
-package callcount_test
+package testkit_test
 
 import (
 	"context"
@@ -17,8 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/awsconf"
-	"github.com/sandgate/sandgate/internal/callcount"
 )
 
 func TestMain(m *testing.M) { os.Exit(dynamodblocal.RunTests(m)) }
@@ -30,7 +30,7 @@ func TestCounter_APIOption_CountsCallsPerOperation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	counter := callcount.New()
+	counter := testkit.NewCallCounter()
 	cfg.APIOptions = append(cfg.APIOptions, counter.APIOption) // every client of cfg
 	c := dynamodb.NewFromConfig(cfg)
 
@@ -72,7 +72,7 @@ func TestCounter_APIOption_CountsCallsPerOperation(t *testing.T) {
 
 func TestCounter_APIOption_ConcurrentCalls(t *testing.T) {
 	srv := dynamodblocal.StartForTest(t)
-	counter := callcount.New()
+	counter := testkit.NewCallCounter()
 	c, err := srv.Client(context.Background(), func(o *dynamodb.Options) {
 		o.APIOptions = append(o.APIOptions, counter.APIOption) // one client only
 	})
@@ -115,7 +115,7 @@ func TestCounter_APIOption_CountsRetriedAttempts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	counter := callcount.New()
+	counter := testkit.NewCallCounter()
 	c := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) {
 		o.APIOptions = append(o.APIOptions, counter.APIOption)
 		o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {

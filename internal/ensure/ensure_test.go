@@ -1,4 +1,4 @@
-package sandbox_test
+package ensure_test
 
 import (
 	"context"
@@ -16,12 +16,12 @@ import (
 
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
 	"github.com/sandgate/sandgate/infra/local/ecslocal"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/config"
+	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/launcher"
 	"github.com/sandgate/sandgate/internal/metrics"
-	"github.com/sandgate/sandgate/internal/sandbox"
-	"github.com/sandgate/sandgate/internal/sandbox/sandboxtest"
 	"github.com/sandgate/sandgate/internal/state"
 	"github.com/sandgate/sandgate/internal/taskenv"
 )
@@ -29,22 +29,22 @@ import (
 func TestMain(m *testing.M) { os.Exit(dynamodblocal.RunTests(m)) }
 
 type env struct {
-	db    *sandboxtest.DB
+	db    *testkit.DB
 	store *state.Store
-	ecs   *sandboxtest.ECS
-	ens   *sandbox.Ensurer
-	logs  *sandboxtest.Logs
+	ecs   *testkit.ECS
+	ens   *ensure.Ensurer
+	logs  *testkit.Logs
 }
 
 func newEnv(t *testing.T, configure ...func(*ecslocal.Server)) *env {
 	t.Helper()
-	logs := &sandboxtest.Logs{}
-	db := sandboxtest.NewDB(t)
+	logs := &testkit.Logs{}
+	db := testkit.NewDB(t)
 	store := db.Store()
-	e := sandboxtest.StartECS(t, logs.Logger(), configure...)
+	e := testkit.StartECS(t, logs.Logger(), configure...)
 	return &env{
 		db: db, store: store, ecs: e, logs: logs,
-		ens: &sandbox.Ensurer{Store: store, Launcher: e.Launcher(logs.Logger(), db.Table, "http://127.0.0.1:1/test"), Log: logs.Logger()},
+		ens: &ensure.Ensurer{Store: store, Launcher: e.Launcher(logs.Logger(), db.Table, "http://127.0.0.1:1/test"), Log: logs.Logger()},
 	}
 }
 
@@ -84,7 +84,7 @@ func TestEnsurer_Ensure_StartsSandbox(t *testing.T) {
 		t.Fatalf("%d RunTask calls", len(runs))
 	}
 	// The lease token is the idempotency token, and the task learns whose it is.
-	env := sandboxtest.TaskEnv(runs[0])
+	env := testkit.TaskEnv(runs[0])
 	if *runs[0].ClientToken != sb.LeaseToken || env[taskenv.LeaseToken] != sb.LeaseToken ||
 		env[taskenv.UserID] != "user_a" || env[taskenv.Prefix] != "users/user_a/" || env[taskenv.Generation] != "1" {
 		t.Fatalf("RunTask env = %v", env)
@@ -152,7 +152,7 @@ func TestEnsurer_Ensure_TwoUsersSeparatePrefixes(t *testing.T) {
 	wg.Wait()
 	prefixes := map[string]string{}
 	for _, r := range e.ecs.RunTasks() {
-		env := sandboxtest.TaskEnv(r)
+		env := testkit.TaskEnv(r)
 		prefixes[env[taskenv.UserID]] = env[taskenv.Prefix]
 	}
 	if len(prefixes) != 2 || prefixes["user_a"] != "users/user_a/" || prefixes["user_b"] != "users/user_b/" {
@@ -219,7 +219,7 @@ func TestEnsurer_Ensure_LaunchFailureReleases(t *testing.T) {
 	ctx := context.Background()
 	e.ecs.Server.FailRunTask(ecslocal.ServerException, 1)
 	_, err := e.ens.Ensure(ctx, "user_a")
-	if !errors.Is(err, sandbox.ErrStartFailed) || sandbox.Reason(err) != frames.ReasonStartFailed || sandbox.Metric(err) != metrics.StartFailures {
+	if !errors.Is(err, ensure.ErrStartFailed) || ensure.Reason(err) != frames.ReasonStartFailed || ensure.Metric(err) != metrics.StartFailures {
 		t.Fatalf("Ensure = %v", err)
 	}
 	sb := e.get(t, "user_a")
@@ -247,9 +247,9 @@ func TestEnsurer_Ensure_LaunchOutOfTimeReleases(t *testing.T) {
 		o.RateLimiter = ratelimit.None
 	})
 	e.ens.Launcher = launcher.New(ecs.New(patient), e.ecs.LauncherConfig(e.db.Table, "http://127.0.0.1:1/test"), e.logs.Logger())
-	ctx, cancel := context.WithTimeout(context.Background(), sandbox.ReleaseReserve+time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), ensure.ReleaseReserve+time.Second)
 	defer cancel()
-	if _, err := e.ens.Ensure(ctx, "user_a"); !errors.Is(err, sandbox.ErrStartFailed) {
+	if _, err := e.ens.Ensure(ctx, "user_a"); !errors.Is(err, ensure.ErrStartFailed) {
 		t.Fatalf("Ensure = %v", err)
 	}
 	if sb := e.get(t, "user_a"); sb.State != state.Stopped || e.capacity(t) != 0 {
@@ -262,7 +262,7 @@ func TestEnsurer_Ensure_FargateCapacity(t *testing.T) {
 	e := newEnv(t)
 	e.ecs.Server.RefuseCapacity(1)
 	_, err := e.ens.Ensure(context.Background(), "user_a")
-	if !errors.Is(err, sandbox.ErrCapacity) || sandbox.Reason(err) != frames.ReasonCapacity || sandbox.Metric(err) != metrics.CapacityRefusals {
+	if !errors.Is(err, ensure.ErrCapacity) || ensure.Reason(err) != frames.ReasonCapacity || ensure.Metric(err) != metrics.CapacityRefusals {
 		t.Fatalf("Ensure = %v", err)
 	}
 	if sb := e.get(t, "user_a"); sb.State != state.Stopped || e.capacity(t) != 0 {
@@ -281,7 +281,7 @@ func TestEnsurer_Ensure_MaxSandboxes(t *testing.T) {
 	}
 	_, err := e.ens.Ensure(ctx, "user_b")
 	var ce *state.CapacityError
-	if !errors.Is(err, sandbox.ErrCapacity) || !errors.As(err, &ce) || ce.Live != 1 || ce.Max != 1 {
+	if !errors.Is(err, ensure.ErrCapacity) || !errors.As(err, &ce) || ce.Live != 1 || ce.Max != 1 {
 		t.Fatalf("second user: %v", err)
 	}
 	if _, err := e.store.Get(ctx, "user_b"); !errors.Is(err, state.ErrNotFound) {
@@ -302,7 +302,7 @@ func TestEnsurer_Ensure_Purging(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := e.ens.Ensure(context.Background(), "user_a")
-	if !errors.Is(err, sandbox.ErrPurging) || sandbox.Reason(err) != frames.ReasonPurging || sandbox.Metric(err) != "" {
+	if !errors.Is(err, ensure.ErrPurging) || ensure.Reason(err) != frames.ReasonPurging || ensure.Metric(err) != "" {
 		t.Fatalf("Ensure = %v", err)
 	}
 	if len(e.ecs.RunTasks()) != 0 {
@@ -313,7 +313,7 @@ func TestEnsurer_Ensure_Purging(t *testing.T) {
 func TestEnsurer_Ensure_BadInput(t *testing.T) {
 	e := newEnv(t)
 	_, err := e.ens.Ensure(context.Background(), "")
-	if !errors.Is(err, state.ErrInvalid) || sandbox.Reason(err) != frames.ReasonUnavailable {
+	if !errors.Is(err, state.ErrInvalid) || ensure.Reason(err) != frames.ReasonUnavailable {
 		t.Fatalf("Ensure(\"\") = %v", err)
 	}
 	if items := e.db.Items(t); len(items) != 0 || len(e.ecs.RunTasks()) != 0 {
@@ -333,7 +333,7 @@ func templateEnv() map[string]string {
 
 func TestLoadConfig_TemplateEnvironment(t *testing.T) {
 	env := config.New(config.Map(templateEnv()))
-	c := sandbox.LoadConfig(env)
+	c := ensure.LoadConfig(env)
 	if err := env.Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -353,11 +353,11 @@ func TestLoadConfig_TemplateEnvironment(t *testing.T) {
 	}
 	// Every optional variable has a default: leaving them all out is fine.
 	m := templateEnv()
-	for _, k := range sandbox.Optional {
+	for _, k := range ensure.Optional {
 		delete(m, k)
 	}
 	env = config.New(config.Map(m))
-	c = sandbox.LoadConfig(env)
+	c = ensure.LoadConfig(env)
 	if err := env.Err(); err != nil || c.MaxSandboxes != state.DefaultMaxSandboxes || c.LeaseTTL != state.DefaultLeaseTTL {
 		t.Fatalf("defaults: %+v, %v", c, err)
 	}
@@ -373,7 +373,7 @@ func TestLoadConfig_BadEnvironment(t *testing.T) {
 	m["LEASE_TTL"] = "5"
 	m["CAPACITY_PROVIDER"] = "EC2"
 	env := config.New(config.Map(m))
-	sandbox.LoadConfig(env)
+	ensure.LoadConfig(env)
 	err := env.Err()
 	if err == nil {
 		t.Fatal("accepted")

@@ -1,4 +1,4 @@
-package demo_test
+package demoworkload_test
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/sandgate/sandgate/internal/demo"
+	"github.com/sandgate/sandgate/internal/demoworkload"
 )
 
 func start(t *testing.T, dir string) string {
@@ -26,7 +26,7 @@ func start(t *testing.T, dir string) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- (&demo.Server{Dir: dir, Log: slog.New(slog.NewJSONHandler(io.Discard, nil))}).Serve(ctx, ln)
+		done <- (&demoworkload.Server{Dir: dir, Log: slog.New(slog.NewJSONHandler(io.Discard, nil))}).Serve(ctx, ln)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -105,7 +105,7 @@ func TestServer_NotesPersistInWorkspace(t *testing.T) {
 	if len(notes) != 2 || notes[0] != "buy milk" || notes[1] != "call mum" {
 		t.Fatalf("notes: %v", m)
 	}
-	files, _ := filepath.Glob(filepath.Join(dir, demo.NotesDir, "*.txt"))
+	files, _ := filepath.Glob(filepath.Join(dir, demoworkload.NotesDir, "*.txt"))
 	if len(files) != 2 {
 		t.Fatalf("files: %v", files)
 	}
@@ -128,14 +128,14 @@ func TestServer_EchoesOtherFrames(t *testing.T) {
 func TestServer_BadNotes(t *testing.T) {
 	dir := t.TempDir()
 	c := dial(t, start(t, dir))
-	for _, f := range []string{`{"type":"note","text":"   "}`, `{"type":"note","text":"` + strings.Repeat("x", demo.MaxNoteBytes+1) + `"}`} {
+	for _, f := range []string{`{"type":"note","text":"   "}`, `{"type":"note","text":"` + strings.Repeat("x", demoworkload.MaxNoteBytes+1) + `"}`} {
 		c.send(websocket.MessageText, f)
 		if m := c.readJSON(); m["type"] != "error" {
 			t.Fatalf("bad note accepted: %v", m)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, demo.NotesDir)); err == nil {
-		if files, _ := filepath.Glob(filepath.Join(dir, demo.NotesDir, "*")); len(files) != 0 {
+	if _, err := os.Stat(filepath.Join(dir, demoworkload.NotesDir)); err == nil {
+		if files, _ := filepath.Glob(filepath.Join(dir, demoworkload.NotesDir, "*")); len(files) != 0 {
 			t.Fatalf("bad notes left files: %v", files)
 		}
 	}

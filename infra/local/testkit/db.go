@@ -1,4 +1,4 @@
-package sandboxtest
+package testkit
 
 import (
 	"context"
@@ -13,7 +13,6 @@ import (
 
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
 	"github.com/sandgate/sandgate/internal/awsconf"
-	"github.com/sandgate/sandgate/internal/callcount"
 	"github.com/sandgate/sandgate/internal/state"
 )
 
@@ -46,7 +45,7 @@ type DB struct {
 	Raw *dynamodb.Client
 	// Client counts its calls in Calls; give it to the code under test.
 	Client *dynamodb.Client
-	Calls  *callcount.Counter
+	Calls  *CallCounter
 	Table  string
 	Clock  *Clock
 }
@@ -60,7 +59,7 @@ func NewDB(tb testing.TB) *DB {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	calls := callcount.New()
+	calls := NewCallCounter()
 	counted, err := srv.Client(ctx, func(o *dynamodb.Options) {
 		o.APIOptions = append(o.APIOptions, calls.APIOption)
 		o.HTTPClient = awsconf.NewHTTPClient().WithTransportOptions(func(t *http.Transport) {

@@ -1,4 +1,4 @@
-package callcount
+package testkit
 
 import (
 	"context"
@@ -15,32 +15,32 @@ const (
 	AttemptMiddlewareID = "sandgate.callcount.Attempt"
 )
 
-// Key names one operation of one service, as the SDK names them (for example
+// CallKey names one operation of one service, as the SDK names them (for example
 // {"DynamoDB", "GetItem"}).
-type Key struct {
+type CallKey struct {
 	Service   string
 	Operation string
 }
 
-// Counter counts operation calls and HTTP attempts. A call is one invocation of a
+// CallCounter counts operation calls and HTTP attempts. A call is one invocation of a
 // client method that passed parameter validation; attempts include the SDK's own
-// retries, so attempts ≥ calls. The zero value is not usable; call New. Safe for
+// retries, so attempts ≥ calls. The zero value is not usable; call NewCallCounter. Safe for
 // concurrent use.
-type Counter struct {
+type CallCounter struct {
 	mu       sync.Mutex
-	calls    map[Key]int64
-	attempts map[Key]int64
+	calls    map[CallKey]int64
+	attempts map[CallKey]int64
 }
 
-// New returns an empty Counter.
-func New() *Counter {
-	return &Counter{calls: map[Key]int64{}, attempts: map[Key]int64{}}
+// New returns an empty CallCounter.
+func NewCallCounter() *CallCounter {
+	return &CallCounter{calls: map[CallKey]int64{}, attempts: map[CallKey]int64{}}
 }
 
 // APIOption installs the counting middleware on one operation's stack. Append it to
 // aws.Config.APIOptions (every client built from that config) or to one client's
 // Options.APIOptions.
-func (c *Counter) APIOption(stack *middleware.Stack) error {
+func (c *CallCounter) APIOption(stack *middleware.Stack) error {
 	// Initialize runs once per call; appending after the SDK's own initialize
 	// middleware puts this behind parameter validation, so a call rejected before it
 	// reaches the wire is not counted.
@@ -54,23 +54,25 @@ func (c *Counter) APIOption(stack *middleware.Stack) error {
 	return stack.Finalize.Add(attemptMiddleware{c}, middleware.After)
 }
 
-func (c *Counter) add(ctx context.Context, m map[Key]int64) {
-	k := Key{Service: awsmiddleware.GetServiceID(ctx), Operation: awsmiddleware.GetOperationName(ctx)}
+func (c *CallCounter) add(ctx context.Context, m map[CallKey]int64) {
+	k := CallKey{Service: awsmiddleware.GetServiceID(ctx), Operation: awsmiddleware.GetOperationName(ctx)}
 	c.mu.Lock()
 	m[k]++
 	c.mu.Unlock()
 }
 
 // Calls returns the calls of one operation; an empty operation sums all of service's.
-func (c *Counter) Calls(service, operation string) int64 { return c.sum(c.calls, service, operation) }
+func (c *CallCounter) Calls(service, operation string) int64 {
+	return c.sum(c.calls, service, operation)
+}
 
 // Attempts returns the HTTP attempts of one operation; an empty operation sums all of
 // service's.
-func (c *Counter) Attempts(service, operation string) int64 {
+func (c *CallCounter) Attempts(service, operation string) int64 {
 	return c.sum(c.attempts, service, operation)
 }
 
-func (c *Counter) sum(m map[Key]int64, service, operation string) int64 {
+func (c *CallCounter) sum(m map[CallKey]int64, service, operation string) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var n int64
@@ -83,23 +85,23 @@ func (c *Counter) sum(m map[Key]int64, service, operation string) int64 {
 }
 
 // Count is one row of a Snapshot.
-type Count struct {
-	Key
+type CallCount struct {
+	CallKey
 	Calls    int64
 	Attempts int64
 }
 
 // Snapshot returns every operation seen so far, sorted by service and operation.
-func (c *Counter) Snapshot() []Count {
+func (c *CallCounter) Snapshot() []CallCount {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	rows := make([]Count, 0, len(c.calls))
+	rows := make([]CallCount, 0, len(c.calls))
 	for k, v := range c.calls {
-		rows = append(rows, Count{Key: k, Calls: v, Attempts: c.attempts[k]})
+		rows = append(rows, CallCount{CallKey: k, Calls: v, Attempts: c.attempts[k]})
 	}
 	for k, v := range c.attempts {
 		if _, ok := c.calls[k]; !ok {
-			rows = append(rows, Count{Key: k, Attempts: v})
+			rows = append(rows, CallCount{CallKey: k, Attempts: v})
 		}
 	}
 	sort.Slice(rows, func(i, j int) bool {
@@ -112,14 +114,14 @@ func (c *Counter) Snapshot() []Count {
 }
 
 // Reset sets every count to zero, for example after a benchmark's setup.
-func (c *Counter) Reset() {
+func (c *CallCounter) Reset() {
 	c.mu.Lock()
 	clear(c.calls)
 	clear(c.attempts)
 	c.mu.Unlock()
 }
 
-type callMiddleware struct{ c *Counter }
+type callMiddleware struct{ c *CallCounter }
 
 func (callMiddleware) ID() string { return CallMiddlewareID }
 
@@ -128,7 +130,7 @@ func (m callMiddleware) HandleInitialize(ctx context.Context, in middleware.Init
 	return next.HandleInitialize(ctx, in)
 }
 
-type attemptMiddleware struct{ c *Counter }
+type attemptMiddleware struct{ c *CallCounter }
 
 func (attemptMiddleware) ID() string { return AttemptMiddlewareID }
 
