@@ -9,10 +9,10 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/sandgate/sandgate/internal/auth"
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/s3bucket"
 	"github.com/sandgate/sandgate/internal/taskenv"
+	"github.com/sandgate/sandgate/internal/userid"
 	"github.com/sandgate/sandgate/internal/workload"
 )
 
@@ -125,7 +125,7 @@ func (c Config) Heartbeat() time.Duration { return c.LeaseTTL / 3 }
 func LoadConfig(env *config.Env) Config {
 	var c Config
 	c.UserID = env.Required(taskenv.UserID)
-	if c.UserID != "" && !auth.ValidUserID(c.UserID) {
+	if c.UserID != "" && !userid.Valid(c.UserID) {
 		env.Check(taskenv.UserID, fmt.Errorf("%q is not a valid user id", c.UserID))
 	}
 	c.LeaseToken = env.Required(taskenv.LeaseToken)

@@ -30,8 +30,6 @@ const (
 	// MinSecretBytes is the shortest secret accepted: an HMAC key shorter than this
 	// can be brute-forced offline from one captured URL.
 	MinSecretBytes = 32
-	// MaxUserIDLen is the longest user id: "user_" and 64 alphanumerics.
-	MaxUserIDLen = len("user_") + 64
 )
 
 // Errors returned by Verify. Each names why a URL was refused; callers log the reason
@@ -49,21 +47,6 @@ var (
 	ErrNoSecret   = errors.New("no signing secret configured")
 	ErrWeakSecret = fmt.Errorf("signing secret shorter than %d bytes", MinSecretBytes)
 )
-
-// ValidUserID reports whether id has the form user_<1–64 ASCII letters or digits>.
-// Ids are compared exactly, never case-folded, so two users can never collide.
-func ValidUserID(id string) bool {
-	if len(id) <= len("user_") || len(id) > MaxUserIDLen || !strings.HasPrefix(id, "user_") {
-		return false
-	}
-	for i := len("user_"); i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
-			return false
-		}
-	}
-	return true
-}
 
 // Signature returns the URL signature for userID and exp under secret:
 // base64url without padding of HMAC-SHA256(secret, userID + "." + exp).

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sandgate/sandgate/internal/auth"
+	"github.com/sandgate/sandgate/internal/userid"
 )
 
 const (
@@ -252,18 +253,6 @@ func TestSigner_Sign_BadInput(t *testing.T) {
 	}
 }
 
-func TestValidUserID(t *testing.T) {
-	for id, want := range map[string]bool{
-		"user_a": true, "user_" + strings.Repeat("Z", 64): true, "user_2Nd8xYqClerk": true,
-		"user_": false, "user_" + strings.Repeat("Z", 65): false, "user-a": false, "usr_a": false,
-		"user_a b": false, "user_a.b": false, "user__": false, "": false,
-	} {
-		if got := auth.ValidUserID(id); got != want {
-			t.Errorf("ValidUserID(%q) = %v, want %v", id, got, want)
-		}
-	}
-}
-
 func BenchmarkVerifier_VerifyQuery(b *testing.B) {
 	v, _ := auth.NewVerifier([]string{secretA, secretB})
 	v.Now = func() time.Time { return now }
@@ -291,7 +280,7 @@ func FuzzVerifier_Verify(f *testing.F) {
 		if err == nil {
 			// Anything accepted must really be signed by one of our keys.
 			n, perr := strconv.ParseInt(exp, 10, 64)
-			if perr != nil || !auth.ValidUserID(userID) ||
+			if perr != nil || !userid.Valid(userID) ||
 				(sig != auth.Signature([]byte(secretA), userID, n) && sig != auth.Signature([]byte(secretB), userID, n)) {
 				t.Fatalf("accepted unsigned input %q %q %q", userID, exp, sig)
 			}

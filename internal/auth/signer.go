@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sandgate/sandgate/internal/userid"
 )
 
 // Signed is one signed identity: the three query parameters of a connection URL.
@@ -46,7 +48,7 @@ func NewSigner(secret string) (*Signer, error) {
 
 // Sign signs userID with an expiry of now + TTL.
 func (s *Signer) Sign(userID string) (Signed, error) {
-	if !ValidUserID(userID) {
+	if !userid.Valid(userID) {
 		return Signed{}, fmt.Errorf("sign %q: %w", userID, ErrBadUserID)
 	}
 	exp := s.Now().Add(s.TTL).Unix()

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/sandgate/sandgate/internal/userid"
 )
 
 // maxExpDigits bounds exp before parsing: unix seconds have 10 digits until 2286.
@@ -65,7 +67,7 @@ func (v *Verifier) VerifyQuery(q map[string][]string) (string, error) {
 // Verify checks one signed identity. The signature is checked before the expiry, so
 // that ErrExpired and ErrTooFarAhead are only ever reported for URLs we really signed.
 func (v *Verifier) Verify(userID, exp, sig string) error {
-	if !ValidUserID(userID) {
+	if !userid.Valid(userID) {
 		return ErrBadUserID
 	}
 	expUnix, err := parseExp(exp)

@@ -11,6 +11,7 @@ import (
 	"github.com/sandgate/sandgate/internal/auth"
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/logging"
+	"github.com/sandgate/sandgate/internal/userid"
 )
 
 // Environment variables read by LoadConfig.
@@ -91,7 +92,7 @@ func (h *Handler) Handle(ctx context.Context, req Request) (events.APIGatewayCus
 		attrs := []any{logging.Reason, Reason(err), logging.Error, err.Error()}
 		// Name the user only when the id is well-formed: a refused id is attacker
 		// input, and a 10 KB one has no place in a log line.
-		if ids := q[auth.ParamUserID]; len(ids) == 1 && auth.ValidUserID(ids[0]) {
+		if ids := q[auth.ParamUserID]; len(ids) == 1 && userid.Valid(ids[0]) {
 			attrs = append(attrs, logging.UserID, ids[0])
 		}
 		log.WarnContext(ctx, "connect refused", attrs...)

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/sandgate/sandgate/internal/auth"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/launcher"
 	"github.com/sandgate/sandgate/internal/logging"
@@ -16,6 +15,7 @@ import (
 	"github.com/sandgate/sandgate/internal/objsync"
 	"github.com/sandgate/sandgate/internal/relay"
 	"github.com/sandgate/sandgate/internal/state"
+	"github.com/sandgate/sandgate/internal/userid"
 )
 
 // Log keys of this package; the shared ones come from internal/logging. The summary's
@@ -300,7 +300,7 @@ func owns(sb *state.Sandbox, arn string, now time.Time) bool {
 func (c *Cleaner) purge(ctx context.Context, p *pass, sb *state.Sandbox) {
 	log := c.Log.With(logging.UserID, sb.UserID)
 	prefix, err := objsync.UserPrefix(sb.UserID)
-	if err != nil || !auth.ValidUserID(sb.UserID) {
+	if err != nil || !userid.Valid(sb.UserID) {
 		p.fail(fmt.Errorf("purge: record with user id %q: %w", sb.UserID, err))
 		return
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 
-	"github.com/sandgate/sandgate/internal/auth"
+	"github.com/sandgate/sandgate/internal/userid"
 )
 
 // Kinds of notice.
@@ -45,7 +45,7 @@ func (n Notice) Validate() error {
 		return fmt.Errorf("notice: unknown kind %q", n.Kind)
 	case n.UserID == "" || n.ConnectionID == "":
 		return errors.New("notice: no user or connection")
-	case !auth.ValidUserID(n.UserID):
+	case !userid.Valid(n.UserID):
 		return errors.New("notice: malformed user id")
 	case n.Kind == NoticeRestart && n.Until == 0:
 		return errors.New("notice: restart without a deadline")

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/sandgate/sandgate/internal/auth"
+	"github.com/sandgate/sandgate/internal/userid"
 )
 
 const (
@@ -30,7 +30,7 @@ const (
 
 // UserPrefix returns the prefix that holds one user's data: users/<userId>/.
 func UserPrefix(userID string) (string, error) {
-	if !auth.ValidUserID(userID) {
+	if !userid.Valid(userID) {
 		return "", fmt.Errorf("%w: user id %q is not a valid user id", ErrConfig, userID)
 	}
 	return "users/" + userID + "/", nil

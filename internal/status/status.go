@@ -18,6 +18,7 @@ import (
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/metrics"
 	"github.com/sandgate/sandgate/internal/state"
+	"github.com/sandgate/sandgate/internal/userid"
 )
 
 // Log keys of this package; the shared ones come from internal/logging.
@@ -109,7 +110,7 @@ func verify(ctx context.Context, v Verifier, log *slog.Logger, req events.APIGat
 	if err != nil {
 		attrs := []any{logging.Reason, authorizer.Reason(err), logging.Error, err.Error(), logging.Route, req.RouteKey}
 		// Name the user only when the id is well-formed; never the signature.
-		if ids := q[auth.ParamUserID]; len(ids) == 1 && auth.ValidUserID(ids[0]) {
+		if ids := q[auth.ParamUserID]; len(ids) == 1 && userid.Valid(ids[0]) {
 			attrs = append(attrs, logging.UserID, ids[0])
 		}
 		log.WarnContext(ctx, "request refused", attrs...)

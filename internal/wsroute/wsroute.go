@@ -7,9 +7,9 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
-	"github.com/sandgate/sandgate/internal/auth"
 	"github.com/sandgate/sandgate/internal/authorizer"
 	"github.com/sandgate/sandgate/internal/frames"
+	"github.com/sandgate/sandgate/internal/userid"
 )
 
 // ErrNoIdentity: the event carries no verified user (no authorizer context with a
@@ -32,7 +32,7 @@ func Identify(rc events.APIGatewayWebsocketProxyRequestContext) (Caller, error) 
 	switch {
 	case userID == "":
 		return Caller{}, fmt.Errorf("%w: no %s in the authorizer context", ErrNoIdentity, authorizer.ContextUserID)
-	case !auth.ValidUserID(userID):
+	case !userid.Valid(userID):
 		return Caller{}, fmt.Errorf("%w: malformed user id in the authorizer context", ErrNoIdentity)
 	case rc.ConnectionID == "":
 		return Caller{}, fmt.Errorf("%w: no connection id", ErrNoIdentity)

@@ -17,6 +17,7 @@ import (
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/state"
 	"github.com/sandgate/sandgate/internal/taskenv"
+	"github.com/sandgate/sandgate/internal/userid"
 )
 
 //go:embed static
@@ -64,7 +65,7 @@ func (h *Handler) Register(mux interface {
 
 func (h *Handler) user(w http.ResponseWriter, r *http.Request) (string, bool) {
 	id := r.URL.Query().Get("userId")
-	if !auth.ValidUserID(id) {
+	if !userid.Valid(id) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "userId must be user_ followed by 1-64 letters or digits"})
 		return "", false
 	}

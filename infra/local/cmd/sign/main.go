@@ -13,6 +13,7 @@ import (
 
 	"github.com/sandgate/sandgate/infra/local"
 	"github.com/sandgate/sandgate/internal/auth"
+	"github.com/sandgate/sandgate/internal/userid"
 )
 
 // DefaultEndpoint is the local stack's WebSocket stage.
@@ -33,7 +34,7 @@ func run(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if !auth.ValidUserID(*user) {
+	if !userid.Valid(*user) {
 		return fmt.Errorf("user id %q is not of the form user_<1-64 letters or digits>; run: make sign USER=user_abc", *user)
 	}
 	secret := local.DevSecret
