@@ -49,30 +49,28 @@ func (s *Store) Reap(ctx context.Context, sb *Sandbox) error {
 		}
 		w.cond = fmt.Sprintf("%s = %s AND %s AND %s <= %s",
 			e.n(aToken), e.v("tok", avS(sb.LeaseToken)), inStates(e, counted...), e.n(aDeadline), e.v("now", avMs(now)))
-		_, err := s.api.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{
-			w.tx(s.table), capacityWrite(-1, 0).tx(s.table),
-		}})
-		failed, old := cancelled(err, 0)
-		switch {
-		case err == nil:
+		_, err := s.api.TransactWriteItems(ctx, s.slotTx(w, -1))
+		if err == nil {
 			s.Logger.Info("sandbox reaped", logging.UserID, sb.UserID, logGeneration, sb.Generation,
 				logging.State, string(sb.State), logDeadline, sb.LeaseDeadline)
-			return done, nil
-		case isConflict(err):
-			return retryLater, err
-		case failed:
-			cur := decodeSandbox(old)
+		}
+		return settle(err, func(r refusal) bool {
+			// Stopped under the token read: by its holder, or by another reap.
+			cur := r.sandbox(slotRecord)
+			return ours(cur, sb.Lease()) && cur.State == Stopped
+		}, func(r refusal) (outcome, error) {
+			if !r.failed(slotRecord) {
+				return done, unavailable(r.err)
+			}
+			cur := r.sandbox(slotRecord)
 			switch {
-			case cur == nil || cur.LeaseToken != sb.LeaseToken:
+			case !ours(cur, sb.Lease()):
 				return done, &LeaseLostError{Current: cur}
-			case cur.State == Stopped:
-				return done, nil
 			case !cur.Expired(now):
 				return done, &HeldError{Sandbox: cur}
 			}
 			return done, fmt.Errorf("%w: sandbox is %s", ErrState, cur.State)
-		}
-		return done, unavailable(err)
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("reap sandbox %s: %w", sb.UserID, err)
@@ -181,21 +179,15 @@ func (s *Store) acquirePurge(ctx context.Context, userID string, cutoff time.Tim
 				e.n(aActivity), e.n(aSince), e.v("cutoff", avMs(cutoff)))
 		}
 		_, err := s.api.UpdateItem(ctx, w.item(s.table))
-		failed, old := conditionFailed(err)
-		if err == nil || failed && ours(decodeSandbox(old), l) {
-			// A failed condition on our own token is our write, retried by the SDK
-			// after its answer was lost (see Acquire).
+		out, err := settle(err, func(r refusal) bool { return ours(r.sandbox(soleItem), l) },
+			func(r refusal) (outcome, error) {
+				cur = r.sandbox(soleItem)
+				return retryNow, r.err
+			})
+		if out == done && err == nil {
 			lease = l
-			return done, nil
 		}
-		if isConflict(err) {
-			return retryLater, err
-		}
-		if failed {
-			cur = decodeSandbox(old)
-			return retryNow, err
-		}
-		return done, unavailable(err)
+		return out, err
 	})
 	if err != nil {
 		return Lease{}, fmt.Errorf("acquire purge %s: %w", userID, err)
@@ -249,23 +241,17 @@ func (s *Store) ReleasePurge(ctx context.Context, l Lease) error {
 				e.n(aToken), e.v("tok", avS(l.Token)), inStates(e, Purging), e.n(aPurgeStarted)),
 		}
 		_, err := s.api.UpdateItem(ctx, w.item(s.table))
-		if err == nil {
-			return done, nil
-		}
-		if isConflict(err) {
-			return retryLater, err
-		}
-		if failed, old := conditionFailed(err); failed {
-			cur := decodeSandbox(old)
-			switch {
-			case ours(cur, l) && cur.State == Stopped:
-				return done, nil // released already, by this call's first attempt or an earlier one
-			case ours(cur, l) && cur.State == Purging && !cur.PurgeStarted.IsZero():
+		return settle(err, func(r refusal) bool {
+			// Released already, by this call's first attempt or an earlier one.
+			cur := r.sandbox(soleItem)
+			return ours(cur, l) && cur.State == Stopped
+		}, func(r refusal) (outcome, error) {
+			cur := r.sandbox(soleItem)
+			if ours(cur, l) && cur.State == Purging && !cur.PurgeStarted.IsZero() {
 				return done, ErrPurgeStarted
 			}
 			return done, lostOrState(l, cur)
-		}
-		return done, unavailable(err)
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("release purge %s: %w", l.UserID, err)
@@ -289,19 +275,12 @@ func (s *Store) FinishPurge(ctx context.Context, l Lease) error {
 			ExpressionAttributeNames: e.Names(), ExpressionAttributeValues: e.Values(),
 			ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 		})
-		if err == nil {
-			return done, nil
-		}
-		if isConflict(err) {
-			return retryLater, err
-		}
-		if failed, old := conditionFailed(err); failed {
-			if len(old) == 0 {
-				return done, nil
-			}
-			return done, lostOrState(l, decodeSandbox(old))
-		}
-		return done, unavailable(err)
+		return settle(err, func(r refusal) bool {
+			// The record is gone: this purge finished already.
+			return len(r.old(soleItem)) == 0
+		}, func(r refusal) (outcome, error) {
+			return done, lostOrState(l, r.sandbox(soleItem))
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("finish purge %s: %w", l.UserID, err)

@@ -125,42 +125,48 @@ func (s *Store) Enqueue(ctx context.Context, userID, connectionID string, payloa
 			ExpressionAttributeNames: ce.Names(), ExpressionAttributeValues: ce.Values(),
 			ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 		}
-		_, err := s.api.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{
-			metaW.tx(s.table), {Put: put}, {ConditionCheck: check},
-		}})
-		if err == nil {
-			item = it
-			return done, nil
-		}
-		if isConflict(err) {
-			return retryLater, err
-		}
-		if failed, old := cancelled(err, 2); failed {
-			return done, &RunningError{Sandbox: decodeSandbox(old)}
-		}
-		if failed, old := cancelled(err, 0); failed {
-			seen := decodeMeta(old)
-			if sameSeq(meta, seen) {
-				// The counter did not move: the bounds failed, against values an
-				// Ack may have lowered since the read, so decide again.
-				if meta != nil && seen != nil && meta.count == seen.count && meta.bytes == seen.bytes {
-					return done, s.fullError(seen, now)
+		items := make([]types.TransactWriteItem, enqueueItems)
+		items[enqueueCounter] = metaW.tx(s.table)
+		items[enqueueMessage] = types.TransactWriteItem{Put: put}
+		items[enqueueNotRunning] = types.TransactWriteItem{ConditionCheck: check}
+		_, err := s.api.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
+		out, err := settle(err, nil, func(r refusal) (outcome, error) {
+			switch {
+			case r.failed(enqueueNotRunning):
+				return done, &RunningError{Sandbox: r.sandbox(enqueueNotRunning)}
+			case r.failed(enqueueCounter):
+				seen := decodeMeta(r.old(enqueueCounter))
+				if sameSeq(meta, seen) {
+					// The counter did not move: the bounds failed, against values an
+					// Ack may have lowered since the read, so decide again.
+					if meta != nil && seen != nil && meta.count == seen.count && meta.bytes == seen.bytes {
+						return done, s.fullError(seen, now)
+					}
 				}
+				// Another append won the counter: go again with its new value.
+				meta = seen
+				return retrySoon, r.err
 			}
-			// Another append won the counter: go again with its new value.
-			meta = seen
-			return retrySoon, err
-		}
-		if failed, _ := cancelled(err, 1); failed {
 			return done, fmt.Errorf("sequence number %d already used", it.Seq)
+		})
+		if out == done && err == nil {
+			item = it
 		}
-		return done, unavailable(err)
+		return out, err
 	})
 	if err != nil {
 		return InboxItem{}, fmt.Errorf("enqueue for %s: %w", userID, err)
 	}
 	return item, nil
 }
+
+// Positions in Enqueue's transaction.
+const (
+	enqueueCounter    = iota // the inbox counter advances, within the bounds
+	enqueueMessage           // the message's item, under a sequence number not yet used
+	enqueueNotRunning        // the sandbox is not RUNNING
+	enqueueItems
+)
 
 func sameSeq(a, b *inboxMeta) bool {
 	if a == nil || b == nil {
@@ -263,6 +269,13 @@ func (s *Store) Queued(ctx context.Context, userID string) (int, error) {
 	return m.count, nil
 }
 
+// Positions in Ack's transaction.
+const (
+	ackMessage = iota // the message's item is deleted, if it still exists
+	ackCounter        // the counter drops it, if it belongs to the current epoch
+	ackItems
+)
+
 // Ack deletes a delivered message and frees its room in the inbox bounds, in one
 // TransactWriteItems. Acknowledging a message twice is not an error.
 func (s *Store) Ack(ctx context.Context, it InboxItem) error {
@@ -285,24 +298,18 @@ func (s *Store) Ack(ctx context.Context, it InboxItem) error {
 			// Only items of the current epoch are counted (see Enqueue).
 			cond: fmt.Sprintf("%s <= %s", e.n(aFloor), e.v("seq", avN(int64(it.Seq)))),
 		}
-		_, err := s.api.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{
-			{Delete: del}, metaW.tx(s.table),
-		}})
-		if err == nil {
-			return done, nil
-		}
-		if isConflict(err) {
-			return retryLater, err
-		}
-		if failed, _ := cancelled(err, 0); failed {
-			return done, nil // already deleted
-		}
-		if failed, _ := cancelled(err, 1); failed {
-			// An item of an expired epoch (or a counter already gone): not counted.
+		items := make([]types.TransactWriteItem, ackItems)
+		items[ackMessage] = types.TransactWriteItem{Delete: del}
+		items[ackCounter] = metaW.tx(s.table)
+		_, err := s.api.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
+		return settle(err, func(r refusal) bool {
+			return r.failed(ackMessage) // already deleted
+		}, func(r refusal) (outcome, error) {
+			// The counter refused: an item of an expired epoch (or a counter
+			// already gone), not counted.
 			_, err := s.api.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: aws.String(s.table), Key: itemKey})
 			return done, unavailable(err)
-		}
-		return done, unavailable(err)
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("ack inbox item %s of %s: %w", strconv.FormatUint(it.Seq, 10), it.UserID, err)

@@ -2,7 +2,6 @@ package state
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -138,6 +137,24 @@ func capacityWrite(delta int64, max int) write {
 	return w
 }
 
+// Positions in a transaction that writes a sandbox record and moves the capacity
+// counter with it (Acquire's admission, Stop, Release, Reap).
+const (
+	slotRecord = iota
+	slotCounter
+	slotItems
+)
+
+// slotTx writes record and moves the capacity counter by delta in one transaction,
+// at positions slotRecord and slotCounter. Only an increase can be refused by the
+// counter (see capacityWrite).
+func (s *Store) slotTx(record write, delta int64) *dynamodb.TransactWriteItemsInput {
+	items := make([]types.TransactWriteItem, slotItems)
+	items[slotRecord] = record.tx(s.table)
+	items[slotCounter] = capacityWrite(delta, s.MaxSandboxes).tx(s.table)
+	return &dynamodb.TransactWriteItemsInput{TransactItems: items}
+}
+
 // takeWrite writes a new lease l in state st over cur (nil: no record), conditional
 // on the record being exactly the version the caller decided on.
 func takeWrite(userID string, cur *Sandbox, l Lease, st State, now time.Time, activity bool) write {
@@ -252,48 +269,33 @@ func (s *Store) Acquire(ctx context.Context, userID string) (Lease, error) {
 		}
 		w := takeWrite(userID, cur, l, Starting, now, true)
 		if admit {
-			_, err := s.api.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{
-				w.tx(s.table), capacityWrite(1, s.MaxSandboxes).tx(s.table),
-			}})
-			if err == nil {
+			_, err := s.api.TransactWriteItems(ctx, s.slotTx(w, 1))
+			out, err := settle(err, nil, func(r refusal) (outcome, error) {
+				// The record's reason decides first: a user whose sandbox is held
+				// reuses it whatever the capacity.
+				if r.failed(slotRecord) {
+					cur = r.sandbox(slotRecord)
+					return retryNow, r.err
+				}
+				return done, &CapacityError{Live: int(getN(r.old(slotCounter), aLive)), Max: s.MaxSandboxes}
+			})
+			if out == done && err == nil {
 				lease = l
-				return done, nil
 			}
-			if isConflict(err) {
-				return retryLater, err
-			}
-			// The record's reason decides first: a user whose sandbox is held
-			// reuses it whatever the capacity.
-			if failed, old := cancelled(err, 0); failed {
-				cur = decodeSandbox(old)
-				return retryNow, err
-			}
-			if failed, old := cancelled(err, 1); failed {
-				return done, &CapacityError{Live: int(getN(old, aLive)), Max: s.MaxSandboxes}
-			}
-			return done, unavailable(err)
+			return out, err
 		}
 		_, err := s.api.UpdateItem(ctx, w.item(s.table))
-		failed, old := conditionFailed(err)
-		// A failed condition on a record that carries our fresh token is our own
-		// write: the SDK retried the UpdateItem after its first attempt committed
-		// and the answer was lost (a 500, a timeout), and the version condition then
-		// failed against it. UpdateItem has no idempotency token, unlike
-		// TransactWriteItems (ClientRequestToken), and no one else knows the token.
-		if err == nil || failed && ours(decodeSandbox(old), l) {
+		out, err := settle(err, func(r refusal) bool { return ours(r.sandbox(soleItem), l) },
+			func(r refusal) (outcome, error) {
+				cur = r.sandbox(soleItem)
+				return retryNow, r.err
+			})
+		if out == done && err == nil {
 			s.Logger.Warn("sandbox taken over", logging.UserID, userID, logGeneration, l.Generation,
 				logging.State, string(cur.State), logDeadline, cur.LeaseDeadline)
 			lease = l
-			return done, nil
 		}
-		if isConflict(err) {
-			return retryLater, err
-		}
-		if failed {
-			cur = decodeSandbox(old)
-			return retryNow, err
-		}
-		return done, unavailable(err)
+		return out, err
 	})
 	if err != nil {
 		return Lease{}, fmt.Errorf("acquire sandbox %s: %w", userID, err)
@@ -302,7 +304,11 @@ func (s *Store) Acquire(ctx context.Context, userID string) (Lease, error) {
 }
 
 // ours reports whether the record carries lease l's token: a write of ours already
-// landed.
+// landed. After a failed condition, a record that carries a token just drawn by this
+// call is this call's own write: the SDK sent the UpdateItem again after its first
+// attempt committed and the reply was lost (a 500, a timeout), and the version
+// condition then failed against it. UpdateItem has no idempotency token, unlike
+// TransactWriteItems (ClientRequestToken), and no one else knows the token.
 func ours(cur *Sandbox, l Lease) bool { return cur != nil && cur.LeaseToken == l.Token }
 
 // fenced runs one update of the holder's record, conditional on its lease token and
@@ -321,16 +327,9 @@ func (s *Store) fenced(ctx context.Context, op string, l Lease, allowed []State,
 			cond:   fmt.Sprintf("%s = %s AND %s", e.n(aToken), e.v("tok", avS(l.Token)), inStates(e, allowed...)),
 		}
 		_, err := s.api.UpdateItem(ctx, w.item(s.table))
-		if err == nil {
-			return done, nil
-		}
-		if isConflict(err) {
-			return retryLater, err
-		}
-		if failed, old := conditionFailed(err); failed {
-			return done, lostOrState(l, decodeSandbox(old))
-		}
-		return done, unavailable(err)
+		return settle(err, nil, func(r refusal) (outcome, error) {
+			return done, lostOrState(l, r.sandbox(soleItem))
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", op, l.UserID, err)
@@ -447,23 +446,17 @@ func (s *Store) stop(ctx context.Context, op string, l Lease, reason string) err
 				e.n(aEndpoint), e.n(aGateway)),
 			cond: fmt.Sprintf("%s = %s AND %s", e.n(aToken), e.v("tok", avS(l.Token)), inStates(e, counted...)),
 		}
-		_, err := s.api.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{
-			w.tx(s.table), capacityWrite(-1, 0).tx(s.table),
-		}})
-		if err == nil {
-			return done, nil
-		}
-		if isConflict(err) {
-			return retryLater, err
-		}
-		if failed, old := cancelled(err, 0); failed {
-			cur := decodeSandbox(old)
-			if cur != nil && cur.LeaseToken == l.Token && cur.State == Stopped {
-				return done, nil // already stopped by this holder
+		_, err := s.api.TransactWriteItems(ctx, s.slotTx(w, -1))
+		return settle(err, func(r refusal) bool {
+			// Already stopped by this holder.
+			cur := r.sandbox(slotRecord)
+			return ours(cur, l) && cur.State == Stopped
+		}, func(r refusal) (outcome, error) {
+			if !r.failed(slotRecord) {
+				return done, unavailable(r.err)
 			}
-			return done, lostOrState(l, cur)
-		}
-		return done, unavailable(err)
+			return done, lostOrState(l, r.sandbox(slotRecord))
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", op, l.UserID, err)
@@ -493,11 +486,10 @@ func (s *Store) RequestRestart(ctx context.Context, userID string, generation in
 		ExpressionAttributeNames:  e.Names(),
 		ExpressionAttributeValues: e.Values(),
 	})
-	var ccf *types.ConditionalCheckFailedException
-	switch {
-	case errors.As(err, &ccf):
+	if _, refused := refusalOf(err); refused {
 		return false, nil // already requested, or no longer that sandbox stopping
-	case err != nil:
+	}
+	if err != nil {
 		return false, fmt.Errorf("request restart for %s: %w", userID, unavailable(err))
 	}
 	return true, nil

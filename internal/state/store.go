@@ -4,17 +4,14 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
-	"github.com/aws/smithy-go"
 
 	"github.com/sandgate/sandgate/internal/logging"
 )
@@ -202,71 +199,6 @@ func (s *Store) retry(ctx context.Context, op string, attempt func() (outcome, e
 func (s *Store) exhausted(op string, attempts int, last error) error {
 	s.Logger.Warn("state: retries exhausted", logOp, op, "attempts", attempts, logging.Error, last)
 	return fmt.Errorf("%w after %d attempts: %w", ErrContention, attempts, last)
-}
-
-// unavailable translates what the SDK returns when DynamoDB cannot serve a request.
-// Service answers that say something about the data (condition failures,
-// cancellations, validation) come back unchanged for the caller to interpret.
-func unavailable(err error) error {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	var apiErr smithy.APIError
-	if errors.As(err, &apiErr) {
-		switch apiErr.ErrorCode() {
-		case "InternalServerError", "ServiceUnavailable", "ThrottlingException",
-			"ProvisionedThroughputExceededException", "RequestLimitExceeded", "LimitExceededException":
-			return &UnavailableError{Err: err}
-		}
-		return err
-	}
-	// No answer from the service: connection refused, reset, timeouts, an exhausted
-	// retry quota.
-	return &UnavailableError{Err: err}
-}
-
-// isConflict reports a write worth retrying after a back-off: it lost to a
-// concurrent transaction on the same item (plain writes get
-// TransactionConflictException, transactions a TransactionConflict cancellation
-// reason), or a transaction was cancelled because an item was throttled, which the
-// SDK's retryer does not retry since the cancellation itself is not a throttling
-// error. DynamoDB Local serializes transactions and never sends either.
-func isConflict(err error) bool {
-	var tce *types.TransactionConflictException
-	if errors.As(err, &tce) {
-		return true
-	}
-	var tc *types.TransactionCanceledException
-	if errors.As(err, &tc) {
-		for _, r := range tc.CancellationReasons {
-			switch aws.ToString(r.Code) {
-			case "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded":
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// cancelled returns, for a cancelled transaction, whether item i failed its condition
-// and the item's old value (ALL_OLD; nil when it did not exist).
-func cancelled(err error, i int) (bool, map[string]types.AttributeValue) {
-	var tc *types.TransactionCanceledException
-	if !errors.As(err, &tc) || i >= len(tc.CancellationReasons) {
-		return false, nil
-	}
-	r := tc.CancellationReasons[i]
-	return aws.ToString(r.Code) == "ConditionalCheckFailed", r.Item
-}
-
-// conditionFailed returns whether a single-item write failed its condition, and the
-// item's old value.
-func conditionFailed(err error) (bool, map[string]types.AttributeValue) {
-	var ccf *types.ConditionalCheckFailedException
-	if errors.As(err, &ccf) {
-		return true, ccf.Item
-	}
-	return false, nil
 }
 
 // newToken returns a fresh, unguessable lease token.
