@@ -10,6 +10,7 @@ import (
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/metrics"
+	"github.com/sandgate/sandgate/internal/notice"
 	"github.com/sandgate/sandgate/internal/relay"
 )
 
@@ -40,7 +41,7 @@ func New(c Config, awsCfg aws.Config, function string, log *slog.Logger, m *metr
 		Ensurer:  ens,
 		Mgmt:     relay.NewClient(awsCfg, c.Sandbox.Launcher.ManagementEndpoint),
 		Agent:    &agentapi.Client{},
-		Notifier: &Notifier{API: lambda.NewFromConfig(awsCfg), Function: function},
+		Notifier: &notice.Notifier{API: lambda.NewFromConfig(awsCfg), Function: function},
 		Metrics:  m,
 		Log:      log,
 	}

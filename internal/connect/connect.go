@@ -17,6 +17,7 @@ import (
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/metrics"
+	"github.com/sandgate/sandgate/internal/notice"
 	"github.com/sandgate/sandgate/internal/relay"
 	"github.com/sandgate/sandgate/internal/state"
 	"github.com/sandgate/sandgate/internal/wsroute"
@@ -35,10 +36,6 @@ const (
 	// Gateway answers 410: the handshake completes only after $connect has returned,
 	// and until then the new connection is "gone" to the management API.
 	DefaultPostWindow = 5 * time.Second
-	// DefaultRestartWait bounds a restart's wait for a STOPPING sandbox: the agent's
-	// final sync has 120 s (the task's stop timeout), and a holder that dies meanwhile
-	// loses its lease within a lease term after its last heartbeat.
-	DefaultRestartWait = 150 * time.Second
 	// DefaultPollInterval is how often a restart re-reads the record while it waits.
 	DefaultPollInterval = time.Second
 	// DefaultInvokeMargin is the time a restart keeps before its invocation's deadline
@@ -90,13 +87,14 @@ type Handler struct {
 	Ensurer  Ensurer
 	Mgmt     Management
 	Agent    Agent
-	Notifier *Notifier
+	Notifier *notice.Notifier
 	Metrics  *metrics.Emitter
 	Log      *slog.Logger
 	// Now is the clock leases are judged by (time.Now when nil).
 	Now func() time.Time
 
-	// Tunables; zero means the Default* constant.
+	// Tunables; zero means the Default* constant (notice.DefaultRestartWait for
+	// RestartWait).
 	PostWindow   time.Duration
 	RestartWait  time.Duration
 	PollInterval time.Duration
@@ -123,7 +121,7 @@ func orDefault(d, def time.Duration) time.Duration {
 // the notice reports.
 func (h *Handler) Handle(ctx context.Context, ev Event) (events.APIGatewayProxyResponse, error) {
 	if ev.Notice != nil {
-		h.notice(ctx, *ev.Notice)
+		h.serveNotice(ctx, *ev.Notice)
 		return wsroute.OK(), nil
 	}
 	rc := ev.RequestContext
@@ -142,7 +140,7 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (events.APIGatewayProxyR
 		log.ErrorContext(ctx, "connect refused", logging.Reason, "record connection", logging.Error, err.Error())
 		return wsroute.Refused(), nil
 	}
-	n := Notice{Kind: NoticeConnect, UserID: caller.UserID, ConnectionID: caller.ConnectionID, Stage: caller.Stage}
+	n := notice.Notice{Kind: notice.KindConnect, UserID: caller.UserID, ConnectionID: caller.ConnectionID, Stage: caller.Stage}
 	res, err := h.Ensurer.Ensure(ctx, caller.UserID)
 	if err != nil {
 		n.Reason = ensure.Reason(err)
@@ -170,17 +168,17 @@ func (h *Handler) count(ctx context.Context, stage string, err error) {
 	}
 }
 
-// notice serves a notice. Failures are logged, not returned: Lambda retries a failed
+// serveNotice serves a notice. Failures are logged, not returned: Lambda retries a failed
 // asynchronous invocation, and a retry would repeat frames the client already has.
-func (h *Handler) notice(ctx context.Context, n Notice) {
+func (h *Handler) serveNotice(ctx context.Context, n notice.Notice) {
 	log := h.Log.With(logging.UserID, n.UserID, logging.ConnectionID, n.ConnectionID, logNotice, n.Kind)
 	if err := n.Validate(); err != nil {
 		log.ErrorContext(ctx, "notice refused", logging.Error, err.Error())
 		return
 	}
-	p := &poster{h: h, n: n, log: log, window: n.Kind == NoticeConnect}
+	p := &poster{h: h, n: n, log: log, window: n.Kind == notice.KindConnect}
 	switch {
-	case n.Kind == NoticeRestart:
+	case n.Kind == notice.KindRestart:
 		h.restart(ctx, p)
 	case n.Reason != "":
 		p.post(ctx, wsroute.ErrorFrame(n.Reason))
@@ -215,8 +213,8 @@ func (h *Handler) greet(ctx context.Context, p *poster) {
 		if !p.post(ctx, frames.Status(frames.Stopping)) {
 			return
 		}
-		p.n.Until = time.Now().Add(orDefault(h.RestartWait, DefaultRestartWait)).UnixMilli()
-		p.n.Kind = NoticeRestart
+		p.n.Until = time.Now().Add(orDefault(h.RestartWait, notice.DefaultRestartWait)).UnixMilli()
+		p.n.Kind = notice.KindRestart
 		h.restart(ctx, p)
 	case sb != nil && sb.State == state.Purging && !sb.Expired(now):
 		p.post(ctx, wsroute.ErrorFrame(frames.ReasonPurging))
@@ -278,7 +276,7 @@ func (h *Handler) restart(ctx context.Context, p *poster) {
 type waitResult int
 
 const (
-	stopped    waitResult = iota // the sandbox is no longer a live STOPPING one
+	stopped    waitResult = iota // the sandbox is not a live STOPPING one
 	gaveUp                       // the notice's deadline passed
 	handedOver                   // a fresh invocation continues the wait
 )
@@ -303,7 +301,7 @@ func (h *Handler) awaitStopped(ctx context.Context, p *poster) waitResult {
 		if dl, ok := ctx.Deadline(); ok && now.Add(wait+margin).After(dl) {
 			// This invocation ends before the wait would: a fresh one continues it.
 			n := p.n
-			n.Kind = NoticeRestart
+			n.Kind = notice.KindRestart
 			if err := h.Notifier.Send(context.WithoutCancel(ctx), n); err != nil {
 				p.log.ErrorContext(ctx, "restart hand-over failed", logging.Error, err.Error())
 			}
@@ -327,7 +325,7 @@ func (h *Handler) get(ctx context.Context, userID string) (*state.Sandbox, error
 // poster posts a notice's frames to its connection.
 type poster struct {
 	h   *Handler
-	n   Notice
+	n   notice.Notice
 	log *slog.Logger
 	// window: retry 410 for PostWindow, since the handshake may not have completed.
 	window bool

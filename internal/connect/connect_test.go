@@ -21,7 +21,9 @@ import (
 	"github.com/sandgate/sandgate/internal/connect"
 	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/frames"
+	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/metrics"
+	"github.com/sandgate/sandgate/internal/notice"
 	"github.com/sandgate/sandgate/internal/relay"
 	"github.com/sandgate/sandgate/internal/state"
 	"github.com/sandgate/sandgate/internal/taskenv"
@@ -71,7 +73,7 @@ func newEnv(t *testing.T, o options) *env {
 		Ensurer:      &ensure.Ensurer{Store: e.store, Launcher: e.ecs.Launcher(log, e.db.Table, e.gw.Server.ManagementEndpoint()), Log: log},
 		Mgmt:         mgmt,
 		Agent:        &agentapi.Client{},
-		Notifier:     &connect.Notifier{API: e.inv, Function: fnName},
+		Notifier:     &notice.Notifier{API: e.inv, Function: fnName},
 		Metrics:      metrics.New(e.logs),
 		Log:          log,
 		Now:          e.db.Clock.Now,
@@ -110,6 +112,11 @@ func (e *env) connectionIDs(t *testing.T) []string {
 		ids = append(ids, ev.RequestContext.ConnectionID)
 	}
 	return ids
+}
+
+// noticeEvent is the Connect function's event carrying n.
+func noticeEvent(n notice.Notice) connect.Event {
+	return connect.Event{Envelope: notice.Envelope{Notice: &n}}
 }
 
 func wantFrame(t *testing.T, got frames.Frame, typ, stateOrReason string) {
@@ -333,17 +340,17 @@ func TestHandler_Handle_RestartHandsOver(t *testing.T) {
 	e.h.InvokeMargin = 100 * time.Millisecond
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
-	n := connect.Notice{Kind: connect.NoticeRestart, UserID: "user_a", ConnectionID: "c-gone", Stage: "test",
+	n := notice.Notice{Kind: notice.KindRestart, UserID: "user_a", ConnectionID: "c-gone", Stage: "test",
 		Until: time.Now().Add(time.Minute).UnixMilli()}
-	if _, err := e.h.Handle(short, connect.Event{Notice: &n}); err != nil {
+	if _, err := e.h.Handle(short, noticeEvent(n)); err != nil {
 		t.Fatal(err)
 	}
 	calls := e.inv.Calls()
 	if len(calls) != 1 {
 		t.Fatalf("%d hand-overs", len(calls))
 	}
-	var got struct{ SandgateNotice connect.Notice }
-	if err := json.Unmarshal(calls[0].Payload, &got); err != nil || got.SandgateNotice != n {
+	var got notice.Envelope
+	if err := json.Unmarshal(calls[0].Payload, &got); err != nil || got.Notice == nil || *got.Notice != n {
 		t.Fatalf("handed over %s (%v), want %+v", calls[0].Payload, err, n)
 	}
 	if err := e.store.Stop(ctx, l); err != nil {
@@ -369,8 +376,8 @@ func TestHandler_Handle_RestartGivesUp(t *testing.T) {
 	c := e.gw.Dial(t, "user_b") // any open connection to hear the outcome
 	wantFrame(t, c.NextFrame(), frames.TypeStatus, frames.Starting)
 	ids := e.connectionIDs(t)
-	n := connect.Notice{Kind: connect.NoticeRestart, UserID: "user_a", ConnectionID: ids[0], Until: time.Now().UnixMilli() - 1}
-	if _, err := e.h.Handle(ctx, connect.Event{Notice: &n}); err != nil {
+	n := notice.Notice{Kind: notice.KindRestart, UserID: "user_a", ConnectionID: ids[0], Until: time.Now().UnixMilli() - 1}
+	if _, err := e.h.Handle(ctx, noticeEvent(n)); err != nil {
 		t.Fatal(err)
 	}
 	wantFrame(t, c.NextFrame(), frames.TypeError, frames.ReasonUnavailable)
@@ -455,39 +462,36 @@ func TestHandler_Handle_BadEvents(t *testing.T) {
 			t.Errorf("%s: %d, %v", name, resp.StatusCode, err)
 		}
 	}
-	for name, n := range map[string]connect.Notice{
+	for name, n := range map[string]notice.Notice{
 		"unknown kind":       {Kind: "bogus", UserID: "user_a", ConnectionID: "c1"},
-		"no user":            {Kind: connect.NoticeConnect, ConnectionID: "c1"},
-		"restart, no bound":  {Kind: connect.NoticeRestart, UserID: "user_a", ConnectionID: "c1"},
-		"no connection":      {Kind: connect.NoticeConnect, UserID: "user_a"},
-		"malformed user":     {Kind: connect.NoticeConnect, UserID: "../user_a", ConnectionID: "c1"},
+		"no user":            {Kind: notice.KindConnect, ConnectionID: "c1"},
+		"restart, no bound":  {Kind: notice.KindRestart, UserID: "user_a", ConnectionID: "c1"},
+		"no connection":      {Kind: notice.KindConnect, UserID: "user_a"},
+		"malformed user":     {Kind: notice.KindConnect, UserID: "../user_a", ConnectionID: "c1"},
 		"connect, no reason": {Kind: "", UserID: "user_a", ConnectionID: "c1"},
 	} {
-		if _, err := e.h.Handle(ctx, connect.Event{Notice: &n}); err != nil {
+		if _, err := e.h.Handle(ctx, noticeEvent(n)); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
 	if items := e.db.Items(t); len(items) != 0 || e.db.Writes() != 0 || len(e.ecs.RunTasks()) != 0 || len(e.inv.Calls()) != 0 {
 		t.Fatalf("bad events wrote %d items (%d writes), ran %d tasks, invoked %d", len(items), e.db.Writes(), len(e.ecs.RunTasks()), len(e.inv.Calls()))
 	}
-	if refused := e.logs.With(t, "msg", "connect refused"); len(refused) != 4 {
-		t.Fatalf("%d refusals logged", len(refused))
+	// Refused events are logged without a user (none was verified), refused notices
+	// with the user they named.
+	var badEvents, badNotices int
+	for _, l := range e.logs.With(t, "level", "ERROR") {
+		if _, named := l[logging.UserID]; named {
+			badNotices++
+		} else {
+			badEvents++
+		}
+		if l[logging.Error] == nil {
+			t.Errorf("refusal logged without its error: %v", l)
+		}
 	}
-}
-
-// Send refuses an unusable notice and reports a failed invocation.
-func TestNotifier_Send_BadNotice(t *testing.T) {
-	inv := testkit.NewInvoker(t, testkit.Funcs{fnName: func(context.Context, []byte) ([]byte, error) { return nil, nil }})
-	s := &connect.Notifier{API: inv, Function: fnName}
-	if err := s.Send(context.Background(), connect.Notice{Kind: connect.NoticeConnect}); err == nil {
-		t.Fatal("sent a notice without a user")
-	}
-	if err := (&connect.Notifier{API: inv, Function: "Missing"}).Send(context.Background(),
-		connect.Notice{Kind: connect.NoticeConnect, UserID: "user_a", ConnectionID: "c1"}); err == nil {
-		t.Fatal("invoking a missing function succeeded")
-	}
-	if len(inv.Calls()) != 0 {
-		t.Fatalf("calls %v", inv.Calls())
+	if badEvents != 4 || badNotices != 6 {
+		t.Fatalf("%d event and %d notice refusals logged at ERROR, want 4 and 6", badEvents, badNotices)
 	}
 }
 
@@ -516,12 +520,13 @@ func TestEvent_Decode_Samples(t *testing.T) {
 // or its sandbox.
 func TestHandler_Handle_NoticeNotSent(t *testing.T) {
 	e := newEnv(t, options{ecs: []func(*ecslocal.Server){slow}})
-	e.h.Notifier = &connect.Notifier{API: e.inv, Function: "NoSuchFunction"}
+	e.h.Notifier = &notice.Notifier{API: e.inv, Function: "NoSuchFunction"}
 	e.gw.Dial(t, "user_a") // accepted
 	if len(e.ecs.RunTasks()) != 1 || len(e.connections(t, "user_a")) != 1 {
 		t.Fatalf("RunTask %d, records %v", len(e.ecs.RunTasks()), e.connections(t, "user_a"))
 	}
-	if lines := e.logs.With(t, "msg", "notice not sent"); len(lines) != 1 || lines[0]["level"] != "ERROR" || lines[0]["userId"] != "user_a" {
+	if lines := e.logs.With(t, "level", "ERROR"); len(lines) != 1 || lines[0][logging.UserID] != "user_a" ||
+		!strings.Contains(fmt.Sprint(lines[0][logging.Error]), "NoSuchFunction") {
 		t.Fatalf("log %v", lines)
 	}
 }

@@ -9,9 +9,9 @@ import (
 
 	"github.com/sandgate/sandgate/internal/agentapi"
 	"github.com/sandgate/sandgate/internal/config"
-	"github.com/sandgate/sandgate/internal/connect"
 	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/metrics"
+	"github.com/sandgate/sandgate/internal/notice"
 	"github.com/sandgate/sandgate/internal/relay"
 	"github.com/sandgate/sandgate/internal/state"
 )
@@ -62,7 +62,7 @@ func New(c Config, awsCfg aws.Config, log *slog.Logger, m *metrics.Emitter) *Han
 		// One client per process: connections to warm agents are reused.
 		Agent:    &agentapi.Client{Timeout: c.AgentTimeout},
 		Relay:    &relay.Relay{API: relay.NewClient(awsCfg, c.Sandbox.Launcher.ManagementEndpoint), Conns: store, Log: log},
-		Notifier: &connect.Notifier{API: lambda.NewFromConfig(awsCfg), Function: c.ConnectFunction},
+		Notifier: &notice.Notifier{API: lambda.NewFromConfig(awsCfg), Function: c.ConnectFunction},
 		Metrics:  m,
 		Log:      log,
 	}

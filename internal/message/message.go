@@ -11,11 +11,11 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/sandgate/sandgate/internal/agentapi"
-	"github.com/sandgate/sandgate/internal/connect"
 	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/metrics"
+	"github.com/sandgate/sandgate/internal/notice"
 	"github.com/sandgate/sandgate/internal/relay"
 	"github.com/sandgate/sandgate/internal/state"
 	"github.com/sandgate/sandgate/internal/wsroute"
@@ -49,9 +49,9 @@ type Poster interface {
 	Post(ctx context.Context, userID, connectionID string, data []byte) error
 }
 
-// Notifier sends notices to the Connect function; *connect.Notifier is one.
+// Notifier sends notices to the Connect function; *notice.Notifier is one.
 type Notifier interface {
-	Send(ctx context.Context, n connect.Notice) error
+	Send(ctx context.Context, n notice.Notice) error
 }
 
 var (
@@ -59,7 +59,7 @@ var (
 	_ Ensurer  = (*ensure.Ensurer)(nil)
 	_ Agent    = (*agentapi.Client)(nil)
 	_ Poster   = (*relay.Relay)(nil)
-	_ Notifier = (*connect.Notifier)(nil)
+	_ Notifier = (*notice.Notifier)(nil)
 )
 
 // Handler serves the Message function. Its answer to API Gateway is always 200 but for
@@ -79,7 +79,7 @@ type Handler struct {
 	// MaxFrameBytes bounds one frame (agentapi.MaxFrameBytes, API Gateway's limit).
 	MaxFrameBytes int
 	// RestartWait bounds a restart notice's wait for a stopping sandbox
-	// (connect.DefaultRestartWait).
+	// (notice.DefaultRestartWait).
 	RestartWait time.Duration
 	// RecordTTL is how long a RUNNING record is reused for the user's next frames
 	// (DefaultRecordTTL); negative reads it for every frame.
@@ -238,7 +238,7 @@ func (h *Handler) deliver(ctx context.Context, f *frame, sb *state.Sandbox, fall
 		h.queue(ctx, f, sb, state.Stopping, false)
 	case sb.Expired(h.now()):
 		// No answer and no heartbeat: the agent is dead, and fenced: whatever it took
-		// it can no longer act on. Take over and queue.
+		// it cannot act on. Take over and queue.
 		f.log.WarnContext(ctx, "agent dead; taking over", logging.Error, err.Error(), logging.TaskARN, sb.TaskARN)
 		h.ensureAndQueue(ctx, f)
 	case errors.Is(err, agentapi.ErrNoAnswer):
@@ -321,9 +321,9 @@ func (h *Handler) queue(ctx context.Context, f *frame, sb *state.Sandbox, st sta
 func (h *Handler) requestRestart(ctx context.Context, f *frame) {
 	wait := h.RestartWait
 	if wait <= 0 {
-		wait = connect.DefaultRestartWait
+		wait = notice.DefaultRestartWait
 	}
-	n := connect.Notice{Kind: connect.NoticeRestart, UserID: f.UserID, ConnectionID: f.ConnectionID,
+	n := notice.Notice{Kind: notice.KindRestart, UserID: f.UserID, ConnectionID: f.ConnectionID,
 		Stage: f.Stage, Until: time.Now().Add(wait).UnixMilli()}
 	if err := h.Notifier.Send(ctx, n); err != nil {
 		// The frame stays queued; the next connect or frame to a stopped sandbox starts one.

@@ -18,11 +18,12 @@ import (
 	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/agentapi"
 	"github.com/sandgate/sandgate/internal/awsconf"
-	"github.com/sandgate/sandgate/internal/connect"
 	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/frames"
+	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/message"
 	"github.com/sandgate/sandgate/internal/metrics"
+	"github.com/sandgate/sandgate/internal/notice"
 	"github.com/sandgate/sandgate/internal/relay"
 	"github.com/sandgate/sandgate/internal/state"
 )
@@ -60,7 +61,7 @@ func newEnv(t *testing.T, configure ...func(*ecslocal.Server)) *env {
 		Ensurer:  &ensure.Ensurer{Store: e.store, Launcher: e.ecs.Launcher(log, e.db.Table, e.gw.Server.ManagementEndpoint()), Log: log},
 		Agent:    &agentapi.Client{Timeout: time.Second},
 		Relay:    &relay.Relay{API: e.gw.Mgmt, Conns: e.store, Log: log},
-		Notifier: &connect.Notifier{API: e.inv, Function: connectFn},
+		Notifier: &notice.Notifier{API: e.inv, Function: connectFn},
 		Metrics:  metrics.New(e.logs),
 		Log:      log,
 		Now:      e.db.Clock.Now,
@@ -228,7 +229,7 @@ func TestHandler_Handle_RateLimitedUserOnly(t *testing.T) {
 		t.Fatalf("user_b's agent got %+v", got)
 	}
 	noMore(t, cb)
-	if refused := e.logs.With(t, "reason", frames.ReasonRateLimited); len(refused) != 1 || refused[0]["userId"] != "user_a" {
+	if refused := e.logs.With(t, logging.Reason, frames.ReasonRateLimited); len(refused) != 1 || refused[0][logging.UserID] != "user_a" {
 		t.Fatalf("refusal log %v", refused)
 	}
 }
@@ -333,15 +334,15 @@ func TestHandler_Handle_StartFailed(t *testing.T) {
 	}
 }
 
-func restartNotices(t *testing.T, inv *testkit.Invoker) []connect.Notice {
+func restartNotices(t *testing.T, inv *testkit.Invoker) []notice.Notice {
 	t.Helper()
-	var out []connect.Notice
+	var out []notice.Notice
 	for _, c := range inv.Calls() {
-		var p struct{ SandgateNotice connect.Notice }
-		if err := json.Unmarshal(c.Payload, &p); err != nil || c.Function != connectFn {
+		var p notice.Envelope
+		if err := json.Unmarshal(c.Payload, &p); err != nil || c.Function != connectFn || p.Notice == nil {
 			t.Fatalf("invocation %+v: %v", c, err)
 		}
-		out = append(out, p.SandgateNotice)
+		out = append(out, *p.Notice)
 	}
 	return out
 }
@@ -364,7 +365,7 @@ func TestHandler_Handle_StoppingQueuesAndRestarts(t *testing.T) {
 	wantFrame(t, c.NextFrame(), frames.TypeStatus, frames.Stopping)
 	noMore(t, c)
 	ns := restartNotices(t, e.inv)
-	if len(ns) != 1 || ns[0].Kind != connect.NoticeRestart || ns[0].UserID != "user_a" || ns[0].ConnectionID != e.connectionID(t, 0) ||
+	if len(ns) != 1 || ns[0].Kind != notice.KindRestart || ns[0].UserID != "user_a" || ns[0].ConnectionID != e.connectionID(t, 0) ||
 		ns[0].Until <= time.Now().UnixMilli() || ns[0].Stage != testkit.Stage {
 		t.Fatalf("notices %+v", ns)
 	}
@@ -394,7 +395,7 @@ func TestHandler_Handle_StoppingRestartDespiteLeftovers(t *testing.T) {
 	e.send(t, c, "two")
 	wantFrame(t, c.NextFrame(), frames.TypeStatus, frames.Stopping)
 	noMore(t, c)
-	if ns := restartNotices(t, e.inv); len(ns) != 1 || ns[0].Kind != connect.NoticeRestart {
+	if ns := restartNotices(t, e.inv); len(ns) != 1 || ns[0].Kind != notice.KindRestart {
 		t.Fatalf("notices %+v, want one restart", ns)
 	}
 	if got := e.inbox(t, "user_a"); got != "leftover,one,two" {
@@ -576,8 +577,14 @@ func TestHandler_Handle_BadEvents(t *testing.T) {
 	if n := e.db.Calls.Calls("DynamoDB", ""); n != 0 || len(e.ecs.RunTasks()) != 0 || len(e.inv.Calls()) != 0 {
 		t.Fatalf("bad events made %d DynamoDB calls, %d tasks, %d invocations", n, len(e.ecs.RunTasks()), len(e.inv.Calls()))
 	}
-	if got := len(e.logs.With(t, "msg", "frame refused")); got != 7 {
-		t.Fatalf("%d refusals logged", got)
+	refused := e.logs.With(t, "level", "ERROR")
+	for _, l := range refused {
+		if l[logging.Error] == nil {
+			t.Errorf("refusal logged without its error: %v", l)
+		}
+	}
+	if len(refused) != 7 {
+		t.Fatalf("%d refusals logged at ERROR, want 7", len(refused))
 	}
 }
 
