@@ -13,17 +13,17 @@ import (
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/metrics"
-	"github.com/sandgate/sandgate/internal/status"
+	"github.com/sandgate/sandgate/internal/prewarm"
 )
 
 func main() {
 	env := config.New(os.LookupEnv)
-	cfg := status.LoadPrewarmConfig(env)
+	cfg := prewarm.LoadConfig(env)
 	log := logging.New(os.Stdout, cfg.Auth.LogLevel)
 	awsCfg, err := awsconf.Load(context.Background())
-	var h *status.PrewarmHandler
+	var h *prewarm.Handler
 	if err == nil {
-		h, err = status.NewPrewarm(cfg, awsCfg, log, metrics.New(os.Stdout))
+		h, err = prewarm.New(cfg, awsCfg, log, metrics.New(os.Stdout))
 	}
 	if err = errors.Join(env.Err(), err); err != nil {
 		// Fail closed: without a usable secret, no one is answered.

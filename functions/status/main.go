@@ -17,12 +17,12 @@ import (
 
 func main() {
 	env := config.New(os.LookupEnv)
-	cfg := status.LoadStatusConfig(env)
+	cfg := status.LoadConfig(env)
 	log := logging.New(os.Stdout, cfg.Auth.LogLevel)
 	awsCfg, err := awsconf.Load(context.Background())
-	var h *status.StatusHandler
+	var h *status.Handler
 	if err == nil {
-		h, err = status.NewStatus(cfg, awsCfg, log)
+		h, err = status.New(cfg, awsCfg, log)
 	}
 	if err = errors.Join(env.Err(), err); err != nil {
 		// Fail closed: without a usable secret, no one is answered.

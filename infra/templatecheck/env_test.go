@@ -10,6 +10,7 @@ import (
 	"github.com/sandgate/sandgate/internal/connect"
 	"github.com/sandgate/sandgate/internal/disconnect"
 	"github.com/sandgate/sandgate/internal/message"
+	"github.com/sandgate/sandgate/internal/prewarm"
 	"github.com/sandgate/sandgate/internal/status"
 )
 
@@ -30,8 +31,8 @@ var loaders = map[string]loader{
 	"ConnectFunction":    {load: func(e *config.Env) { connect.LoadConfig(e) }, optional: connect.Optional},
 	"MessageFunction":    {load: func(e *config.Env) { message.LoadConfig(e) }, optional: message.Optional},
 	"DisconnectFunction": {load: func(e *config.Env) { disconnect.LoadConfig(e) }, optional: disconnect.Optional},
-	"StatusFunction":     {load: func(e *config.Env) { status.LoadStatusConfig(e) }, optional: status.StatusOptional},
-	"PrewarmFunction":    {load: func(e *config.Env) { status.LoadPrewarmConfig(e) }, optional: status.PrewarmOptional},
+	"StatusFunction":     {load: func(e *config.Env) { status.LoadConfig(e) }, optional: status.Optional},
+	"PrewarmFunction":    {load: func(e *config.Env) { prewarm.LoadConfig(e) }, optional: prewarm.Optional},
 	"CleanupFunction":    {load: func(e *config.Env) { cleanup.LoadConfig(e) }, optional: cleanup.Optional},
 }
 

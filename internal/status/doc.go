@@ -1,3 +1,3 @@
-// Package status is the logic of the Status and Prewarm functions (HTTP API, same signed
-// query string as the WebSocket URL): read the caller's sandbox state, or ensure it.
+// Package status is the Status function's logic (GET /status on the HTTP API, verified
+// from the same signed query string as the WebSocket URL): the caller's sandbox, read only.
 package status
