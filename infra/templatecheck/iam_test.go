@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/sandgate/sandgate/infra/local/template"
 )
 
 // Grants are written "action resource [condition]", with references as the template
@@ -140,33 +142,33 @@ func TestRoles_LeastPrivilege(t *testing.T) {
 			raw := loadRaw(t, templatePath, sc)
 			for _, typ := range []string{"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::User", "AWS::IAM::Group"} {
 				for _, r := range raw.ofType(t, typ) {
-					t.Errorf("%s is an %s: keep every permission inline in its role, where this test reads it", r.ID, typ)
+					t.Errorf("%s is an %s: keep every permission inline in its role, where this test reads it", r.LogicalID, typ)
 				}
 			}
 			want := expectedGrants(sc.name)
 			roles := raw.ofType(t, "AWS::IAM::Role")
 			seen := set()
 			for _, r := range roles {
-				seen[r.ID] = true
+				seen[r.LogicalID] = true
 				checkTrust(t, raw, r)
-				if m := get(r.Props, "ManagedPolicyArns"); m != nil {
+				if m := template.Lookup(r.Properties, "ManagedPolicyArns"); m != nil {
 					got := canonical(raw.render(t, m))
-					if wantM, ok := managedAllowed[r.ID]; !ok || got != canonical([]any{wantM}) {
-						t.Errorf("%s: managed policies %s; only inline policies are checked", r.ID, got)
+					if wantM, ok := managedAllowed[r.LogicalID]; !ok || got != canonical([]any{wantM}) {
+						t.Errorf("%s: managed policies %s; only inline policies are checked", r.LogicalID, got)
 					}
 				}
-				if get(r.Props, "PermissionsBoundary") != nil || get(r.Props, "RoleName") != nil {
-					t.Errorf("%s: unexpected PermissionsBoundary or RoleName", r.ID)
+				if template.Lookup(r.Properties, "PermissionsBoundary") != nil || template.Lookup(r.Properties, "RoleName") != nil {
+					t.Errorf("%s: unexpected PermissionsBoundary or RoleName", r.LogicalID)
 				}
-				if _, ok := managedAllowed[r.ID]; ok {
+				if _, ok := managedAllowed[r.LogicalID]; ok {
 					continue
 				}
 				got, bad := grants(t, raw, r)
 				for _, b := range bad {
 					t.Error(b)
 				}
-				if missing, extra := diff(set(want[r.ID]...), got); len(missing)+len(extra) > 0 {
-					t.Errorf("%s:\n  missing: %s\n  extra:   %s", r.ID, strings.Join(missing, "\n           "), strings.Join(extra, "\n           "))
+				if missing, extra := diff(set(want[r.LogicalID]...), got); len(missing)+len(extra) > 0 {
+					t.Errorf("%s:\n  missing: %s\n  extra:   %s", r.LogicalID, strings.Join(missing, "\n           "), strings.Join(extra, "\n           "))
 				}
 			}
 			for id := range want {
@@ -175,7 +177,7 @@ func TestRoles_LeastPrivilege(t *testing.T) {
 				}
 			}
 			for id := range trust {
-				if !seen[id] && (id != "ApiGatewayCloudWatchRole" || raw.values["ConfigureApiGatewayAccount"] == "true") {
+				if !seen[id] && (id != "ApiGatewayCloudWatchRole" || raw.value(t, "ConfigureApiGatewayAccount") == "true") {
 					t.Errorf("no role %s", id)
 				}
 			}
@@ -185,21 +187,21 @@ func TestRoles_LeastPrivilege(t *testing.T) {
 
 // grants flattens a role's inline policies into "action resource [condition]" and
 // lists what the least-privilege rules forbid, whatever the expected list says.
-func grants(t *testing.T, raw *cfn, r *resource) (map[string]bool, []string) {
+func grants(t *testing.T, raw rawTemplate, r *template.Resource) (map[string]bool, []string) {
 	t.Helper()
 	out := set()
 	var bad []string
-	for _, p := range list(raw.render(t, get(r.Props, "Policies"))) {
+	for _, p := range list(raw.render(t, template.Lookup(r.Properties, "Policies"))) {
 		doc, _ := p.(map[string]any)["PolicyDocument"].(map[string]any)
 		for _, s := range list(doc["Statement"]) {
 			st := s.(map[string]any)
 			for _, k := range []string{"NotAction", "NotResource", "NotPrincipal"} {
 				if st[k] != nil {
-					bad = append(bad, fmt.Sprintf("%s: %s is not allowed", r.ID, k))
+					bad = append(bad, fmt.Sprintf("%s: %s is not allowed", r.LogicalID, k))
 				}
 			}
 			if st["Effect"] != "Allow" {
-				bad = append(bad, fmt.Sprintf("%s: statement with effect %v", r.ID, st["Effect"]))
+				bad = append(bad, fmt.Sprintf("%s: statement with effect %v", r.LogicalID, st["Effect"]))
 				continue
 			}
 			cond := ""
@@ -208,14 +210,14 @@ func grants(t *testing.T, raw *cfn, r *resource) (map[string]bool, []string) {
 			}
 			for _, a := range asStrings(st["Action"]) {
 				if strings.ContainsAny(a, "*?") {
-					bad = append(bad, fmt.Sprintf("%s: wildcard action %s", r.ID, a))
+					bad = append(bad, fmt.Sprintf("%s: wildcard action %s", r.LogicalID, a))
 				}
 				for _, res := range asStrings(st["Resource"]) {
 					if res == "*" && !starAllowed[a] {
-						bad = append(bad, fmt.Sprintf("%s: %s on \"*\", but it takes a resource ARN", r.ID, a))
+						bad = append(bad, fmt.Sprintf("%s: %s on \"*\", but it takes a resource ARN", r.LogicalID, a))
 					}
 					if res == "*" && a == "ecs:ListTasks" && !strings.Contains(cond, "ecs:cluster") {
-						bad = append(bad, fmt.Sprintf("%s: ecs:ListTasks on \"*\" without an ecs:cluster condition", r.ID))
+						bad = append(bad, fmt.Sprintf("%s: ecs:ListTasks on \"*\" without an ecs:cluster condition", r.LogicalID))
 					}
 					out[a+" "+res+cond] = true
 				}
@@ -225,25 +227,25 @@ func grants(t *testing.T, raw *cfn, r *resource) (map[string]bool, []string) {
 	return out, bad
 }
 
-func checkTrust(t *testing.T, raw *cfn, r *resource) {
+func checkTrust(t *testing.T, raw rawTemplate, r *template.Resource) {
 	t.Helper()
-	doc, _ := raw.render(t, get(r.Props, "AssumeRolePolicyDocument")).(map[string]any)
+	doc, _ := raw.render(t, template.Lookup(r.Properties, "AssumeRolePolicyDocument")).(map[string]any)
 	sts := list(doc["Statement"])
 	if len(sts) != 1 {
-		t.Errorf("%s: want one trust statement, got %d", r.ID, len(sts))
+		t.Errorf("%s: want one trust statement, got %d", r.LogicalID, len(sts))
 		return
 	}
 	st := sts[0].(map[string]any)
 	principal, _ := st["Principal"].(map[string]any)
 	services := asStrings(principal["Service"])
 	sort.Strings(services)
-	if want, ok := trust[r.ID]; !ok || canonical(services) != canonical([]string{want}) || st["Action"] != "sts:AssumeRole" || st["Effect"] != "Allow" {
-		t.Errorf("%s: trusts %v with %v; want only %s", r.ID, principal, st["Action"], trust[r.ID])
+	if want, ok := trust[r.LogicalID]; !ok || canonical(services) != canonical([]string{want}) || st["Action"] != "sts:AssumeRole" || st["Effect"] != "Allow" {
+		t.Errorf("%s: trusts %v with %v; want only %s", r.LogicalID, principal, st["Action"], trust[r.LogicalID])
 	}
 	// Roles that AWS services assume on the stack's behalf (not Lambda, whose function
 	// binds the role itself) name the account, against the confused deputy.
-	if trust[r.ID] != "lambda.amazonaws.com" && !strings.Contains(canonical(st["Condition"]), `"aws:SourceAccount":"${AWS::AccountId}"`) {
-		t.Errorf("%s: trust policy lacks an aws:SourceAccount condition", r.ID)
+	if trust[r.LogicalID] != "lambda.amazonaws.com" && !strings.Contains(canonical(st["Condition"]), `"aws:SourceAccount":"${AWS::AccountId}"`) {
+		t.Errorf("%s: trust policy lacks an aws:SourceAccount condition", r.LogicalID)
 	}
 }
 
@@ -265,7 +267,7 @@ Policies:
 	if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
 		t.Fatal(err)
 	}
-	_, bad := grants(t, raw, &resource{ID: "BadRole", Props: doc.Content[0]})
+	_, bad := grants(t, raw, &template.Resource{LogicalID: "BadRole", Properties: doc.Content[0]})
 	if len(bad) != 4 {
 		t.Fatalf("want 4 violations, got %d:\n%s", len(bad), strings.Join(bad, "\n"))
 	}

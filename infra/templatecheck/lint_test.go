@@ -68,7 +68,7 @@ func TestSAMTransform_AddsNoRoles(t *testing.T) {
 		if !strings.HasPrefix(typ, "AWS::IAM::") {
 			continue
 		}
-		if r := raw.resources[id]; r == nil || r.Type != typ {
+		if r := raw.Resources[id]; r == nil || r.Type != typ {
 			t.Errorf("the SAM transform adds %s (%s), which the role checks never see", id, typ)
 		}
 	}

@@ -1,8 +1,10 @@
 package templatecheck_test
 
 import (
+	"maps"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,8 +15,9 @@ import (
 	"github.com/sandgate/sandgate/internal/taskenv"
 )
 
-// issueParameters are the parameters the issue names (with the S3-or-R2 storage set).
-var issueParameters = []string{"MaxSandboxes", "SleepAfter", "MaxLifetime", "RetentionDays", "MessageRateLimit",
+// operatorParameters are the parameters an operator tunes or must set (with the
+// S3-or-R2 storage choice), as docs/DEPLOY.md lists them.
+var operatorParameters = []string{"MaxSandboxes", "SleepAfter", "MaxLifetime", "RetentionDays", "MessageRateLimit",
 	"SandboxImage", "SubnetIds", "SecurityGroupIds", "BucketName", "StorageEndpoint", "StageName"}
 
 // secretish names a parameter that could carry a secret value.
@@ -25,21 +28,22 @@ var secretish = regexp.MustCompile(`(?i)secret|password|passwd|token|credential|
 // NoEcho (a secret in the stack's parameters all the same) is not used at all.
 func TestParameters(t *testing.T) {
 	raw := loadRaw(t, templatePath, scenarios[0])
-	for _, name := range issueParameters {
-		if raw.params[name] == nil {
+	for _, name := range operatorParameters {
+		if raw.Parameters[name] == nil {
 			t.Errorf("parameter %s is missing", name)
 		}
 	}
-	for _, name := range raw.paramList {
-		p := raw.params[name]
-		if d := get(p, "Description"); d == nil || len(d.Value) < 10 {
+	names := slices.Sorted(maps.Keys(raw.Parameters))
+	for _, name := range names {
+		p := raw.Parameters[name].Node
+		if d := template.Lookup(p, "Description"); d == nil || len(d.Value) < 10 {
 			t.Errorf("%s: no description", name)
 		}
 		_, isRequired := required[name]
-		if hasDefault := get(p, "Default") != nil; hasDefault == isRequired {
-			t.Errorf("%s: default present = %v; only %v may lack one", name, hasDefault, keys(set(mapKeys(required)...)))
+		if hasDefault := template.Lookup(p, "Default") != nil; hasDefault == isRequired {
+			t.Errorf("%s: default present = %v; only %v may lack one", name, hasDefault, slices.Sorted(maps.Keys(required)))
 		}
-		if n := get(p, "NoEcho"); n != nil && n.Value == "true" {
+		if n := template.Lookup(p, "NoEcho"); n != nil && n.Value == "true" {
 			t.Errorf("%s: NoEcho parameter: put the secret in Secrets Manager and pass its name or ARN", name)
 		}
 		if secretish.MatchString(name) && !secretRef(name) {
@@ -52,9 +56,9 @@ func TestParameters(t *testing.T) {
 		t.Fatal(err)
 	}
 	num := func(name string) int {
-		n, err := strconv.Atoi(raw.values[name])
+		n, err := strconv.Atoi(raw.value(t, name))
 		if err != nil {
-			t.Fatalf("%s default %q: %v", name, raw.values[name], err)
+			t.Fatalf("%s default %q: %v", name, raw.value(t, name), err)
 		}
 		return n
 	}
@@ -65,12 +69,12 @@ func TestParameters(t *testing.T) {
 		t.Errorf("LeaseTtl %d leaves the agent under 10 s between renewals", num("LeaseTtl"))
 	}
 	// The secret parameters are used only as Secrets Manager references.
-	for _, name := range raw.paramList {
+	for _, name := range names {
 		if !secretRef(name) {
 			continue
 		}
-		for _, r := range raw.resources {
-			checkSecretUse(t, r.ID, name, r.Node)
+		for _, r := range raw.Resources {
+			checkSecretUse(t, r.LogicalID, name, r.Node)
 		}
 	}
 }
@@ -78,14 +82,6 @@ func TestParameters(t *testing.T) {
 // secretRef reports whether a parameter names a secret, points at one or pins its version.
 func secretRef(name string) bool {
 	return strings.HasSuffix(name, "SecretName") || strings.HasSuffix(name, "SecretArn") || strings.HasSuffix(name, "SecretVersionId")
-}
-
-func mapKeys(m map[string]string) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }
 
 // secretUse matches a dynamic reference to, an ECS secret valueFrom of, or an IAM
@@ -101,7 +97,7 @@ func checkSecretUse(t *testing.T, id, param string, root *yaml.Node) {
 		if n == nil {
 			return
 		}
-		if name, arg, ok := intrinsic(n); ok {
+		if name, arg, ok := template.Intrinsic(n); ok {
 			switch name {
 			case "Ref":
 				if arg.Value == param && !strings.HasSuffix(path, ".Resource") && !strings.HasSuffix(path, ".Condition") {
@@ -134,8 +130,8 @@ func checkSecretUse(t *testing.T, id, param string, root *yaml.Node) {
 // point-in-time recovery and encryption, and kept if the stack goes.
 func TestTable(t *testing.T) {
 	raw := loadRaw(t, templatePath, scenarios[0])
-	r := raw.resources["Table"]
-	p := raw.render(t, r.Props).(map[string]any)
+	r := raw.Resources["Table"]
+	p := raw.render(t, r.Properties).(map[string]any)
 	want := map[string]any{
 		"BillingMode": "PAY_PER_REQUEST",
 		"AttributeDefinitions": []any{
@@ -153,7 +149,7 @@ func TestTable(t *testing.T) {
 	if !reflect.DeepEqual(p, want) {
 		t.Errorf("Table properties:\n got %s\nwant %s", canonical(p), canonical(want))
 	}
-	if raw.str(t, get(r.Node, "DeletionPolicy")) != "Retain" || raw.str(t, get(r.Node, "UpdateReplacePolicy")) != "Retain" {
+	if raw.str(t, template.Lookup(r.Node, "DeletionPolicy")) != "Retain" || raw.str(t, template.Lookup(r.Node, "UpdateReplacePolicy")) != "Retain" {
 		t.Error("the table must be retained on delete and replacement: it holds every user's state")
 	}
 }
@@ -168,7 +164,7 @@ func TestSandboxTaskDefinition(t *testing.T) {
 			if len(defs) != 1 {
 				t.Fatalf("want one task definition, got %d", len(defs))
 			}
-			td := raw.render(t, defs[0].Props).(map[string]any)
+			td := raw.render(t, defs[0].Properties).(map[string]any)
 			for k, v := range map[string]any{
 				"RequiresCompatibilities": []any{"FARGATE"}, "NetworkMode": "awsvpc",
 				"Cpu": "${SandboxCpu}", "Memory": "${SandboxMemory}",
@@ -214,7 +210,7 @@ func TestSandboxTaskDefinition(t *testing.T) {
 				wantEnv["AWS_ENDPOINT_URL_S3"], wantEnv["SANDBOX_COMMAND"] = true, true
 				wantSecrets = set("STORAGE_ACCESS_KEY_ID", "STORAGE_SECRET_ACCESS_KEY")
 			}
-			if missing, extra := diff(wantEnv, set(mapKeysS(env)...)); len(missing)+len(extra) > 0 {
+			if missing, extra := diff(wantEnv, set(slices.Collect(maps.Keys(env))...)); len(missing)+len(extra) > 0 {
 				t.Errorf("container environment lacks %v, has unexpected %v", missing, extra)
 			}
 			if missing, extra := diff(wantSecrets, set(secrets...)); len(missing)+len(extra) > 0 {
@@ -228,8 +224,8 @@ func TestSandboxTaskDefinition(t *testing.T) {
 			if env["LEASE_TTL"] != "${LeaseTtl}" || env["SLEEP_AFTER"] != "${SleepAfter}" || env["MAX_LIFETIME"] != "${MaxLifetime}" {
 				t.Errorf("lease and lifetimes must come from the parameters the functions use too: %v", env)
 			}
-			if lease := tpl.Functions["ConnectFunction"].Environment["LEASE_TTL"]; lease != raw.values["LeaseTtl"] {
-				t.Errorf("functions' LEASE_TTL %s differs from the LeaseTtl parameter %s the agent gets", lease, raw.values["LeaseTtl"])
+			if lease := tpl.Functions["ConnectFunction"].Environment["LEASE_TTL"]; lease != raw.value(t, "LeaseTtl") {
+				t.Errorf("functions' LEASE_TTL %s differs from the LeaseTtl parameter %s the agent gets", lease, raw.value(t, "LeaseTtl"))
 			}
 			ports := list(c["PortMappings"])
 			if len(ports) != 1 || ports[0].(map[string]any)["ContainerPort"] != env["AGENT_PORT"] {
@@ -260,45 +256,44 @@ func TestSandboxTaskDefinition(t *testing.T) {
 			}
 			lc, _ := c["LogConfiguration"].(map[string]any)
 			opts, _ := lc["Options"].(map[string]any)
-			group := raw.resources[strings.Trim(opts["awslogs-group"].(string), "${}")]
-			if lc["LogDriver"] != "awslogs" || group == nil || get(group.Props, "RetentionInDays") == nil {
+			group := raw.Resources[strings.Trim(opts["awslogs-group"].(string), "${}")]
+			if lc["LogDriver"] != "awslogs" || group == nil || template.Lookup(group.Properties, "RetentionInDays") == nil {
 				t.Errorf("logs %v: want awslogs to a log group of the template with a retention", lc)
 			}
 		})
 	}
 }
 
-func mapKeysS(m map[string]string) []string { return mapKeys(m) }
-
 // The cluster offers both Fargate capacity providers, and the functions pick one of them.
 func TestCluster(t *testing.T) {
 	raw := loadRaw(t, templatePath, scenarios[0])
-	cl := raw.render(t, raw.resources["Cluster"].Props).(map[string]any)
+	cl := raw.render(t, raw.Resources["Cluster"].Properties).(map[string]any)
 	providers := set(asStrings(cl["CapacityProviders"])...)
 	if !reflect.DeepEqual(providers, set("FARGATE", "FARGATE_SPOT")) {
-		t.Errorf("capacity providers %v", keys(providers))
+		t.Errorf("capacity providers %v", slices.Sorted(maps.Keys(providers)))
 	}
-	for _, v := range get(raw.params["CapacityProvider"], "AllowedValues").Content {
+	for _, v := range template.Lookup(raw.Parameters["CapacityProvider"].Node, "AllowedValues").Content {
 		if !providers[v.Value] {
 			t.Errorf("CapacityProvider allows %s, which the cluster lacks", v.Value)
 		}
 	}
 }
 
-// Alarms watch the metrics the issue names, each with the stage's dimension where the
-// metric has one, and notify the alarm topic.
+// Alarms watch the platform's metrics (live sandboxes, start failures, capacity
+// refusals) and every function's errors and throttles, each with the stage's dimension
+// where the metric has one, and notify the alarm topic.
 func TestAlarms(t *testing.T) {
 	raw := loadRaw(t, templatePath, scenarios[0])
 	type watched struct{ alarm, stage string }
 	byMetric := map[string][]watched{} // "Namespace/Metric" → alarms
 	lambdaFns := map[string]map[string]bool{}
 	for _, a := range raw.ofType(t, "AWS::CloudWatch::Alarm") {
-		p := raw.render(t, a.Props).(map[string]any)
+		p := raw.render(t, a.Properties).(map[string]any)
 		if canonical(p["AlarmActions"]) != `["${AlarmTopic}"]` {
-			t.Errorf("%s: alarm actions %v, want the alarm topic", a.ID, p["AlarmActions"])
+			t.Errorf("%s: alarm actions %v, want the alarm topic", a.LogicalID, p["AlarmActions"])
 		}
 		if p["AlarmDescription"] == nil {
-			t.Errorf("%s: no description: whoever is paged needs to know what it means", a.ID)
+			t.Errorf("%s: no description: whoever is paged needs to know what it means", a.LogicalID)
 		}
 		metrics := []map[string]any{}
 		if p["MetricName"] != nil {
@@ -311,7 +306,7 @@ func TestAlarms(t *testing.T) {
 		}
 		for _, m := range metrics {
 			key := m["Namespace"].(string) + "/" + m["MetricName"].(string)
-			w := watched{alarm: a.ID}
+			w := watched{alarm: a.LogicalID}
 			for _, d := range list(m["Dimensions"]) {
 				dm := d.(map[string]any)
 				switch dm["Name"] {
@@ -344,7 +339,7 @@ func TestAlarms(t *testing.T) {
 		}
 	}
 	// "Near MaxSandboxes" is a share of the parameter, not a fixed count.
-	live := raw.render(t, raw.resources["LiveSandboxesAlarm"].Props)
+	live := raw.render(t, raw.Resources["LiveSandboxesAlarm"].Properties)
 	if !strings.Contains(canonical(live), "${MaxSandboxes}") {
 		t.Error("LiveSandboxesAlarm does not relate live sandboxes to MaxSandboxes")
 	}
@@ -355,8 +350,8 @@ func TestOutputs(t *testing.T) {
 	raw := loadRaw(t, templatePath, scenarios[0])
 	tpl, _ := loadModel(t, scenarios[0])
 	out := map[string]string{}
-	for k, v := range raw.outputs {
-		out[k] = raw.str(t, get(v, "Value"))
+	for k, v := range raw.Outputs {
+		out[k] = raw.str(t, template.Lookup(v, "Value"))
 	}
 	for k, want := range map[string]string{
 		"WebSocketURL":       "wss://${WebSocketApi}.execute-api.${AWS::Region}.amazonaws.com/${StageName}",
@@ -382,13 +377,13 @@ func TestNetworkStack(t *testing.T) {
 	for _, natGateways := range []string{"1", "2"} {
 		raw := loadRaw(t, networkTemplate, scenario{name: "nat" + natGateways, params: map[string]string{"NatGateways": natGateways, "InterfaceEndpoints": "true"}})
 		for _, out := range []string{"SubnetIds", "SecurityGroupIds"} {
-			if raw.outputs[out] == nil {
+			if raw.Outputs[out] == nil {
 				t.Errorf("no output %s for the main stack's parameter of that name", out)
 			}
 		}
 		privateTables := set()
 		for _, a := range raw.ofType(t, "AWS::EC2::SubnetRouteTableAssociation") {
-			p := raw.render(t, a.Props).(map[string]any)
+			p := raw.render(t, a.Properties).(map[string]any)
 			if strings.HasPrefix(p["SubnetId"].(string), "${PrivateSubnet") {
 				privateTables[p["RouteTableId"].(string)] = true
 			}
@@ -397,26 +392,26 @@ func TestNetworkStack(t *testing.T) {
 			t.Errorf("private subnets use %d route tables, want one per subnet", len(privateTables))
 		}
 		for _, r := range raw.ofType(t, "AWS::EC2::Route") {
-			p := raw.render(t, r.Props).(map[string]any)
+			p := raw.render(t, r.Properties).(map[string]any)
 			if privateTables[p["RouteTableId"].(string)] && (p["DestinationCidrBlock"] != "0.0.0.0/0" || p["NatGatewayId"] == nil) {
-				t.Errorf("%s: private default route %v does not go through a NAT gateway", r.ID, p)
+				t.Errorf("%s: private default route %v does not go through a NAT gateway", r.LogicalID, p)
 			}
 			if privateTables[p["RouteTableId"].(string)] {
 				delete(privateTables, p["RouteTableId"].(string))
 			}
 		}
 		if len(privateTables) != 0 {
-			t.Errorf("private route tables without a default route: %v", keys(privateTables))
+			t.Errorf("private route tables without a default route: %v", slices.Sorted(maps.Keys(privateTables)))
 		}
 		if n := len(raw.ofType(t, "AWS::EC2::NatGateway")); strconv.Itoa(n) != natGateways {
 			t.Errorf("NatGateways=%s made %d NAT gateways", natGateways, n)
 		}
 		for _, e := range raw.ofType(t, "AWS::EC2::VPCEndpoint") {
-			if strings.HasSuffix(raw.str(t, get(e.Props, "ServiceName")), ".execute-api") {
-				t.Errorf("%s: an execute-api endpoint would capture the management API", e.ID)
+			if strings.HasSuffix(raw.str(t, template.Lookup(e.Properties, "ServiceName")), ".execute-api") {
+				t.Errorf("%s: an execute-api endpoint would capture the management API", e.LogicalID)
 			}
 		}
-		ingress := raw.render(t, raw.resources["SandboxAgentIngress"].Props).(map[string]any)
+		ingress := raw.render(t, raw.Resources["SandboxAgentIngress"].Properties).(map[string]any)
 		if ingress["GroupId"] != "${SandboxSecurityGroup}" || ingress["SourceSecurityGroupId"] != "${SandboxSecurityGroup}" ||
 			ingress["FromPort"] != "8080" || ingress["ToPort"] != "8080" || ingress["IpProtocol"] != "tcp" {
 			t.Errorf("agent ingress %v: want TCP 8080 from the group itself", ingress)

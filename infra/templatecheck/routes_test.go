@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/sandgate/sandgate/infra/local/template"
 )
 
 // Every WebSocket route reaches a function through a Lambda proxy integration, and API
@@ -35,10 +37,10 @@ func TestWebSocket_RoutesReachFunctions(t *testing.T) {
 	// invokes reports whether some permission lets API Gateway invoke fn with sourceArn.
 	invokes := func(fn, sourceArn string) bool {
 		for _, p := range perms {
-			if refersTo(get(p.Props, "FunctionName"), fn) &&
-				raw.str(t, get(p.Props, "Principal")) == "apigateway.amazonaws.com" &&
-				raw.str(t, get(p.Props, "Action")) == "lambda:InvokeFunction" &&
-				glob(raw.str(t, get(p.Props, "SourceArn")), sourceArn) {
+			if refersTo(template.Lookup(p.Properties, "FunctionName"), fn) &&
+				raw.str(t, template.Lookup(p.Properties, "Principal")) == "apigateway.amazonaws.com" &&
+				raw.str(t, template.Lookup(p.Properties, "Action")) == "lambda:InvokeFunction" &&
+				glob(raw.str(t, template.Lookup(p.Properties, "SourceArn")), sourceArn) {
 				return true
 			}
 		}
@@ -69,12 +71,12 @@ func TestWebSocket_RoutesReachFunctions(t *testing.T) {
 	}
 	// Every permission belongs to a route or the authorizer: nothing else may invoke.
 	for _, p := range perms {
-		ok := refersTo(get(p.Props, "FunctionName"), "AuthorizeFunction")
+		ok := refersTo(template.Lookup(p.Properties, "FunctionName"), "AuthorizeFunction")
 		for _, r := range ws.Routes {
-			ok = ok || refersTo(get(p.Props, "FunctionName"), r.Function)
+			ok = ok || refersTo(template.Lookup(p.Properties, "FunctionName"), r.Function)
 		}
 		if !ok {
-			t.Errorf("permission %s grants a function that no route uses", p.ID)
+			t.Errorf("permission %s grants a function that no route uses", p.LogicalID)
 		}
 	}
 
@@ -86,15 +88,15 @@ func TestWebSocket_RoutesReachFunctions(t *testing.T) {
 		}
 	}
 	for _, r := range raw.ofType(t, "AWS::ApiGatewayV2::Route") {
-		if !deps[r.ID] {
-			t.Errorf("the WebSocket deployment does not depend on route %s", r.ID)
+		if !deps[r.LogicalID] {
+			t.Errorf("the WebSocket deployment does not depend on route %s", r.LogicalID)
 		}
 	}
 	stages := raw.ofType(t, "AWS::ApiGatewayV2::Stage")
 	if len(stages) != 1 {
 		t.Fatalf("want one WebSocket stage, got %d", len(stages))
 	}
-	st := raw.render(t, stages[0].Props).(map[string]any)
+	st := raw.render(t, stages[0].Properties).(map[string]any)
 	drs, _ := st["DefaultRouteSettings"].(map[string]any)
 	if st["StageName"] != "${StageName}" || drs["ThrottlingRateLimit"] == nil || drs["ThrottlingBurstLimit"] == nil {
 		t.Errorf("stage %v: want StageName from the parameter and throttling", st)

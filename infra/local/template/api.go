@@ -70,37 +70,32 @@ func (r HTTPRoute) Key() string {
 func (e *evaluator) readWebSocketAPIs(t *Template) ([]*WebSocketAPI, error) {
 	var apis []*WebSocketAPI
 	byID := map[string]*WebSocketAPI{}
-	for _, r := range e.sorted() {
-		if r.typ != TypeAPI {
-			continue
-		}
-		if ok, err := e.included(r); err != nil || !ok {
-			if err != nil {
-				return nil, err
-			}
-			continue
-		}
-		base := "Resources." + r.id + ".Properties"
-		proto, err := e.optStr(r.props, "ProtocolType", base)
+	rs, err := e.ofType(TypeAPI, nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rs {
+		base := "Resources." + r.LogicalID + ".Properties"
+		proto, err := e.optStr(r.Properties, "ProtocolType", base)
 		if err != nil {
 			return nil, err
 		}
 		if proto != "WEBSOCKET" {
 			continue
 		}
-		a := &WebSocketAPI{LogicalID: r.id, Routes: map[string]*Route{}}
-		if a.RouteSelectionExpression, err = e.optStr(r.props, "RouteSelectionExpression", base); err != nil {
+		a := &WebSocketAPI{LogicalID: r.LogicalID, Routes: map[string]*Route{}}
+		if a.RouteSelectionExpression, err = e.optStr(r.Properties, "RouteSelectionExpression", base); err != nil {
 			return nil, err
 		}
 		apis = append(apis, a)
-		byID[r.id] = a
+		byID[r.LogicalID] = a
 	}
 	if len(apis) == 0 {
 		return nil, nil
 	}
 	// Routes, authorizers, integrations and stages name their API through ApiId.
-	apiOf := func(r *resource) *WebSocketAPI {
-		for _, id := range refs(lookup(r.props, "ApiId")) {
+	apiOf := func(r *Resource) *WebSocketAPI {
+		for _, id := range Refs(Lookup(r.Properties, "ApiId")) {
 			if a := byID[id]; a != nil {
 				return a
 			}
@@ -119,17 +114,17 @@ func (e *evaluator) readWebSocketAPIs(t *Template) ([]*WebSocketAPI, error) {
 			}
 			continue
 		}
-		base := "Resources." + r.id + ".Properties"
-		switch r.typ {
+		base := "Resources." + r.LogicalID + ".Properties"
+		switch r.Type {
 		case TypeStage:
 			if a.Stage != "" {
 				continue
 			}
 			var err error
-			if a.Stage, err = e.optStr(r.props, "StageName", base); err != nil {
+			if a.Stage, err = e.optStr(r.Properties, "StageName", base); err != nil {
 				return nil, err
 			}
-			if a.StageVariables, err = e.strMap(lookup(r.props, "StageVariables"), base+".StageVariables"); err != nil {
+			if a.StageVariables, err = e.strMap(Lookup(r.Properties, "StageVariables"), base+".StageVariables"); err != nil {
 				return nil, err
 			}
 		case TypeRoute:
@@ -141,14 +136,14 @@ func (e *evaluator) readWebSocketAPIs(t *Template) ([]*WebSocketAPI, error) {
 				return nil, pathErrf(base+".RouteKey", ErrInvalid, "route key %s is declared twice", rt.Key)
 			}
 			a.Routes[rt.Key] = rt
-			routesByID[r.id] = rt
+			routesByID[r.LogicalID] = rt
 		}
 	}
 	for _, r := range e.sorted() {
-		if r.typ != TypeRouteResponse || apiOf(r) == nil {
+		if r.Type != TypeRouteResponse || apiOf(r) == nil {
 			continue
 		}
-		for _, id := range refs(lookup(r.props, "RouteId")) {
+		for _, id := range Refs(Lookup(r.Properties, "RouteId")) {
 			if rt := routesByID[id]; rt != nil {
 				rt.TwoWay = true
 			}
@@ -157,19 +152,19 @@ func (e *evaluator) readWebSocketAPIs(t *Template) ([]*WebSocketAPI, error) {
 	return apis, nil
 }
 
-func (e *evaluator) readRoute(r *resource, base string) (*Route, error) {
+func (e *evaluator) readRoute(r *Resource, base string) (*Route, error) {
 	rt := &Route{}
 	var err error
-	if rt.Key, err = e.optStr(r.props, "RouteKey", base); err != nil {
+	if rt.Key, err = e.optStr(r.Properties, "RouteKey", base); err != nil {
 		return nil, err
 	}
 	if rt.Key == "" {
 		return nil, pathErrf(base+".RouteKey", ErrInvalid, "route key is required")
 	}
-	if tgt := lookup(r.props, "Target"); tgt != nil {
+	if tgt := Lookup(r.Properties, "Target"); tgt != nil {
 		integ := ""
-		for _, id := range refs(tgt) {
-			if x, ok := e.resources[id]; ok && x.typ == TypeIntegration {
+		for _, id := range Refs(tgt) {
+			if x, ok := e.resources[id]; ok && x.Type == TypeIntegration {
 				integ = id
 			}
 		}
@@ -178,23 +173,23 @@ func (e *evaluator) readRoute(r *resource, base string) (*Route, error) {
 		}
 		ir := e.resources[integ]
 		ib := "Resources." + integ + ".Properties"
-		if rt.IntegrationType, err = e.optStr(ir.props, "IntegrationType", ib); err != nil {
+		if rt.IntegrationType, err = e.optStr(ir.Properties, "IntegrationType", ib); err != nil {
 			return nil, err
 		}
 		if rt.IntegrationType == IntegrationLambdaProxy {
-			if rt.Function, err = e.functionOf(lookup(ir.props, "IntegrationUri"), ib+".IntegrationUri"); err != nil {
+			if rt.Function, err = e.functionOf(Lookup(ir.Properties, "IntegrationUri"), ib+".IntegrationUri"); err != nil {
 				return nil, err
 			}
 		}
 	}
-	at, err := e.optStr(r.props, "AuthorizationType", base)
+	at, err := e.optStr(r.Properties, "AuthorizationType", base)
 	if err != nil {
 		return nil, err
 	}
 	if at == "CUSTOM" {
 		var authID string
-		for _, id := range refs(lookup(r.props, "AuthorizerId")) {
-			if x, ok := e.resources[id]; ok && x.typ == TypeAuthorizer {
+		for _, id := range Refs(Lookup(r.Properties, "AuthorizerId")) {
+			if x, ok := e.resources[id]; ok && x.Type == TypeAuthorizer {
 				authID = id
 			}
 		}
@@ -208,23 +203,23 @@ func (e *evaluator) readRoute(r *resource, base string) (*Route, error) {
 	return rt, nil
 }
 
-func (e *evaluator) readAuthorizer(r *resource) (*Authorizer, error) {
-	base := "Resources." + r.id + ".Properties"
-	a := &Authorizer{LogicalID: r.id}
+func (e *evaluator) readAuthorizer(r *Resource) (*Authorizer, error) {
+	base := "Resources." + r.LogicalID + ".Properties"
+	a := &Authorizer{LogicalID: r.LogicalID}
 	var err error
-	if a.Name, err = e.optStr(r.props, "Name", base); err != nil {
+	if a.Name, err = e.optStr(r.Properties, "Name", base); err != nil {
 		return nil, err
 	}
-	if a.Type, err = e.optStr(r.props, "AuthorizerType", base); err != nil {
+	if a.Type, err = e.optStr(r.Properties, "AuthorizerType", base); err != nil {
 		return nil, err
 	}
 	if a.Type != "REQUEST" {
 		return nil, pathErrf(base+".AuthorizerType", ErrInvalid, "WebSocket APIs support REQUEST authorizers only, got %q", a.Type)
 	}
-	if a.Function, err = e.functionOf(lookup(r.props, "AuthorizerUri"), base+".AuthorizerUri"); err != nil {
+	if a.Function, err = e.functionOf(Lookup(r.Properties, "AuthorizerUri"), base+".AuthorizerUri"); err != nil {
 		return nil, err
 	}
-	if n := lookup(r.props, "IdentitySource"); n != nil {
+	if n := Lookup(r.Properties, "IdentitySource"); n != nil {
 		list, err := e.list(n, base+".IdentitySource")
 		if err != nil {
 			return nil, err
@@ -243,29 +238,24 @@ func (e *evaluator) readAuthorizer(r *resource) (*Authorizer, error) {
 
 func (e *evaluator) readHTTPAPIs(t *Template) ([]*HTTPAPI, error) {
 	byID := map[string]*HTTPAPI{}
-	for _, r := range e.sorted() {
-		if r.typ != TypeHTTPAPI {
-			continue
-		}
-		if ok, err := e.included(r); err != nil || !ok {
-			if err != nil {
-				return nil, err
-			}
-			continue
-		}
-		base := "Resources." + r.id + ".Properties"
-		a := &HTTPAPI{LogicalID: r.id, Stage: defaultStageName}
-		s, err := e.optStr(r.props, "StageName", base)
+	rs, err := e.ofType(TypeHTTPAPI, nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rs {
+		base := "Resources." + r.LogicalID + ".Properties"
+		a := &HTTPAPI{LogicalID: r.LogicalID, Stage: defaultStageName}
+		s, err := e.optStr(r.Properties, "StageName", base)
 		if err != nil {
 			return nil, err
 		}
 		if s != "" {
 			a.Stage = s
 		}
-		if a.StageVariables, err = e.strMap(lookup(r.props, "StageVariables"), base+".StageVariables"); err != nil {
+		if a.StageVariables, err = e.strMap(Lookup(r.Properties, "StageVariables"), base+".StageVariables"); err != nil {
 			return nil, err
 		}
-		byID[r.id] = a
+		byID[r.LogicalID] = a
 	}
 	ids := make([]string, 0, len(t.Functions))
 	for id := range t.Functions {

@@ -23,13 +23,31 @@ type evaluator struct {
 	condVals  map[string]bool
 	condBusy  map[string]bool
 	mappings  *yaml.Node
-	resources map[string]*resource
+	resources map[string]*Resource
 	res       Resolver
+	// symbolic keeps parameters as the text that refers to them (with res giving
+	// references as written); values is the evaluator that decides conditions and
+	// Fn::FindInMap keys, which need values in either mode (e itself when not symbolic).
+	symbolic bool
+	values   *evaluator
 }
 
-// intrinsic reports whether n is an intrinsic function call, in short form (!Sub x)
-// or long form ({"Fn::Sub": x}), and returns its long name and argument.
-func intrinsic(n *yaml.Node) (name string, arg *yaml.Node, ok bool) {
+// symbolicTwin returns an evaluator over the same template that writes references
+// instead of resolving them, sharing e's parameters and condition values.
+func (e *evaluator) symbolicTwin() *evaluator {
+	s := *e
+	s.res, s.symbolic, s.values = written{}, true, e
+	return &s
+}
+
+// Intrinsic reports whether n is an intrinsic function call, in short form (!Sub x)
+// or long form ({"Fn::Sub": x}), and returns its long name ("Ref", "Fn::Sub", …) and
+// its argument. The short form's argument is n without its tag.
+func Intrinsic(n *yaml.Node) (name string, arg *yaml.Node, ok bool) {
+	n = deref(n)
+	if n == nil {
+		return "", nil, false
+	}
 	if strings.HasPrefix(n.Tag, "!") && !strings.HasPrefix(n.Tag, "!!") {
 		name = n.Tag[1:]
 		if name != "Ref" && name != "Condition" {
@@ -61,7 +79,7 @@ func (e *evaluator) eval(n *yaml.Node, path string) (any, error) {
 	if n == nil {
 		return nil, nil
 	}
-	if name, arg, ok := intrinsic(n); ok {
+	if name, arg, ok := Intrinsic(n); ok {
 		return e.call(name, deref(arg), path)
 	}
 	switch n.Kind {
@@ -112,15 +130,7 @@ func (e *evaluator) call(name string, arg *yaml.Node, path string) (any, error) 
 	case "Fn::Sub":
 		return e.sub(arg, path)
 	case "Fn::Join":
-		args, err := e.args(arg, 2, name, path)
-		if err != nil {
-			return nil, err
-		}
-		delim, err := e.str(args[0], path)
-		if err != nil {
-			return nil, err
-		}
-		list, err := e.list(args[1], path)
+		delim, list, err := pair(e, arg, name, path, e.str, e.list)
 		if err != nil {
 			return nil, err
 		}
@@ -134,15 +144,7 @@ func (e *evaluator) call(name string, arg *yaml.Node, path string) (any, error) 
 		}
 		return strings.Join(parts, delim), nil
 	case "Fn::Select":
-		args, err := e.args(arg, 2, name, path)
-		if err != nil {
-			return nil, err
-		}
-		is, err := e.str(args[0], path)
-		if err != nil {
-			return nil, err
-		}
-		list, err := e.list(args[1], path)
+		is, list, err := pair(e, arg, name, path, e.str, e.list)
 		if err != nil {
 			return nil, err
 		}
@@ -152,15 +154,7 @@ func (e *evaluator) call(name string, arg *yaml.Node, path string) (any, error) 
 		}
 		return list[i], nil
 	case "Fn::Split":
-		args, err := e.args(arg, 2, name, path)
-		if err != nil {
-			return nil, err
-		}
-		delim, err := e.str(args[0], path)
-		if err != nil {
-			return nil, err
-		}
-		src, err := e.str(args[1], path)
+		delim, src, err := pair(e, arg, name, path, e.str, e.str)
 		if err != nil {
 			return nil, err
 		}
@@ -187,15 +181,17 @@ func (e *evaluator) call(name string, arg *yaml.Node, path string) (any, error) 
 		if err != nil {
 			return nil, err
 		}
+		// The keys choose an entry, as a condition chooses a branch: they take values
+		// in either mode.
 		keys := make([]string, 3)
 		for i := range keys {
-			if keys[i], err = e.str(args[i], path); err != nil {
+			if keys[i], err = e.values.str(args[i], path); err != nil {
 				return nil, err
 			}
 		}
 		n := e.mappings
 		for _, k := range keys {
-			if n = lookup(n, k); n == nil {
+			if n = Lookup(n, k); n == nil {
 				return nil, pathErrf(path, ErrUnknownReference, "Fn::FindInMap %s", strings.Join(keys, "."))
 			}
 		}
@@ -228,6 +224,22 @@ func getAttArgs(arg *yaml.Node, path string) (id, attr string, err error) {
 	return "", "", pathErrf(path, ErrInvalid, "Fn::GetAtt wants Resource.Attribute or [Resource, Attribute]")
 }
 
+// pair evaluates the two arguments of function name, the first with first and the
+// second with second (such as e.str and e.list for Fn::Join's delimiter and list).
+func pair[A, B any](e *evaluator, arg *yaml.Node, name, path string,
+	first func(*yaml.Node, string) (A, error), second func(*yaml.Node, string) (B, error),
+) (a A, b B, err error) {
+	args, err := e.args(arg, 2, name, path)
+	if err != nil {
+		return a, b, err
+	}
+	if a, err = first(args[0], path); err != nil {
+		return a, b, err
+	}
+	b, err = second(args[1], path)
+	return a, b, err
+}
+
 func (e *evaluator) args(arg *yaml.Node, n int, name, path string) ([]*yaml.Node, error) {
 	if arg.Kind != yaml.SequenceNode || len(arg.Content) != n {
 		return nil, pathErrf(path, ErrInvalid, "%s wants a list of %d arguments", name, n)
@@ -244,6 +256,14 @@ func (e *evaluator) ref(name, path string) (any, error) {
 		return noValue, nil
 	}
 	if p, ok := e.params[name]; ok {
+		if e.symbolic {
+			ref := "${" + name + "}"
+			if p.IsList() {
+				// One item, so that Fn::Join of the list reads as the reference.
+				return []any{ref}, nil
+			}
+			return ref, nil
+		}
 		if !p.HasValue {
 			return nil, pathErrf(path, ErrParameter, "parameter %s has no Default and no override", name)
 		}
@@ -293,22 +313,22 @@ func (e *evaluator) getAtt(id, attr, path string) (any, error) {
 }
 
 // present fails when r exists in the template but its Condition leaves it out.
-func (e *evaluator) present(r *resource, path string) error {
+func (e *evaluator) present(r *Resource, path string) error {
 	ok, err := e.included(r)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		return pathErrf(path, ErrUnknownReference, "resource %s is excluded by its condition", r.id)
+		return pathErrf(path, ErrUnknownReference, "resource %s is excluded by its condition", r.LogicalID)
 	}
 	return nil
 }
 
-func (e *evaluator) included(r *resource) (bool, error) {
-	if r.condition == "" {
+func (e *evaluator) included(r *Resource) (bool, error) {
+	if r.Condition == "" {
 		return true, nil
 	}
-	return e.condition(r.condition, "Resources."+r.id+".Condition")
+	return e.condition(r.Condition, "Resources."+r.LogicalID+".Condition")
 }
 
 func (e *evaluator) sub(arg *yaml.Node, path string) (string, error) {
@@ -323,12 +343,12 @@ func (e *evaluator) sub(arg *yaml.Node, path string) (string, error) {
 		return "", pathErrf(path, ErrInvalid, "Fn::Sub template is not a string")
 	}
 	var b strings.Builder
-	err := scanSub(tmplNode.Value, func(lit string) { b.WriteString(lit) }, func(name string) error {
+	err := scanSub(tmplNode.Value, e.symbolic, func(lit string) { b.WriteString(lit) }, func(name string) error {
 		var v any
 		var err error
 		switch {
-		case lookup(vars, name) != nil:
-			v, err = e.eval(lookup(vars, name), path+".Fn::Sub."+name)
+		case Lookup(vars, name) != nil:
+			v, err = e.eval(Lookup(vars, name), path+".Fn::Sub."+name)
 		case !strings.HasPrefix(name, "AWS::") && strings.Contains(name, "."):
 			id, attr, _ := strings.Cut(name, ".")
 			v, err = e.getAtt(id, attr, path)
@@ -352,8 +372,9 @@ func (e *evaluator) sub(arg *yaml.Node, path string) (string, error) {
 }
 
 // scanSub walks a Fn::Sub template, calling lit for literal text and variable for
-// each ${Name}; ${!Literal} stands for the text ${Literal}.
-func scanSub(tmpl string, lit func(string), variable func(string) error) error {
+// each ${Name}; ${!Literal} stands for the text ${Literal}, or stays ${!Literal} when
+// keepEscapes is set, so that symbolic output never mistakes it for a reference.
+func scanSub(tmpl string, keepEscapes bool, lit func(string), variable func(string) error) error {
 	for {
 		i := strings.Index(tmpl, "${")
 		if i < 0 {
@@ -368,7 +389,10 @@ func scanSub(tmpl string, lit func(string), variable func(string) error) error {
 		name := strings.TrimSpace(tmpl[i+2 : i+j])
 		tmpl = tmpl[i+j+1:]
 		if strings.HasPrefix(name, "!") {
-			lit("${" + name[1:] + "}")
+			if !keepEscapes {
+				name = name[1:]
+			}
+			lit("${" + name + "}")
 			continue
 		}
 		if err := variable(name); err != nil {
@@ -377,17 +401,25 @@ func scanSub(tmpl string, lit func(string), variable func(string) error) error {
 	}
 }
 
-func lookup(m *yaml.Node, key string) *yaml.Node {
-	m = deref(m)
-	if m == nil || m.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
-			return deref(m.Content[i+1])
+// Lookup follows keys through nested mappings from n, as in
+// Lookup(resource.Properties, "LoggingConfig", "LogGroup"), and returns the node found
+// (aliases followed), or nil where a key is missing or a node is not a mapping.
+func Lookup(n *yaml.Node, keys ...string) *yaml.Node {
+	n = deref(n)
+	for _, key := range keys {
+		if n == nil || n.Kind != yaml.MappingNode {
+			return nil
 		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				next = deref(n.Content[i+1])
+				break
+			}
+		}
+		n = next
 	}
-	return nil
+	return n
 }
 
 // str evaluates n to a string, resolving dynamic references. Scalars of any YAML
@@ -451,7 +483,10 @@ func (e *evaluator) dynamic(s, path string) (string, error) {
 	}
 }
 
+// condition evaluates the declared condition name. Conditions decide what the
+// template contains, so they take parameters' values even in symbolic mode.
 func (e *evaluator) condition(name, path string) (bool, error) {
+	e = e.values
 	if v, ok := e.condVals[name]; ok {
 		return v, nil
 	}
@@ -474,7 +509,7 @@ func (e *evaluator) condition(name, path string) (bool, error) {
 
 func (e *evaluator) cond(n *yaml.Node, path string) (bool, error) {
 	n = deref(n)
-	name, arg, ok := intrinsic(n)
+	name, arg, ok := Intrinsic(n)
 	if !ok && n.Kind == yaml.MappingNode && len(n.Content) == 2 && n.Content[0].Value == "Condition" {
 		name, arg, ok = "Condition", n.Content[1], true
 	}
@@ -486,15 +521,7 @@ func (e *evaluator) cond(n *yaml.Node, path string) (bool, error) {
 	case "Condition":
 		return e.condition(arg.Value, path)
 	case "Fn::Equals":
-		args, err := e.args(arg, 2, name, path)
-		if err != nil {
-			return false, err
-		}
-		a, err := e.eval(args[0], path)
-		if err != nil {
-			return false, err
-		}
-		b, err := e.eval(args[1], path)
+		a, b, err := pair(e, arg, name, path, e.eval, e.eval)
 		if err != nil {
 			return false, err
 		}
@@ -527,15 +554,17 @@ func (e *evaluator) cond(n *yaml.Node, path string) (bool, error) {
 	return false, pathErrf(path, ErrInvalid, "%s is not a condition function", name)
 }
 
-// refs returns the logical ids that n refers to through Ref, Fn::GetAtt or Fn::Sub
-// variables, without evaluating anything: it links routes to integrations and
-// integrations to functions the way CloudFormation's dependency graph does.
-func refs(n *yaml.Node) []string {
+// Refs returns the names n refers to, in order, without evaluating anything: each
+// Ref's name, each Fn::GetAtt's resource and each Fn::Sub variable's resource,
+// parameter or pseudo parameter (a variable the Fn::Sub defines itself contributes the
+// names its value refers to). Like CloudFormation's dependency graph, it links routes
+// to integrations and integrations to functions, whatever the conditions decide.
+func Refs(n *yaml.Node) []string {
 	n = deref(n)
 	if n == nil {
 		return nil
 	}
-	if name, arg, ok := intrinsic(n); ok {
+	if name, arg, ok := Intrinsic(n); ok {
 		arg = deref(arg)
 		switch name {
 		case "Ref":
@@ -551,10 +580,10 @@ func refs(n *yaml.Node) []string {
 				tmpl, vars = deref(arg.Content[0]), deref(arg.Content[1])
 			}
 			var out []string
-			_ = scanSub(tmpl.Value, func(string) {}, func(name string) error {
-				if v := lookup(vars, name); v != nil {
-					out = append(out, refs(v)...)
-				} else if !strings.HasPrefix(name, "AWS::") {
+			_ = scanSub(tmpl.Value, false, func(string) {}, func(name string) error {
+				if v := Lookup(vars, name); v != nil {
+					out = append(out, Refs(v)...)
+				} else {
 					id, _, _ := strings.Cut(name, ".")
 					out = append(out, id)
 				}
@@ -565,7 +594,7 @@ func refs(n *yaml.Node) []string {
 	}
 	var out []string
 	for _, c := range n.Content {
-		out = append(out, refs(c)...)
+		out = append(out, Refs(c)...)
 	}
 	return out
 }

@@ -78,13 +78,11 @@ func DirName(logicalID string) string {
 	return strings.ToLower(strings.TrimSuffix(logicalID, functionIDSuffix))
 }
 
-func (e *evaluator) readFunction(r *resource, props *yaml.Node) (*Function, error) {
-	base := "Resources." + r.id + ".Properties"
+func (e *evaluator) readFunction(r *Resource, props *yaml.Node) (*Function, error) {
+	base := "Resources." + r.LogicalID + ".Properties"
 	f := &Function{
-		LogicalID:   r.id,
-		Name:        DirName(r.id),
-		Timeout:     DefaultTimeout,
-		MemorySize:  DefaultMemorySize,
+		LogicalID:   r.LogicalID,
+		Name:        DirName(r.LogicalID),
 		Environment: map[string]string{},
 	}
 	f.Dir = functionsDir + "/" + f.Name
@@ -98,24 +96,16 @@ func (e *evaluator) readFunction(r *resource, props *yaml.Node) (*Function, erro
 	if f.Runtime, err = e.optStr(props, "Runtime", base); err != nil {
 		return nil, err
 	}
-	if n := lookup(props, "Timeout"); n != nil {
-		secs, err := e.posInt(n, base+".Timeout")
-		if err != nil {
-			return nil, err
-		}
-		f.Timeout = time.Duration(secs) * time.Second
+	if f.Timeout, err = e.optSeconds(props, "Timeout", base, DefaultTimeout); err != nil {
+		return nil, err
 	}
-	if n := lookup(props, "MemorySize"); n != nil {
-		if f.MemorySize, err = e.posInt(n, base+".MemorySize"); err != nil {
-			return nil, err
-		}
+	if f.MemorySize, err = e.optPosInt(props, "MemorySize", base, DefaultMemorySize); err != nil {
+		return nil, err
 	}
-	if n := lookup(props, "ReservedConcurrentExecutions"); n != nil {
-		if f.ReservedConcurrency, err = e.posInt(n, base+".ReservedConcurrentExecutions"); err != nil {
-			return nil, err
-		}
+	if f.ReservedConcurrency, err = e.optPosInt(props, "ReservedConcurrentExecutions", base, 0); err != nil {
+		return nil, err
 	}
-	if n := lookup(lookup(props, "EventInvokeConfig"), "MaximumRetryAttempts"); n != nil {
+	if n := Lookup(Lookup(props, "EventInvokeConfig"), "MaximumRetryAttempts"); n != nil {
 		v, err := e.str(n, base+".EventInvokeConfig.MaximumRetryAttempts")
 		if err != nil {
 			return nil, err
@@ -126,7 +116,7 @@ func (e *evaluator) readFunction(r *resource, props *yaml.Node) (*Function, erro
 		}
 		f.AsyncRetries = &r
 	}
-	if n := lookup(props, "Architectures"); n != nil {
+	if n := Lookup(props, "Architectures"); n != nil {
 		list, err := e.list(n, base+".Architectures")
 		if err != nil {
 			return nil, err
@@ -135,16 +125,16 @@ func (e *evaluator) readFunction(r *resource, props *yaml.Node) (*Function, erro
 			f.Architecture, _ = list[0].(string)
 		}
 	}
-	lc := lookup(props, "LoggingConfig")
+	lc := Lookup(props, "LoggingConfig")
 	if f.LogFormat, err = e.optStr(lc, "LogFormat", base+".LoggingConfig"); err != nil {
 		return nil, err
 	}
 	if f.LogLevel, err = e.optStr(lc, "ApplicationLogLevel", base+".LoggingConfig"); err != nil {
 		return nil, err
 	}
-	if vars := lookup(lookup(props, "Environment"), "Variables"); vars != nil {
+	if vars := Lookup(Lookup(props, "Environment"), "Variables"); vars != nil {
 		path := base + ".Environment.Variables"
-		if _, _, call := intrinsic(vars); call || vars.Kind != yaml.MappingNode {
+		if _, _, call := Intrinsic(vars); call || vars.Kind != yaml.MappingNode {
 			return nil, pathErrf(path, ErrInvalid, "want a map of variables")
 		}
 		for i := 0; i+1 < len(vars.Content); i += 2 {
@@ -166,7 +156,7 @@ func (e *evaluator) readFunction(r *resource, props *yaml.Node) (*Function, erro
 			f.Environment[k] = s
 		}
 	}
-	if evs := lookup(props, "Events"); evs != nil {
+	if evs := Lookup(props, "Events"); evs != nil {
 		for i := 0; i+1 < len(evs.Content); i += 2 {
 			ev, ok, err := e.readEvent(evs.Content[i].Value, deref(evs.Content[i+1]), base+".Events."+evs.Content[i].Value)
 			if err != nil {
@@ -186,13 +176,13 @@ func (e *evaluator) readEvent(name string, n *yaml.Node, path string) (Event, bo
 	if ev.Type, err = e.optStr(n, "Type", path); err != nil {
 		return ev, false, err
 	}
-	p := lookup(n, "Properties")
+	p := Lookup(n, "Properties")
 	pp := path + ".Properties"
 	switch ev.Type {
 	case EventHTTPAPI:
 		ev.HTTPAPI = implicitHTTPAPIID
-		if id := lookup(p, "ApiId"); id != nil {
-			ids := refs(id)
+		if id := Lookup(p, "ApiId"); id != nil {
+			ids := Refs(id)
 			if len(ids) != 1 {
 				return ev, false, pathErrf(pp+".ApiId", ErrInvalid, "want !Ref of an AWS::Serverless::HttpApi")
 			}
@@ -240,14 +230,20 @@ func (e *evaluator) readEvent(name string, n *yaml.Node, path string) (Event, bo
 
 // optStr evaluates the string property key of m, "" when absent.
 func (e *evaluator) optStr(m *yaml.Node, key, path string) (string, error) {
-	n := lookup(m, key)
+	n := Lookup(m, key)
 	if n == nil {
 		return "", nil
 	}
 	return e.str(n, path+"."+key)
 }
 
-func (e *evaluator) posInt(n *yaml.Node, path string) (int, error) {
+// optPosInt evaluates the property key of m, a positive integer; def when absent.
+func (e *evaluator) optPosInt(m *yaml.Node, key, path string, def int) (int, error) {
+	n := Lookup(m, key)
+	if n == nil {
+		return def, nil
+	}
+	path += "." + key
 	s, err := e.str(n, path)
 	if err != nil {
 		return 0, err
@@ -259,9 +255,19 @@ func (e *evaluator) posInt(n *yaml.Node, path string) (int, error) {
 	return v, nil
 }
 
+// optSeconds evaluates the property key of m, a positive number of seconds; def when
+// absent.
+func (e *evaluator) optSeconds(m *yaml.Node, key, path string, def time.Duration) (time.Duration, error) {
+	secs, err := e.optPosInt(m, key, path, 0)
+	if err != nil || secs == 0 {
+		return def, err
+	}
+	return time.Duration(secs) * time.Second, nil
+}
+
 func (e *evaluator) functionOf(n *yaml.Node, path string) (string, error) {
-	for _, id := range refs(n) {
-		if r, ok := e.resources[id]; ok && (r.typ == TypeFunction || r.typ == TypeLambdaFunction) {
+	for _, id := range Refs(n) {
+		if r, ok := e.resources[id]; ok && (r.Type == TypeFunction || r.Type == TypeLambdaFunction) {
 			return id, nil
 		}
 	}

@@ -25,7 +25,10 @@ type MapResolver struct {
 	Dynamics map[string]string
 }
 
-var _ Resolver = MapResolver{}
+var (
+	_ Resolver = MapResolver{}
+	_ Resolver = written{}
+)
 
 // Ref implements Resolver.
 func (m MapResolver) Ref(id string) (string, error) {
@@ -50,3 +53,13 @@ func (m MapResolver) Dynamic(ref string) (string, error) {
 	}
 	return "", fmt.Errorf("%w: {{%s}}", ErrUnresolved, ref)
 }
+
+// written is the Resolver of symbolic evaluation: each reference evaluates to the text
+// that writes it in a Fn::Sub, and a dynamic reference stays as written.
+type written struct{}
+
+func (written) Ref(id string) (string, error) { return "${" + id + "}", nil }
+
+func (written) GetAtt(id, attr string) (string, error) { return "${" + id + "." + attr + "}", nil }
+
+func (written) Dynamic(ref string) (string, error) { return "{{" + ref + "}}", nil }

@@ -36,24 +36,20 @@ type Container struct {
 	Mounts map[string]string
 }
 
-func (e *evaluator) readTaskDefinition(r *resource) (*TaskDefinition, error) {
-	base := "Resources." + r.id + ".Properties"
-	td := &TaskDefinition{LogicalID: r.id}
+func (e *evaluator) readTaskDefinition(r *Resource) (*TaskDefinition, error) {
+	base := "Resources." + r.LogicalID + ".Properties"
+	td := &TaskDefinition{LogicalID: r.LogicalID}
 	var err error
-	if td.Family, err = e.optStr(r.props, "Family", base); err != nil {
+	if td.Family, err = e.optStr(r.Properties, "Family", base); err != nil {
 		return nil, err
 	}
-	if n := lookup(r.props, "Cpu"); n != nil {
-		if td.Cpu, err = e.posInt(n, base+".Cpu"); err != nil {
-			return nil, err
-		}
+	if td.Cpu, err = e.optPosInt(r.Properties, "Cpu", base, 0); err != nil {
+		return nil, err
 	}
-	if n := lookup(r.props, "Memory"); n != nil {
-		if td.Memory, err = e.posInt(n, base+".Memory"); err != nil {
-			return nil, err
-		}
+	if td.Memory, err = e.optPosInt(r.Properties, "Memory", base, 0); err != nil {
+		return nil, err
 	}
-	defs := deref(lookup(r.props, "ContainerDefinitions"))
+	defs := deref(Lookup(r.Properties, "ContainerDefinitions"))
 	if defs == nil {
 		return td, nil
 	}
@@ -78,61 +74,70 @@ func (e *evaluator) readContainer(n *yaml.Node, path string) (*Container, error)
 	if c.Name, err = e.optStr(n, "Name", path); err != nil {
 		return nil, err
 	}
-	if env := lookup(n, "Environment"); env != nil {
-		list, err := e.list(env, path+".Environment")
+	err = e.eachMap(n, "Environment", path, func(kv map[string]any, item string) error {
+		name, _ := kv["Name"].(string)
+		if name == "" {
+			return pathErrf(item, ErrInvalid, "want {Name, Value}")
+		}
+		value, _ := kv["Value"].(string)
+		value, err := e.dynamic(value, path+".Environment."+name)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		for i, item := range list {
-			kv, ok := item.(map[string]any)
-			name, _ := kv["Name"].(string)
-			if !ok || name == "" {
-				return nil, pathErrf(path+".Environment["+itoa(i)+"]", ErrInvalid, "want {Name, Value}")
-			}
-			value, _ := kv["Value"].(string)
-			if value, err = e.dynamic(value, path+".Environment."+name); err != nil {
-				return nil, err
-			}
-			c.Environment[name] = value
-		}
+		c.Environment[name] = value
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	if pm := lookup(n, "PortMappings"); pm != nil {
-		list, err := e.list(pm, path+".PortMappings")
+	err = e.eachMap(n, "PortMappings", path, func(m map[string]any, item string) error {
+		p, err := atoiPositive(m["ContainerPort"])
 		if err != nil {
-			return nil, err
+			return pathErrf(item+".ContainerPort", ErrInvalid, "%v", err)
 		}
-		for i, item := range list {
-			m, _ := item.(map[string]any)
-			p, err := atoiPositive(m["ContainerPort"])
-			if err != nil {
-				return nil, pathErrf(path+".PortMappings["+itoa(i)+"].ContainerPort", ErrInvalid, "%v", err)
-			}
-			c.Ports = append(c.Ports, p)
-		}
+		c.Ports = append(c.Ports, p)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	if st := lookup(n, "StopTimeout"); st != nil {
-		secs, err := e.posInt(st, path+".StopTimeout")
-		if err != nil {
-			return nil, err
-		}
-		c.StopTimeout = time.Duration(secs) * time.Second
+	if c.StopTimeout, err = e.optSeconds(n, "StopTimeout", path, 0); err != nil {
+		return nil, err
 	}
-	if mp := lookup(n, "MountPoints"); mp != nil {
-		list, err := e.list(mp, path+".MountPoints")
-		if err != nil {
-			return nil, err
+	err = e.eachMap(n, "MountPoints", path, func(m map[string]any, item string) error {
+		p, _ := m["ContainerPath"].(string)
+		v, _ := m["SourceVolume"].(string)
+		if p == "" || v == "" {
+			return pathErrf(item, ErrInvalid, "want {SourceVolume, ContainerPath}")
 		}
-		for i, item := range list {
-			m, _ := item.(map[string]any)
-			p, _ := m["ContainerPath"].(string)
-			v, _ := m["SourceVolume"].(string)
-			if p == "" || v == "" {
-				return nil, pathErrf(path+".MountPoints["+itoa(i)+"]", ErrInvalid, "want {SourceVolume, ContainerPath}")
-			}
-			c.Mounts[p] = v
-		}
+		c.Mounts[p] = v
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return c, nil
+}
+
+// eachMap evaluates the list property key of m and calls fn with each item (nil when
+// it is not a map) and the item's path.
+func (e *evaluator) eachMap(m *yaml.Node, key, path string, fn func(item map[string]any, path string) error) error {
+	n := Lookup(m, key)
+	if n == nil {
+		return nil
+	}
+	path += "." + key
+	list, err := e.list(n, path)
+	if err != nil {
+		return err
+	}
+	for i, v := range list {
+		item, _ := v.(map[string]any)
+		if err := fn(item, path+"["+itoa(i)+"]"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

@@ -1,9 +1,7 @@
 package template
 
 import (
-	"bytes"
 	"fmt"
-	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -64,6 +62,9 @@ type Parameter struct {
 	// Value is the override, else the default; meaningful when HasValue.
 	Value    string
 	HasValue bool
+	// Node is the parameter's declaration as written: Type, Default, Description and
+	// the constraints.
+	Node *yaml.Node
 }
 
 // IsList reports whether the parameter is a list type (CommaDelimitedList, List<...>).
@@ -83,121 +84,51 @@ func (p *Parameter) List() []string {
 	return parts
 }
 
-type resource struct {
-	id, typ, condition string
-	props              *yaml.Node
-}
-
 // Load reads and parses the template at path.
-func Load(path string, opts Options) (*Template, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read template: %w", err)
-	}
-	t, err := Parse(b, opts)
-	if err != nil {
-		return nil, fmt.Errorf("parse %s: %w", path, err)
-	}
-	return t, nil
-}
+func Load(path string, opts Options) (*Template, error) { return load(path, opts, Parse) }
 
 // Parse parses a SAM template. Unknown resource types and properties are ignored;
 // conditions are evaluated where they decide what the model contains.
 func Parse(data []byte, opts Options) (*Template, error) {
-	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	root := deref(&doc)
-	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
-		root = deref(root.Content[0])
-	}
-	if root.Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("%w: top level is not a mapping", ErrInvalid)
-	}
-	res := opts.Resolver
-	if res == nil {
-		res = MapResolver{}
-	}
-	e := &evaluator{
-		params:    map[string]*Parameter{},
-		conds:     map[string]*yaml.Node{},
-		condVals:  map[string]bool{},
-		condBusy:  map[string]bool{},
-		mappings:  lookup(root, "Mappings"),
-		resources: map[string]*resource{},
-		res:       res,
-	}
-	if err := e.readParameters(lookup(root, "Parameters"), opts.Parameters); err != nil {
+	d, err := ParseDocument(data, opts)
+	if err != nil {
 		return nil, err
 	}
-	if c := lookup(root, "Conditions"); c != nil {
-		for i := 0; i+1 < len(c.Content); i += 2 {
-			e.conds[c.Content[i].Value] = c.Content[i+1]
-		}
-	}
-	rs := lookup(root, "Resources")
-	if rs == nil || rs.Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("%w: no Resources", ErrInvalid)
-	}
-	for i := 0; i+1 < len(rs.Content); i += 2 {
-		id, n := rs.Content[i].Value, deref(rs.Content[i+1])
-		r := &resource{id: id}
-		if t := lookup(n, "Type"); t != nil {
-			r.typ = t.Value
-		}
-		if c := lookup(n, "Condition"); c != nil {
-			r.condition = c.Value
-		}
-		r.props = lookup(n, "Properties")
-		e.resources[id] = r
-	}
-	t := &Template{Parameters: e.params, Functions: map[string]*Function{}}
+	e := d.values
+	t := &Template{Parameters: d.Parameters, Functions: map[string]*Function{}}
 	only := map[string]bool{}
 	for _, id := range opts.Functions {
-		if r, ok := e.resources[id]; !ok || r.typ != TypeFunction {
+		if r, ok := d.Resources[id]; !ok || r.Type != TypeFunction {
 			return nil, &PathError{Path: "Resources." + id, Err: fmt.Errorf("%w: no AWS::Serverless::Function %s", ErrUnknownReference, id)}
 		}
 		only[id] = true
 	}
-	globals := lookup(lookup(root, "Globals"), "Function")
-	for _, r := range e.sorted() {
-		if r.typ != TypeFunction || (len(only) > 0 && !only[r.id]) {
-			continue
-		}
-		ok, err := e.included(r)
+	fns, err := e.ofType(TypeFunction, only)
+	if err != nil {
+		return nil, err
+	}
+	globals := Lookup(d.root, "Globals", "Function")
+	for _, r := range fns {
+		fn, err := e.readFunction(r, merge(globals, r.Properties))
 		if err != nil {
 			return nil, err
 		}
-		if !ok {
-			continue
-		}
-		fn, err := e.readFunction(r, merge(globals, r.props))
-		if err != nil {
-			return nil, err
-		}
-		t.Functions[r.id] = fn
+		t.Functions[r.LogicalID] = fn
 	}
 	if opts.TaskDefinitions {
+		tds, err := e.ofType(TypeTaskDefinition, nil)
+		if err != nil {
+			return nil, err
+		}
 		t.TaskDefinitions = map[string]*TaskDefinition{}
-		for _, r := range e.sorted() {
-			if r.typ != TypeTaskDefinition {
-				continue
-			}
-			if ok, err := e.included(r); err != nil {
-				return nil, err
-			} else if !ok {
-				continue
-			}
+		for _, r := range tds {
 			td, err := e.readTaskDefinition(r)
 			if err != nil {
 				return nil, err
 			}
-			t.TaskDefinitions[r.id] = td
+			t.TaskDefinitions[r.LogicalID] = td
 		}
 	}
-	var err error
 	if t.WebSocketAPIs, err = e.readWebSocketAPIs(t); err != nil {
 		return nil, err
 	}
@@ -207,24 +138,41 @@ func Parse(data []byte, opts Options) (*Template, error) {
 	return t, nil
 }
 
-func (e *evaluator) sorted() []*resource {
-	out := make([]*resource, 0, len(e.resources))
+func (e *evaluator) sorted() []*Resource {
+	out := make([]*Resource, 0, len(e.resources))
 	for _, r := range e.resources {
 		out = append(out, r)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
+	sort.Slice(out, func(i, j int) bool { return out[i].LogicalID < out[j].LogicalID })
 	return out
+}
+
+// ofType returns the resources of type typ that exist under the parameters, sorted by
+// logical id; when ids is not empty, only those among ids, whose conditions alone are
+// evaluated.
+func (e *evaluator) ofType(typ string, ids map[string]bool) ([]*Resource, error) {
+	var out []*Resource
+	for _, r := range e.sorted() {
+		if r.Type != typ || len(ids) > 0 && !ids[r.LogicalID] {
+			continue
+		}
+		ok, err := e.included(r)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 func (e *evaluator) readParameters(n *yaml.Node, overrides map[string]string) error {
 	if n != nil {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			name, def := n.Content[i].Value, deref(n.Content[i+1])
-			p := &Parameter{Name: name}
-			if t := lookup(def, "Type"); t != nil {
-				p.Type = t.Value
-			}
-			if d := lookup(def, "Default"); d != nil {
+			p := &Parameter{Name: name, Type: scalar(Lookup(def, "Type")), Node: def}
+			if d := Lookup(def, "Default"); d != nil {
 				p.Value, p.HasValue = scalarOrList(d), true
 			}
 			if v, ok := overrides[name]; ok {
@@ -265,7 +213,7 @@ func checkParameter(p *Parameter, def *yaml.Node) error {
 		values = p.List()
 	}
 	for _, v := range values {
-		if av := lookup(def, "AllowedValues"); av != nil && av.Kind == yaml.SequenceNode {
+		if av := Lookup(def, "AllowedValues"); av != nil && av.Kind == yaml.SequenceNode {
 			ok := false
 			for _, a := range av.Content {
 				ok = ok || deref(a).Value == v
@@ -274,7 +222,7 @@ func checkParameter(p *Parameter, def *yaml.Node) error {
 				return fmt.Errorf("%w: %q is not one of the AllowedValues", ErrParameter, v)
 			}
 		}
-		if ap := lookup(def, "AllowedPattern"); ap != nil {
+		if ap := Lookup(def, "AllowedPattern"); ap != nil {
 			re, err := regexp.Compile("^(?:" + ap.Value + ")$")
 			if err != nil {
 				return fmt.Errorf("%w: AllowedPattern: %v", ErrInvalid, err)
@@ -288,12 +236,12 @@ func checkParameter(p *Parameter, def *yaml.Node) error {
 			if err != nil {
 				return fmt.Errorf("%w: %q is not a number", ErrParameter, v)
 			}
-			if m := lookup(def, "MinValue"); m != nil {
+			if m := Lookup(def, "MinValue"); m != nil {
 				if min, err := strconv.ParseFloat(m.Value, 64); err == nil && x < min {
 					return fmt.Errorf("%w: %s is below MinValue %s", ErrParameter, v, m.Value)
 				}
 			}
-			if m := lookup(def, "MaxValue"); m != nil {
+			if m := Lookup(def, "MaxValue"); m != nil {
 				if max, err := strconv.ParseFloat(m.Value, 64); err == nil && x > max {
 					return fmt.Errorf("%w: %s is above MaxValue %s", ErrParameter, v, m.Value)
 				}
@@ -314,8 +262,8 @@ func merge(global, local *yaml.Node) *yaml.Node {
 	if local == nil {
 		return global
 	}
-	_, _, gi := intrinsic(global)
-	_, _, li := intrinsic(local)
+	_, _, gi := Intrinsic(global)
+	_, _, li := Intrinsic(local)
 	if gi || li || global.Kind != local.Kind {
 		return local
 	}
@@ -331,7 +279,7 @@ func merge(global, local *yaml.Node) *yaml.Node {
 		for i := 0; i+1 < len(global.Content); i += 2 {
 			k := global.Content[i].Value
 			seen[k] = true
-			out.Content = append(out.Content, global.Content[i], merge(global.Content[i+1], lookup(local, k)))
+			out.Content = append(out.Content, global.Content[i], merge(global.Content[i+1], Lookup(local, k)))
 		}
 		for i := 0; i+1 < len(local.Content); i += 2 {
 			if !seen[local.Content[i].Value] {

@@ -16,8 +16,8 @@ import (
 
 const secretRef = "resolve:secretsmanager:sandgate/signing-secrets:SecretString"
 
-// stackResolver answers like a deployed stack would, for whatever the growing
-// template refers to: resources by a physical name, attributes by an ARN.
+// stackResolver answers like a deployed stack would, for whatever the template refers
+// to: resources by a physical name, attributes by an ARN.
 type stackResolver struct{}
 
 func (stackResolver) Ref(id string) (string, error) {
