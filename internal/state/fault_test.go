@@ -67,6 +67,9 @@ func TestStore_EndpointStopped_TypedErrorsNoPartialState(t *testing.T) {
 		wg          sync.WaitGroup
 		unavailable atomic.Int64
 		next        atomic.Int64
+		progress    atomic.Int64
+		running     = make(chan struct{}) // closed once the workload is under way
+		runningOnce sync.Once
 	)
 	next.Store(100)
 	for g := range 6 {
@@ -103,10 +106,20 @@ func TestStore_EndpointStopped_TypedErrorsNoPartialState(t *testing.T) {
 				if errors.Is(err, state.ErrUnavailable) {
 					unavailable.Add(1)
 				}
+				if progress.Add(1) == 60 {
+					runningOnce.Do(func() { close(running) })
+				}
 			}
 		})
 	}
-	time.Sleep(300 * time.Millisecond)
+	// DynamoDB goes away once the workload has had 60 operations through.
+	select {
+	case <-running:
+	case <-time.After(time.Minute):
+		close(stop)
+		wg.Wait()
+		t.Fatal("the workload made no progress")
+	}
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package state_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/state"
 )
@@ -77,14 +77,17 @@ func TestStore_Acquire_TakeoverKeepsCapacity(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.clock.Advance(state.DefaultStartTTL) // the deadline itself counts as expired
-	var logs bytes.Buffer
-	e.store.Logger = logging.New(&logs, slog.LevelInfo)
+	var logs testkit.Logs
+	e.store.Logger = logs.Logger()
 	e.calls.Reset()
 	l := mustAcquire(t, e.store, "user_a")
 	e.wantCalls(t, map[string]int64{"GetItem": 1, "UpdateItem": 1}) // no capacity transaction
-	if line := logs.String(); !strings.Contains(line, `"msg":"sandbox taken over"`) || !strings.Contains(line, `"userId":"user_a"`) ||
-		strings.Contains(line, old.Token) || strings.Contains(line, l.Token) || strings.Count(line, "\n") != 1 {
-		t.Fatalf("takeover log %q: want one JSON line with the user and no token", line)
+	// One warning naming the user, the state taken over and the new generation; no token.
+	lines := logs.Lines(t)
+	if len(lines) != 1 || lines[0][slog.LevelKey] != slog.LevelWarn.String() || lines[0][logging.UserID] != "user_a" ||
+		lines[0][logging.State] != string(state.Starting) || lines[0]["generation"] != float64(l.Generation) ||
+		strings.Contains(logs.String(), old.Token) || strings.Contains(logs.String(), l.Token) {
+		t.Fatalf("takeover log %q: want one warning with the user, the old state, the new generation and no token", logs.String())
 	}
 	if l.Generation != 2 || l.Token == old.Token {
 		t.Fatalf("takeover lease %+v", l)

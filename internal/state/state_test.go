@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -22,42 +20,25 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(dynamodblocal.RunTests(m)) }
 
-// clock is a settable clock for Store.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now().Truncate(time.Millisecond)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-// env is one test's table on the shared DynamoDB Local, a Store over it and a call
-// counter on the Store's client.
+// env is one test's table on DynamoDB Local, a Store over it on a clock the test
+// moves, and a call counter on the Store's client.
 type env struct {
 	store  *state.Store
 	client *dynamodb.Client // uncounted, for inspecting raw items
 	calls  *testkit.CallCounter
-	clock  *clock
+	clock  *testkit.Clock
 	table  string
 }
 
+// newEnv is an env on the test binary's shared DynamoDB Local.
 func newEnv(tb testing.TB) *env {
 	tb.Helper()
-	srv := dynamodblocal.StartForTest(tb)
-	return newEnvOn(tb, srv)
+	db := testkit.NewDB(tb)
+	return &env{store: db.Store(), client: db.Raw, calls: db.Calls, clock: db.Clock, table: db.Table}
 }
 
+// newEnvOn is an env on srv whose Store's client also takes optFns: a proxy in front
+// of the emulator, a quicker retryer, a server the test stops and restarts.
 func newEnvOn(tb testing.TB, srv *dynamodblocal.Server, optFns ...func(*dynamodb.Options)) *env {
 	tb.Helper()
 	ctx := context.Background()
@@ -84,10 +65,10 @@ func newEnvOn(tb testing.TB, srv *dynamodblocal.Server, optFns ...func(*dynamodb
 	tb.Cleanup(func() {
 		_, _ = raw.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)})
 	})
-	c := newClock()
+	clock := testkit.NewClock()
 	store := state.New(counted, table)
-	store.Now = c.Now
-	return &env{store: store, client: raw, calls: calls, clock: c, table: table}
+	store.Now = clock.Now
+	return &env{store: store, client: raw, calls: calls, clock: clock, table: table}
 }
 
 // ddbCalls returns DynamoDB calls per operation since the last reset, as "Op=n" pairs.
