@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -377,8 +378,10 @@ func TestConn_ClientGone_QueueDeliveredThenClosed(t *testing.T) {
 // After Abort's Done nothing more is posted, however much the workload sends.
 func TestConn_Abort_NoPostAfterDone(t *testing.T) {
 	w := newWorkload(t)
+	pushed := make(chan struct{}) // closed once the workload can no longer write to the connection
 	w.onFrame = func(c *websocket.Conn, data []byte) {
 		go func() {
+			defer close(pushed)
 			for i := 0; ; i++ {
 				if c.Write(context.Background(), websocket.MessageText, fmt.Appendf(nil, "push-%d", i)) != nil {
 					return
@@ -388,6 +391,19 @@ func TestConn_Abort_NoPostAfterDone(t *testing.T) {
 	}
 	p := newPoster()
 	c := open(t, upstream.Config{URL: w.url(), Post: p.post})
+	// A post that begins once Done is closed is counted where it happens, so the
+	// check below does not depend on how long the test looks.
+	var late atomic.Int64
+	p.mu.Lock()
+	p.err = func(string) error {
+		select {
+		case <-c.Done():
+			late.Add(1)
+		default:
+		}
+		return nil
+	}
+	p.mu.Unlock()
 	c.Send([]byte("start pushing"), nil)
 	for p.count() < 50 {
 		p.wait(t)
@@ -395,9 +411,13 @@ func TestConn_Abort_NoPostAfterDone(t *testing.T) {
 	c.Abort()
 	<-c.Done()
 	n := p.count()
-	time.Sleep(100 * time.Millisecond) // nothing to await: the claim is that nothing happens
-	if p.count() != n {
-		t.Fatalf("%d posts after Done", p.count()-n)
+	select {
+	case <-pushed: // the workload's writes fail: the connection is gone on its side too
+	case <-time.After(10 * time.Second):
+		t.Fatal("the workload could still write after Abort's Done")
+	}
+	if late.Load() != 0 || p.count() != n {
+		t.Fatalf("%d posts began after Done (%d counted since)", late.Load(), p.count()-n)
 	}
 	if err := c.Err(); !errors.Is(err, upstream.ErrClosed) {
 		t.Fatalf("Err = %v, want ErrClosed", err)
