@@ -31,6 +31,10 @@ func TestMain(m *testing.M) {
 }
 
 func serve() {
+	// SIGTERM is caught before the port opens: Start returns once the workload
+	// listens, and a Stop right after must find the handler in place.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
 	ln, err := net.Listen("tcp", net.JoinHostPort(os.Getenv(workload.EnvHost), os.Getenv(workload.EnvPort)))
 	if err != nil {
 		os.Exit(1)
@@ -42,8 +46,6 @@ func serve() {
 		}
 		fmt.Fprintf(w, "%s %s", os.Getenv(workload.EnvUserID), os.Getenv(workload.EnvWorkspace))
 	}))
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM)
 	<-sig
 	if os.Getenv("IGNORE_TERM") != "" {
 		select {}
