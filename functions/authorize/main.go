@@ -2,26 +2,24 @@
 package main
 
 import (
-	"errors"
-	"os"
-
-	"github.com/aws/aws-lambda-go/lambda"
+	"log/slog"
 
 	"github.com/sandgate/sandgate/internal/authorizer"
-	"github.com/sandgate/sandgate/internal/config"
-	"github.com/sandgate/sandgate/internal/logging"
+	"github.com/sandgate/sandgate/internal/lambdamain"
 )
 
 func main() {
-	env := config.New(os.LookupEnv)
-	cfg := authorizer.LoadConfig(env)
-	log := logging.New(os.Stdout, cfg.LogLevel)
-	v, err := cfg.NewVerifier()
-	if err = errors.Join(env.Err(), err); err != nil {
-		// Fail closed: without a usable secret, no one is admitted.
-		log.Error("start-up failed", logging.Error, err.Error())
-		os.Exit(1)
-	}
-	h := &authorizer.Handler{Verifier: v, Log: log}
-	lambda.Start(h.Handle)
+	lambdamain.Main(lambdamain.Function[authorizer.Config]{
+		Load:     authorizer.LoadConfig,
+		LogLevel: func(c authorizer.Config) slog.Level { return c.LogLevel },
+		Build: func(c authorizer.Config, d lambdamain.Deps) (any, error) {
+			// Fail closed: without a usable secret, no one is admitted.
+			v, err := c.NewVerifier()
+			if err != nil {
+				return nil, err
+			}
+			h := &authorizer.Handler{Verifier: v, Log: d.Log}
+			return h.Handle, nil
+		},
+	})
 }

@@ -3,28 +3,19 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"os"
+	"log/slog"
 
-	"github.com/aws/aws-lambda-go/lambda"
-
-	"github.com/sandgate/sandgate/internal/awsconf"
 	"github.com/sandgate/sandgate/internal/cleanup"
-	"github.com/sandgate/sandgate/internal/config"
-	"github.com/sandgate/sandgate/internal/logging"
-	"github.com/sandgate/sandgate/internal/metrics"
+	"github.com/sandgate/sandgate/internal/lambdamain"
 )
 
 func main() {
-	env := config.New(os.LookupEnv)
-	cfg := cleanup.LoadConfig(env)
-	log := logging.New(os.Stdout, cfg.LogLevel)
-	awsCfg, err := awsconf.Load(context.Background())
-	if err = errors.Join(env.Err(), err); err != nil {
-		log.Error("start-up failed", logging.Error, err.Error())
-		os.Exit(1)
-	}
-	c := cleanup.New(cfg, awsCfg, log, metrics.New(os.Stdout))
-	lambda.Start(c.Handle)
+	lambdamain.Main(lambdamain.Function[cleanup.Config]{
+		Load:     cleanup.LoadConfig,
+		LogLevel: func(c cleanup.Config) slog.Level { return c.LogLevel },
+		AWS:      true,
+		Build: func(c cleanup.Config, d lambdamain.Deps) (any, error) {
+			return cleanup.New(c, d.AWS, d.Log, d.Metrics).Handle, nil
+		},
+	})
 }

@@ -3,33 +3,26 @@
 package main
 
 import (
-	"context"
 	"errors"
-	"os"
+	"log/slog"
 
-	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
-	"github.com/sandgate/sandgate/internal/awsconf"
-	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/connect"
-	"github.com/sandgate/sandgate/internal/logging"
-	"github.com/sandgate/sandgate/internal/metrics"
+	"github.com/sandgate/sandgate/internal/lambdamain"
 )
 
 func main() {
-	env := config.New(os.LookupEnv)
-	cfg := connect.LoadConfig(env)
-	log := logging.New(os.Stdout, cfg.LogLevel)
-	err := env.Err()
-	if lambdacontext.FunctionName == "" {
-		err = errors.Join(err, errors.New("AWS_LAMBDA_FUNCTION_NAME is not set: not running in Lambda"))
-	}
-	awsCfg, cerr := awsconf.Load(context.Background())
-	if err = errors.Join(err, cerr); err != nil {
-		log.Error("start-up failed", logging.Error, err.Error())
-		os.Exit(1)
-	}
-	h := connect.New(cfg, awsCfg, lambdacontext.FunctionName, log, metrics.New(os.Stdout))
-	lambda.Start(h.Handle)
+	lambdamain.Main(lambdamain.Function[connect.Config]{
+		Load:     connect.LoadConfig,
+		LogLevel: func(c connect.Config) slog.Level { return c.LogLevel },
+		AWS:      true,
+		Build: func(c connect.Config, d lambdamain.Deps) (any, error) {
+			// Notices invoke this function by the name Lambda gives it.
+			if lambdacontext.FunctionName == "" {
+				return nil, errors.New("AWS_LAMBDA_FUNCTION_NAME is not set: not running in Lambda")
+			}
+			return connect.New(c, d.AWS, lambdacontext.FunctionName, d.Log, d.Metrics).Handle, nil
+		},
+	})
 }

@@ -3,27 +3,19 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"os"
+	"log/slog"
 
-	"github.com/aws/aws-lambda-go/lambda"
-
-	"github.com/sandgate/sandgate/internal/awsconf"
-	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/disconnect"
-	"github.com/sandgate/sandgate/internal/logging"
+	"github.com/sandgate/sandgate/internal/lambdamain"
 )
 
 func main() {
-	env := config.New(os.LookupEnv)
-	cfg := disconnect.LoadConfig(env)
-	log := logging.New(os.Stdout, cfg.LogLevel)
-	awsCfg, err := awsconf.Load(context.Background())
-	if err = errors.Join(env.Err(), err); err != nil {
-		log.Error("start-up failed", logging.Error, err.Error())
-		os.Exit(1)
-	}
-	h := disconnect.New(cfg, awsCfg, log)
-	lambda.Start(h.Handle)
+	lambdamain.Main(lambdamain.Function[disconnect.Config]{
+		Load:     disconnect.LoadConfig,
+		LogLevel: func(c disconnect.Config) slog.Level { return c.LogLevel },
+		AWS:      true,
+		Build: func(c disconnect.Config, d lambdamain.Deps) (any, error) {
+			return disconnect.New(c, d.AWS, d.Log).Handle, nil
+		},
+	})
 }

@@ -3,28 +3,19 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"os"
+	"log/slog"
 
-	"github.com/aws/aws-lambda-go/lambda"
-
-	"github.com/sandgate/sandgate/internal/awsconf"
-	"github.com/sandgate/sandgate/internal/config"
-	"github.com/sandgate/sandgate/internal/logging"
+	"github.com/sandgate/sandgate/internal/lambdamain"
 	"github.com/sandgate/sandgate/internal/message"
-	"github.com/sandgate/sandgate/internal/metrics"
 )
 
 func main() {
-	env := config.New(os.LookupEnv)
-	cfg := message.LoadConfig(env)
-	log := logging.New(os.Stdout, cfg.LogLevel)
-	awsCfg, err := awsconf.Load(context.Background())
-	if err = errors.Join(env.Err(), err); err != nil {
-		log.Error("start-up failed", logging.Error, err.Error())
-		os.Exit(1)
-	}
-	h := message.New(cfg, awsCfg, log, metrics.New(os.Stdout))
-	lambda.Start(h.Handle)
+	lambdamain.Main(lambdamain.Function[message.Config]{
+		Load:     message.LoadConfig,
+		LogLevel: func(c message.Config) slog.Level { return c.LogLevel },
+		AWS:      true,
+		Build: func(c message.Config, d lambdamain.Deps) (any, error) {
+			return message.New(c, d.AWS, d.Log, d.Metrics).Handle, nil
+		},
+	})
 }

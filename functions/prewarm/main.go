@@ -3,32 +3,24 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"os"
+	"log/slog"
 
-	"github.com/aws/aws-lambda-go/lambda"
-
-	"github.com/sandgate/sandgate/internal/awsconf"
-	"github.com/sandgate/sandgate/internal/config"
-	"github.com/sandgate/sandgate/internal/logging"
-	"github.com/sandgate/sandgate/internal/metrics"
+	"github.com/sandgate/sandgate/internal/lambdamain"
 	"github.com/sandgate/sandgate/internal/prewarm"
 )
 
 func main() {
-	env := config.New(os.LookupEnv)
-	cfg := prewarm.LoadConfig(env)
-	log := logging.New(os.Stdout, cfg.Auth.LogLevel)
-	awsCfg, err := awsconf.Load(context.Background())
-	var h *prewarm.Handler
-	if err == nil {
-		h, err = prewarm.New(cfg, awsCfg, log, metrics.New(os.Stdout))
-	}
-	if err = errors.Join(env.Err(), err); err != nil {
-		// Fail closed: without a usable secret, no one is answered.
-		log.Error("start-up failed", logging.Error, err.Error())
-		os.Exit(1)
-	}
-	lambda.Start(h.Handle)
+	lambdamain.Main(lambdamain.Function[prewarm.Config]{
+		Load:     prewarm.LoadConfig,
+		LogLevel: func(c prewarm.Config) slog.Level { return c.Auth.LogLevel },
+		AWS:      true,
+		Build: func(c prewarm.Config, d lambdamain.Deps) (any, error) {
+			// Fail closed: without a usable secret, no one is answered.
+			h, err := prewarm.New(c, d.AWS, d.Log, d.Metrics)
+			if err != nil {
+				return nil, err
+			}
+			return h.Handle, nil
+		},
+	})
 }

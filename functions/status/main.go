@@ -3,31 +3,24 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"os"
+	"log/slog"
 
-	"github.com/aws/aws-lambda-go/lambda"
-
-	"github.com/sandgate/sandgate/internal/awsconf"
-	"github.com/sandgate/sandgate/internal/config"
-	"github.com/sandgate/sandgate/internal/logging"
+	"github.com/sandgate/sandgate/internal/lambdamain"
 	"github.com/sandgate/sandgate/internal/status"
 )
 
 func main() {
-	env := config.New(os.LookupEnv)
-	cfg := status.LoadConfig(env)
-	log := logging.New(os.Stdout, cfg.Auth.LogLevel)
-	awsCfg, err := awsconf.Load(context.Background())
-	var h *status.Handler
-	if err == nil {
-		h, err = status.New(cfg, awsCfg, log)
-	}
-	if err = errors.Join(env.Err(), err); err != nil {
-		// Fail closed: without a usable secret, no one is answered.
-		log.Error("start-up failed", logging.Error, err.Error())
-		os.Exit(1)
-	}
-	lambda.Start(h.Handle)
+	lambdamain.Main(lambdamain.Function[status.Config]{
+		Load:     status.LoadConfig,
+		LogLevel: func(c status.Config) slog.Level { return c.Auth.LogLevel },
+		AWS:      true,
+		Build: func(c status.Config, d lambdamain.Deps) (any, error) {
+			// Fail closed: without a usable secret, no one is answered.
+			h, err := status.New(c, d.AWS, d.Log)
+			if err != nil {
+				return nil, err
+			}
+			return h.Handle, nil
+		},
+	})
 }
