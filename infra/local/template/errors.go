@@ -5,7 +5,8 @@ import (
 	"fmt"
 )
 
-// Errors a Parse may wrap. Every error also carries the property path it arose at.
+// Errors that parsing and evaluating a template wrap. An error in a property also
+// carries the property's path (a *PathError).
 var (
 	// ErrUnresolved means a reference names something only the stack knows (a
 	// resource's physical name, a pseudo parameter, a dynamic reference) and the

@@ -28,7 +28,7 @@ const (
 	listParameterPrefix = "List<"
 )
 
-// Options configures Parse.
+// Options configures Parse, and ParseDocument, which reads Parameters and Resolver only.
 type Options struct {
 	// Parameters overrides parameter defaults, by parameter name.
 	Parameters map[string]string
