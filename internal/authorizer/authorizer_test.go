@@ -91,7 +91,7 @@ func TestHandler_Handle_Deny(t *testing.T) {
 				t.Fatalf("want Deny with no context, got %+v", resp)
 			}
 			line := decodeOneLine(t, logs.Bytes())
-			if line[logging.Reason] == nil || line["level"] != "WARN" {
+			if line[logging.Reason] == nil || line[slog.LevelKey] != "WARN" {
 				t.Fatalf("refusal not logged with a reason: %v", line)
 			}
 			if logs.Len() > 1024 {

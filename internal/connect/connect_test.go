@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -149,7 +150,9 @@ func TestHandler_Handle_ConnectStartsWithoutWaiting(t *testing.T) {
 	if len(calls) != 1 || calls[0].Function != fnName || !strings.Contains(string(calls[0].Payload), `"sandgateNotice"`) {
 		t.Fatalf("invocations = %+v", calls)
 	}
-	// One status frame, not one per retry.
+	// One status frame, not one per retry: once the notice has ended it has posted
+	// everything it would.
+	e.inv.Wait()
 	if extra := c.Pending(); len(extra) != 0 {
 		t.Fatalf("unexpected frames %q", extra)
 	}
@@ -480,7 +483,7 @@ func TestHandler_Handle_BadEvents(t *testing.T) {
 	// Refused events are logged without a user (none was verified), refused notices
 	// with the user they named.
 	var badEvents, badNotices int
-	for _, l := range e.logs.With(t, "level", "ERROR") {
+	for _, l := range e.logs.With(t, slog.LevelKey, "ERROR") {
 		if _, named := l[logging.UserID]; named {
 			badNotices++
 		} else {
@@ -525,7 +528,7 @@ func TestHandler_Handle_NoticeNotSent(t *testing.T) {
 	if len(e.ecs.RunTasks()) != 1 || len(e.connections(t, "user_a")) != 1 {
 		t.Fatalf("RunTask %d, records %v", len(e.ecs.RunTasks()), e.connections(t, "user_a"))
 	}
-	if lines := e.logs.With(t, "level", "ERROR"); len(lines) != 1 || lines[0][logging.UserID] != "user_a" ||
+	if lines := e.logs.With(t, slog.LevelKey, "ERROR"); len(lines) != 1 || lines[0][logging.UserID] != "user_a" ||
 		!strings.Contains(fmt.Sprint(lines[0][logging.Error]), "NoSuchFunction") {
 		t.Fatalf("log %v", lines)
 	}

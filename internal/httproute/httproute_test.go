@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -122,7 +123,7 @@ func TestVerify_Refusals(t *testing.T) {
 			t.Errorf("%d refusals logged with reason %s, want %d", len(lines), reason, n)
 		}
 		for _, l := range lines {
-			if l[logging.Route] != "GET /probe" || l["level"] != "WARN" {
+			if l[logging.Route] != "GET /probe" || l[slog.LevelKey] != "WARN" {
 				t.Errorf("refusal line %v", l)
 			}
 		}

@@ -74,7 +74,7 @@ func TestRun_Starts(t *testing.T) {
 	if err := got.Metrics.Count("prod", "Probe"); err != nil {
 		t.Fatal(err)
 	}
-	if lines := f.out.Lines(t); len(lines) != 2 || lines[0]["msg"] != "hello" || lines[1]["Probe"] != 1.0 {
+	if lines := f.out.Lines(t); len(lines) != 2 || lines[0][slog.MessageKey] != "hello" || lines[1]["Probe"] != 1.0 {
 		t.Fatalf("stdout: %v", lines)
 	}
 }
@@ -92,7 +92,7 @@ func TestRun_ConfigurationProblem(t *testing.T) {
 		t.Fatalf("built %v, started %d", built, len(f.started))
 	}
 	lines := f.out.Lines(t)
-	if len(lines) != 1 || lines[0]["level"] != "ERROR" || lines[0][logging.Error] != err.Error() {
+	if len(lines) != 1 || lines[0][slog.LevelKey] != "ERROR" || lines[0][logging.Error] != err.Error() {
 		t.Fatalf("log %v", lines)
 	}
 }
@@ -106,7 +106,7 @@ func TestRun_BuildFails(t *testing.T) {
 		f := &fake{env: map[string]string{"TABLE_NAME": "t"}}
 		err := lambdamain.Run(function(build), f.process())
 		lines := f.out.Lines(t)
-		if err == nil || len(f.started) != 0 || len(lines) != 1 || lines[0]["level"] != "ERROR" || lines[0][logging.Error] != err.Error() {
+		if err == nil || len(f.started) != 0 || len(lines) != 1 || lines[0][slog.LevelKey] != "ERROR" || lines[0][logging.Error] != err.Error() {
 			t.Errorf("%s: Run = %v, started %d, log %v", name, err, len(f.started), lines)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -577,7 +578,7 @@ func TestHandler_Handle_BadEvents(t *testing.T) {
 	if n := e.db.Calls.Calls("DynamoDB", ""); n != 0 || len(e.ecs.RunTasks()) != 0 || len(e.inv.Calls()) != 0 {
 		t.Fatalf("bad events made %d DynamoDB calls, %d tasks, %d invocations", n, len(e.ecs.RunTasks()), len(e.inv.Calls()))
 	}
-	refused := e.logs.With(t, "level", "ERROR")
+	refused := e.logs.With(t, slog.LevelKey, "ERROR")
 	for _, l := range refused {
 		if l[logging.Error] == nil {
 			t.Errorf("refusal logged without its error: %v", l)

@@ -7,7 +7,10 @@ export const MIN_SECRET_BYTES = 32;
 export const DEFAULT_TTL_SECONDS = 600;
 const USER_ID = /^user_[A-Za-z0-9]{1,64}$/;
 
-/** Reports whether id has the form user_<1–64 ASCII letters or digits>. */
+/**
+ * Reports whether id has the form user_<1–64 ASCII letters or digits>: the rule of the Go
+ * package internal/userid.
+ */
 export function validUserId(id) {
   return typeof id === "string" && USER_ID.test(id);
 }
