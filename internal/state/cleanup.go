@@ -38,15 +38,7 @@ func (s *Store) Reap(ctx context.Context, sb *Sandbox) error {
 	err := s.retry(ctx, "reap", func() (outcome, error) {
 		now := s.now()
 		e := newExpr()
-		w := write{
-			key: sandboxKey(sb.UserID), e: e,
-			update: fmt.Sprintf("SET %s = %s, %s = %s, %s = %s, %s = %s + %s REMOVE %s, %s",
-				e.n(aState), e.v("stopped", avS(string(Stopped))),
-				e.n(aSince), e.v("now", avMs(now)),
-				e.n(aReason), e.v("reason", avS(ReasonExpired)),
-				e.n(aVersion), e.n(aVersion), e.v("one", avN(1)),
-				e.n(aEndpoint), e.n(aGateway)),
-		}
+		w := write{key: sandboxKey(sb.UserID), e: e, update: stopUpdate(e, now, ReasonExpired)}
 		w.cond = fmt.Sprintf("%s = %s AND %s AND %s <= %s",
 			e.n(aToken), e.v("tok", avS(sb.LeaseToken)), inStates(e, counted...), e.n(aDeadline), e.v("now", avMs(now)))
 		_, err := s.api.TransactWriteItems(ctx, s.slotTx(w, -1))
@@ -164,10 +156,7 @@ func (s *Store) acquirePurge(ctx context.Context, userID string, cutoff time.Tim
 		default:
 			return done, &HeldError{Sandbox: cur}
 		}
-		l := Lease{UserID: userID, Token: newToken(), Generation: 1, Deadline: now.Add(s.PurgeTTL)}
-		if cur != nil {
-			l.Generation = cur.Generation + 1
-		}
+		l := newLease(userID, cur, now, s.PurgeTTL)
 		w := takeWrite(userID, cur, l, Purging, now, false)
 		if checkActivity {
 			// The version condition already pins the record read above; the
@@ -178,12 +167,7 @@ func (s *Store) acquirePurge(ctx context.Context, userID string, cutoff time.Tim
 				inStates(e, Purging), e.n(aActivity), e.v("cutoff", avMs(cutoff)),
 				e.n(aActivity), e.n(aSince), e.v("cutoff", avMs(cutoff)))
 		}
-		_, err := s.api.UpdateItem(ctx, w.item(s.table))
-		out, err := settle(err, func(r refusal) bool { return ours(r.sandbox(soleItem), l) },
-			func(r refusal) (outcome, error) {
-				cur = r.sandbox(soleItem)
-				return retryNow, r.err
-			})
+		out, err := s.writeLease(ctx, w, l, &cur)
 		if out == done && err == nil {
 			lease = l
 		}

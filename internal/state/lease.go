@@ -263,10 +263,7 @@ func (s *Store) Acquire(ctx context.Context, userID string) (Lease, error) {
 		case now.Before(cur.LeaseDeadline):
 			return done, &HeldError{Sandbox: cur}
 		}
-		l := Lease{UserID: userID, Token: newToken(), Generation: 1, Deadline: now.Add(s.StartTTL)}
-		if cur != nil {
-			l.Generation = cur.Generation + 1
-		}
+		l := newLease(userID, cur, now, s.StartTTL)
 		w := takeWrite(userID, cur, l, Starting, now, true)
 		if admit {
 			_, err := s.api.TransactWriteItems(ctx, s.slotTx(w, 1))
@@ -284,13 +281,8 @@ func (s *Store) Acquire(ctx context.Context, userID string) (Lease, error) {
 			}
 			return out, err
 		}
-		_, err := s.api.UpdateItem(ctx, w.item(s.table))
-		out, err := settle(err, func(r refusal) bool { return ours(r.sandbox(soleItem), l) },
-			func(r refusal) (outcome, error) {
-				cur = r.sandbox(soleItem)
-				return retryNow, r.err
-			})
-		if out == done && err == nil {
+		out, err := s.writeLease(ctx, w, l, &cur)
+		if out == done && err == nil { // cur is still the record taken over
 			s.Logger.Warn("sandbox taken over", logging.UserID, userID, logGeneration, l.Generation,
 				logging.State, string(cur.State), logDeadline, cur.LeaseDeadline)
 			lease = l
@@ -301,6 +293,29 @@ func (s *Store) Acquire(ctx context.Context, userID string) (Lease, error) {
 		return Lease{}, fmt.Errorf("acquire sandbox %s: %w", userID, err)
 	}
 	return lease, nil
+}
+
+// newLease draws a lease on userID's sandbox over cur (nil: no record): a fresh token,
+// the next generation, and a term from now.
+func newLease(userID string, cur *Sandbox, now time.Time, term time.Duration) Lease {
+	l := Lease{UserID: userID, Token: newToken(), Generation: 1, Deadline: now.Add(term)}
+	if cur != nil {
+		l.Generation = cur.Generation + 1
+	}
+	return l
+}
+
+// writeLease sends w, the UpdateItem that writes lease l over the record read as
+// *cur (takeWrite), and reads the reply: l is held once it committed or when the
+// record already carries l's token (ours). A record that changed since the read is
+// put in *cur for the caller to decide again (retryNow).
+func (s *Store) writeLease(ctx context.Context, w write, l Lease, cur **Sandbox) (outcome, error) {
+	_, err := s.api.UpdateItem(ctx, w.item(s.table))
+	return settle(err, func(r refusal) bool { return ours(r.sandbox(soleItem), l) },
+		func(r refusal) (outcome, error) {
+			*cur = r.sandbox(soleItem)
+			return retryNow, r.err
+		})
 }
 
 // ours reports whether the record carries lease l's token: a write of ours already
@@ -437,13 +452,7 @@ func (s *Store) stop(ctx context.Context, op string, l Lease, reason string) err
 	err := s.retry(ctx, op, func() (outcome, error) {
 		e := newExpr()
 		w := write{
-			key: sandboxKey(l.UserID), e: e,
-			update: fmt.Sprintf("SET %s = %s, %s = %s, %s = %s, %s = %s + %s REMOVE %s, %s",
-				e.n(aState), e.v("stopped", avS(string(Stopped))),
-				e.n(aSince), e.v("now", avMs(s.now())),
-				e.n(aReason), e.v("reason", avS(reason)),
-				e.n(aVersion), e.n(aVersion), e.v("one", avN(1)),
-				e.n(aEndpoint), e.n(aGateway)),
+			key: sandboxKey(l.UserID), e: e, update: stopUpdate(e, s.now(), reason),
 			cond: fmt.Sprintf("%s = %s AND %s", e.n(aToken), e.v("tok", avS(l.Token)), inStates(e, counted...)),
 		}
 		_, err := s.api.TransactWriteItems(ctx, s.slotTx(w, -1))
@@ -464,12 +473,24 @@ func (s *Store) stop(ctx context.Context, op string, l Lease, reason string) err
 	return nil
 }
 
+// stopUpdate ends a counted lease: STOPPED since now for reason, without the agent's
+// endpoint and gateway token. The lease token stays, so a repeated stop knows the
+// record is already its own.
+func stopUpdate(e *expr, now time.Time, reason string) string {
+	return fmt.Sprintf("SET %s = %s, %s = %s, %s = %s, %s = %s + %s REMOVE %s, %s",
+		e.n(aState), e.v("stopped", avS(string(Stopped))),
+		e.n(aSince), e.v("now", avMs(now)),
+		e.n(aReason), e.v("reason", avS(reason)),
+		e.n(aVersion), e.n(aVersion), e.v("one", avN(1)),
+		e.n(aEndpoint), e.n(aGateway))
+}
+
 // RequestRestart records, once per generation, that a frame found userID's sandbox of
-// that generation STOPPING (or, by now, STOPPED) and asked for the next one. It reports whether this call
-// was the first: the caller that gets true sends the restart request, so a frame
-// queued while the old sandbox stops always leads to exactly one request, whatever
-// the inbox held before. A new acquisition has a new generation, so nothing needs
-// clearing.
+// that generation STOPPING (or, by now, STOPPED) and asked for the next one. It
+// reports whether this call was the first: the caller that gets true sends the
+// restart request, so a frame queued while the old sandbox stops always leads to
+// exactly one request, whatever the inbox held before. A new acquisition has a new
+// generation, so nothing needs clearing.
 func (s *Store) RequestRestart(ctx context.Context, userID string, generation int64) (bool, error) {
 	if err := checkID("user id", userID); err != nil {
 		return false, fmt.Errorf("request restart: %w", err)
