@@ -328,7 +328,8 @@ func (c *Cleaner) purge(ctx context.Context, p *pass, sb *state.Sandbox) {
 	switch {
 	case errors.As(err, &active):
 		// Active since the scan (the scan is older and eventually consistent).
-		log.InfoContext(ctx, "user active since the scan; not purged", logLastActivity, active.Sandbox.LastActivity)
+		log.InfoContext(ctx, "user active since the scan; not purged",
+			logging.Reason, state.ErrActive.Error(), logLastActivity, active.Sandbox.LastActivity)
 		return
 	case errors.Is(err, state.ErrHeld), errors.Is(err, state.ErrPurging), errors.Is(err, state.ErrNotFound):
 		return // started, being purged, or purged since the scan
@@ -353,12 +354,13 @@ func (c *Cleaner) purge(ctx context.Context, p *pass, sb *state.Sandbox) {
 		err := c.Store.ReleasePurge(ctx, lease)
 		switch {
 		case err == nil:
-			log.WarnContext(ctx, "user connected during purge; data kept, lock released")
+			log.WarnContext(ctx, "user connected during purge; data kept, lock released", logging.Reason, state.ReasonPurgeReleased)
 			return
 		case errors.Is(err, state.ErrPurgeStarted):
 			// Part of the prefix is gone already: giving it back would restore a
 			// half-deleted workspace. Finish, and the user starts afresh.
-			log.WarnContext(ctx, "user connected during an unfinished purge; deletion had begun, finishing it")
+			log.WarnContext(ctx, "user connected during an unfinished purge; deletion had begun, finishing it",
+				logging.Reason, state.ErrPurgeStarted.Error())
 		default:
 			p.fail(err)
 			log.ErrorContext(ctx, "release purge failed", logging.Error, err.Error())

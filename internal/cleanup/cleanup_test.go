@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/launcher"
+	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/metrics"
 	"github.com/sandgate/sandgate/internal/objsync"
 	"github.com/sandgate/sandgate/internal/relay"
@@ -112,6 +114,30 @@ func (e *env) stopped(t *testing.T, user string) {
 	if err := e.store.Stop(ctx, l); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// atLevel returns the lines logged at level.
+func atLevel(lines []map[string]any, level slog.Level) []map[string]any {
+	var out []map[string]any
+	for _, l := range lines {
+		if l[slog.LevelKey] == level.String() {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// summaries returns the pass summaries logged: the lines that carry the Summary's
+// fields.
+func summaries(t *testing.T, logs *testkit.Logs) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, l := range logs.Lines(t) {
+		if _, ok := l["dryRun"]; ok {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 func (e *env) run(t *testing.T) cleanup.Summary {
@@ -248,8 +274,11 @@ func TestCleaner_Run_StopsOrphans(t *testing.T) {
 			t.Errorf("task %s running = %v, want %v", arn, got, want)
 		}
 	}
-	if lines := e.logs.With(t, "msg", "orphan task stopped"); len(lines) != 2 {
-		t.Fatalf("log %v", lines)
+	// One warning for each task stopped, none for the others.
+	for arn, want := range map[string]int{owned.Sandbox.TaskARN: 0, pending: 0, orphan: 1, stale: 1} {
+		if got := len(atLevel(e.logs.With(t, logging.TaskARN, arn), slog.LevelWarn)); got != want {
+			t.Errorf("task %s: %d warnings, want %d: %v", arn, got, want, e.logs.With(t, logging.TaskARN, arn))
+		}
 	}
 }
 
@@ -273,7 +302,7 @@ func TestCleaner_Run_PurgesInactiveUser(t *testing.T) {
 	if _, err := e.store.Get(ctx, "user_old"); !errors.Is(err, state.ErrNotFound) {
 		t.Fatalf("purged user's record: %v", err)
 	}
-	if lines := e.logs.With(t, "msg", "user data purged"); len(lines) != 1 || lines[0]["userId"] != "user_old" || lines[0]["deleted"] != 5.0 {
+	if lines := atLevel(e.logs.With(t, "deleted", 5.0), slog.LevelInfo); len(lines) != 1 || lines[0][logging.UserID] != "user_old" {
 		t.Fatalf("log %v", lines)
 	}
 	// The user comes back: a fresh sandbox, nothing to restore.
@@ -300,7 +329,7 @@ func TestCleaner_Run_DryRunDeletesNothing(t *testing.T) {
 	if sb, err := e.store.Get(ctx, "user_old"); err != nil || sb.State != state.Stopped {
 		t.Fatalf("record %+v, %v", sb, err)
 	}
-	if lines := e.logs.With(t, "msg", "would purge user data (dry run)"); len(lines) != 1 || lines[0]["userId"] != "user_old" {
+	if lines := atLevel(e.logs.With(t, "prefix", "users/user_old/"), slog.LevelInfo); len(lines) != 1 || lines[0][logging.UserID] != "user_old" {
 		t.Fatalf("log %v", lines)
 	}
 }
@@ -374,7 +403,7 @@ func TestCleaner_Run_SummaryAndMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.run(t)
-	lines := e.logs.With(t, "msg", "cleanup done")
+	lines := summaries(t, e.logs)
 	if len(lines) != 1 || lines[0]["liveSandboxes"] != 1.0 || lines[0]["reaped"] != 0.0 || lines[0]["dryRun"] != false {
 		t.Fatalf("summary lines %v", lines)
 	}
@@ -404,7 +433,7 @@ func TestCleaner_Run_StoreDown(t *testing.T) {
 	if err == nil || sum.Errors == 0 || e.keys(t, "user_old") != 2 {
 		t.Fatalf("summary %+v, err %v", sum, err)
 	}
-	if len(e.logs.With(t, "msg", "cleanup done")) != 1 {
+	if len(summaries(t, e.logs)) != 1 {
 		t.Fatal("no summary line")
 	}
 }
@@ -566,7 +595,7 @@ func TestCleaner_Run_FailedPurgeResumedNeverRestored(t *testing.T) {
 	if sum.Purged != 1 || sum.Reaped != 0 || e.keys(t, "user_old") != 0 {
 		t.Fatalf("resumed pass %+v, %d keys", sum, e.keys(t, "user_old"))
 	}
-	if lines := e.logs.With(t, "msg", "user connected during an unfinished purge; deletion had begun, finishing it"); len(lines) != 1 {
+	if lines := e.logs.With(t, logging.Reason, state.ErrPurgeStarted.Error()); len(lines) != 1 || lines[0][logging.UserID] != "user_old" {
 		t.Fatalf("log %v", lines)
 	}
 	if _, err := e.store.Get(ctx, "user_old"); !errors.Is(err, state.ErrNotFound) {
@@ -636,7 +665,7 @@ func TestCleaner_Run_UserReturnsDuringPurge(t *testing.T) {
 	if err != nil || sb.State != state.Stopped || !sb.LastActivity.Equal(now) {
 		t.Fatalf("record after the return %+v, %v: want STOPPED with the return as activity", sb, err)
 	}
-	if lines := e.logs.With(t, "msg", "user connected during purge; data kept, lock released"); len(lines) != 1 {
+	if lines := e.logs.With(t, logging.Reason, state.ReasonPurgeReleased); len(lines) != 1 || lines[0][logging.UserID] != "user_old" {
 		t.Fatalf("log %v", lines)
 	}
 	// Later passes, the connection gone, do not purge a user who just came back.
@@ -674,7 +703,7 @@ func TestCleaner_Run_ActiveSinceScanKept(t *testing.T) {
 	if sb, err := e.store.Get(ctx, "user_old"); err != nil || sb.State != state.Stopped {
 		t.Fatalf("record %+v, %v", sb, err)
 	}
-	if lines := e.logs.With(t, "msg", "user active since the scan; not purged"); len(lines) != 1 || lines[0]["userId"] != "user_old" {
+	if lines := e.logs.With(t, logging.Reason, state.ErrActive.Error()); len(lines) != 1 || lines[0][logging.UserID] != "user_old" {
 		t.Fatalf("log %v", lines)
 	}
 }

@@ -3,6 +3,7 @@ package disconnect_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"testing"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/sandgate/sandgate/internal/agentapi"
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/disconnect"
+	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/state"
 )
 
@@ -106,7 +108,17 @@ func TestHandler_Handle_AgentUnreachable(t *testing.T) {
 	if got := e.connections(t, "user_a"); len(got) != 0 {
 		t.Fatalf("records %v", got)
 	}
-	if lines := e.logs.With(t, "msg", "agent close failed"); len(lines) != 1 || lines[0]["userId"] != "user_a" {
+	// A warning with the failure, and the disconnect says the agent was not told.
+	var warnings []map[string]any
+	for _, l := range e.logs.With(t, logging.UserID, "user_a") {
+		if l[slog.LevelKey] == slog.LevelWarn.String() && l[logging.Error] != nil {
+			warnings = append(warnings, l)
+		}
+	}
+	if len(warnings) != 1 {
+		t.Fatalf("warnings %v", warnings)
+	}
+	if lines := e.logs.With(t, "agent", "unreachable"); len(lines) != 1 || lines[0][logging.UserID] != "user_a" {
 		t.Fatalf("log %v", lines)
 	}
 }
@@ -120,7 +132,7 @@ func TestHandler_Handle_NoSandbox(t *testing.T) {
 	if got := e.connections(t, "user_a"); len(got) != 0 {
 		t.Fatalf("records %v", got)
 	}
-	if lines := e.logs.With(t, "agent", "none"); len(lines) != 1 || lines[0]["msg"] != "disconnected" {
+	if lines := e.logs.With(t, "agent", "none"); len(lines) != 1 || lines[0][logging.UserID] != "user_a" {
 		t.Fatalf("log %v", lines)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/launcher"
+	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/metrics"
 	"github.com/sandgate/sandgate/internal/state"
 	"github.com/sandgate/sandgate/internal/taskenv"
@@ -92,8 +93,10 @@ func TestEnsurer_Ensure_StartsSandbox(t *testing.T) {
 	if e.capacity(t) != 1 {
 		t.Fatalf("capacity = %d", e.capacity(t))
 	}
-	// The log names the user and the task, never the lease token.
-	if strings.Contains(e.logs.String(), sb.LeaseToken) || len(e.logs.With(t, "msg", "sandbox starting")) != 1 {
+	// The start is logged once, with the user, the task and the generation; no line
+	// carries the lease token.
+	if starts := e.logs.With(t, "generation", 1.0); strings.Contains(e.logs.String(), sb.LeaseToken) || len(starts) != 1 ||
+		starts[0][logging.UserID] != "user_a" || starts[0][logging.TaskARN] != sb.TaskARN {
 		t.Fatalf("logs: %s", e.logs.String())
 	}
 }
