@@ -17,10 +17,8 @@ import (
 // logGeneration is this package's log key for a lease's generation.
 const logGeneration = "generation"
 
-// ReleaseReserve is the time kept from the caller's deadline to give a failed start's
-// lease and capacity slot back; without it a start that failed by running out of time
-// would hold both until the start lease expires (minutes).
-const ReleaseReserve = 2 * time.Second
+// DefaultReleaseReserve is Ensurer.ReleaseReserve when zero.
+const DefaultReleaseReserve = 2 * time.Second
 
 // Errors of Ensure. Each wraps the cause (a state or launcher error) as well.
 var (
@@ -58,6 +56,11 @@ type Ensurer struct {
 	// Now stamps a started sandbox's StateSince in the Result (time.Now when nil); the
 	// record's own comes from the store's clock.
 	Now func() time.Time
+	// ReleaseReserve is the time kept from the caller's deadline to give a failed
+	// start's lease and capacity slot back, and the most that giving back may take;
+	// without it a start that failed by running out of time would hold both until the
+	// start lease expires (minutes). DefaultReleaseReserve when zero.
+	ReleaseReserve time.Duration
 }
 
 // Result is what Ensure found or did.
@@ -106,10 +109,14 @@ func (e *Ensurer) Ensure(ctx context.Context, userID string) (Result, error) {
 		LeaseDeadline: lease.Deadline, StateSince: now()}
 	// The launch may not use the caller's whole deadline: a launch that runs out of
 	// time (RunTask throttled and retried) must still leave time to give the lease back.
+	reserve := e.ReleaseReserve
+	if reserve == 0 {
+		reserve = DefaultReleaseReserve
+	}
 	launchCtx := ctx
 	if deadline, ok := ctx.Deadline(); ok {
 		var cancel context.CancelFunc
-		launchCtx, cancel = context.WithDeadline(ctx, deadline.Add(-ReleaseReserve))
+		launchCtx, cancel = context.WithDeadline(ctx, deadline.Add(-reserve))
 		defer cancel()
 	}
 	arn, err := e.Launcher.Launch(launchCtx, launcher.Spec{UserID: userID, LeaseToken: lease.Token, Generation: lease.Generation})
@@ -122,7 +129,7 @@ func (e *Ensurer) Ensure(ctx context.Context, userID string) (Result, error) {
 		log.ErrorContext(ctx, "sandbox start failed", logging.Reason, reason, logging.Error, err.Error())
 		// The slot and the lock go back at once, so the next attempt need not wait
 		// for the start lease to expire.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ReleaseReserve)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reserve)
 		defer cancel()
 		if rerr := e.Store.Release(rctx, lease, truncate("start failed: "+err.Error(), 200)); rerr != nil {
 			log.ErrorContext(ctx, "release after failed start failed", logging.Error, rerr.Error())

@@ -250,7 +250,10 @@ func TestEnsurer_Ensure_LaunchOutOfTimeReleases(t *testing.T) {
 		o.RateLimiter = ratelimit.None
 	})
 	e.ens.Launcher = launcher.New(ecs.New(patient), e.ecs.LauncherConfig(e.db.Table, "http://127.0.0.1:1/test"), e.logs.Logger())
-	ctx, cancel := context.WithTimeout(context.Background(), ensure.ReleaseReserve+time.Second)
+	// A reserve no stall of a loaded machine uses up, so the release always lands; the
+	// launch gets the second before it, then runs out of time.
+	e.ens.ReleaseReserve = 30 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), e.ens.ReleaseReserve+time.Second)
 	defer cancel()
 	if _, err := e.ens.Ensure(ctx, "user_a"); !errors.Is(err, ensure.ErrStartFailed) {
 		t.Fatalf("Ensure = %v", err)
