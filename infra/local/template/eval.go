@@ -30,6 +30,9 @@ type evaluator struct {
 	// Fn::FindInMap keys, which need values in either mode (e itself when not symbolic).
 	symbolic bool
 	values   *evaluator
+	// identities reads what identities need: roles, and the roles, log groups and
+	// secrets functions and tasks name (Options.Roles).
+	identities bool
 }
 
 // symbolicTwin returns an evaluator over the same template that writes references
@@ -446,7 +449,7 @@ func (e *evaluator) list(n *yaml.Node, path string) ([]any, error) {
 	switch v := v.(type) {
 	case []any:
 		return v, nil
-	case nil:
+	case nil, noValueT:
 		return nil, nil
 	}
 	return nil, pathErrf(path, ErrInvalid, "want a list, got %s", kind(v))

@@ -48,6 +48,12 @@ type Function struct {
 	// Environment is the function's Environment.Variables, resolved.
 	Environment map[string]string
 	Events      []Event
+	// Role is the execution role's ARN; LogGroup the LoggingConfig.LogGroup it writes
+	// to (empty: Lambda's /aws/lambda/<name>); InVPC reports a VpcConfig with subnets,
+	// for which Lambda uses the role to manage network interfaces. Read with
+	// Options.Roles.
+	Role, LogGroup string
+	InVPC          bool
 }
 
 // Event is one entry of a function's Events that the local stack can serve.
@@ -61,6 +67,9 @@ type Event struct {
 	// schedule is declared disabled.
 	Schedule string
 	Enabled  bool
+	// RoleArn is the role a ScheduleV2 event's schedule invokes the function with
+	// (read with Options.Roles).
+	RoleArn string
 }
 
 // EnvironmentNames returns the function's variable names, sorted.
@@ -131,6 +140,21 @@ func (e *evaluator) readFunction(r *Resource, props *yaml.Node) (*Function, erro
 	}
 	if f.LogLevel, err = e.optStr(lc, "ApplicationLogLevel", base+".LoggingConfig"); err != nil {
 		return nil, err
+	}
+	if e.identities {
+		if f.Role, err = e.optStr(props, "Role", base); err != nil {
+			return nil, err
+		}
+		if f.LogGroup, err = e.optStr(lc, "LogGroup", base+".LoggingConfig"); err != nil {
+			return nil, err
+		}
+		if n := Lookup(Lookup(props, "VpcConfig"), "SubnetIds"); n != nil {
+			subnets, err := e.list(n, base+".VpcConfig.SubnetIds")
+			if err != nil {
+				return nil, err
+			}
+			f.InVPC = len(subnets) > 0
+		}
 	}
 	if vars := Lookup(Lookup(props, "Environment"), "Variables"); vars != nil {
 		path := base + ".Environment.Variables"
@@ -221,6 +245,11 @@ func (e *evaluator) readEvent(name string, n *yaml.Node, path string) (Event, bo
 			return ev, false, err
 		} else if st == "DISABLED" {
 			ev.Enabled = false
+		}
+		if e.identities && ev.Type == EventScheduleV2 {
+			if ev.RoleArn, err = e.optStr(p, "RoleArn", pp); err != nil {
+				return ev, false, err
+			}
 		}
 	default:
 		return ev, false, nil

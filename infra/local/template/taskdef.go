@@ -20,13 +20,15 @@ type TaskDefinition struct {
 	// Cpu (units) and Memory (MiB), 0 when unset.
 	Cpu, Memory int
 	Containers  []*Container
+	// ExecutionRole and TaskRole are the roles' ARNs: what ECS uses to start the task
+	// (logs, secrets) and what the task's code gets (read with Options.Roles).
+	ExecutionRole, TaskRole string
 }
 
 // Container is one container definition.
 type Container struct {
 	Name string
-	// Environment is the container's Environment, resolved; Secrets are not read (the
-	// local stack has no Secrets Manager).
+	// Environment is the container's Environment, resolved.
 	Environment map[string]string
 	// Ports are the container ports of PortMappings.
 	Ports []int
@@ -34,6 +36,11 @@ type Container struct {
 	StopTimeout time.Duration
 	// Mounts maps a container path to its volume name.
 	Mounts map[string]string
+	// Secrets maps a variable to the Secrets Manager reference (an ARN, optionally
+	// with :json-key:version-stage:version-id) ECS reads it from with the execution
+	// role; LogGroup is the awslogs group. Read with Options.Roles.
+	Secrets  map[string]string
+	LogGroup string
 }
 
 func (e *evaluator) readTaskDefinition(r *Resource) (*TaskDefinition, error) {
@@ -48,6 +55,14 @@ func (e *evaluator) readTaskDefinition(r *Resource) (*TaskDefinition, error) {
 	}
 	if td.Memory, err = e.optPosInt(r.Properties, "Memory", base, 0); err != nil {
 		return nil, err
+	}
+	if e.identities {
+		if td.ExecutionRole, err = e.optStr(r.Properties, "ExecutionRoleArn", base); err != nil {
+			return nil, err
+		}
+		if td.TaskRole, err = e.optStr(r.Properties, "TaskRoleArn", base); err != nil {
+			return nil, err
+		}
 	}
 	defs := deref(Lookup(r.Properties, "ContainerDefinitions"))
 	if defs == nil {
@@ -103,6 +118,25 @@ func (e *evaluator) readContainer(n *yaml.Node, path string) (*Container, error)
 	}
 	if c.StopTimeout, err = e.optSeconds(n, "StopTimeout", path, 0); err != nil {
 		return nil, err
+	}
+	if e.identities {
+		c.Secrets = map[string]string{}
+		err = e.eachMap(n, "Secrets", path, func(m map[string]any, item string) error {
+			name, _ := m["Name"].(string)
+			from, _ := m["ValueFrom"].(string)
+			if name == "" || from == "" {
+				return pathErrf(item, ErrInvalid, "want {Name, ValueFrom}")
+			}
+			c.Secrets[name] = from
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		lc := Lookup(n, "LogConfiguration")
+		if c.LogGroup, err = e.optStr(Lookup(lc, "Options"), "awslogs-group", path+".LogConfiguration.Options"); err != nil {
+			return nil, err
+		}
 	}
 	err = e.eachMap(n, "MountPoints", path, func(m map[string]any, item string) error {
 		p, _ := m["ContainerPath"].(string)

@@ -41,6 +41,9 @@ type Options struct {
 	// one function can run without values for what only the others need. HTTP API
 	// routes then list only these functions' events.
 	Functions []string
+	// Roles asks Parse to read the IAM roles, and the roles, log groups, network
+	// placement and secrets of functions, task definitions and schedules.
+	Roles bool
 }
 
 // Template is the part of a SAM template the local stack runs.
@@ -53,6 +56,8 @@ type Template struct {
 	HTTPAPIs      []*HTTPAPI
 	// TaskDefinitions by logical id (read only when Options.TaskDefinitions is set).
 	TaskDefinitions map[string]*TaskDefinition
+	// Roles by logical id (read only when Options.Roles is set).
+	Roles map[string]*Role
 }
 
 // Parameter is a template parameter and its effective value.
@@ -95,6 +100,7 @@ func Parse(data []byte, opts Options) (*Template, error) {
 		return nil, err
 	}
 	e := d.values
+	e.identities = opts.Roles
 	t := &Template{Parameters: d.Parameters, Functions: map[string]*Function{}}
 	only := map[string]bool{}
 	for _, id := range opts.Functions {
@@ -114,6 +120,11 @@ func Parse(data []byte, opts Options) (*Template, error) {
 			return nil, err
 		}
 		t.Functions[r.LogicalID] = fn
+	}
+	if opts.Roles {
+		if t.Roles, err = e.readRoles(); err != nil {
+			return nil, err
+		}
 	}
 	if opts.TaskDefinitions {
 		tds, err := e.ofType(TypeTaskDefinition, nil)

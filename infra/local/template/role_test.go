@@ -1,0 +1,106 @@
+package template_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/sandgate/sandgate/infra/local/template"
+)
+
+// The template's roles come out with their documents resolved, and every function,
+// the task definition and the schedule name a role the template defines.
+func TestLoad_Roles_EveryPrincipalHasItsRole(t *testing.T) {
+	tpl, err := template.Load("../../../template.yaml", template.Options{
+		Resolver: localResolver(), Parameters: requiredParams(t, nil), TaskDefinitions: true, Roles: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tpl.Roles) == 0 {
+		t.Fatal("no roles read")
+	}
+	roleOf := func(arn string) *template.Role {
+		t.Helper()
+		id := strings.TrimSuffix(strings.TrimPrefix(arn, "arn:"), ".Arn")
+		r := tpl.Roles[id]
+		if r == nil {
+			t.Fatalf("%q names no role of the template", arn)
+		}
+		return r
+	}
+	for id, f := range tpl.Functions {
+		r := roleOf(f.Role)
+		if len(r.Policies) == 0 {
+			t.Errorf("%s: role %s has no policy", id, r.LogicalID)
+		}
+		if f.LogGroup == "" {
+			t.Errorf("%s: no log group", id)
+		}
+		for _, ev := range f.Events {
+			if ev.Type == template.EventScheduleV2 {
+				roleOf(ev.RoleArn)
+			}
+		}
+	}
+	td := tpl.TaskDefinitions["SandboxTaskDefinition"]
+	if td == nil {
+		t.Fatal("no sandbox task definition")
+	}
+	roleOf(td.ExecutionRole)
+	roleOf(td.TaskRole)
+	if td.Containers[0].LogGroup == "" {
+		t.Error("the sandbox container names no log group")
+	}
+	for _, r := range tpl.Roles {
+		var trust struct {
+			Statement []struct {
+				Principal map[string]any
+				Action    any
+			}
+		}
+		if err := json.Unmarshal(r.Trust, &trust); err != nil || len(trust.Statement) == 0 || trust.Statement[0].Principal == nil {
+			t.Errorf("%s: trust policy %s (%v)", r.LogicalID, r.Trust, err)
+		}
+		for _, p := range r.Policies {
+			var doc struct{ Statement []map[string]any }
+			if err := json.Unmarshal(p.Document, &doc); err != nil || len(doc.Statement) == 0 {
+				t.Errorf("%s/%s: %s (%v)", r.LogicalID, p.Name, p.Document, err)
+			}
+		}
+	}
+}
+
+// Conditions drop statements through AWS::NoValue: with storage credentials in a
+// secret, the task role has no bucket statement and the container reads its keys
+// as Secrets.
+func TestLoad_Roles_ConditionalStatements(t *testing.T) {
+	withKeys := requiredParams(t, map[string]string{"StorageCredentialsSecretArn": "arn:aws:secretsmanager:us-east-1:000000000000:secret:r2-AbCdEf"})
+	tpl, err := template.Load("../../../template.yaml", template.Options{Resolver: localResolver(), Parameters: withKeys, TaskDefinitions: true, Roles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if doc := string(tpl.Roles["TaskRole"].Policies[0].Document); strings.Contains(doc, "s3:") {
+		t.Errorf("task role with storage keys still grants S3: %s", doc)
+	}
+	if s := tpl.TaskDefinitions["SandboxTaskDefinition"].Containers[0].Secrets; len(s) == 0 {
+		t.Error("storage keys are not read as container secrets")
+	}
+	plain, err := template.Load("../../../template.yaml", template.Options{Resolver: localResolver(), Parameters: requiredParams(t, nil), TaskDefinitions: true, Roles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if doc := string(plain.Roles["TaskRole"].Policies[0].Document); !strings.Contains(doc, "s3:GetObject") {
+		t.Errorf("task role without storage keys grants no S3: %s", doc)
+	}
+}
+
+// A role without a trust policy is refused with the path to it.
+func TestParse_Roles_NoTrustPolicy(t *testing.T) {
+	_, err := template.Parse([]byte("Resources:\n  R:\n    Type: AWS::IAM::Role\n    Properties:\n      Policies: []\n"), template.Options{Roles: true})
+	var pe *template.PathError
+	if !errors.Is(err, template.ErrInvalid) || !errors.As(err, &pe) || !strings.Contains(pe.Path, "AssumeRolePolicyDocument") {
+		t.Fatalf("err = %v", err)
+	}
+}
