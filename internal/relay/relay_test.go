@@ -16,6 +16,7 @@ import (
 
 	"github.com/sandgate/sandgate/infra/local/apigw"
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/awsconf"
 	"github.com/sandgate/sandgate/internal/relay"
 	"github.com/sandgate/sandgate/internal/state"
@@ -61,16 +62,7 @@ func setup(t *testing.T) env {
 	}
 	t.Cleanup(func() { gw.Close() })
 
-	ddb := dynamodblocal.StartForTest(t)
-	client, err := ddb.Client(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	table := dynamodblocal.TableName(t)
-	if err := state.CreateTable(ctx, client, table); err != nil {
-		t.Fatal(err)
-	}
-	store := state.New(client, table)
+	store := testkit.NewDB(t).Store()
 
 	cfg, err := awsconf.Load(ctx, awsconf.Loopback(gw.ManagementEndpoint())...)
 	if err != nil {
