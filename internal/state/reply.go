@@ -75,13 +75,13 @@ func (r refusal) sandbox(pos int) *Sandbox { return decodeSandbox(r.old(pos)) }
 //
 //   - no error: the write committed; done.
 //   - a conflict with another writer (isConflict): back off and try again.
-//   - a failed condition that ours recognises as the write's own effect: the change
-//     is already made — the SDK sent again an attempt that had committed and whose
-//     reply was lost, or an earlier call made it; done, as if committed. A nil ours
-//     recognises nothing.
+//   - a failed condition that isOurs recognises as the write's own effect: the
+//     change is already made — the SDK sent again an attempt that had committed and
+//     whose reply was lost, or an earlier call made it; done, as if committed. A nil
+//     isOurs recognises nothing.
 //   - any other failed condition: explain decides, from the items' old values.
 //   - anything else: done, with the error as unavailable translates it.
-func settle(err error, ours func(refusal) bool, explain func(refusal) (outcome, error)) (outcome, error) {
+func settle(err error, isOurs func(refusal) bool, explain func(refusal) (outcome, error)) (outcome, error) {
 	if err == nil {
 		return done, nil
 	}
@@ -92,7 +92,7 @@ func settle(err error, ours func(refusal) bool, explain func(refusal) (outcome, 
 	switch {
 	case !ok:
 		return done, unavailable(err)
-	case ours != nil && ours(r):
+	case isOurs != nil && isOurs(r):
 		return done, nil
 	}
 	return explain(r)
