@@ -227,7 +227,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	c.log.Info("disconnected", "disconnectStatusCode", code, logging.Reason, reason)
 	if d, ok := ws.Routes[RouteDisconnect]; ok {
 		if dropped {
-			c.log.Info("$disconnect dropped (DropDisconnects)")
+			c.log.Info("$disconnect dropped", logging.Route, RouteDisconnect, logging.Reason, "DropDisconnects")
 			return
 		}
 		s.disconnect(c, d, code, reason)

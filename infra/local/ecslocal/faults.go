@@ -2,6 +2,7 @@ package ecslocal
 
 import (
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -17,6 +18,7 @@ type faultState struct {
 	crashCount      int
 	maxTasks        int
 	launchDelay     time.Duration
+	hold            chan struct{} // closed by the release HoldLaunches returned
 }
 
 func takeCount(n *int) bool {
@@ -71,6 +73,43 @@ func (s *Server) SetLaunchDelay(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.faults.launchDelay = max(d, 0)
+}
+
+// HoldLaunches keeps every task that comes to the end of its launch delay from now on
+// in PENDING, as a slow image pull does, until release is called or the task is
+// stopped: a test acts while a sandbox is surely still starting, then lets it start.
+func (s *Server) HoldLaunches() (release func()) {
+	hold := make(chan struct{})
+	s.mu.Lock()
+	s.faults.hold = hold
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			if s.faults.hold == hold {
+				s.faults.hold = nil
+			}
+			s.mu.Unlock()
+			close(hold)
+		})
+	}
+}
+
+// launchHeld waits while launches are held, and reports whether t is still wanted.
+func (s *Server) launchHeld(t *task) bool {
+	s.mu.Lock()
+	hold := s.faults.hold
+	s.mu.Unlock()
+	if hold == nil {
+		return true
+	}
+	select {
+	case <-hold:
+		return true
+	case <-t.stop:
+		return false
+	}
 }
 
 // ClearFaults switches every fault off; the launch delay and the task bound stay.

@@ -161,3 +161,25 @@ func TestServer_ClearFaults_SwitchesEveryFaultOff(t *testing.T) {
 	e.srv.ClearFaults()
 	e.whoami(t, privateIP(e.waitStatus(t, aws.ToString(e.run(t, runInput("cleared")).TaskArn), "RUNNING")))
 }
+
+// A held launch starts no process: stopped while held, the task never ran; released,
+// the next one runs.
+func TestServer_HoldLaunches_StartNothingUntilReleased(t *testing.T) {
+	t.Parallel()
+	e := start(t)
+	release := e.srv.HoldLaunches()
+	defer release()
+	held := aws.ToString(e.run(t, runInput("held")).TaskArn)
+	e.waitStatus(t, held, "PENDING")
+	if _, err := e.ecs.StopTask(context.Background(), &ecs.StopTaskInput{Cluster: aws.String("sandboxes"), Task: aws.String(held)}); err != nil {
+		t.Fatal(err)
+	}
+	if stopped := e.waitStatus(t, held, "STOPPED"); stopped.StartedAt != nil || stopped.Containers[0].ExitCode != nil {
+		t.Errorf("a task stopped while held ran: startedAt %v, exit code %s", stopped.StartedAt, code(stopped.Containers[0].ExitCode))
+	}
+
+	next := aws.ToString(e.run(t, runInput("released")).TaskArn)
+	e.waitStatus(t, next, "PENDING")
+	release()
+	e.whoami(t, privateIP(e.waitStatus(t, next, "RUNNING")))
+}

@@ -226,6 +226,9 @@ func TestServer_RunTask_OverridesReachTheProcess(t *testing.T) {
 func TestServer_RunTask_LaunchDelayShowsProvisioningAndPending(t *testing.T) {
 	t.Parallel()
 	e := start(t, func(s *ecslocal.Server) { s.LaunchDelay = 600 * time.Millisecond })
+	// Held at the end of its launch, the task is surely seen PENDING before RUNNING.
+	release := e.srv.HoldLaunches()
+	defer release()
 	first := e.run(t, runInput("slow"))
 	if aws.ToString(first.LastStatus) != "PROVISIONING" || aws.ToString(first.DesiredStatus) != "RUNNING" {
 		t.Fatalf("RunTask returned %s/%s, want PROVISIONING/RUNNING", aws.ToString(first.LastStatus), aws.ToString(first.DesiredStatus))
@@ -235,16 +238,17 @@ func TestServer_RunTask_LaunchDelayShowsProvisioningAndPending(t *testing.T) {
 	}
 
 	arn := aws.ToString(first.TaskArn)
-	var order []string
+	order := []string{aws.ToString(first.LastStatus)}
 	var pending types.Task
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		task := e.describe(t, arn)
 		st := aws.ToString(task.LastStatus)
-		if len(order) == 0 || order[len(order)-1] != st {
+		if order[len(order)-1] != st {
 			order = append(order, st)
 		}
-		if st == "PENDING" {
+		if st == "PENDING" && pending.TaskArn == nil {
 			pending = task
+			release()
 		}
 		if st == "RUNNING" {
 			break

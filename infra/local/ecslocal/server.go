@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -46,6 +47,14 @@ const (
 	// so a grandchild holding stdout cannot keep a stopped task from stopping.
 	DefaultWaitDelay = time.Second
 )
+
+// RandomAddressPool returns a random /24 inside 127/8 (never 127.0.0.0/24, where the
+// emulators listen): servers running at once on one machine — test binaries in
+// parallel, make dev — each given their own never hand out an address another's tasks
+// listen on.
+func RandomAddressPool() netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{127, byte(1 + rand.IntN(250)), byte(rand.IntN(256)), 0}), 24)
+}
 
 // Log keys this package adds to internal/logging's.
 const (

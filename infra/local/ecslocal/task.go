@@ -124,7 +124,7 @@ func (s *Server) lifecycle(t *task, delay time.Duration) {
 	t.attachStatus, t.connectivity, t.connectivityAt, t.pullStartedAt = attachAttached, "CONNECTED", now, now
 	s.setStatusLocked(t, statusPending)
 	s.mu.Unlock()
-	if !sleep(t, delay-delay/2) {
+	if !sleep(t, delay-delay/2) || !s.launchHeld(t) {
 		s.deprovision(t)
 		return
 	}

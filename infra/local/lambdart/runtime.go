@@ -208,7 +208,9 @@ func (r *Runtime) Invoke(ctx context.Context, function string, payload []byte) (
 }
 
 // InvokeAsync queues an asynchronous (Event) invocation and returns at once, as
-// Lambda answers 202. A failure is retried AsyncRetries times, then logged.
+// Lambda answers 202. A failure is retried AsyncRetries times (the function's own
+// AsyncRetries when set), each failure logged, then the invocation is dropped and
+// logged once more.
 func (r *Runtime) InvokeAsync(function string, payload []byte) error {
 	p, err := r.pool(function)
 	if err != nil {
@@ -232,6 +234,8 @@ func (r *Runtime) InvokeAsync(function string, payload []byte) error {
 				retries = *p.fn.AsyncRetries
 			}
 			if attempt >= retries {
+				// Lambda would send the event to the function's on-failure destination.
+				p.log.Error("async invocation dropped", "attempts", attempt+1)
 				return
 			}
 			select {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -263,7 +262,7 @@ func (s *Stack) startECS(o Options, tpl *template.Template) error {
 	e.LaunchDelay = o.LaunchDelay
 	e.AddressPool = o.AddressPool
 	if !e.AddressPool.IsValid() {
-		e.AddressPool = netip.PrefixFrom(netip.AddrFrom4([4]byte{127, byte(1 + rand.IntN(250)), byte(rand.IntN(256)), 0}), 24)
+		e.AddressPool = ecslocal.RandomAddressPool()
 	}
 	e.Output = func(t ecslocal.TaskInfo) io.Writer { return prefixed(o.Output, "[task "+t.ID[:8]+"] ") }
 	env := s.baseEnv(o)

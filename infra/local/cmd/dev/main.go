@@ -14,15 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ecs"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-
-	"github.com/sandgate/sandgate/infra/local"
-	"github.com/sandgate/sandgate/infra/local/demopage"
 	"github.com/sandgate/sandgate/infra/local/stack"
-	"github.com/sandgate/sandgate/internal/auth"
-	"github.com/sandgate/sandgate/internal/launcher"
 	"github.com/sandgate/sandgate/internal/logging"
 )
 
@@ -84,20 +76,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "stopped.")
 	}()
 
-	signer, err := auth.NewSigner(local.DevSecret)
-	if err != nil {
+	if err := s.ServeDemoPage(log); err != nil {
 		return err
 	}
-	ecsClient := ecs.NewFromConfig(s.AWS, func(o *ecs.Options) { o.BaseEndpoint = aws.String(s.Endpoints["AWS_ENDPOINT_URL_ECS"]) })
-	s3Client := s3.NewFromConfig(s.AWS, func(o *s3.Options) {
-		o.BaseEndpoint = aws.String(s.Endpoints["AWS_ENDPOINT_URL_S3"])
-		o.UsePathStyle = true
-	})
-	(&demopage.Handler{
-		Signer: signer, WSURL: s.Gateway.WebSocketURL(), HTTPURL: s.Gateway.HTTPURL(),
-		Sandboxes: s.Store, Objects: s3Client, Bucket: s.Bucket, Log: log,
-		Tasks: launcher.New(ecsClient, launcher.Config{Cluster: s.Cluster}, log),
-	}).Register(s.Gateway)
 
 	url, err := s.SignURL("user_alice")
 	if err != nil {
