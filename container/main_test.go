@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -16,34 +16,15 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/sandgate/sandgate/internal/state"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 )
 
-// runBinary runs the agent binary with exactly env (nothing inherited) and returns its
-// combined output and exit code.
-func runBinary(t *testing.T, env []string, args ...string) (string, int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, agentBin, args...)
-	cmd.Env = env
-	cmd.Dir = t.TempDir()
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	switch {
-	case err == nil:
-		return string(out), 0
-	case errors.As(err, &exit):
-		return string(out), exit.ExitCode()
-	}
-	t.Fatal(err)
-	return "", -1
-}
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
 // Bad configuration is refused before anything starts: every problem named at once,
 // exit status 1, and no secret value echoed.
 func TestMain_BadConfiguration_EveryProblemNamed(t *testing.T) {
-	out, code := runBinary(t, []string{
+	out, code := testkit.Run(t, testkit.Binaries(t).Agent(), []string{
 		"SANDGATE_USER_ID=user_abc",
 		"SANDGATE_LEASE_TOKEN=lease-token-must-not-be-printed",
 		"SANDGATE_GENERATION=zero",
@@ -73,35 +54,10 @@ func TestMain_BadConfiguration_EveryProblemNamed(t *testing.T) {
 
 func TestMain_UnknownSubcommand_Usage(t *testing.T) {
 	for _, args := range [][]string{{"serve"}, {"demo", "extra"}, {"healthcheck", "-v"}} {
-		out, code := runBinary(t, nil, args...)
+		out, code := testkit.Run(t, testkit.Binaries(t).Agent(), nil, args...)
 		if code != 1 || !strings.Contains(out, "usage: sandgate-agent") {
 			t.Errorf("%q: exit %d, output %q", args, code, out)
 		}
-	}
-}
-
-// The health check finds the agent the way the agent finds itself (the task metadata
-// endpoint, AGENT_PORT) and reports its health in the exit status.
-func TestMain_Healthcheck_FindsTheAgent(t *testing.T) {
-	e := newEnv(t, nil)
-	user := e.user("health")
-	sb := e.start(user)
-	sb.waitState(state.Running)
-	info := sb.info()
-	env := []string{"ECS_CONTAINER_METADATA_URI_V4=" + info.MetadataURI, "AGENT_PORT=8080"}
-	if out, code := runBinary(t, env, "healthcheck"); code != 0 {
-		t.Fatalf("healthcheck of a running agent: exit %d\n%s", code, out)
-	}
-	if out, code := runBinary(t, []string{"ECS_CONTAINER_METADATA_URI_V4=" + info.MetadataURI, "AGENT_PORT=8081"}, "healthcheck"); code == 0 {
-		t.Fatalf("healthcheck against a port nobody serves passed:\n%s", out)
-	}
-	if out, code := runBinary(t, []string{"AGENT_PORT=8080"}, "healthcheck"); code == 0 || !strings.Contains(out, "ECS_CONTAINER_METADATA_URI_V4") {
-		t.Fatalf("healthcheck without the metadata endpoint: exit %d\n%s", code, out)
-	}
-	sb.stop()
-	sb.exitCode(30 * time.Second)
-	if out, code := runBinary(t, env, "healthcheck"); code == 0 {
-		t.Fatalf("healthcheck of a stopped agent passed:\n%s", out)
 	}
 }
 
@@ -115,7 +71,7 @@ func TestMain_Demo_ServesUntilSIGTERM(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	ws := t.TempDir()
-	cmd := exec.Command(agentBin, "demo")
+	cmd := exec.Command(testkit.Binaries(t).Agent(), "demo")
 	cmd.Env = []string{"HOST=127.0.0.1", "PORT=" + strconv.Itoa(port), "SANDGATE_WORKSPACE=" + ws}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -128,7 +84,7 @@ func TestMain_Demo_ServesUntilSIGTERM(t *testing.T) {
 	t.Cleanup(func() { cmd.Process.Kill(); <-done })
 
 	var c *websocket.Conn
-	eventually(t, 10*time.Second, func() bool {
+	testkit.Eventually(t, testkit.Wait, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		c, _, err = websocket.Dial(ctx, "ws://127.0.0.1:"+strconv.Itoa(port)+"/", nil)
@@ -164,7 +120,7 @@ func TestMain_Demo_ServesUntilSIGTERM(t *testing.T) {
 		if err != nil {
 			t.Fatalf("demo exited with %v\n%s", err, out.String())
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(testkit.Wait):
 		t.Fatal("demo ignored SIGTERM")
 	}
 }

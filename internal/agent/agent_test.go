@@ -2,19 +2,18 @@ package agent_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi"
 	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi/types"
 
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/agent"
 	"github.com/sandgate/sandgate/internal/agentapi"
 	"github.com/sandgate/sandgate/internal/frames"
@@ -22,10 +21,10 @@ import (
 	"github.com/sandgate/sandgate/internal/state"
 )
 
-func isFrame(typ, stateOrReason string) func([]byte) bool {
-	return func(b []byte) bool {
-		var f frames.Frame
-		return json.Unmarshal(b, &f) == nil && f.Type == typ && (f.State == stateOrReason || f.Reason == stateOrReason)
+func isFrame(typ, stateOrReason string) func(string) bool {
+	return func(f string) bool {
+		fr, ok := testkit.Platform(f)
+		return ok && fr.Type == typ && (fr.State == stateOrReason || fr.Reason == stateOrReason)
 	}
 }
 
@@ -54,8 +53,7 @@ func TestAgent_Run_FramesHeldUntilTheInboxIsQueued(t *testing.T) {
 	close(spy.inbox)
 	var got []string
 	for len(got) < 6 {
-		seen := cl.until(func(b []byte) bool { return strings.Contains(string(b), "-") && !strings.HasPrefix(string(b), "{") })
-		got = append(got, string(seen[len(seen)-1]))
+		got = append(got, cl.until(func(f string) bool { return strings.Contains(f, "-") && !strings.HasPrefix(f, "{") }))
 	}
 	want := []string{"inbox-0", "inbox-1", "inbox-2", "new-0", "new-1", "new-2"}
 	if !slices.Equal(got, want) {
@@ -68,14 +66,7 @@ func TestAgent_Run_FramesHeldUntilTheInboxIsQueued(t *testing.T) {
 func TestAgent_Run_FinalSyncFails_ReleasedNotStopped(t *testing.T) {
 	h := newHarness(t, nil)
 	h.acquire()
-	spy := newSpy(h.store)
-	bucket := &spyBucket{Bucket: h.bucket}
-	a := h.agent(spy, bucket)
-	stop, result := h.run(a)
-	h.running()
-	if err := writeFile(a.Config.Workspace(), "unsaved.txt", "the store refuses this"); err != nil {
-		t.Fatal(err)
-	}
+	spy, bucket, stop, result := h.runWithWork("unsaved.txt", "the store refuses this")
 	bucket.failPuts.Store(true)
 	stop()
 	if err := result(); !errors.Is(err, agent.ErrFinalSync) {
@@ -112,7 +103,7 @@ func TestAgent_Run_WorkloadKeepsCrashing_StopsWithError(t *testing.T) {
 	cl.until(isFrame(frames.TypeStatus, frames.Ready))
 	h.api.Deliver(ctx, target, cl.id, []byte("crash"))
 	cl.until(isFrame(frames.TypeError, frames.ReasonUnavailable))
-	cl.until(equals(`{"type":"hello"}`)) // restarted and redialled
+	cl.until(testkit.Is(`{"type":"hello"}`)) // restarted and redialled
 	h.api.Deliver(ctx, target, cl.id, []byte("crash"))
 	cl.until(isFrame(frames.TypeStatus, frames.Stopping))
 	if err := result(); !errors.Is(err, agent.ErrWorkload) {
@@ -135,10 +126,8 @@ func TestAgent_Deliver_RateLimit(t *testing.T) {
 	cl := h.connect()
 	h.acquire()
 	a := h.agent(h.store, h.bucket)
-	var mu sync.Mutex
-	now := time.Now()
-	a.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	clock := testkit.NewClock()
+	a.Now = clock.Now
 	h.run(a)
 	target := h.running()
 	deliver := func() error { return h.api.Deliver(context.Background(), target, cl.id, []byte("x")) }
@@ -150,14 +139,14 @@ func TestAgent_Deliver_RateLimit(t *testing.T) {
 	if err := deliver(); !errors.Is(err, agentapi.ErrRateLimited) {
 		t.Fatalf("fifth frame = %v, want ErrRateLimited", err)
 	}
-	advance(500 * time.Millisecond) // one token at 2/s
+	clock.Advance(500 * time.Millisecond) // one token at 2/s
 	if err := deliver(); err != nil {
 		t.Fatalf("after half a second: %v", err)
 	}
 	if err := deliver(); !errors.Is(err, agentapi.ErrRateLimited) {
 		t.Fatalf("second frame after half a second = %v", err)
 	}
-	advance(10 * time.Second) // the bucket holds the burst, no more
+	clock.Advance(10 * time.Second) // the bucket holds the burst, no more
 	for i := range 4 {
 		if err := deliver(); err != nil {
 			t.Fatalf("frame %d after ten seconds: %v", i, err)
@@ -178,13 +167,22 @@ func TestAgent_Post_ConnectionStillConnecting_Retried(t *testing.T) {
 	a := h.agent(h.store, h.bucket)
 	h.run(a)
 	target := h.running()
-	hold := make(chan struct{})
-	h.inv.hold.Store(&hold)
-	cl := h.connect() // recorded, handshake held open
-	if err := h.api.Open(context.Background(), target, cl.id); err != nil {
+	release := h.conns.Hold()
+	defer release()
+	type dial struct {
+		c   *testkit.Client
+		err error
+	}
+	dialed := make(chan dial, 1)
+	go func() {
+		c, err := h.gw.TryDial(t, h.userID)
+		dialed <- dial{c, err}
+	}()
+	id := h.conns.Next(t) // recorded, handshake held open
+	if err := h.api.Open(context.Background(), target, id); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.api.Deliver(context.Background(), target, cl.id, []byte("sent while connecting")); err != nil {
+	if err := h.api.Deliver(context.Background(), target, id, []byte("sent while connecting")); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -192,9 +190,13 @@ func TestAgent_Post_ConnectionStillConnecting_Retried(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no post was refused while the handshake was held")
 	}
-	h.inv.hold.Store(nil)
-	close(hold)
-	cl.until(equals("sent while connecting"))
+	release()
+	d := <-dialed
+	if d.err != nil {
+		t.Fatal(d.err)
+	}
+	cl := conn{Client: d.c, id: id}
+	cl.until(testkit.Is("sent while connecting"))
 	conns, err := h.store.Connections(context.Background(), h.userID)
 	if err != nil || len(conns) != 1 || conns[0].ConnectionID != cl.id {
 		t.Fatalf("records %v, %v: the connecting client's record must stay", conns, err)
@@ -304,17 +306,12 @@ func TestAgent_Run_WorkloadFlushesBeforeTheFinalSync(t *testing.T) {
 // A final sync that hangs is cut off in time for the lease to be released before the
 // stop timeout (when ECS would SIGKILL the task), and Run reports ErrFinalSync.
 func TestAgent_Run_FinalSyncHangs_ReleasedWithinTheStopTimeout(t *testing.T) {
-	const stopTimeout = 4 * time.Second
+	// The stop keeps a fifth of STOP_TIMEOUT (3 s here) for the release: more than a
+	// loaded machine takes for one write.
+	const stopTimeout = 15 * time.Second
 	h := newHarness(t, map[string]string{"STOP_TIMEOUT": stopTimeout.String(), "WORKLOAD_GRACE": "500ms"})
 	h.acquire()
-	spy := newSpy(h.store)
-	bucket := &spyBucket{Bucket: h.bucket}
-	a := h.agent(spy, bucket)
-	stop, result := h.run(a)
-	h.running()
-	if err := writeFile(a.Config.Workspace(), "pending.txt", "never stored"); err != nil {
-		t.Fatal(err)
-	}
+	spy, bucket, stop, result := h.runWithWork("pending.txt", "never stored")
 	bucket.hangPuts.Store(true)
 	begin := time.Now()
 	stop()
@@ -344,11 +341,11 @@ func TestAgent_WorkloadClosesAConnection_ClientClosed(t *testing.T) {
 	if err := h.api.Deliver(ctx, target, done.id, []byte("close")); err != nil {
 		t.Fatal(err)
 	}
-	done.closed()
+	done.closed(t)
 	if err := h.api.Deliver(ctx, target, other.id, []byte("still served")); err != nil {
 		t.Fatal(err)
 	}
-	other.until(equals("still served"))
+	other.until(testkit.Is("still served"))
 }
 
 // Frames the API accepted (202) while the inbox was draining are not lost when the

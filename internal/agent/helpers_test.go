@@ -2,7 +2,6 @@ package agent_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,15 +18,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-lambda-go/events"
 	"github.com/coder/websocket"
 
-	"github.com/sandgate/sandgate/infra/local/apigw"
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
 	"github.com/sandgate/sandgate/infra/local/s3local"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/agent"
 	"github.com/sandgate/sandgate/internal/agentapi"
-	"github.com/sandgate/sandgate/internal/awsconf"
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/demoworkload"
 	"github.com/sandgate/sandgate/internal/logging"
@@ -38,14 +35,14 @@ import (
 	"github.com/sandgate/sandgate/internal/taskenv"
 )
 
-// The test binary doubles as the workload (SANDGATE_AGENT_TEST_WORKLOAD): the demo, or
-// an echo server that exits on a "crash" frame.
+// The test binary doubles as the workload (testkit.EnvWorkload): the demo, or an echo
+// server that exits on a "crash" frame, among others.
 func TestMain(m *testing.M) {
-	switch os.Getenv("SANDGATE_AGENT_TEST_WORKLOAD") {
+	switch os.Getenv(testkit.EnvWorkload) {
 	case "demo":
 		os.Exit(demoWorkload())
-	case "crashy":
-		os.Exit(crashyWorkload())
+	case testkit.WorkloadCrashy:
+		os.Exit(testkit.ServeCrashy())
 	case "flusher":
 		os.Exit(flusherWorkload())
 	case "recorder":
@@ -58,19 +55,11 @@ func TestMain(m *testing.M) {
 	os.Exit(dynamodblocal.RunTests(m))
 }
 
-func listenWorkload() net.Listener {
-	ln, err := net.Listen("tcp", net.JoinHostPort(os.Getenv("HOST"), os.Getenv("PORT")))
-	if err != nil {
-		os.Exit(1)
-	}
-	return ln
-}
-
 func demoWorkload() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	s := &demoworkload.Server{Dir: os.Getenv("SANDGATE_WORKSPACE"), Log: slog.New(slog.DiscardHandler)}
-	if err := s.Serve(ctx, listenWorkload()); err != nil {
+	if err := s.Serve(ctx, testkit.ListenWorkload()); err != nil {
 		return 1
 	}
 	return 0
@@ -83,7 +72,7 @@ func flusherWorkload() int {
 	defer stop()
 	dir := os.Getenv("SANDGATE_WORKSPACE")
 	s := &demoworkload.Server{Dir: dir, Log: slog.New(slog.DiscardHandler)}
-	if err := s.Serve(ctx, listenWorkload()); err != nil {
+	if err := s.Serve(ctx, testkit.ListenWorkload()); err != nil {
 		return 1
 	}
 	time.Sleep(300 * time.Millisecond) // the flush takes a while
@@ -111,7 +100,7 @@ func recorderWorkload() int {
 	if want <= 0 {
 		close(all)
 	}
-	go http.Serve(listenWorkload(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	go http.Serve(testkit.ListenWorkload(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := websocket.Accept(w, r, nil)
 		if err != nil {
 			return
@@ -141,34 +130,9 @@ func recorderWorkload() int {
 	return 0
 }
 
-func crashyWorkload() int {
-	http.Serve(listenWorkload(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		c.Write(r.Context(), websocket.MessageText, []byte(`{"type":"hello"}`))
-		for {
-			typ, data, err := c.Read(r.Context())
-			if err != nil {
-				return
-			}
-			switch string(data) {
-			case "crash":
-				os.Exit(3)
-			case "close":
-				c.Close(websocket.StatusNormalClosure, "the workload is done with this client")
-				return
-			}
-			c.Write(r.Context(), typ, data)
-		}
-	}))
-	return 1
-}
-
-// harness wires an Agent to DynamoDB Local, s3local, the API Gateway emulator's
-// management API and a task metadata endpoint, all on loopback.
+// harness wires an Agent to DynamoDB Local, s3local, the API Gateway emulator (whose
+// $connect and $disconnect record the connections), its management API and a task
+// metadata endpoint, all on loopback.
 type harness struct {
 	t      testing.TB
 	userID string
@@ -176,60 +140,32 @@ type harness struct {
 	lease  state.Lease
 	s3     *s3local.Server
 	bucket *s3bucket.Bucket
-	gw     *apigw.Server
-	inv    *gateway
+	gw     *testkit.Gateway
+	conns  *testkit.Connections
 	mgmt   relay.API
 	vars   map[string]string
-	logs   *lockedBuffer
+	logs   *testkit.Logs
 	api    agentapi.Client
 }
 
 func newHarness(t testing.TB, vars map[string]string) *harness {
 	t.Helper()
-	ctx := context.Background()
-	h := &harness{t: t, userID: "user_" + strconv.FormatInt(time.Now().UnixNano(), 36), logs: &lockedBuffer{}}
+	h := &harness{t: t, userID: "user_" + strconv.FormatInt(time.Now().UnixNano(), 36), logs: &testkit.Logs{}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Log(h.logs.String())
 		}
 	})
 
-	ddb := dynamodblocal.StartForTest(t)
-	client, err := ddb.Client(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	table := dynamodblocal.TableName(t)
-	if err := state.CreateTable(ctx, client, table); err != nil {
-		t.Fatal(err)
-	}
-	h.store = state.New(client, table)
+	db := testkit.NewDB(t)
+	h.store = state.New(db.Raw, db.Table)
 
-	h.s3, err = s3local.Start(s3local.Config{Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.s3.Close() })
-	scfg, err := awsconf.Load(ctx, awsconf.Loopback(h.s3.URL())...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.bucket = s3bucket.New(s3bucket.NewClient(scfg, s3bucket.Options{UsePathStyle: true}), h.s3.Bucket())
+	s3 := testkit.StartS3(t, s3local.Config{Log: slog.New(slog.DiscardHandler)})
+	h.s3, h.bucket = s3.Server, s3.Bucket(s3bucket.Options{UsePathStyle: true})
 
-	h.inv = &gateway{store: h.store, connected: make(chan string, 16)}
-	h.gw = apigw.New(apigw.Config{WebSocket: &apigw.WebSocketAPI{
-		Stage: "test", RouteSelectionExpression: "$request.body.action",
-		Routes: map[string]apigw.Route{"$connect": {Function: "connect"}, "$disconnect": {Function: "disconnect"}},
-	}}, h.inv, slog.New(slog.DiscardHandler))
-	if err := h.gw.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.gw.Close() })
-	mcfg, err := awsconf.Load(ctx, awsconf.Loopback(h.gw.ManagementEndpoint())...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.mgmt = relay.NewClient(mcfg, h.gw.ManagementEndpoint())
+	h.conns = testkit.NewConnections(h.store)
+	h.gw = testkit.StartGateway(t, slog.New(slog.DiscardHandler), h.conns.Routes(), h.conns.Funcs())
+	h.mgmt = h.gw.Mgmt
 
 	meta := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, `{"Networks":[{"NetworkMode":"awsvpc","IPv4Addresses":["127.0.0.1"]}]}`)
@@ -241,8 +177,8 @@ func newHarness(t testing.TB, vars map[string]string) *harness {
 		t.Fatal(err)
 	}
 	h.vars = map[string]string{
-		taskenv.UserID: h.userID, taskenv.Table: table, taskenv.Bucket: h.s3.Bucket(),
-		taskenv.Prefix: taskenv.UserPrefix(h.userID), taskenv.ManagementEndpoint: h.gw.ManagementEndpoint(),
+		taskenv.UserID: h.userID, taskenv.Table: db.Table, taskenv.Bucket: h.s3.Bucket(),
+		taskenv.Prefix: taskenv.UserPrefix(h.userID), taskenv.ManagementEndpoint: h.gw.Server.ManagementEndpoint(),
 		agent.EnvMetadataURI: meta.URL, agent.EnvPort: strconv.Itoa(freePort(t)),
 		agent.EnvDataDir: t.TempDir(), agent.EnvSleepAfter: "1h", agent.EnvSyncInterval: "1h",
 		agent.EnvLeaseTTL: "60s", agent.EnvStopTimeout: "10s", agent.EnvWorkloadGrace: "2s",
@@ -256,7 +192,7 @@ func newHarness(t testing.TB, vars map[string]string) *harness {
 		workloadMode = m
 		delete(h.vars, "workload")
 	}
-	t.Setenv("SANDGATE_AGENT_TEST_WORKLOAD", workloadMode)
+	t.Setenv(testkit.EnvWorkload, workloadMode)
 	return h
 }
 
@@ -280,7 +216,7 @@ func (h *harness) agent(store agent.Store, bucket objsync.Bucket) *agent.Agent {
 	if err := env.Err(); err != nil {
 		h.t.Fatal(err)
 	}
-	log := logging.New(h.logs, slog.LevelDebug).With(logging.UserID, h.userID)
+	log := h.logs.Logger().With(logging.UserID, h.userID)
 	a := agent.New(cfg, store, bucket, h.mgmt, log)
 	a.WorkloadOutput = h.logs
 	return a
@@ -305,6 +241,20 @@ func (h *harness) run(a *agent.Agent) (stop func(), result func() error) {
 	}
 	h.t.Cleanup(func() { cancel(); result() })
 	return cancel, result
+}
+
+// runWithWork runs an agent over spies of the store and the bucket until it is
+// RUNNING, then writes a file as its workload would.
+func (h *harness) runWithWork(name, content string) (spy *spyStore, bucket *spyBucket, stop func(), result func() error) {
+	h.t.Helper()
+	spy, bucket = newSpy(h.store), &spyBucket{Bucket: h.bucket}
+	a := h.agent(spy, bucket)
+	stop, result = h.run(a)
+	h.running()
+	if err := writeFile(a.Config.Workspace(), name, content); err != nil {
+		h.t.Fatal(err)
+	}
+	return spy, bucket, stop, result
 }
 
 // running waits for RUNNING and returns the agent's target.
@@ -343,121 +293,33 @@ func freePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// gateway answers $connect as the Connect function does (records the connection),
-// optionally holding the handshake open until release is closed.
-type gateway struct {
-	store     *state.Store
-	connected chan string
-	hold      atomic.Pointer[chan struct{}]
+// conn is one of the user's clients and its connection's id.
+type conn struct {
+	*testkit.Client
+	id string
 }
 
-func (g *gateway) Invoke(ctx context.Context, fn string, payload []byte) ([]byte, error) {
-	var ev events.APIGatewayWebsocketProxyRequest
-	if err := json.Unmarshal(payload, &ev); err != nil {
-		return nil, err
-	}
-	if ev.RequestContext.RouteKey == "$connect" {
-		user := ev.QueryStringParameters["userId"]
-		if _, err := g.store.AddConnection(ctx, user, ev.RequestContext.ConnectionID); err != nil {
-			return nil, err
-		}
-		g.connected <- ev.RequestContext.ConnectionID
-		if hold := g.hold.Load(); hold != nil {
-			<-*hold
-		}
-	}
-	return []byte(`{"statusCode":200}`), nil
-}
-
-// client is one of the user's WebSocket clients.
-type client struct {
-	t      testing.TB
-	id     string
-	frames chan []byte
-	mu     sync.Mutex
-	c      *websocket.Conn
-}
-
-// connect dials the gateway; it returns once the connection is recorded, which is
-// before the handshake completes when the gateway holds it.
-func (h *harness) connect() *client {
+// connect dials the gateway and returns once the connection is recorded.
+func (h *harness) connect() conn {
 	h.t.Helper()
-	cl := &client{t: h.t, frames: make(chan []byte, 1024)}
-	dialed := make(chan error, 1)
-	go func() {
-		c, _, err := websocket.Dial(context.Background(), h.gw.WebSocketURL()+"?userId="+h.userID, nil)
-		if err != nil {
-			dialed <- err
-			return
-		}
-		cl.mu.Lock()
-		cl.c = c
-		cl.mu.Unlock()
-		dialed <- nil
-		for {
-			_, b, err := c.Read(context.Background())
-			if err != nil {
-				close(cl.frames)
-				return
-			}
-			cl.frames <- b
-		}
-	}()
-	select {
-	case cl.id = <-h.inv.connected:
-	case err := <-dialed:
-		h.t.Fatalf("dial: %v", err)
-	case <-time.After(10 * time.Second):
-		h.t.Fatal("connection never recorded")
-	}
-	h.t.Cleanup(func() {
-		cl.mu.Lock()
-		defer cl.mu.Unlock()
-		if cl.c != nil {
-			cl.c.CloseNow()
-		}
-	})
-	return cl
+	c, id := h.conns.Dial(h.t, h.gw, h.userID)
+	return conn{Client: c, id: id}
+}
+
+// until waits for a frame that matches.
+func (c conn) until(match func(string) bool) string {
+	return c.Next(testkit.Wait, "frame", match)
 }
 
 // closed waits until the client's connection is closed.
-func (cl *client) closed() {
-	cl.t.Helper()
-	deadline := time.After(15 * time.Second)
-	for {
-		select {
-		case _, ok := <-cl.frames:
-			if !ok {
-				return
-			}
-		case <-deadline:
-			cl.t.Fatal("client connection still open")
-		}
+func (c conn) closed(t testing.TB) {
+	t.Helper()
+	select {
+	case <-c.Closed():
+	case <-time.After(testkit.Wait):
+		t.Fatal("client connection still open")
 	}
 }
-
-// until reads frames until match accepts one and returns what it read.
-func (cl *client) until(match func([]byte) bool) [][]byte {
-	cl.t.Helper()
-	var seen [][]byte
-	deadline := time.After(15 * time.Second)
-	for {
-		select {
-		case b, ok := <-cl.frames:
-			if !ok {
-				cl.t.Fatalf("client closed; saw %q", seen)
-			}
-			seen = append(seen, b)
-			if match(b) {
-				return seen
-			}
-		case <-deadline:
-			cl.t.Fatalf("no matching frame; saw %q", seen)
-		}
-	}
-}
-
-func equals(s string) func([]byte) bool { return func(b []byte) bool { return string(b) == s } }
 
 // spyStore is the real store with some calls counted, held or failed.
 type spyStore struct {
@@ -550,24 +412,6 @@ func (b *spyBucket) List(ctx context.Context, prefix, token string) (objsync.Pag
 		}
 	}
 	return b.Bucket.List(ctx, prefix, token)
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b = append(l.b, p...)
-	return len(p), nil
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return string(l.b)
 }
 
 func writeFile(dir, name, content string) error {

@@ -16,12 +16,13 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/agent"
 	"github.com/sandgate/sandgate/internal/s3bucket"
 	"github.com/sandgate/sandgate/internal/taskenv"
 )
 
-// Modes of the test binary (SANDGATE_AGENT_TEST_WORKLOAD) for the /proc test.
+// Modes of the test binary (testkit.EnvWorkload) for the /proc test.
 const (
 	modeProtectHelper = "protect-helper" // plays the agent
 	modePeek          = "peek"           // plays the workload
@@ -61,7 +62,7 @@ func protectHelper() int {
 		return 2
 	}
 	cmd := exec.Command(self)
-	cmd.Env = []string{"SANDGATE_AGENT_TEST_WORKLOAD=" + modePeek, envPeekPID + "=" + strconv.Itoa(os.Getpid()), noExitSleep}
+	cmd.Env = []string{testkit.EnvWorkload + "=" + modePeek, envPeekPID + "=" + strconv.Itoa(os.Getpid()), noExitSleep}
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -111,7 +112,7 @@ func TestProtectProcess_SameUIDWorkload_CannotReadTheAgentsEnviron(t *testing.T)
 		cmd := exec.Command(exe)
 		cmd.Dir = dir
 		cmd.Env = []string{
-			"SANDGATE_AGENT_TEST_WORKLOAD=" + modeProtectHelper, envProtect + "=" + map[bool]string{true: "1", false: "0"}[protect],
+			testkit.EnvWorkload + "=" + modeProtectHelper, envProtect + "=" + map[bool]string{true: "1", false: "0"}[protect],
 			taskenv.LeaseToken + "=" + secret, s3bucket.EnvSecretAccessKey + "=" + secret,
 			noExitSleep,
 		}

@@ -2,7 +2,6 @@ package objsync_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -312,14 +311,11 @@ func TestSyncer_Sync_LogsOneLine(t *testing.T) {
 	writeTree(t, s.Dir(), []node{{path: "a", data: []byte("x")}})
 	mustSync(t, s)
 	var done int
-	for _, line := range strings.Split(strings.TrimSpace(f.logs.String()), "\n") {
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			t.Fatalf("not JSON: %q", line)
-		}
-		if rec["msg"] == "sync finished" {
+	for _, rec := range f.logs.With(t, "op", "sync") {
+		// The summary carries every count; no other line of a sync has "unchanged".
+		if _, summary := rec["unchanged"]; summary {
 			done++
-			if rec["userId"] != testUser || rec["prefix"] != f.prefix || rec["files"] != 1.0 || rec["durationMs"] == nil {
+			if rec["userId"] != testUser || rec["prefix"] != f.prefix || rec["files"] != 1.0 || rec["durationMs"] == nil || rec["error"] != nil {
 				t.Fatalf("summary line %v", rec)
 			}
 		}

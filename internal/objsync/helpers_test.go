@@ -1,7 +1,6 @@
 package objsync_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -21,7 +20,7 @@ import (
 	"time"
 
 	"github.com/sandgate/sandgate/infra/local/s3local"
-	"github.com/sandgate/sandgate/internal/awsconf"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/objsync"
 	"github.com/sandgate/sandgate/internal/s3bucket"
@@ -74,31 +73,14 @@ func (c *countingBucket) calls() (lists, gets, puts, deletes int) {
 	return c.lists, c.gets, len(c.puts), len(c.deletes)
 }
 
-// lockedBuffer collects log output written from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // fixture is one gofakes3 endpoint reached through the production client stack.
 type fixture struct {
 	t      *testing.T
-	srv    *s3local.Server
+	s3     *testkit.S3
+	srv    *s3local.Server // s3.Server
 	bucket *countingBucket
 	prefix string
-	logs   *lockedBuffer
+	logs   *testkit.Logs
 	log    *slog.Logger
 }
 
@@ -112,39 +94,27 @@ func newFixture(t *testing.T) *fixture {
 // newFixtureWith builds the client with o instead of the tests' default options.
 func newFixtureWith(t *testing.T, o s3bucket.Options) *fixture {
 	t.Helper()
-	srv, err := s3local.Start(s3local.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	cfg, err := awsconf.Load(context.Background(), awsconf.Loopback(srv.URL())...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := s3bucket.NewClient(cfg, o)
+	s3 := testkit.StartS3(t, s3local.Config{})
 	prefix, err := objsync.UserPrefix(testUser)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &testkit.Logs{}
 	return &fixture{
 		t:      t,
-		srv:    srv,
-		bucket: &countingBucket{Bucket: s3bucket.New(client, srv.Bucket())},
+		s3:     s3,
+		srv:    s3.Server,
+		bucket: &countingBucket{Bucket: s3.Bucket(o)},
 		prefix: prefix,
 		logs:   logs,
-		log:    logging.New(logs, slog.LevelDebug).With(logging.UserID, testUser),
+		log:    logs.Logger().With(logging.UserID, testUser),
 	}
 }
 
 // bucketWith returns another client of the fixture's endpoint, built with o.
 func (f *fixture) bucketWith(o s3bucket.Options) objsync.Bucket {
 	f.t.Helper()
-	cfg, err := awsconf.Load(context.Background(), awsconf.Loopback(f.srv.URL())...)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return s3bucket.New(s3bucket.NewClient(cfg, o), f.srv.Bucket())
+	return f.s3.Bucket(o)
 }
 
 // syncer returns a Syncer over a fresh (or given) directory and state directory.

@@ -1,16 +1,12 @@
 package apigw_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,8 +18,8 @@ import (
 	"github.com/sandgate/sandgate/infra/local/apigw"
 	"github.com/sandgate/sandgate/infra/local/lambdart"
 	"github.com/sandgate/sandgate/infra/local/template"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/awsconf"
-	"github.com/sandgate/sandgate/internal/logging"
 )
 
 // Binaries built once for the package: the fixture playing every function of
@@ -31,42 +27,15 @@ import (
 var fixture, authorizeBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "apigw-test")
-	if err != nil {
-		panic(err)
-	}
-	fixture, authorizeBin = filepath.Join(dir, "fixture", "bootstrap"), filepath.Join(dir, "authorize", "bootstrap")
-	for out, pkg := range map[string]string{fixture: "./testdata/fixture", authorizeBin: "../../../functions/authorize"} {
-		cmd := exec.Command("go", "build", "-tags", "lambda.norpc", "-o", out, pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, b)
-			os.Exit(1)
-		}
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testkit.RunWithPrograms(m, map[*string]string{&fixture: "./testdata/fixture", &authorizeBin: "../../../functions/authorize"}))
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 type stack struct {
 	srv    *apigw.Server
 	rt     *lambdart.Runtime
-	events string // EVENT_DIR
-	logs   *syncBuffer
-	out    *syncBuffer
+	events string        // EVENT_DIR
+	logs   *testkit.Logs // the gateway's and the runtime's
+	out    *testkit.Logs // the functions' output
 	mgmt   *apigatewaymanagementapi.Client
 }
 
@@ -86,8 +55,8 @@ func newStack(t *testing.T, opts ...option) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := &stack{events: t.TempDir(), logs: &syncBuffer{}, out: &syncBuffer{}}
-	log := logging.New(st.logs, slog.LevelDebug)
+	st := &stack{events: t.TempDir(), logs: &testkit.Logs{}, out: &testkit.Logs{}}
+	log := st.logs.Logger()
 	st.rt = lambdart.New(log, st.out)
 	st.rt.Env = map[string]string{"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 	st.srv = apigw.New(cfg, st.rt, log)

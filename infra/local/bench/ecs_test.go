@@ -8,27 +8,20 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 
-	"github.com/sandgate/sandgate/infra/local/stacktest"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 )
 
 // stopTask stops the task through the ECS API (SIGTERM to the agent, which syncs and
 // stops) and waits until it has exited.
-func stopTask(b *testing.B, s *stacktest.Stack, arn string) {
+func stopTask(b *testing.B, s *testkit.Stack, arn string) {
 	b.Helper()
-	_, err := s.ECSClient().StopTask(context.Background(), &ecs.StopTaskInput{Cluster: aws.String(s.Cluster), Task: aws.String(arn)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	for deadline := time.Now().Add(coldStart); !s.TaskGone(arn); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			b.Fatalf("task %s still runs", arn)
-		}
-	}
+	s.StopTask(b, arn)
+	s.WaitTaskGone(b, arn, coldStart)
 }
 
 // launch returns the emulated launch of task arn as ECS reports it: RunTask's
 // acceptance (createdAt) to the container's start (startedAt).
-func launch(b *testing.B, s *stacktest.Stack, arn string) time.Duration {
+func launch(b *testing.B, s *testkit.Stack, arn string) time.Duration {
 	b.Helper()
 	out, err := s.ECSClient().DescribeTasks(context.Background(), &ecs.DescribeTasksInput{Cluster: aws.String(s.Cluster), Tasks: []string{arn}})
 	if err != nil || len(out.Tasks) != 1 || out.Tasks[0].CreatedAt == nil || out.Tasks[0].StartedAt == nil {

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/sandgate/sandgate/infra/local/lambdart"
-	"github.com/sandgate/sandgate/infra/local/stacktest"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 )
 
 // BenchmarkLambda_Bootstrap reports, per function of template.yaml, the size of its
@@ -24,8 +24,8 @@ import (
 //
 //	go test -run '^$' -bench Lambda_Bootstrap -benchtime 10x ./infra/local/bench/
 func BenchmarkLambda_Bootstrap(b *testing.B) {
-	native := stacktest.Binaries(b)
-	s := stacktest.Start(b, nil) // the template, resolved as the stack runs it
+	native := testkit.Binaries(b)
+	s := testkit.Start(b, nil) // the template, resolved as the stack runs it
 	dir := b.TempDir()
 	awsDir, minimal := filepath.Join(dir, "aws"), filepath.Join(dir, "native", "minimal", "bootstrap")
 	// The flags of the Makefile's GOFLAGS_LAMBDA and AWS_ENV.

@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sandgate/sandgate/infra/local/stacktest"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 )
 
-func TestMain(m *testing.M) { os.Exit(stacktest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
 const (
 	coldStart = 2 * time.Minute // generous: the storm starts a hundred sandboxes on two cores

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/sandgate/sandgate/infra/local/stack"
-	"github.com/sandgate/sandgate/infra/local/stacktest"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/frames"
 )
 
@@ -24,9 +24,11 @@ import (
 //
 //	go test -run '^$' -bench Relay_RoundTrip -benchtime 2000x ./infra/local/bench/
 func BenchmarkRelay_RoundTrip(b *testing.B) {
-	ddb := newDDBCounter(b)
-	s := stacktest.Start(b, func(o *stack.Options) {
-		o.Env = map[string]string{"AWS_ENDPOINT_URL_DYNAMODB": ddb.URL()}
+	// Every process of the stack reaches DynamoDB through the proxy, which counts its
+	// requests as they reach the wire.
+	ddb := testkit.NewProxy(b, "")
+	s := testkit.Start(b, func(o *stack.Options) {
+		o.Env = map[string]string{"AWS_ENDPOINT_URL_DYNAMODB": ddb.URL}
 		o.Overrides = map[string]string{
 			"MESSAGE_RATE_LIMIT": "100000", // measure the path, not the limit
 			// No heartbeat, sync or idle stop within a run: the frames alone reach DynamoDB.
@@ -35,7 +37,7 @@ func BenchmarkRelay_RoundTrip(b *testing.B) {
 	})
 	ddb.SetTarget(b, s.Endpoints["AWS_ENDPOINT_URL_DYNAMODB"])
 	const user = "user_relay"
-	var relay, direct []*stacktest.Client
+	var relay, direct []*testkit.Client
 	relay = append(relay, s.Dial(b, user))
 	relay[0].Status(frames.Ready, coldStart)
 	sb := s.Running(b, user, reply)
@@ -52,7 +54,7 @@ func BenchmarkRelay_RoundTrip(b *testing.B) {
 			relay = append(relay, s.Dial(b, user))
 		}
 		for len(direct) < n {
-			c, err := stacktest.DialURL(b, directURL, reply)
+			c, err := testkit.DialURL(b, directURL)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -71,13 +73,13 @@ func BenchmarkRelay_RoundTrip(b *testing.B) {
 	}
 }
 
-func benchRelay(b *testing.B, s *stacktest.Stack, ddb *ddbCounter, user string, relay, direct []*stacktest.Client) {
+func benchRelay(b *testing.B, s *testkit.Stack, ddb *testkit.Proxy, user string, relay, direct []*testkit.Client) {
 	b.StopTimer()
 	n := len(relay)
 	per := max(1, b.N/n) // round trips per client, on each path
 	const rounds = 4
 	var relayLat, directLat, getLat []time.Duration
-	ddb.Take()
+	since := time.Now()
 	var sent int
 	for r := range rounds {
 		k := per / rounds
@@ -107,7 +109,7 @@ func benchRelay(b *testing.B, s *stacktest.Stack, ddb *ddbCounter, user string, 
 			getLat = append(getLat, time.Since(t0))
 		}
 	}
-	calls, writes := ddb.Take()
+	calls, writes := len(ddb.Requests(since)), len(ddb.Writes(since))
 	p50, p99 := quantile(relayLat, 0.5), quantile(relayLat, 0.99)
 	d50, d99 := quantile(directLat, 0.5), quantile(directLat, 0.99)
 	b.ReportMetric(ms(p50), "p50-ms")
@@ -123,7 +125,7 @@ func benchRelay(b *testing.B, s *stacktest.Stack, ddb *ddbCounter, user string, 
 
 // roundTrips has every client send k frames, each after the previous one's echo, all
 // clients at once, and appends the latencies to lat (when not nil).
-func roundTrips(clients []*stacktest.Client, tag string, k int, lat *[]time.Duration) error {
+func roundTrips(clients []*testkit.Client, tag string, k int, lat *[]time.Duration) error {
 	var (
 		mu   sync.Mutex
 		errs []error

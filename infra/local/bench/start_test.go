@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/sandgate/sandgate/infra/local/stack"
-	"github.com/sandgate/sandgate/infra/local/stacktest"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/awsconf"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/objsync"
@@ -33,7 +33,7 @@ const launchDelay = 500 * time.Millisecond
 //
 //	go test -run '^$' -bench Start_Overhead -benchtime 5x ./infra/local/bench/
 func BenchmarkStart_Overhead(b *testing.B) {
-	s := stacktest.Start(b, func(o *stack.Options) {
+	s := testkit.Start(b, func(o *stack.Options) {
 		o.LaunchDelay = launchDelay
 		o.Overrides["SLEEP_AFTER"] = "10m"
 		o.Overrides["SYNC_INTERVAL"] = "30s"
@@ -89,7 +89,7 @@ func (st *startStats) report(b *testing.B) {
 
 // measureStart connects as user (whose sandbox is stopped), waits for ready, and takes
 // the task's launch and restore; then stops the sandbox again.
-func measureStart(b *testing.B, s *stacktest.Stack, user string) startSample {
+func measureStart(b *testing.B, s *testkit.Stack, user string) startSample {
 	b.Helper()
 	b.StartTimer()
 	t0 := time.Now()
@@ -113,7 +113,7 @@ func measureStart(b *testing.B, s *stacktest.Stack, user string) startSample {
 
 // seed stores files×size random bytes as user's synced workspace, laid out as an
 // agent's sync lays it out.
-func seed(b *testing.B, s *stacktest.Stack, user string, files, size int) {
+func seed(b *testing.B, s *testkit.Stack, user string, files, size int) {
 	b.Helper()
 	dir := b.TempDir()
 	rng := rand.NewChaCha8([32]byte{1}) // incompressible, and the same every run

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/sandgate/sandgate/infra/local/stack"
-	"github.com/sandgate/sandgate/infra/local/stacktest"
 	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/taskenv"
@@ -29,7 +28,7 @@ func BenchmarkConnectStorm(b *testing.B) {
 	const users, conns = 100, 1000
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		s := stacktest.Start(b, func(o *stack.Options) {
+		s := testkit.Start(b, func(o *stack.Options) {
 			o.Overrides["MAX_SANDBOXES"] = strconv.Itoa(users)
 			o.Overrides["LEASE_TTL"] = "60s"
 			o.Overrides["SLEEP_AFTER"] = "10m"
@@ -55,11 +54,11 @@ func BenchmarkConnectStorm(b *testing.B) {
 					results[j].err = fmt.Errorf("dial %s: %w", user, err)
 					return
 				}
-				f, err := c.Await(coldStart, func(f string) bool { return stacktest.IsStatus(frames.Ready)(f) || stacktest.IsError(f) })
+				f, err := c.Await(coldStart, func(f string) bool { return testkit.IsStatus(frames.Ready)(f) || testkit.IsError(f) })
 				switch {
 				case err != nil:
 					results[j].err = fmt.Errorf("%s: never ready: %w", user, err)
-				case stacktest.IsError(f):
+				case testkit.IsError(f):
 					results[j].err = fmt.Errorf("%s: %s", user, f)
 				default:
 					results[j].ready = time.Since(t0)
@@ -110,7 +109,7 @@ func BenchmarkConnectStorm(b *testing.B) {
 
 // coldStartAlone measures one user's connect → ready on an idle stack, then stops that
 // sandbox, so the slot it took is free again.
-func coldStartAlone(b *testing.B, s *stacktest.Stack, user string) time.Duration {
+func coldStartAlone(b *testing.B, s *testkit.Stack, user string) time.Duration {
 	b.Helper()
 	t0 := time.Now()
 	c := s.Dial(b, user)

@@ -9,16 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ecs"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/chromedp/chromedp"
 
-	"github.com/sandgate/sandgate/infra/local"
-	"github.com/sandgate/sandgate/infra/local/demopage"
-	"github.com/sandgate/sandgate/infra/local/stacktest"
-	"github.com/sandgate/sandgate/internal/auth"
-	"github.com/sandgate/sandgate/internal/launcher"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 )
 
 // browser returns Debian's headless Chromium; make test and .ci/run install it. A
@@ -37,21 +30,10 @@ func browser(t *testing.T) string {
 // The demo page, in a real browser: two users side by side chat with their own
 // sandboxes, and neither sees the other's notes.
 func TestBrowser_DemoPageTwoUsers(t *testing.T) {
-	s := stacktest.Start(t, nil)
-	signer, err := auth.NewSigner(local.DevSecret)
-	if err != nil {
+	s := testkit.Start(t, nil)
+	if err := s.ServeDemoPage(quietLog()); err != nil {
 		t.Fatal(err)
 	}
-	ecsClient := ecs.NewFromConfig(s.AWS, func(o *ecs.Options) { o.BaseEndpoint = aws.String(s.Endpoints["AWS_ENDPOINT_URL_ECS"]) })
-	s3Client := s3.NewFromConfig(s.AWS, func(o *s3.Options) {
-		o.BaseEndpoint = aws.String(s.Endpoints["AWS_ENDPOINT_URL_S3"])
-		o.UsePathStyle = true
-	})
-	(&demopage.Handler{
-		Signer: signer, WSURL: s.Gateway.WebSocketURL(), HTTPURL: s.Gateway.HTTPURL(),
-		Sandboxes: s.Store, Objects: s3Client, Bucket: s.Bucket, Log: quietLog(),
-		Tasks: launcher.New(ecsClient, launcher.Config{Cluster: s.Cluster}, quietLog()),
-	}).Register(s.Gateway)
 
 	// No network beyond loopback: background services, updates and sync stay off.
 	opts := []chromedp.ExecAllocatorOption{
@@ -77,7 +59,7 @@ func TestBrowser_DemoPageTwoUsers(t *testing.T) {
 		return chromedp.Poll[chromedp.Void](`document.querySelector('`+string(panel(p, ".log"))+`').textContent.includes(`+jsString(want)+`)`,
 			chromedp.WithPollingTimeout(90*time.Second))
 	}
-	err = chromedp.Do(ctx,
+	err := chromedp.Do(ctx,
 		chromedp.Navigate(s.Gateway.BaseURL()+"/"),
 		chromedp.WaitVisible(panel("a", ".connect")),
 		chromedp.Click(panel("a", ".connect")),

@@ -7,14 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -27,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ecs/types"
 
 	"github.com/sandgate/sandgate/infra/local/ecslocal"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/awsconf"
 	"github.com/sandgate/sandgate/internal/logging"
 )
@@ -35,58 +32,28 @@ import (
 var fixture string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ecslocal-fixture-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	fixture = filepath.Join(dir, "task")
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	build := exec.Command(gobin, "build", "-o", fixture, "./testdata/task")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build fixture: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testkit.RunWithPrograms(m, map[*string]string{&fixture: "./testdata/task"}))
 }
 
 // outputs collects each task's stdout and stderr by task id.
 type outputs struct {
 	mu  sync.Mutex
-	buf map[string]*bytes.Buffer
-}
-
-type lockedWriter struct {
-	o *outputs
-	b *bytes.Buffer
-}
-
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.o.mu.Lock()
-	defer w.o.mu.Unlock()
-	return w.b.Write(p)
+	buf map[string]*testkit.Logs
 }
 
 func (o *outputs) writer(info ecslocal.TaskInfo) io.Writer {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	b := &bytes.Buffer{}
-	o.buf[info.ID] = b
-	return lockedWriter{o, b}
+	l := &testkit.Logs{}
+	o.buf[info.ID] = l
+	return l
 }
 
 func (o *outputs) of(id string) string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if b := o.buf[id]; b != nil {
-		return b.String()
+	if l := o.buf[id]; l != nil {
+		return l.String()
 	}
 	return ""
 }
@@ -111,8 +78,8 @@ type env struct {
 // binaries) never hand out the same address, and registers the fixture as "sandbox".
 func start(t testing.TB, configure ...func(*ecslocal.Server)) *env {
 	t.Helper()
-	pool := netip.PrefixFrom(netip.AddrFrom4([4]byte{127, byte(1 + rand.IntN(250)), byte(rand.IntN(256)), 0}), 24)
-	e := &env{out: &outputs{buf: map[string]*bytes.Buffer{}}, pool: pool, port: freePort(t)}
+	pool := ecslocal.RandomAddressPool()
+	e := &env{out: &outputs{buf: map[string]*testkit.Logs{}}, pool: pool, port: freePort(t)}
 	s := ecslocal.NewServer(t.TempDir())
 	s.Logger = logging.New(testLogWriter{t}, slog.LevelInfo)
 	if _, ok := t.(*testing.B); ok {

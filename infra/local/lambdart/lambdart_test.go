@@ -7,11 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -22,55 +20,27 @@ import (
 	"time"
 
 	"github.com/sandgate/sandgate/infra/local/lambdart"
-	"github.com/sandgate/sandgate/internal/logging"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 )
 
 var fixture, initFail string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "lambdart-test")
-	if err != nil {
-		panic(err)
-	}
-	fixture, initFail = filepath.Join(dir, "fixture", "bootstrap"), filepath.Join(dir, "initfail", "bootstrap")
-	for out, pkg := range map[string]string{fixture: "./testdata/fixture", initFail: "./testdata/initfail"} {
-		cmd := exec.Command("go", "build", "-o", out, pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, b)
-			os.Exit(1)
-		}
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testkit.RunWithPrograms(m, map[*string]string{&fixture: "./testdata/fixture", &initFail: "./testdata/initfail"}))
 }
-
-// syncBuffer collects process output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 type harness struct {
 	rt   *lambdart.Runtime
-	out  *syncBuffer
-	logs *syncBuffer
+	out  *testkit.Logs // the functions' output
+	logs *testkit.Logs // the runtime's
 	pids map[int]bool
 	mu   sync.Mutex
 }
 
 func newRuntime(t *testing.T, fns ...lambdart.Function) *harness {
 	t.Helper()
-	h := &harness{out: &syncBuffer{}, logs: &syncBuffer{}, pids: map[int]bool{}}
-	h.rt = lambdart.New(logging.New(h.logs, slog.LevelDebug), h.out)
+	h := &harness{out: &testkit.Logs{}, logs: &testkit.Logs{}, pids: map[int]bool{}}
+	h.rt = lambdart.New(h.logs.Logger(), h.out)
 	for _, fn := range fns {
 		if fn.Path == "" {
 			fn.Path = fixture
@@ -375,14 +345,38 @@ func TestRuntime_InvokeAsync_RetriesThenGivesUp(t *testing.T) {
 	if err := h.rt.InvokeAsync("Nope", []byte(`{}`)); !errors.Is(err, lambdart.ErrUnknownFunction) {
 		t.Fatalf("unknown function: %v", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for strings.Count(h.logs.String(), "async invocation failed") < 3 && time.Now().Before(deadline) {
+	if tries := h.asyncTries(t); tries != 3 {
+		t.Fatalf("async invocation tried %d times, want 3 (first try and two retries):\n%s", tries, h.logs.String())
+	}
+}
+
+// asyncTries waits until the runtime drops the (one) failed asynchronous invocation and
+// returns how often it was tried, checking that every try was logged as a failure.
+func (h *harness) asyncTries(t *testing.T) int {
+	t.Helper()
+	// The runtime's lines of failed tries carry "attempt", the one of the drop "attempts".
+	with := func(key string) []map[string]any {
+		var out []map[string]any
+		for _, l := range h.logs.Lines(t) {
+			if _, ok := l[key]; ok {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	var dropped []map[string]any
+	for deadline := time.Now().Add(30 * time.Second); len(dropped) == 0 && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
+		dropped = with("attempts")
 	}
-	time.Sleep(100 * time.Millisecond)
-	if n := strings.Count(h.logs.String(), "async invocation failed"); n != 3 {
-		t.Fatalf("async failure logged %d times, want 3 (first try and two retries):\n%s", n, h.logs.String())
+	if len(dropped) != 1 {
+		t.Fatalf("%d invocations dropped, want 1:\n%s", len(dropped), h.logs.String())
 	}
+	tries, _ := dropped[0]["attempts"].(float64)
+	if failed := len(with("attempt")); failed != int(tries) {
+		t.Fatalf("%d failures logged for %v tries:\n%s", failed, tries, h.logs.String())
+	}
+	return int(tries)
 }
 
 // A function's own AsyncRetries (EventInvokeConfig.MaximumRetryAttempts) replaces the
@@ -394,13 +388,8 @@ func TestRuntime_InvokeAsync_FunctionRetries(t *testing.T) {
 	if err := h.rt.InvokeAsync("Once", []byte(`{"op":"fail","value":"x"}`)); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for strings.Count(h.logs.String(), "async invocation failed") < 1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(200 * time.Millisecond) // a retry would come after 10 ms
-	if n := strings.Count(h.logs.String(), "async invocation failed"); n != 1 {
-		t.Fatalf("async failure logged %d times, want 1 (no retry):\n%s", n, h.logs.String())
+	if tries := h.asyncTries(t); tries != 1 {
+		t.Fatalf("async invocation tried %d times, want 1 (no retry):\n%s", tries, h.logs.String())
 	}
 }
 

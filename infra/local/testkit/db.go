@@ -101,10 +101,16 @@ func (d *DB) Writes() int64 {
 // Items returns every item in the table (a raw, consistent Scan).
 func (d *DB) Items(tb testing.TB) []map[string]types.AttributeValue {
 	tb.Helper()
+	return scan(tb, d.Raw, d.Table)
+}
+
+// scan returns every item in table (a consistent Scan).
+func scan(tb testing.TB, c *dynamodb.Client, table string) []map[string]types.AttributeValue {
+	tb.Helper()
 	var items []map[string]types.AttributeValue
-	in := &dynamodb.ScanInput{TableName: aws.String(d.Table), ConsistentRead: aws.Bool(true)}
+	in := &dynamodb.ScanInput{TableName: aws.String(table), ConsistentRead: aws.Bool(true)}
 	for {
-		out, err := d.Raw.Scan(context.Background(), in)
+		out, err := c.Scan(context.Background(), in)
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -3,8 +3,6 @@ package testkit
 import (
 	"context"
 	"log/slog"
-	"math/rand/v2"
-	"net/netip"
 	"os/exec"
 	"testing"
 	"time"
@@ -44,7 +42,7 @@ func StartECS(tb testing.TB, log *slog.Logger, configure ...func(*ecslocal.Serve
 	}
 	s := ecslocal.NewServer(tb.TempDir())
 	s.Logger = log
-	s.AddressPool = netip.PrefixFrom(netip.AddrFrom4([4]byte{127, byte(1 + rand.IntN(250)), byte(rand.IntN(256)), 0}), 24)
+	s.AddressPool = ecslocal.RandomAddressPool()
 	s.Clusters = []string{Cluster}
 	for _, c := range configure {
 		c(s)

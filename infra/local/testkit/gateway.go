@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi"
-	"github.com/coder/websocket"
 
 	"github.com/sandgate/sandgate/infra/local"
 	"github.com/sandgate/sandgate/infra/local/apigw"
@@ -20,7 +20,6 @@ import (
 	"github.com/sandgate/sandgate/internal/authorizer"
 	"github.com/sandgate/sandgate/internal/awsconf"
 	"github.com/sandgate/sandgate/internal/config"
-	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/relay"
 	"github.com/sandgate/sandgate/internal/state"
 )
@@ -135,116 +134,17 @@ func (g *Gateway) SignedURL(tb testing.TB, userID string) string {
 	return u
 }
 
-// Client is one WebSocket client of the gateway; it reads every message into a queue.
-type Client struct {
-	tb     testing.TB
-	conn   *websocket.Conn
-	msgs   chan []byte
-	closed chan struct{}
-}
-
 // Dial connects as userID and returns once the handshake completed.
 func (g *Gateway) Dial(tb testing.TB, userID string) *Client {
 	tb.Helper()
 	c, err := g.TryDial(tb, userID)
-	if err != nil {
-		tb.Fatalf("dial as %s: %v", userID, err)
-	}
-	return c
+	return mustDial(tb, userID, c, err)
 }
 
 // TryDial connects as userID and returns the handshake's error, if any.
 func (g *Gateway) TryDial(tb testing.TB, userID string) (*Client, error) {
 	tb.Helper()
-	return DialURL(tb, g.SignedURL(tb, userID))
-}
-
-// DialURL connects to a (signed) WebSocket URL and returns once the handshake
-// completed; the connection is closed when the test ends.
-func DialURL(tb testing.TB, u string) (*Client, error) {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), Wait)
-	defer cancel()
-	conn, resp, err := websocket.Dial(ctx, u, nil)
-	if err != nil {
-		if resp != nil {
-			return nil, fmt.Errorf("%w (status %d)", err, resp.StatusCode)
-		}
-		return nil, err
-	}
-	conn.SetReadLimit(1 << 20)
-	c := &Client{tb: tb, conn: conn, msgs: make(chan []byte, 1024), closed: make(chan struct{})}
-	go func() {
-		defer close(c.closed)
-		for {
-			_, b, err := conn.Read(context.Background())
-			if err != nil {
-				return
-			}
-			c.msgs <- b
-		}
-	}()
-	tb.Cleanup(func() { c.Close() })
-	return c, nil
-}
-
-// Send sends one text message.
-func (c *Client) Send(msg string) {
-	c.tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), Wait)
-	defer cancel()
-	if err := c.conn.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
-		c.tb.Fatalf("send: %v", err)
-	}
-}
-
-// Next returns the next message, failing the test if none arrives within Wait.
-func (c *Client) Next() []byte {
-	c.tb.Helper()
-	select {
-	case b := <-c.msgs:
-		return b
-	case <-c.closed:
-		select {
-		case b := <-c.msgs:
-			return b
-		default:
-		}
-		c.tb.Fatal("connection closed while waiting for a message")
-	case <-time.After(Wait):
-		c.tb.Fatal("no message within the wait")
-	}
-	return nil
-}
-
-// NextFrame returns the next message decoded as a platform frame.
-func (c *Client) NextFrame() frames.Frame {
-	c.tb.Helper()
-	b := c.Next()
-	var f frames.Frame
-	if err := json.Unmarshal(b, &f); err != nil || !frames.IsPlatform(b) {
-		c.tb.Fatalf("message %q is not a platform frame", b)
-	}
-	return f
-}
-
-// Pending returns the messages received and not yet read, without waiting.
-func (c *Client) Pending() [][]byte {
-	var out [][]byte
-	for {
-		select {
-		case b := <-c.msgs:
-			out = append(out, b)
-		default:
-			return out
-		}
-	}
-}
-
-// Close closes the connection and waits for the reader to end.
-func (c *Client) Close() {
-	_ = c.conn.Close(websocket.StatusNormalClosure, "")
-	<-c.closed
+	return DialAs(tb, g.SignedURL(tb, userID), userID)
 }
 
 // Accept is a $connect integration that accepts every connection.
@@ -263,17 +163,114 @@ type Connector interface {
 // user, as the Connect function does, and accepts it.
 func Recording(store Connector) Func {
 	return func(ctx context.Context, p []byte) ([]byte, error) {
-		var ev events.APIGatewayWebsocketProxyRequest
-		if err := json.Unmarshal(p, &ev); err != nil {
+		user, id, err := authorized(p)
+		if err != nil {
 			return nil, err
 		}
-		authz, _ := ev.RequestContext.Authorizer.(map[string]any)
-		user, _ := authz["userId"].(string)
-		if _, err := store.AddConnection(ctx, user, ev.RequestContext.ConnectionID); err != nil {
+		if _, err := store.AddConnection(ctx, user, id); err != nil {
 			return nil, err
 		}
 		return Accept()(ctx, p)
 	}
+}
+
+// authorized returns the authorized user and the connection of a WebSocket event.
+func authorized(payload []byte) (user, connectionID string, err error) {
+	var ev events.APIGatewayWebsocketProxyRequest
+	if err := json.Unmarshal(payload, &ev); err != nil {
+		return "", "", err
+	}
+	authz, _ := ev.RequestContext.Authorizer.(map[string]any)
+	user, _ = authz["userId"].(string)
+	return user, ev.RequestContext.ConnectionID, nil
+}
+
+// ConnectionStore records and removes connections; *state.Store is one.
+type ConnectionStore interface {
+	Connector
+	RemoveConnection(ctx context.Context, userID, connectionID string) error
+}
+
+// Connections stands in for the Connect and Disconnect functions behind a gateway
+// where a test plays the Message function itself: it records and removes the
+// authorized user's connection records as they do, and tells the test each new
+// connection's id.
+type Connections struct {
+	store ConnectionStore
+	ids   chan string
+	hold  atomic.Pointer[chan struct{}]
+}
+
+// NewConnections returns the stand-in over store.
+func NewConnections(store ConnectionStore) *Connections {
+	return &Connections{store: store, ids: make(chan string, 1024)}
+}
+
+// Routes names the stand-in's functions for StartGateway.
+func (c *Connections) Routes() Routes { return Routes{Connect: "connect", Disconnect: "disconnect"} }
+
+// Funcs are the stand-in's functions for StartGateway.
+func (c *Connections) Funcs() Funcs {
+	return Funcs{
+		"connect": func(ctx context.Context, p []byte) ([]byte, error) {
+			user, id, err := authorized(p)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := c.store.AddConnection(ctx, user, id); err != nil {
+				return nil, err
+			}
+			c.ids <- id
+			if hold := c.hold.Load(); hold != nil {
+				<-*hold
+			}
+			return Accept()(ctx, p)
+		},
+		"disconnect": func(ctx context.Context, p []byte) ([]byte, error) {
+			user, id, err := authorized(p)
+			if err != nil {
+				return nil, err
+			}
+			if err := c.store.RemoveConnection(ctx, user, id); err != nil {
+				return nil, err
+			}
+			return Accept()(ctx, p)
+		},
+	}
+}
+
+// Next returns the id of the next connection recorded, failing the test if none is
+// within Wait. Dial one connection at a time to tell whose id it is.
+func (c *Connections) Next(tb testing.TB) string {
+	tb.Helper()
+	select {
+	case id := <-c.ids:
+		return id
+	case <-time.After(Wait):
+		tb.Fatal("no connection recorded within the wait")
+	}
+	return ""
+}
+
+// Hold keeps every later handshake open after its connection is recorded, as a slow
+// Connect function does, until release is called.
+func (c *Connections) Hold() (release func()) {
+	ch := make(chan struct{})
+	c.hold.Store(&ch)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.hold.Store(nil)
+			close(ch)
+		})
+	}
+}
+
+// Dial connects as user through g and returns the client and its connection's id.
+func (c *Connections) Dial(tb testing.TB, g *Gateway, user string) (*Client, string) {
+	tb.Helper()
+	cl := g.Dial(tb, user)
+	return cl, c.Next(tb)
 }
 
 // Tracker signals each completed invocation of the Funcs it wraps, so a test can wait

@@ -46,7 +46,7 @@ func (i *Invoker) Invoke(ctx context.Context, in *lambda.InvokeInput, _ ...func(
 		return nil, &types.ResourceNotFoundException{Message: aws.String("Function not found: " + inv.Function)}
 	}
 	if inv.Type != types.InvocationTypeEvent {
-		return nil, fmt.Errorf("sandboxtest: only Event invocations are supported, got %q", inv.Type)
+		return nil, fmt.Errorf("testkit: only Event invocations are supported, got %q", inv.Type)
 	}
 	i.mu.Lock()
 	i.calls = append(i.calls, inv)

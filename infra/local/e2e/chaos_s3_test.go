@@ -1,13 +1,12 @@
-package chaos_test
+package e2e_test
 
 import (
 	"net/http"
-	"slices"
 	"testing"
 
 	"github.com/sandgate/sandgate/infra/local/s3local"
 	"github.com/sandgate/sandgate/infra/local/stack"
-	"github.com/sandgate/sandgate/infra/local/stacktest"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/state"
 )
@@ -23,10 +22,9 @@ func finalSyncOnly(o *stack.Options) {
 // sandbox restores every note.
 func TestChaos_S3Errors_FinalSyncRetriesAndSaves(t *testing.T) {
 	t.Parallel()
-	s := stacktest.Start(t, finalSyncOnly)
+	s := testkit.Start(t, finalSyncOnly)
 	const user = "user_s3burst"
-	c := s.Dial(t, user)
-	c.Status(frames.Ready, coldStart)
+	c := s.DialReady(t, user, coldStart)
 	want := []string{"first", "second"}
 	for _, n := range want {
 		c.Note(n, reply)
@@ -37,7 +35,7 @@ func TestChaos_S3Errors_FinalSyncRetriesAndSaves(t *testing.T) {
 	if err := s.S3.Faults.Inject(s3local.Fault{Method: http.MethodPut, Status: http.StatusInternalServerError, Count: burst}); err != nil {
 		t.Fatal(err)
 	}
-	stopTask(t, s, sb.TaskARN)
+	s.StopTask(t, sb.TaskARN)
 	c.Status(frames.Stopping, reply)
 	if rec := s.Stopped(t, user, reply); rec.Reason == "final sync failed" {
 		t.Fatal("the final sync failed under a burst its retries should absorb")
@@ -45,16 +43,14 @@ func TestChaos_S3Errors_FinalSyncRetriesAndSaves(t *testing.T) {
 	if got := s.S3.Faults.Injected(); got != burst {
 		t.Fatalf("%d faults met the final sync, want all %d", got, burst)
 	}
-	if m := marker(t, s, user); m == nil || m.Generation != sb.Generation {
+	if m := s.Marker(t, user); m == nil || m.Generation != sb.Generation {
 		t.Fatalf("marker after the final sync: %+v, want generation %d", m, sb.Generation)
 	}
-	exactCapacity(t, s, 0)
+	s.ExactCapacity(t, 0)
 
 	wake(t, c, "wake up") // starts the next sandbox, which restores
-	if n := c.Notes(reply); !slices.Equal(n, want) {
-		t.Fatalf("notes after the restart = %q, want %q", n, want)
-	}
-	exactCapacity(t, s, 1)
+	wantNotes(t, c, want...)
+	s.ExactCapacity(t, 1)
 }
 
 // S3 failing for good during the final sync: the agent gives up after its retries,
@@ -62,29 +58,26 @@ func TestChaos_S3Errors_FinalSyncRetriesAndSaves(t *testing.T) {
 // sync that did not happen; what an earlier sync saved is restored once S3 is back.
 func TestChaos_S3Down_FinalSyncFailsReleasesKeepsSaved(t *testing.T) {
 	t.Parallel()
-	s := stacktest.Start(t, finalSyncOnly)
+	s := testkit.Start(t, finalSyncOnly)
 	const user = "user_s3down"
-	c := s.Dial(t, user)
-	c.Status(frames.Ready, coldStart)
+	c := s.DialReady(t, user, coldStart)
 	c.Note("saved", reply)
 	first := s.Running(t, user, reply)
-	stopTask(t, s, first.TaskARN)
+	s.StopTask(t, first.TaskARN)
 	s.Stopped(t, user, reply)
-	saved := marker(t, s, user)
+	saved := s.Marker(t, user)
 	if saved == nil || saved.Generation != first.Generation {
 		t.Fatalf("marker after a clean stop: %+v", saved)
 	}
 
 	wake(t, c, "wake up")
-	if n := c.Notes(reply); !slices.Equal(n, []string{"saved"}) {
-		t.Fatalf("notes = %q", n)
-	}
+	wantNotes(t, c, "saved")
 	c.Note("never synced", reply)
 	second := s.Running(t, user, reply)
 	if err := s.S3.Faults.Inject(s3local.Fault{Method: http.MethodPut, Status: http.StatusInternalServerError}); err != nil {
 		t.Fatal(err)
 	}
-	stopTask(t, s, second.TaskARN)
+	s.StopTask(t, second.TaskARN)
 	c.Status(frames.Stopping, reply)
 	rec := s.WaitState(t, user, coldStart, "released", func(sb *state.Sandbox) bool {
 		return sb.State == state.Stopped && sb.Generation == second.Generation
@@ -95,22 +88,20 @@ func TestChaos_S3Down_FinalSyncFailsReleasesKeepsSaved(t *testing.T) {
 	if s.S3.Faults.Injected() == 0 {
 		t.Fatal("no fault met the final sync")
 	}
-	if m := marker(t, s, user); m == nil || *m != *saved {
+	if m := s.Marker(t, user); m == nil || *m != *saved {
 		t.Fatalf("marker changed by a failed sync: %+v, was %+v", m, saved)
 	}
-	exactCapacity(t, s, 0)
+	s.ExactCapacity(t, 0)
 
 	s.S3.Faults.Clear()
 	wake(t, c, "wake up")
-	if n := c.Notes(reply); !slices.Equal(n, []string{"saved"}) {
-		t.Fatalf("notes after S3 recovered = %q, want what the last good sync saved", n)
-	}
-	exactCapacity(t, s, 1)
+	wantNotes(t, c, "saved")
+	s.ExactCapacity(t, 1)
 }
 
 // wake sends a frame to a stopped sandbox, which starts a new one, and waits for it to
 // be ready and to echo the frame.
-func wake(t *testing.T, c *stacktest.Client, frame string) {
+func wake(t *testing.T, c *testkit.Client, frame string) {
 	t.Helper()
 	c.Send(frame)
 	c.Status(frames.Ready, coldStart)

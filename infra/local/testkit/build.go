@@ -1,11 +1,13 @@
-package stacktest
+package testkit
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -33,7 +35,7 @@ func NewBuild(dir string) (*Build, error) {
 		return nil, err
 	}
 	bin := filepath.Join(dir, ".bin")
-	cmd := exec.Command("go", "build", "-tags", "lambda.norpc", "-trimpath", "-o", bin+string(filepath.Separator), "./functions/...", "./container")
+	cmd := exec.Command(goBin(), "build", "-tags", "lambda.norpc", "-trimpath", "-o", bin+string(filepath.Separator), "./functions/...", "./container")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -59,6 +61,40 @@ func NewBuild(dir string) (*Build, error) {
 	return b, os.Remove(bin)
 }
 
+// goBin is the go command: the one on PATH, else the one of the toolchain that built
+// the test.
+func goBin() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// RunWithPrograms builds the programs a package's tests run — each package (a path
+// relative to the package's directory, as go build takes it) built as make
+// build-local builds a function, into a temporary directory, its path stored where the
+// map's key points — then runs the tests and removes the directory. Call it from
+// TestMain and exit with its result.
+func RunWithPrograms(m *testing.M, programs map[*string]string) int {
+	dir, err := os.MkdirTemp("", "sandgate-programs-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testkit:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	for path, pkg := range programs {
+		out := filepath.Join(dir, strings.ReplaceAll(strings.Trim(pkg, "./"), "/", "-"), "bootstrap")
+		cmd := exec.Command(goBin(), "build", "-tags", "lambda.norpc", "-trimpath", "-o", out, pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "testkit: build %s: %v\n%s", pkg, err, b)
+			return 1
+		}
+		*path = out
+	}
+	return m.Run()
+}
+
 // RepoRoot walks up from the working directory to the directory holding go.mod.
 func RepoRoot() (string, error) {
 	dir, err := os.Getwd()
@@ -77,30 +113,37 @@ func RepoRoot() (string, error) {
 	}
 }
 
-// shared is the test binary's build, made on first use so a package whose selected
-// tests and benchmarks need no stack builds nothing.
-var shared struct {
+// pkg is what the test binary shares: its build, made on first use so a package whose
+// selected tests and benchmarks need no stack builds nothing, and its shared stacks.
+var pkg struct {
 	dir   string
 	once  sync.Once
 	build *Build
 	err   error
+
+	mu     sync.Mutex
+	stacks []*Stack // started by Shared.Get, closed by Main
 }
 
 // Main runs a package's tests and benchmarks (call it from TestMain and exit with its
-// result). Binaries builds into a directory Main owns; afterwards Main removes it and
-// fails the run if a process started from it (an agent, a workload, a function) is
-// still alive: tests leave no orphans.
+// result). Binaries builds into a directory Main owns; afterwards Main closes the
+// package's shared stacks, removes the directory and fails the run if a process started
+// from it (an agent, a workload, a function) is still alive: tests leave no orphans.
 func Main(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "sandgate-stacktest-")
+	dir, err := os.MkdirTemp("", "sandgate-testkit-")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "stacktest:", err)
+		fmt.Fprintln(os.Stderr, "testkit:", err)
 		return 1
 	}
-	shared.dir = dir
+	pkg.dir = dir
 	defer os.RemoveAll(dir)
 	code := m.Run()
+	if err := closeShared(); err != nil {
+		fmt.Fprintln(os.Stderr, "testkit:", err)
+		code = 1
+	}
 	if pids := Leftovers(dir); len(pids) > 0 {
-		fmt.Fprintf(os.Stderr, "stacktest: processes of the test's binaries left behind: %s\n", strings.Join(pids, ", "))
+		fmt.Fprintf(os.Stderr, "testkit: processes of the test's binaries left behind: %s\n", strings.Join(pids, ", "))
 		code = 1
 	}
 	return code
@@ -110,14 +153,35 @@ func Main(m *testing.M) int {
 // Main in the package's TestMain.
 func Binaries(tb testing.TB) *Build {
 	tb.Helper()
-	if shared.dir == "" {
-		tb.Fatal("stacktest: call stacktest.Main from TestMain")
+	if pkg.dir == "" {
+		tb.Fatal("testkit: call testkit.Main from TestMain")
 	}
-	shared.once.Do(func() { shared.build, shared.err = NewBuild(shared.dir) })
-	if shared.err != nil {
-		tb.Fatal(shared.err)
+	pkg.once.Do(func() { pkg.build, pkg.err = NewBuild(pkg.dir) })
+	if pkg.err != nil {
+		tb.Fatal(pkg.err)
 	}
-	return shared.build
+	return pkg.build
+}
+
+// Run runs bin with exactly env (nothing inherited) in a directory of its own and
+// returns its combined output and exit code.
+func Run(tb testing.TB, bin string, env []string, args ...string) (string, int) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Wait)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = env
+	cmd.Dir = tb.TempDir()
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &exit):
+		return string(out), exit.ExitCode()
+	}
+	tb.Fatal(err)
+	return "", -1
 }
 
 // Leftovers returns the live processes (pid:executable) whose executable lies under dir.

@@ -1,4 +1,4 @@
-package stacktest_test
+package testkit_test
 
 import (
 	"errors"
@@ -10,7 +10,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/sandgate/sandgate/infra/local/stacktest"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 )
 
 // server sends each frame in script, then echoes until the client leaves (or closes
@@ -49,19 +49,34 @@ func server(t *testing.T, script []string, closeAfter bool) string {
 // Frames that a wait does not match are kept, in order, for the next waits.
 func TestClient_Await_KeepsUnmatchedFrames(t *testing.T) {
 	url := server(t, []string{`{"type":"hello"}`, `{"type":"sandgate.status","state":"starting"}`, "reply", `{"type":"sandgate.status","state":"ready"}`}, false)
-	c, err := stacktest.DialURL(t, url, 5*time.Second)
+	c, err := testkit.DialURL(t, url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Status("ready", 5*time.Second)
-	if f := c.Next(5*time.Second, "reply", func(f string) bool { return f == "reply" }); f != "reply" {
+	c.Status("ready", testkit.Wait)
+	if f := c.Next(testkit.Wait, "reply", func(f string) bool { return f == "reply" }); f != "reply" {
 		t.Fatalf("got %q", f)
 	}
-	c.Status("starting", time.Second)
+	c.Status("starting", testkit.Wait)
 	c.Send("echo me")
-	c.Next(5*time.Second, "echo", func(f string) bool { return f == "echo me" })
+	c.Next(testkit.Wait, "echo", func(f string) bool { return f == "echo me" })
 	if p := c.Pending(); len(p) != 1 || p[0] != `{"type":"hello"}` {
 		t.Fatalf("pending = %q", p)
+	}
+}
+
+// NextFrame takes frames in the order they arrived, those a wait kept first.
+func TestClient_NextFrame_ArrivalOrder(t *testing.T) {
+	url := server(t, []string{`{"type":"sandgate.status","state":"starting"}`, "reply", `{"type":"sandgate.status","state":"ready"}`}, false)
+	c, err := testkit.DialURL(t, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Next(testkit.Wait, "reply", testkit.Is("reply"))
+	for _, want := range []string{"starting", "ready"} {
+		if f := c.NextFrame(); f.State != want {
+			t.Fatalf("frame %+v, want state %s", f, want)
+		}
 	}
 }
 
@@ -69,15 +84,15 @@ func TestClient_Await_KeepsUnmatchedFrames(t *testing.T) {
 // arrived before the close.
 func TestClient_Await_Closed(t *testing.T) {
 	url := server(t, []string{`{"type":"sandgate.error","reason":"capacity"}`}, true)
-	c, err := stacktest.DialURL(t, url, 5*time.Second)
+	c, err := testkit.DialURL(t, url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := c.ErrorFrame(5 * time.Second); r != "capacity" {
+	if r := c.ErrorFrame(testkit.Wait); r != "capacity" {
 		t.Fatalf("reason = %q", r)
 	}
 	// Waiting out the timeout instead would end with another error.
-	if _, err := c.Await(time.Minute, func(string) bool { return true }); !errors.Is(err, stacktest.ErrClosed) {
+	if _, err := c.Await(time.Minute, func(string) bool { return true }); !errors.Is(err, testkit.ErrClosed) {
 		t.Fatalf("err = %v, want ErrClosed", err)
 	}
 }
@@ -86,8 +101,8 @@ func TestClient_Await_Closed(t *testing.T) {
 func TestDialURL_Refused(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusForbidden) }))
 	defer srv.Close()
-	_, err := stacktest.DialURL(t, "ws"+strings.TrimPrefix(srv.URL, "http"), 5*time.Second)
-	var he *stacktest.HandshakeError
+	_, err := testkit.DialURL(t, "ws"+strings.TrimPrefix(srv.URL, "http"))
+	var he *testkit.HandshakeError
 	if !errors.As(err, &he) || he.Status != http.StatusForbidden {
 		t.Fatalf("err = %v, want a 403 HandshakeError", err)
 	}

@@ -1,4 +1,4 @@
-package chaos_test
+package e2e_test
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/sandgate/sandgate/infra/local/stack"
-	"github.com/sandgate/sandgate/infra/local/stacktest"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/frames"
 )
 
@@ -19,13 +19,13 @@ import (
 // again and the capacity counter still equals the sandboxes that hold a slot.
 func TestChaos_DynamoDBStopped_ErrorFramesThenRecovery(t *testing.T) {
 	t.Parallel()
-	s := stacktest.Start(t, func(o *stack.Options) {
+	s := testkit.Start(t, func(o *stack.Options) {
 		o.Persist = true                   // the restarted emulator keeps the table
 		o.Overrides["LEASE_TTL"] = "60s"   // the outage is shorter than a lease
 		o.Overrides["SLEEP_AFTER"] = "10m" // nothing stops for being idle meanwhile
 	})
 	users := []string{"user_ddbA", "user_ddbB"}
-	clients := map[string]*stacktest.Client{}
+	clients := map[string]*testkit.Client{}
 	for _, u := range users {
 		clients[u] = s.Dial(t, u)
 	}
@@ -36,7 +36,7 @@ func TestChaos_DynamoDBStopped_ErrorFramesThenRecovery(t *testing.T) {
 		clients[u].Next(reply, "echo", func(f string) bool { return f == "warm "+u })
 		before[u] = s.Running(t, u, reply).TaskARN
 	}
-	exactCapacity(t, s, 2)
+	s.ExactCapacity(t, 2)
 
 	if err := s.DynamoDB.Stop(); err != nil {
 		t.Fatal(err)
@@ -49,13 +49,13 @@ func TestChaos_DynamoDBStopped_ErrorFramesThenRecovery(t *testing.T) {
 	echoed, refused := 0, 0
 	for range during {
 		f := a.Next(reply, "an echo or an error frame", func(f string) bool {
-			return strings.HasPrefix(f, "while down") || stacktest.IsError(f)
+			return strings.HasPrefix(f, "while down") || testkit.IsError(f)
 		})
 		if strings.HasPrefix(f, "while down") {
 			echoed++
 			continue
 		}
-		if pf, _ := stacktest.Platform(f); pf.Reason != frames.ReasonUnavailable {
+		if pf, _ := testkit.Platform(f); pf.Reason != frames.ReasonUnavailable {
 			t.Fatalf("frame while DynamoDB is down: %s, want its echo or reason unavailable", f)
 		}
 		refused++
@@ -63,7 +63,7 @@ func TestChaos_DynamoDBStopped_ErrorFramesThenRecovery(t *testing.T) {
 	t.Logf("while DynamoDB was down: %d frames echoed, %d refused as unavailable", echoed, refused)
 	// A connection cannot be recorded: the handshake is refused, not left hanging.
 	_, err := s.TryDial(t, "user_ddbC")
-	var he *stacktest.HandshakeError
+	var he *testkit.HandshakeError
 	if !errors.As(err, &he) {
 		t.Fatalf("connect while DynamoDB is down: %v, want a refused handshake", err)
 	}
@@ -78,9 +78,8 @@ func TestChaos_DynamoDBStopped_ErrorFramesThenRecovery(t *testing.T) {
 			t.Fatalf("%s: served by %s after the outage, want the same sandbox %s", u, sb.TaskARN, before[u])
 		}
 	}
-	exactCapacity(t, s, 2)
+	s.ExactCapacity(t, 2)
 	// The refused user connects now.
-	c := s.Dial(t, "user_ddbC")
-	c.Status(frames.Ready, coldStart)
-	exactCapacity(t, s, 3)
+	s.DialReady(t, "user_ddbC", coldStart)
+	s.ExactCapacity(t, 3)
 }

@@ -1,11 +1,11 @@
-package chaos_test
+package e2e_test
 
 import (
 	"context"
 	"testing"
 
 	"github.com/sandgate/sandgate/infra/local/ecslocal"
-	"github.com/sandgate/sandgate/infra/local/stacktest"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/state"
 )
@@ -15,7 +15,7 @@ import (
 // and the user's next frame starts the sandbox.
 func TestChaos_RunTaskFails_ClientToldThenNextAttemptStarts(t *testing.T) {
 	t.Parallel()
-	s := stacktest.Start(t, nil)
+	s := testkit.Start(t, nil)
 	for i, tc := range []struct {
 		user   string
 		fault  func()
@@ -34,7 +34,7 @@ func TestChaos_RunTaskFails_ClientToldThenNextAttemptStarts(t *testing.T) {
 		if err != nil || sb.State != state.Stopped {
 			t.Fatalf("%s: record after the failed start: %+v, %v; want the lease released", tc.user, sb, err)
 		}
-		exactCapacity(t, s, i) // the users before this one run
+		s.ExactCapacity(t, i) // the users before this one run
 		if tasks := len(s.ECS.Tasks()); tasks != i {
 			t.Fatalf("%s: %d tasks run after a failed start, want the %d of the users before", tc.user, tasks, i)
 		}
@@ -43,7 +43,7 @@ func TestChaos_RunTaskFails_ClientToldThenNextAttemptStarts(t *testing.T) {
 		c.Send("try again")
 		c.Status(frames.Ready, coldStart)
 		c.Next(reply, "echo", func(f string) bool { return f == "try again" })
-		exactCapacity(t, s, i+1)
+		s.ExactCapacity(t, i+1)
 		if tasks := len(s.ECS.Tasks()); tasks != i+1 {
 			t.Fatalf("%s: %d tasks after the retry, want %d", tc.user, tasks, i+1)
 		}

@@ -1,4 +1,4 @@
-package stacktest
+package testkit
 
 import (
 	"bytes"
@@ -146,37 +146,70 @@ func (o *Output) Await(ctx context.Context, match func(Line) bool) (Line, error)
 	}
 }
 
-// Log messages of the agent that tests read.
+// The agent's log keys that tests read: its lines are told apart by the fields they
+// carry, not by their wording.
 const (
-	MsgWorkloadStarted = "workload started"
-	MsgRestored        = "restored"
+	KeyPort     = "port"       // the workload's loopback port, with KeyCommand
+	KeyCommand  = "command"    // the workload's command
+	KeyFiles    = "files"      // files restored or synced
+	KeyBytes    = "bytes"      // bytes restored or synced
+	KeyDuration = "durationMs" // logging.Duration
+	KeyReason   = "reason"     // logging.Reason: why a sandbox stops
+	KeyError    = "error"      // logging.Error
+	KeyLevel    = "level"
+	KeyTime     = "time"
 )
 
+// Str returns the string field key.
+func (l Line) Str(key string) string {
+	s, _ := l.Fields[key].(string)
+	return s
+}
+
+// Has reports whether the line carries every one of keys.
+func (l Line) Has(keys ...string) bool {
+	for _, k := range keys {
+		if _, ok := l.Fields[k]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// IsWorkloadStarted matches the agent's line that names its workload's port and command.
+func IsWorkloadStarted(l Line) bool {
+	port, ok := l.Int(KeyPort)
+	return ok && port > 0 && l.Has(KeyCommand)
+}
+
+// IsRestored matches the agent's line that reports its restore: files, bytes and a
+// duration, and no reason (the line of a stop's final sync carries one).
+func IsRestored(l Line) bool {
+	return l.Has(KeyFiles, KeyBytes, KeyDuration) && !l.Has(KeyReason)
+}
+
 // WorkloadPort returns the loopback port the agent of taskARN started its workload on,
-// from the agent's "workload started" line, waiting for it until ctx ends.
+// waiting for the agent to report it until ctx ends.
 func (o *Output) WorkloadPort(ctx context.Context, taskARN string) (int, error) {
-	l, err := o.Await(ctx, func(l Line) bool { return l.Task(taskARN) && l.Msg == MsgWorkloadStarted })
+	l, err := o.Await(ctx, func(l Line) bool { return l.Task(taskARN) && l.Has(KeyCommand) })
 	if err != nil {
 		return 0, fmt.Errorf("workload port of %s: %w", taskARN, err)
 	}
-	port, ok := l.Int("port")
-	if !ok || port <= 0 {
+	if !IsWorkloadStarted(l) {
 		return 0, fmt.Errorf("workload port of %s: line without a port: %v", taskARN, l.Fields)
 	}
+	port, _ := l.Int(KeyPort)
 	return int(port), nil
 }
 
 // Restore returns how long the agent of taskARN took to restore the user's files, and
-// how many bytes it brought down, from its "restored" line, waiting for it until ctx ends.
+// how many bytes it brought down, waiting for the agent to report it until ctx ends.
 func (o *Output) Restore(ctx context.Context, taskARN string) (time.Duration, int64, error) {
-	l, err := o.Await(ctx, func(l Line) bool { return l.Task(taskARN) && l.Msg == MsgRestored })
+	l, err := o.Await(ctx, func(l Line) bool { return l.Task(taskARN) && IsRestored(l) })
 	if err != nil {
 		return 0, 0, fmt.Errorf("restore of %s: %w", taskARN, err)
 	}
-	ms, ok := l.Int("durationMs")
-	bytes, _ := l.Int("bytes")
-	if !ok {
-		return 0, 0, fmt.Errorf("restore of %s: line without durationMs: %v", taskARN, l.Fields)
-	}
+	ms, _ := l.Int(KeyDuration)
+	bytes, _ := l.Int(KeyBytes)
 	return time.Duration(ms) * time.Millisecond, bytes, nil
 }

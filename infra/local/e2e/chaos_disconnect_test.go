@@ -1,4 +1,4 @@
-package chaos_test
+package e2e_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi"
 	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi/types"
 
-	"github.com/sandgate/sandgate/infra/local/stacktest"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/relay"
 )
@@ -22,9 +22,9 @@ import (
 // and the capacity counter returns to 0.
 func TestChaos_DisconnectsLost_StaleRecordsRemovedSandboxesStop(t *testing.T) {
 	t.Parallel()
-	s := stacktest.Start(t, nil) // SLEEP_AFTER 3 s
+	s := testkit.Start(t, nil) // SLEEP_AFTER 3 s
 	const users, perUser = 3, 5
-	var all []*stacktest.Client
+	var all []*testkit.Client
 	ids := map[string]bool{}
 	for u := range users {
 		user := fmt.Sprintf("user_lost%d", u)
@@ -44,7 +44,7 @@ func TestChaos_DisconnectsLost_StaleRecordsRemovedSandboxesStop(t *testing.T) {
 			ids[c.ConnectionID] = true
 		}
 	}
-	exactCapacity(t, s, users)
+	s.ExactCapacity(t, users)
 
 	s.Gateway.DropDisconnects(-1)
 	for _, c := range all {
@@ -73,24 +73,17 @@ func TestChaos_DisconnectsLost_StaleRecordsRemovedSandboxesStop(t *testing.T) {
 			t.Fatalf("%s: %d records left after the stop, %v", user, len(conns), err)
 		}
 	}
-	exactCapacity(t, s, 0)
-	for deadline := time.Now().Add(reply); len(s.ECS.Tasks()) > 0; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d tasks still run", len(s.ECS.Tasks()))
-		}
-	}
+	s.ExactCapacity(t, 0)
+	testkit.Eventually(t, reply, func() bool { return len(s.ECS.Tasks()) == 0 },
+		func() string { return fmt.Sprintf("%d tasks still run", len(s.ECS.Tasks())) })
 }
 
 func waitGone(t *testing.T, mgmt *apigatewaymanagementapi.Client, id string) {
 	t.Helper()
-	var gone *types.GoneException
-	for deadline := time.Now().Add(reply); ; time.Sleep(20 * time.Millisecond) {
-		_, err := mgmt.GetConnection(context.Background(), &apigatewaymanagementapi.GetConnectionInput{ConnectionId: aws.String(id)})
-		if errors.As(err, &gone) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("connection %s still known to the gateway: %v", id, err)
-		}
-	}
+	var err error
+	testkit.Eventually(t, reply, func() bool {
+		_, err = mgmt.GetConnection(context.Background(), &apigatewaymanagementapi.GetConnectionInput{ConnectionId: aws.String(id)})
+		var gone *types.GoneException
+		return errors.As(err, &gone)
+	}, func() string { return fmt.Sprintf("connection %s still known to the gateway: %v", id, err) })
 }

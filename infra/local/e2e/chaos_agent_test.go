@@ -1,4 +1,4 @@
-package chaos_test
+package e2e_test
 
 import (
 	"slices"
@@ -6,8 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sandgate/sandgate/infra/local/stack"
-	"github.com/sandgate/sandgate/infra/local/stacktest"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/state"
 )
@@ -20,13 +19,9 @@ import (
 func TestChaos_AgentPausedThenKilled_ReplacedNothingLost(t *testing.T) {
 	t.Parallel()
 	// LEASE_TTL stays at Fast's 15 s, the least the functions accept.
-	s := stacktest.Start(t, func(o *stack.Options) { o.Overrides["SLEEP_AFTER"] = "10m" })
+	s := testkit.Start(t, noIdleStop)
 	const user = "user_paused"
-	c := s.Dial(t, user)
-	c.Status(frames.Ready, coldStart)
-	c.Note("before the pause", reply)
-	notesSynced(t, s, user, 1)
-	old := s.Running(t, user, reply)
+	c, old := withSyncedNote(t, s, user, "before the pause")
 	pid := s.TaskPid(t, old.TaskARN)
 
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
@@ -37,33 +32,28 @@ func TestChaos_AgentPausedThenKilled_ReplacedNothingLost(t *testing.T) {
 	c.Send("after the lease expired")
 	c.Status(frames.Ready, coldStart)
 	c.Next(reply, "echo from the replacement", func(f string) bool { return f == "after the lease expired" })
-	repl := s.Running(t, user, reply)
-	if repl.TaskARN == old.TaskARN || repl.Generation <= old.Generation {
-		t.Fatalf("not replaced: %s generation %d after %s generation %d", repl.TaskARN, repl.Generation, old.TaskARN, old.Generation)
-	}
-	if n := c.Notes(reply); !slices.Equal(n, []string{"before the pause"}) {
-		t.Fatalf("the replacement restored %q", n)
-	}
+	repl := replaced(t, s, user, old)
+	wantNotes(t, c, "before the pause")
 	c.Note("on the replacement", reply)
-	notesSynced(t, s, user, 2)
-	exactCapacity(t, s, 1)
+	s.NotesSynced(t, user, 2, reply)
+	s.ExactCapacity(t, 1)
 
 	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	taskGone(t, s, old.TaskARN)
-	if lost := s.Output.Lines(func(l stacktest.Line) bool {
-		return l.Task(old.TaskARN) && l.Msg == "lease lost; stopping without writing"
+	s.WaitTaskGone(t, old.TaskARN, reply)
+	if lost := s.Output.Lines(func(l testkit.Line) bool {
+		return l.Task(old.TaskARN) && isLeaseLost(l)
 	}); len(lost) == 0 {
 		t.Fatal("the resumed agent did not report stepping down")
 	}
 	if rec := s.Running(t, user, reply); rec.TaskARN != repl.TaskARN || rec.Generation != repl.Generation {
 		t.Fatalf("after the resume the record is %s generation %d, want the replacement's", rec.TaskARN, rec.Generation)
 	}
-	if m := marker(t, s, user); m == nil || m.Generation != repl.Generation {
+	if m := s.Marker(t, user); m == nil || m.Generation != repl.Generation {
 		t.Fatalf("marker after the resume: %+v, want generation %d", m, repl.Generation)
 	}
-	exactCapacity(t, s, 1)
+	s.ExactCapacity(t, 1)
 
 	// kill -9: no final sync, no release; the lease runs out and the next frame takes over.
 	if err := syscall.Kill(s.TaskPid(t, repl.TaskARN), syscall.SIGKILL); err != nil {
@@ -72,12 +62,9 @@ func TestChaos_AgentPausedThenKilled_ReplacedNothingLost(t *testing.T) {
 	s.WaitState(t, user, coldStart, "expired", func(sb *state.Sandbox) bool { return sb.Expired(time.Now()) })
 	c.Send(`{"type":"notes"}`)
 	c.Status(frames.Ready, coldStart)
-	if n := c.JSONFrame("notes", reply)["notes"]; len(n.([]any)) != 2 {
-		t.Fatalf("after the kill the notes are %v, want both synced ones", n)
+	if n := testkit.NotesOf(c.JSONFrame("notes", reply)); !slices.Equal(n, []string{"before the pause", "on the replacement"}) {
+		t.Fatalf("after the kill the notes are %q, want both synced ones", n)
 	}
-	third := s.Running(t, user, reply)
-	if third.Generation <= repl.Generation {
-		t.Fatalf("not replaced after the kill: generation %d", third.Generation)
-	}
-	exactCapacity(t, s, 1)
+	replaced(t, s, user, repl)
+	s.ExactCapacity(t, 1)
 }
