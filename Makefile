@@ -85,7 +85,7 @@ bench: deps ## run every benchmark and write docs/BENCHMARKS.md (installs rclone
 
 .PHONY: chaos
 chaos: deps ## the fault tests alone (DynamoDB, S3, RunTask, agents, lost disconnects); make test runs them too
-	$(GO) test -race -count=1 -v ./infra/local/chaos/
+	$(GO) test -race -count=1 -v -run '^TestChaos_' ./infra/local/e2e/
 
 bench-sync: ## restore and sync throughput against rclone on the same endpoint
 	$(GO) test -run '^$$' -bench Throughput -benchtime 5x ./internal/objsync/
