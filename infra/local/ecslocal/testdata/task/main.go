@@ -97,6 +97,11 @@ func run() error {
 		childPid = cmd.Process.Pid
 	}
 
+	// SIGTERM is caught before anything is served: a test stops the task as soon as it
+	// answers, and the default action would end it before it could say so.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+
 	port := os.Getenv("PORT")
 	ln, err := net.Listen("tcp", net.JoinHostPort(ip, port))
 	if err != nil {
@@ -121,8 +126,6 @@ func run() error {
 	go func() { _ = srv.Serve(ln) }()
 	fmt.Println("serving on", ln.Addr())
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM)
 	for range sigs {
 		if *mode == "ignore-term" {
 			fmt.Println("sigterm ignored")
