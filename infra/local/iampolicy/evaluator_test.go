@@ -1,9 +1,7 @@
 package iampolicy_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,38 +13,8 @@ import (
 
 	"github.com/sandgate/sandgate/infra/local/iampolicy"
 	"github.com/sandgate/sandgate/infra/local/identity"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 )
-
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the JSON log lines written so far.
-func (b *syncBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
-		if l == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("log line %q: %v", l, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
 
 func ownTable(t *testing.T) *identity.Principal {
 	return session(t, stackAuthority(), "Tenant", nil, u1, nil, ownItems(nil))
@@ -139,20 +107,20 @@ func TestEvaluator_CacheKeyCoversWhatDecides(t *testing.T) {
 }
 
 func TestEvaluator_DenialLogsOneLine(t *testing.T) {
-	var logs syncBuffer
+	var logs testkit.Logs
 	e := iampolicy.StartForTest(t, iampolicy.Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	p := ownTable(t)
 	if err := e.Authorize(context.Background(), leading(p, "USER#u1")); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(logs.lines(t)); n != 0 {
+	if n := len(logs.Lines(t)); n != 0 {
 		t.Fatalf("an allowed request logged %d lines", n)
 	}
 	err := e.Authorize(context.Background(), leading(p, "USER#u2"))
 	if !errors.Is(err, identity.ErrDenied) {
 		t.Fatalf("%v, want denied", err)
 	}
-	lines := logs.lines(t)
+	lines := logs.Lines(t)
 	if len(lines) != 1 {
 		t.Fatalf("%d log lines, want 1: %v", len(lines), lines)
 	}
@@ -174,20 +142,20 @@ func TestEvaluator_DenialLogsOneLine(t *testing.T) {
 
 	// The same denial from the cache logs its line too.
 	_ = e.Authorize(context.Background(), leading(p, "USER#u2"))
-	if n := len(logs.lines(t)); n != 2 {
+	if n := len(logs.Lines(t)); n != 2 {
 		t.Errorf("%d lines after a cached denial, want 2", n)
 	}
 	// A session policy that blocks what the role allows names the statements that allowed it.
 	blocked := session(t, stackAuthority(), "Tenant", nil, u1, doc(map[string]any{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}), ownItems(nil))
 	_ = e.Authorize(context.Background(), leading(blocked, "USER#u1"))
-	lines = logs.lines(t)
+	lines = logs.Lines(t)
 	if got, _ := lines[len(lines)-1][iampolicy.LogAllowedBy].(string); got != "identity Tenant/p1#OwnItems" {
 		t.Errorf("allowedBy = %q", got)
 	}
 }
 
 func TestEvaluator_RestartsOnceThenRefuses(t *testing.T) {
-	var logs syncBuffer
+	var logs testkit.Logs
 	e := iampolicy.StartForTest(t, iampolicy.Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	p := ownTable(t)
 	ctx := context.Background()

@@ -53,19 +53,28 @@ type DB struct {
 // NewDB creates a table for this test. Use dynamodblocal.RunTests in TestMain.
 func NewDB(tb testing.TB) *DB {
 	tb.Helper()
-	srv := dynamodblocal.StartForTest(tb)
+	return NewDBOn(tb, dynamodblocal.StartForTest(tb))
+}
+
+// NewDBOn creates a table for this test on srv (a server the test stops and restarts,
+// say); optFns adjust the counted client further (a proxy in front of the emulator, a
+// quicker retryer).
+func NewDBOn(tb testing.TB, srv *dynamodblocal.Server, optFns ...func(*dynamodb.Options)) *DB {
+	tb.Helper()
 	ctx := context.Background()
 	raw, err := srv.Client(ctx)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	calls := NewCallCounter()
-	counted, err := srv.Client(ctx, func(o *dynamodb.Options) {
+	counted, err := srv.Client(ctx, append([]func(*dynamodb.Options){func(o *dynamodb.Options) {
 		o.APIOptions = append(o.APIOptions, calls.APIOption)
+		// DynamoDB Local serializes writes; racing goroutines each on a connection of
+		// their own would measure connection set-up, not the race.
 		o.HTTPClient = awsconf.NewHTTPClient().WithTransportOptions(func(t *http.Transport) {
 			t.MaxConnsPerHost = awsconf.DefaultMaxIdleConnsPerHost
 		})
-	})
+	}}, optFns...)...)
 	if err != nil {
 		tb.Fatal(err)
 	}
