@@ -16,7 +16,6 @@ import (
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
 	"github.com/sandgate/sandgate/infra/local/s3local"
 	"github.com/sandgate/sandgate/infra/local/testkit"
-	"github.com/sandgate/sandgate/internal/awsconf"
 	"github.com/sandgate/sandgate/internal/cleanup"
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/ensure"
@@ -56,16 +55,7 @@ func newEnv(t *testing.T) *env {
 	e.gw = testkit.StartGateway(t, log, testkit.Routes{Connect: "record"}, testkit.Funcs{"record": testkit.Recording(e.store)})
 	e.launcher = e.ecs.Launcher(log, e.db.Table, e.gw.Server.ManagementEndpoint())
 	e.ens = &ensure.Ensurer{Store: e.store, Launcher: e.launcher, Log: log}
-	srv, err := s3local.Start(s3local.Config{Bucket: testkit.Bucket, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	cfg, err := awsconf.Load(context.Background(), awsconf.Loopback(srv.URL())...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.bucket = s3bucket.New(s3bucket.NewClient(cfg, s3bucket.Options{UsePathStyle: true}), testkit.Bucket)
+	e.bucket = testkit.StartS3(t, s3local.Config{Bucket: testkit.Bucket, Log: log}).Bucket(s3bucket.Options{UsePathStyle: true})
 	e.bucket.PageSize = 2 // several pages, several delete batches
 	e.c = &cleanup.Cleaner{
 		Store: e.store, Tasks: e.launcher, Bucket: e.bucket,
@@ -477,16 +467,9 @@ func TestLoadConfig_Environment(t *testing.T) {
 func TestCleaner_Run_PurgeFailureKeepsLock(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	srv, err := s3local.Start(s3local.Config{Bucket: testkit.Bucket})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	cfg, err := awsconf.Load(ctx, awsconf.Loopback(srv.URL())...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.bucket = s3bucket.New(s3bucket.NewClient(cfg, s3bucket.Options{UsePathStyle: true, MaxAttempts: 1}), testkit.Bucket)
+	s3 := testkit.StartS3(t, s3local.Config{Bucket: testkit.Bucket})
+	srv := s3.Server
+	e.bucket = s3.Bucket(s3bucket.Options{UsePathStyle: true, MaxAttempts: 1})
 	e.c.Bucket = e.bucket
 	e.stopped(t, "user_old")
 	e.put(t, "user_old", 3)

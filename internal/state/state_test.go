@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"testing"
 
@@ -14,7 +13,6 @@ import (
 
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
 	"github.com/sandgate/sandgate/infra/local/testkit"
-	"github.com/sandgate/sandgate/internal/awsconf"
 	"github.com/sandgate/sandgate/internal/state"
 )
 
@@ -41,34 +39,8 @@ func newEnv(tb testing.TB) *env {
 // of the emulator, a quicker retryer, a server the test stops and restarts.
 func newEnvOn(tb testing.TB, srv *dynamodblocal.Server, optFns ...func(*dynamodb.Options)) *env {
 	tb.Helper()
-	ctx := context.Background()
-	raw, err := srv.Client(ctx)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	calls := testkit.NewCallCounter()
-	counted, err := srv.Client(ctx, append([]func(*dynamodb.Options){func(o *dynamodb.Options) {
-		o.APIOptions = append(o.APIOptions, calls.APIOption)
-		// DynamoDB Local serializes writes; a thousand racing goroutines on a
-		// thousand connections measure connection set-up, not the race.
-		o.HTTPClient = awsconf.NewHTTPClient().WithTransportOptions(func(t *http.Transport) {
-			t.MaxConnsPerHost = awsconf.DefaultMaxIdleConnsPerHost
-		})
-	}}, optFns...)...)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	table := dynamodblocal.TableName(tb)
-	if err := state.CreateTable(ctx, raw, table); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		_, _ = raw.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(table)})
-	})
-	clock := testkit.NewClock()
-	store := state.New(counted, table)
-	store.Now = clock.Now
-	return &env{store: store, client: raw, calls: calls, clock: clock, table: table}
+	db := testkit.NewDBOn(tb, srv, optFns...)
+	return &env{store: db.Store(), client: db.Raw, calls: db.Calls, clock: db.Clock, table: db.Table}
 }
 
 // ddbCalls returns DynamoDB calls per operation since the last reset, as "Op=n" pairs.
