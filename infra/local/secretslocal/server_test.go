@@ -2,7 +2,6 @@ package secretslocal_test
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,10 +10,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
-	"github.com/aws/smithy-go"
 
 	"github.com/sandgate/sandgate/infra/local/identity"
 	"github.com/sandgate/sandgate/infra/local/secretslocal"
+	"github.com/sandgate/sandgate/infra/local/testkit"
 )
 
 type fixture struct {
@@ -52,14 +51,6 @@ func start(t *testing.T) *fixture {
 func (f *fixture) client(c identity.Credentials) *secretsmanager.Client {
 	return secretsmanager.New(secretsmanager.Options{Region: "us-east-1", BaseEndpoint: aws.String(f.url), Retryer: aws.NopRetryer{},
 		Credentials: credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, c.SessionToken)})
-}
-
-func code(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
 }
 
 // A rotation adds a version: AWSCURRENT moves to it and the old one becomes
@@ -102,10 +93,10 @@ func TestServer_Rotation_VersionStages(t *testing.T) {
 	if err != nil || len(d.VersionIdsToStages) != 2 || d.VersionIdsToStages[aws.ToString(put.VersionId)][0] != secretslocal.StageCurrent {
 		t.Fatalf("describe = %+v, %v", d, err)
 	}
-	if _, err := cl.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(arn), VersionStage: aws.String(secretslocal.StagePending)}); code(err) != "ResourceNotFoundException" {
+	if _, err := cl.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(arn), VersionStage: aws.String(secretslocal.StagePending)}); testkit.ErrorCode(err) != "ResourceNotFoundException" {
 		t.Fatalf("no pending version: err = %v", err)
 	}
-	if _, err := cl.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String("nope")}); code(err) != "ResourceNotFoundException" {
+	if _, err := cl.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String("nope")}); testkit.ErrorCode(err) != "ResourceNotFoundException" {
 		t.Fatalf("missing secret: err = %v", err)
 	}
 	last := f.asked[len(f.asked)-1]
@@ -122,16 +113,16 @@ func TestServer_Refusals(t *testing.T) {
 	if _, err := f.srv.Put("forbidden", "x"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.client(f.creds).GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String("forbidden")}); code(err) != "AccessDeniedException" {
+	if _, err := f.client(f.creds).GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String("forbidden")}); testkit.ErrorCode(err) != "AccessDeniedException" {
 		t.Fatalf("denied: err = %v", err)
 	}
 	bad := f.creds
 	bad.SecretAccessKey = strings.Repeat("y", 40)
-	if _, err := f.client(bad).ListSecrets(ctx, &secretsmanager.ListSecretsInput{}); code(err) != "InvalidSignatureException" {
+	if _, err := f.client(bad).ListSecrets(ctx, &secretsmanager.ListSecretsInput{}); testkit.ErrorCode(err) != "InvalidSignatureException" {
 		t.Fatalf("bad signature: err = %v", err)
 	}
 	unknown := identity.Credentials{AccessKeyID: "AKIAAAAAAAAAAAAAAAAA", SecretAccessKey: "x"}
-	if _, err := f.client(unknown).ListSecrets(ctx, &secretsmanager.ListSecretsInput{}); code(err) != "UnrecognizedClientException" {
+	if _, err := f.client(unknown).ListSecrets(ctx, &secretsmanager.ListSecretsInput{}); testkit.ErrorCode(err) != "UnrecognizedClientException" {
 		t.Fatalf("unknown key: err = %v", err)
 	}
 	resp, err := http.Post(f.url, "application/x-amz-json-1.1", strings.NewReader(`{}`))

@@ -13,7 +13,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/aws-sdk-go-v2/service/sts/types"
-	"github.com/aws/smithy-go"
 
 	"github.com/sandgate/sandgate/infra/local/identity"
 	"github.com/sandgate/sandgate/infra/local/stslocal"
@@ -67,14 +66,6 @@ func (f *fixture) client(c identity.Credentials) *sts.Client {
 	})
 }
 
-func code(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
-}
-
 // A function's session knows who it is; the session it assumes carries its tags,
 // transitive keys, session policy and source identity, and signs as itself.
 func TestServer_AssumeRole_TaggedChainedSession(t *testing.T) {
@@ -120,11 +111,11 @@ func TestServer_AssumeRole_TaggedChainedSession(t *testing.T) {
 	// replace either.
 	_, err = f.client(c).AssumeRole(ctx, &sts.AssumeRoleInput{RoleArn: aws.String(f.sbx), RoleSessionName: aws.String("hop"),
 		Tags: []types.Tag{{Key: aws.String("userId"), Value: aws.String("user_b")}}})
-	if code(err) != "ValidationError" {
+	if testkit.ErrorCode(err) != "ValidationError" {
 		t.Fatalf("overriding a transitive tag: err = %v, want ValidationError", err)
 	}
 	_, err = f.client(c).AssumeRole(ctx, &sts.AssumeRoleInput{RoleArn: aws.String(f.sbx), RoleSessionName: aws.String("hop"), SourceIdentity: aws.String("user_b")})
-	if code(err) != "ValidationError" {
+	if testkit.ErrorCode(err) != "ValidationError" {
 		t.Fatalf("changing the source identity: err = %v, want ValidationError", err)
 	}
 	hop, err := f.client(c).AssumeRole(ctx, &sts.AssumeRoleInput{RoleArn: aws.String(f.sbx), RoleSessionName: aws.String("hop")})
@@ -144,23 +135,23 @@ func TestServer_AssumeRole_Refusals(t *testing.T) {
 	ctx := context.Background()
 	cl := f.client(f.vendor)
 	_, err := cl.AssumeRole(ctx, &sts.AssumeRoleInput{RoleArn: aws.String(f.sbx), RoleSessionName: aws.String("s1"), DurationSeconds: aws.Int32(3601)})
-	if code(err) != "ValidationError" || !strings.Contains(err.Error(), "role chaining") {
+	if testkit.ErrorCode(err) != "ValidationError" || !strings.Contains(err.Error(), "role chaining") {
 		t.Fatalf("chained 3601 s: err = %v", err)
 	}
 	_, err = cl.AssumeRole(ctx, &sts.AssumeRoleInput{RoleArn: aws.String(f.auth.RoleARN("sandgate-local-Locked")), RoleSessionName: aws.String("s1")})
-	if code(err) != "AccessDenied" || len(f.denied) != 1 || f.denied[0].Caller.SessionName != "VendorFunction" {
+	if testkit.ErrorCode(err) != "AccessDenied" || len(f.denied) != 1 || f.denied[0].Caller.SessionName != "VendorFunction" {
 		t.Fatalf("denied by trust: err = %v, trust saw %d requests", err, len(f.denied))
 	}
 	_, err = cl.AssumeRole(ctx, &sts.AssumeRoleInput{RoleArn: aws.String(f.auth.RoleARN("nope")), RoleSessionName: aws.String("s1")})
-	if code(err) != "AccessDenied" {
+	if testkit.ErrorCode(err) != "AccessDenied" {
 		t.Fatalf("unknown role: err = %v", err)
 	}
 	_, err = cl.AssumeRole(ctx, &sts.AssumeRoleInput{RoleArn: aws.String(f.sbx), RoleSessionName: aws.String("s1"), Policy: aws.String("{not json")})
-	if code(err) != "MalformedPolicyDocument" {
+	if testkit.ErrorCode(err) != "MalformedPolicyDocument" {
 		t.Fatalf("bad policy: err = %v", err)
 	}
 	_, err = cl.AssumeRole(ctx, &sts.AssumeRoleInput{RoleArn: aws.String(f.sbx), RoleSessionName: aws.String("bad name!")})
-	if code(err) != "ValidationError" {
+	if testkit.ErrorCode(err) != "ValidationError" {
 		t.Fatalf("bad session name: err = %v", err)
 	}
 }
@@ -178,12 +169,12 @@ func TestServer_SignatureRefusals(t *testing.T) {
 		t.Fatalf("unsigned: %d", resp.StatusCode)
 	}
 	unknown := identity.Credentials{AccessKeyID: "ASIAAAAAAAAAAAAAAAAA", SecretAccessKey: f.vendor.SecretAccessKey, SessionToken: f.vendor.SessionToken}
-	if _, err := f.client(unknown).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{}); code(err) != "InvalidClientTokenId" {
+	if _, err := f.client(unknown).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{}); testkit.ErrorCode(err) != "InvalidClientTokenId" {
 		t.Fatalf("unknown key: %v", err)
 	}
 	wrong := f.vendor
 	wrong.SecretAccessKey = strings.Repeat("x", 40)
-	if _, err := f.client(wrong).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{}); code(err) != "SignatureDoesNotMatch" {
+	if _, err := f.client(wrong).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{}); testkit.ErrorCode(err) != "SignatureDoesNotMatch" {
 		t.Fatalf("wrong secret: %v", err)
 	}
 	// A session issued two hours ago, signing now.
@@ -193,7 +184,7 @@ func TestServer_SignatureRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.clock.Advance(2 * time.Hour)
-	if _, err := f.client(old).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{}); code(err) != "ExpiredToken" {
+	if _, err := f.client(old).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{}); testkit.ErrorCode(err) != "ExpiredToken" {
 		t.Fatalf("expired: %v", err)
 	}
 }
