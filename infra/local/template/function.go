@@ -54,6 +54,9 @@ type Function struct {
 	// Options.Roles.
 	Role, LogGroup string
 	InVPC          bool
+	// URLAuthType is FunctionUrlConfig.AuthType (AWS_IAM or NONE); empty when the
+	// function has no URL.
+	URLAuthType string
 }
 
 // Event is one entry of a function's Events that the local stack can serve.
@@ -140,6 +143,16 @@ func (e *evaluator) readFunction(r *Resource, props *yaml.Node) (*Function, erro
 	}
 	if f.LogLevel, err = e.optStr(lc, "ApplicationLogLevel", base+".LoggingConfig"); err != nil {
 		return nil, err
+	}
+	if uc := Lookup(props, "FunctionUrlConfig"); uc != nil {
+		if f.URLAuthType, err = e.optStr(uc, "AuthType", base+".FunctionUrlConfig"); err != nil {
+			return nil, err
+		}
+		switch f.URLAuthType {
+		case "AWS_IAM", "NONE":
+		default:
+			return nil, pathErrf(base+".FunctionUrlConfig.AuthType", ErrInvalid, "want AWS_IAM or NONE, got %q", f.URLAuthType)
+		}
 	}
 	if e.identities {
 		if f.Role, err = e.optStr(props, "Role", base); err != nil {

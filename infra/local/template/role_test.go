@@ -104,3 +104,20 @@ func TestParse_Roles_NoTrustPolicy(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// A function URL's auth type is read, and only the two Lambda knows are accepted.
+func TestParse_FunctionURL_AuthType(t *testing.T) {
+	doc := func(auth string) []byte {
+		return []byte("Resources:\n  VendFunction:\n    Type: AWS::Serverless::Function\n    Properties:\n      Handler: bootstrap\n      FunctionUrlConfig:\n        AuthType: " + auth + "\n")
+	}
+	tpl, err := template.Parse(doc("AWS_IAM"), template.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tpl.Functions["VendFunction"].URLAuthType; got != "AWS_IAM" {
+		t.Fatalf("auth type = %q", got)
+	}
+	if _, err := template.Parse(doc("OPEN"), template.Options{}); !errors.Is(err, template.ErrInvalid) {
+		t.Fatalf("unknown auth type: err = %v", err)
+	}
+}
