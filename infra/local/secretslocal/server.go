@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sandgate/sandgate/infra/local/iampolicy"
 	"github.com/sandgate/sandgate/infra/local/identity"
 )
 
@@ -195,7 +196,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{http.StatusBadRequest, "SerializationException", "the request body is not JSON"})
 		return
 	}
-	out, err := s.call(r.Context(), p, op, in)
+	err = s.authorize(r.Context(), p, iampolicy.CallOf(r, body))
+	var out map[string]any
+	if err == nil {
+		out, err = s.call(op, in)
+	}
 	if err != nil {
 		var ae *apiError
 		var de *identity.DeniedError
@@ -221,24 +226,34 @@ func str(in map[string]any, k string) string {
 	return v
 }
 
-func (s *Server) authorize(ctx context.Context, p *identity.Principal, action, arn string, c map[string][]string) error {
+// authorize asks the Authorizer about everything the call asks (iampolicy's
+// derivation: the secret's ARN, or its name-?????? pattern for a secret that does not
+// exist, so a caller learns nothing of secrets it may not read).
+func (s *Server) authorize(ctx context.Context, p *identity.Principal, c iampolicy.Call) error {
 	if s.Authorizer == nil {
 		return nil
 	}
-	return s.Authorizer.Authorize(ctx, identity.Request{Principal: p, Action: "secretsmanager:" + action, Resource: arn, Context: c})
+	env := iampolicy.Env{Region: s.Authority.Region, Account: s.Authority.Account}
+	reqs, err := iampolicy.SecretsManager(env, c, func(id string) (string, bool) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if sec := s.lookupLocked(id); sec != nil {
+			return sec.arn, true
+		}
+		return "", false
+	})
+	if err != nil {
+		return &apiError{http.StatusBadRequest, "InvalidRequestException", err.Error()}
+	}
+	return iampolicy.AuthorizeAll(ctx, s.Authorizer, p, reqs)
 }
 
-func (s *Server) call(ctx context.Context, p *identity.Principal, op string, in map[string]any) (map[string]any, error) {
+func (s *Server) call(op string, in map[string]any) (map[string]any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch op {
 	case "CreateSecret":
-		name := str(in, "Name")
-		arn := fmt.Sprintf("arn:aws:secretsmanager:%s:%s:secret:%s-??????", s.Authority.Region, s.Authority.Account, name)
-		if err := s.authorize(ctx, p, op, arn, map[string][]string{"secretsmanager:Name": {name}}); err != nil {
-			return nil, err
-		}
-		sec, err := s.createLocked(name, str(in, "Description"))
+		sec, err := s.createLocked(str(in, "Name"), str(in, "Description"))
 		if err != nil {
 			return nil, err
 		}
@@ -251,19 +266,9 @@ func (s *Server) call(ctx context.Context, p *identity.Principal, op string, in 
 	case "GetSecretValue":
 		sec := s.lookupLocked(str(in, "SecretId"))
 		if sec == nil {
-			return nil, s.hideMissing(ctx, p, op, str(in, "SecretId"))
+			return nil, errNotFound
 		}
 		stage, vid := str(in, "VersionStage"), str(in, "VersionId")
-		c := map[string][]string{"secretsmanager:SecretId": {sec.arn}}
-		if stage != "" {
-			c["secretsmanager:VersionStage"] = []string{stage}
-		}
-		if vid != "" {
-			c["secretsmanager:VersionId"] = []string{vid}
-		}
-		if err := s.authorize(ctx, p, op, sec.arn, c); err != nil {
-			return nil, err
-		}
 		var v *version
 		switch {
 		case vid != "":
@@ -290,10 +295,7 @@ func (s *Server) call(ctx context.Context, p *identity.Principal, op string, in 
 	case "PutSecretValue":
 		sec := s.lookupLocked(str(in, "SecretId"))
 		if sec == nil {
-			return nil, s.hideMissing(ctx, p, op, str(in, "SecretId"))
-		}
-		if err := s.authorize(ctx, p, op, sec.arn, map[string][]string{"secretsmanager:SecretId": {sec.arn}}); err != nil {
-			return nil, err
+			return nil, errNotFound
 		}
 		value, ok := in["SecretString"].(string)
 		if !ok {
@@ -320,10 +322,7 @@ func (s *Server) call(ctx context.Context, p *identity.Principal, op string, in 
 	case "DescribeSecret":
 		sec := s.lookupLocked(str(in, "SecretId"))
 		if sec == nil {
-			return nil, s.hideMissing(ctx, p, op, str(in, "SecretId"))
-		}
-		if err := s.authorize(ctx, p, op, sec.arn, map[string][]string{"secretsmanager:SecretId": {sec.arn}}); err != nil {
-			return nil, err
+			return nil, errNotFound
 		}
 		vs := map[string]any{}
 		for _, v := range sec.versions {
@@ -332,9 +331,6 @@ func (s *Server) call(ctx context.Context, p *identity.Principal, op string, in 
 		return map[string]any{"ARN": sec.arn, "Name": sec.name, "Description": sec.description,
 			"CreatedDate": float64(sec.created.UnixMilli()) / 1000, "VersionIdsToStages": vs}, nil
 	case "ListSecrets":
-		if err := s.authorize(ctx, p, op, "*", nil); err != nil {
-			return nil, err
-		}
 		names := make([]string, 0, len(s.secrets))
 		for n := range s.secrets {
 			names = append(names, n)
@@ -352,19 +348,6 @@ func (s *Server) call(ctx context.Context, p *identity.Principal, op string, in 
 	}
 }
 
-// hideMissing answers a call on a secret that does not exist as AWS does: a caller
-// who may not read the name's ARN learns nothing (AccessDenied), others get
-// ResourceNotFound.
-func (s *Server) hideMissing(ctx context.Context, p *identity.Principal, op, id string) error {
-	arn := id
-	if !strings.HasPrefix(id, "arn:") {
-		arn = fmt.Sprintf("arn:aws:secretsmanager:%s:%s:secret:%s", s.Authority.Region, s.Authority.Account, id)
-	}
-	if err := s.authorize(ctx, p, op, arn, nil); err != nil {
-		return err
-	}
-	return errNotFound
-}
 
 func stages(v *version) []string {
 	out := make([]string, 0, len(v.stages))
