@@ -348,7 +348,6 @@ func (s *Server) call(op string, in map[string]any) (map[string]any, error) {
 	}
 }
 
-
 func stages(v *version) []string {
 	out := make([]string, 0, len(v.stages))
 	for s := range v.stages {
