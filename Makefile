@@ -55,8 +55,12 @@ node_modules/.package-lock.json: package.json package-lock.json
 	@touch $@
 
 .PHONY: deps
-deps: node_modules/.package-lock.json ## install test dependencies (npm packages; Chromium for the browser test; checks for Java)
+deps: node_modules/.package-lock.json ## install test dependencies (npm packages; Chromium for the browser test; the AWS CLI; checks for Java)
 	@command -v java >/dev/null || { echo "Java 17 is required for DynamoDB Local: apt-get install openjdk-17-jre-headless"; exit 1; }
+	@command -v aws >/dev/null || { \
+		echo "installing awscli (a test drives the local stack with it through .sandgate/aws.env)"; \
+		SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends awscli; }
 	@command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null || { \
 		echo "installing chromium-headless-shell (the browser test drives it)"; \
 		SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \

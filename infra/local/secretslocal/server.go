@@ -411,3 +411,20 @@ func writeError(w http.ResponseWriter, e *apiError) {
 	w.WriteHeader(e.status)
 	w.Write(b)
 }
+
+// Current returns the AWSCURRENT string value of the secret id (a name or an ARN),
+// for the stack's own resolution of {{resolve:secretsmanager:…}} references, which
+// CloudFormation makes at deploy time with the deployer's rights.
+func (s *Server) Current(id string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sec := s.lookupLocked(id)
+	if sec == nil {
+		return "", false
+	}
+	v := sec.byStage(StageCurrent)
+	if v == nil || v.binary != nil {
+		return "", false
+	}
+	return v.value, true
+}

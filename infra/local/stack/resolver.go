@@ -1,10 +1,11 @@
 package stack
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 
-	"github.com/sandgate/sandgate/infra/local"
+	"github.com/sandgate/sandgate/infra/local/secretslocal"
 	"github.com/sandgate/sandgate/infra/local/template"
 )
 
@@ -18,6 +19,12 @@ type resolver struct {
 	// taskDef is the sandbox task definition's ARN once its family is known (the first
 	// read of the template); before, references to it resolve to a placeholder.
 	taskDef string
+	// types maps logical ids to resource types; functionNames the functions that set
+	// FunctionName (known after the first read) to it.
+	types         map[string]string
+	functionNames map[string]string
+	// secrets answers dynamic references.
+	secrets *secretslocal.Server
 }
 
 var _ template.Resolver = (*resolver)(nil)
@@ -58,24 +65,64 @@ func (r *resolver) Ref(id string) (string, error) {
 	return StackName + "-" + id, nil
 }
 
+// GetAtt answers .Arn as CloudFormation does for each resource type the template
+// uses, with the local stack's physical names.
 func (r *resolver) GetAtt(id, attr string) (string, error) {
 	if attr != "Arn" {
 		return "", fmt.Errorf("%w: !GetAtt %s.%s", template.ErrUnresolved, id, attr)
 	}
-	if strings.HasSuffix(id, "Function") {
-		return fmt.Sprintf("arn:aws:lambda:%s:%s:function:%s", Region, AccountID, id), nil
+	s := r.stack
+	switch r.types[id] {
+	case "AWS::IAM::Role":
+		return fmt.Sprintf("arn:aws:iam::%s:role/%s", AccountID, RoleName(id)), nil
+	case "AWS::DynamoDB::Table":
+		return fmt.Sprintf("arn:aws:dynamodb:%s:%s:table/%s", Region, AccountID, s.Table), nil
+	case "AWS::ECS::Cluster":
+		return fmt.Sprintf("arn:aws:ecs:%s:%s:cluster/%s", Region, AccountID, s.Cluster), nil
+	case "AWS::Logs::LogGroup":
+		name, _ := r.Ref(id)
+		return fmt.Sprintf("arn:aws:logs:%s:%s:log-group:%s:*", Region, AccountID, name), nil
+	case "AWS::SNS::Topic":
+		return fmt.Sprintf("arn:aws:sns:%s:%s:%s-%s", Region, AccountID, StackName, id), nil
+	case "AWS::Serverless::Function", "AWS::Lambda::Function":
+		name := id
+		if n := r.functionNames[id]; n != "" {
+			name = n
+		}
+		return fmt.Sprintf("arn:aws:lambda:%s:%s:function:%s", Region, AccountID, name), nil
 	}
 	return fmt.Sprintf("arn:aws:local:%s:%s:%s/%s", Region, AccountID, StackName, id), nil
 }
 
-// Dynamic resolves Secrets Manager references: the signing secrets become the local
-// development secret; nothing else is known locally.
+// Dynamic resolves {{resolve:secretsmanager:<id>:SecretString[:<json key>]}} from the
+// stack's Secrets Manager, as CloudFormation resolves it at deploy time.
 func (r *resolver) Dynamic(ref string) (string, error) {
-	if strings.HasPrefix(ref, "resolve:secretsmanager:") && strings.HasSuffix(ref, ":SecretString") &&
-		strings.Contains(ref, "signing") {
-		return local.DevSecret, nil
+	rest, ok := strings.CutPrefix(ref, "resolve:secretsmanager:")
+	if !ok || r.secrets == nil {
+		return "", fmt.Errorf("%w: {{%s}}", template.ErrUnresolved, ref)
 	}
-	return "", fmt.Errorf("%w: {{%s}} (the local stack has no Secrets Manager)", template.ErrUnresolved, ref)
+	// The id may be an ARN, itself full of colons: the fields follow ":SecretString".
+	id, fields, ok := strings.Cut(rest, ":SecretString")
+	if !ok {
+		return "", fmt.Errorf("%w: {{%s}}: only SecretString references are resolved locally", template.ErrUnresolved, ref)
+	}
+	v, found := r.secrets.Current(id)
+	if !found {
+		return "", fmt.Errorf("%w: {{%s}}: no secret %s in the local Secrets Manager", template.ErrUnresolved, ref, id)
+	}
+	key, _, _ := strings.Cut(strings.TrimPrefix(fields, ":"), ":")
+	if key == "" {
+		return v, nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(v), &m); err != nil {
+		return "", fmt.Errorf("%w: {{%s}}: the secret is not a JSON object", template.ErrUnresolved, ref)
+	}
+	s, ok := m[key].(string)
+	if !ok {
+		return "", fmt.Errorf("%w: {{%s}}: no string %q in the secret", template.ErrUnresolved, ref, key)
+	}
+	return s, nil
 }
 
 // taskDefinitionARN is the ARN ecslocal gives the first revision of family.

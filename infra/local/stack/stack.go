@@ -23,11 +23,11 @@ import (
 	"github.com/sandgate/sandgate/infra/local/apigw"
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
 	"github.com/sandgate/sandgate/infra/local/ecslocal"
+	"github.com/sandgate/sandgate/infra/local/iampolicy"
 	"github.com/sandgate/sandgate/infra/local/lambdart"
 	"github.com/sandgate/sandgate/infra/local/s3local"
 	"github.com/sandgate/sandgate/infra/local/template"
 	"github.com/sandgate/sandgate/internal/auth"
-	"github.com/sandgate/sandgate/internal/awsconf"
 	"github.com/sandgate/sandgate/internal/state"
 )
 
@@ -85,6 +85,11 @@ type Options struct {
 	// frames one at a time, in order. API Gateway does not (see apigw.Server); tests of
 	// the order sandgate keeps turn it on so the order frames arrive in is defined.
 	SequentialDispatch bool
+	// NoIAM turns policy enforcement off, for debugging only: every signed caller may
+	// do anything. Signatures are still checked. No test sets it.
+	NoIAM bool
+	// Recorder, when set, records which template statement allowed each call.
+	Recorder *iampolicy.Recorder
 	// Log receives the emulators' structured logs; Output the processes' output (tagged
 	// per function and task). Nil discards.
 	Log    *slog.Logger
@@ -107,13 +112,14 @@ type Stack struct {
 	// Store is a client of the table, for tests and tools.
 	Store *state.Store
 	// AWS is a configuration whose clients reach the emulators (set a BaseEndpoint per
-	// client, or use the Endpoints).
+	// client, or use the Endpoints), signed with the operator's credentials.
 	AWS aws.Config
 	// Endpoints maps AWS_ENDPOINT_URL_* names to the emulators' URLs.
 	Endpoints map[string]string
 	// Root is where the stack keeps its files.
 	Root string
 
+	ids      *identities
 	log      *slog.Logger
 	tempRoot bool
 	invoke   *http.Server
@@ -149,10 +155,21 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}
 	s.Table, s.Cluster, s.Bucket = StackName+"-table", StackName, StackName+"-bucket"
 
-	// Read the template twice: first to learn the task definition's family, whose ARN
-	// the functions' environment names; then with every reference answered.
+	if err := s.startIdentity(ctx, o); err != nil {
+		return nil, err
+	}
+	// Read the template twice: first to learn the task definition's family and the
+	// functions' names, which references elsewhere resolve to; then with every
+	// reference answered.
 	params := localParams(s.Bucket, o.Params)
-	res := &resolver{stack: s}
+	res := &resolver{stack: s, secrets: s.ids.secrets, types: map[string]string{}, functionNames: map[string]string{}}
+	doc, err := template.LoadDocument(o.Template, template.Options{Parameters: params, Resolver: res})
+	if err != nil {
+		return nil, err
+	}
+	for id, r := range doc.Resources {
+		res.types[id] = r.Type
+	}
 	first, err := template.Load(o.Template, template.Options{Parameters: params, Resolver: res, TaskDefinitions: true})
 	if err != nil {
 		return nil, err
@@ -162,11 +179,17 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, fmt.Errorf("template: no %s with a container", sandboxTaskDefinition)
 	}
 	res.taskDef = taskDefinitionARN(td.Family)
-	tpl, err := template.Load(o.Template, template.Options{Parameters: params, Resolver: res, TaskDefinitions: true})
+	for id, f := range first.Functions {
+		res.functionNames[id] = f.FunctionName
+	}
+	tpl, err := template.Load(o.Template, template.Options{Parameters: params, Resolver: res, TaskDefinitions: true, Roles: true})
 	if err != nil {
 		return nil, err
 	}
 	s.Template = tpl
+	if err := s.ids.addRoles(tpl); err != nil {
+		return nil, err
+	}
 
 	if err := s.startStorage(ctx, o); err != nil {
 		return nil, err
@@ -177,7 +200,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := s.startLambda(o, tpl); err != nil {
 		return nil, err
 	}
-	cfg, err := awsconf.Load(ctx, awsconf.Loopback(s.Endpoints["AWS_ENDPOINT_URL_DYNAMODB"])...)
+	cfg, err := s.operatorConfig(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -457,6 +480,10 @@ func (s *Stack) Close(ctx context.Context) error {
 	if s.DynamoDB != nil {
 		add(s.DynamoDB.Stop())
 		s.DynamoDB = nil
+	}
+	if s.ids != nil {
+		add(s.ids.close())
+		s.ids = nil
 	}
 	if s.tempRoot {
 		add(os.RemoveAll(s.Root))

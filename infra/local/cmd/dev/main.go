@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -37,6 +38,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	build := fs.String("build", "build/local", "directory of the native bootstraps and the agent (make build-local)")
 	delay := fs.Duration("launch-delay", 3*time.Second, "emulated time from RunTask to the task starting (Fargate takes 30-90 s)")
 	quiet := fs.Bool("quiet", false, "do not print the functions' and tasks' output")
+	noIAM := fs.Bool("no-iam", false, "debugging only: allow every signed call instead of enforcing template.yaml's policies")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -62,6 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	s, err := stack.Start(ctx, stack.Options{
 		Root: *root, Persist: true, Template: *tpl, BuildDir: *build, Agent: agent,
 		Functions: true, Schedules: true, Addr: *addr, HTTPAddr: *httpAddr, LaunchDelay: *delay, Log: log, Output: output,
+		NoIAM: *noIAM,
 	})
 	if err != nil {
 		return err
@@ -84,6 +87,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	awsEnv := filepath.Join(s.Root, stack.AWSEnvFile)
+	if err := s.WriteAWSEnv(awsEnv); err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, `
 sandgate is running locally.
 
@@ -92,12 +99,26 @@ sandgate is running locally.
   HTTP API         %s  (GET /status, POST /prewarm, same signed query)
   management API   %s
   data             %s  (DynamoDB, S3 and task directories; make dev-reset clears it)
+  AWS CLI / SDKs   source %s   (endpoints and an operator's credentials)
+                   then: aws dynamodb scan --table-name "$SANDGATE_TABLE"
 
   try it:  npx wscat -c '%s'
            then send: {"type":"note","text":"hello"}   or   {"type":"notes"}
 
 Ctrl-C stops everything (each sandbox syncs first).
-`, s.Gateway.BaseURL(), s.Gateway.WebSocketURL(), s.Gateway.HTTPURL(), s.Gateway.ManagementEndpoint(), s.Root, url)
+`, s.Gateway.BaseURL(), s.Gateway.WebSocketURL(), s.Gateway.HTTPURL(), s.Gateway.ManagementEndpoint(), s.Root, awsEnvShown(awsEnv), url)
 	<-ctx.Done()
 	return nil
+}
+
+// awsEnvShown is path relative to the working directory when it lies below it.
+func awsEnvShown(path string) string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return path
+	}
+	if rel, err := filepath.Rel(wd, path); err == nil && !strings.HasPrefix(rel, "..") {
+		return rel
+	}
+	return path
 }
