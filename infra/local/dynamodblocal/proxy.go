@@ -32,8 +32,9 @@ type checksumProxy struct {
 	ln  net.Listener
 }
 
-// newChecksumProxy serves a proxy to target on 127.0.0.1:port (0 picks a free port).
-func newChecksumProxy(port int, target string) (*checksumProxy, error) {
+// newChecksumProxy serves a proxy to target on 127.0.0.1:port (0 picks a free port),
+// with g checking every request before it is passed on (nil: none is checked).
+func newChecksumProxy(port int, target string, g *gate) (*checksumProxy, error) {
 	u, err := url.Parse(target)
 	if err != nil {
 		return nil, fmt.Errorf("checksum proxy: %w", err)
@@ -46,7 +47,7 @@ func newChecksumProxy(port int, target string) (*checksumProxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checksum proxy: %w", err)
 	}
-	p := &checksumProxy{srv: &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}, ln: ln}
+	p := &checksumProxy{srv: &http.Server{Handler: g.wrap(rp), ReadHeaderTimeout: 10 * time.Second}, ln: ln}
 	go p.srv.Serve(ln)
 	return p, nil
 }

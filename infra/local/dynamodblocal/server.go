@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
+	"github.com/sandgate/sandgate/infra/local/identity"
 	"github.com/sandgate/sandgate/infra/local/proc"
 	"github.com/sandgate/sandgate/internal/awsconf"
 )
@@ -71,12 +72,28 @@ type Options struct {
 	StopGrace time.Duration
 	// Output, when set, also receives the emulator's stdout and stderr.
 	Output io.Writer
-	// Logger records starts and stops; nil discards.
+	// Logger records starts and stops, and the front's refusals; nil discards.
 	Logger *slog.Logger
+
+	// Authority, when set, makes the front (Endpoint) the identity gate of DynamoDB
+	// Local: every request must carry a valid SigV4 signature (service dynamodb) of
+	// credentials the Authority issued, or it is refused as DynamoDB refuses it
+	// (MissingAuthenticationTokenException, UnrecognizedClientException,
+	// InvalidSignatureException, IncompleteSignatureException, ExpiredTokenException;
+	// HTTP 400, JSON 1.0). Nil checks nothing (unit tests of other packages).
+	Authority *identity.Authority
+	// Authorizer, with Authority, decides every request: the front derives what it
+	// asks with iampolicy.DynamoDB (dynamodb:LeadingKeys from the table's partition
+	// key, which it reads with DescribeTable from the emulator once per table) and
+	// refuses with AccessDeniedException unless every part is allowed; a
+	// TransactWriteItems with one forbidden item is refused whole, before anything is
+	// written. Nil allows every verified caller.
+	Authorizer identity.Authorizer
 }
 
-// Server is a running (or stopped, restartable) DynamoDB Local, reached through a
-// checksum proxy (see checksumProxy) that makes its answers look like DynamoDB's.
+// Server is a running (or stopped, restartable) DynamoDB Local, reached through its
+// front: a checksum proxy (see checksumProxy) that makes its answers look like
+// DynamoDB's and, with Options.Authority, checks who calls and what they may do.
 type Server struct {
 	opts   Options
 	jar    string
@@ -88,6 +105,7 @@ type Server struct {
 	tail      *tailBuffer
 	proxy     *checksumProxy
 	proxyPort int // kept across Restart, so clients keep their endpoint
+	schemas   *schemaCache
 }
 
 // Start runs DynamoDB Local and returns once it answers ListTables. On failure the
@@ -128,7 +146,8 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("start dynamodb local: %w", err)
 		}
 	}
-	s := &Server{opts: opts, jar: jar, libDir: filepath.Join(filepath.Dir(jar), "DynamoDBLocal_lib"), port: opts.Port}
+	s := &Server{opts: opts, jar: jar, libDir: filepath.Join(filepath.Dir(jar), "DynamoDBLocal_lib"), port: opts.Port,
+		schemas: newSchemaCache()}
 	if err := s.start(ctx); err != nil {
 		return nil, err
 	}
@@ -160,15 +179,19 @@ func FindJar(dir string) (string, error) {
 	return matches[len(matches)-1], nil
 }
 
-// Endpoint returns the URL clients use, http://127.0.0.1:<port> of the checksum proxy;
-// it stays the same across Restart.
+// Endpoint returns the URL clients use, http://127.0.0.1:<port> of the front (the
+// checksum proxy, and with Options.Authority the identity and policy gate); it stays
+// the same across Restart, and so does the gate.
 func (s *Server) Endpoint() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.proxyPort))
 }
 
-// EmulatorEndpoint returns the emulator's own URL, without the proxy.
+// EmulatorEndpoint returns the emulator's own URL, without the front: no checksum
+// fix, no signature check, no authorisation. It exists only for this package's own
+// tests (of what the front corrects); nothing in the local stack may talk to the bare
+// emulator, so the stack hands out Endpoint only.
 func (s *Server) EmulatorEndpoint() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -231,7 +254,9 @@ func (s *Server) Restart(ctx context.Context) error {
 }
 
 // Config returns an AWS configuration for this emulator: awsconf.Load with loopback
-// endpoint, static credentials and region.
+// endpoint, static credentials and region. With Options.Authority set the front
+// refuses those credentials: set ones the Authority issued (cfg.Credentials, or an
+// optFn of Client setting o.Credentials).
 func (s *Server) Config(ctx context.Context) (aws.Config, error) {
 	return awsconf.Load(ctx, awsconf.Loopback(s.Endpoint())...)
 }
@@ -316,8 +341,21 @@ func (s *Server) startOn(ctx context.Context, port int) error {
 		}
 		return fmt.Errorf("start dynamodb local on port %d: %w\n--- java output (tail) ---\n%s", port, err, msg)
 	}
+	emulator := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	if s.opts.Authority != nil {
+		cfg, err := awsconf.Load(ctx, awsconf.Loopback(emulator)...)
+		if err != nil {
+			_ = s.Stop()
+			return fmt.Errorf("start dynamodb local: %w", err)
+		}
+		s.schemas.setClient(dynamodb.NewFromConfig(cfg))
+	}
+	var g *gate
+	if s.opts.Authority != nil {
+		g = &gate{authority: s.opts.Authority, authorizer: s.opts.Authorizer, schemas: s.schemas, log: s.opts.Logger}
+	}
 	s.mu.Lock()
-	proxy, err := newChecksumProxy(s.proxyPort, "http://"+net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	proxy, err := newChecksumProxy(s.proxyPort, emulator, g)
 	if err == nil {
 		s.proxy, s.proxyPort = proxy, proxy.port()
 	}

@@ -24,7 +24,11 @@ import (
 	"github.com/sandgate/sandgate/internal/awsconf"
 )
 
-func TestMain(m *testing.M) { os.Exit(dynamodblocal.RunTests(m)) }
+func TestMain(m *testing.M) {
+	code := dynamodblocal.RunTests(m)
+	stopGated()
+	os.Exit(code)
+}
 
 func createTable(t *testing.T, c *dynamodb.Client, name string) {
 	t.Helper()
