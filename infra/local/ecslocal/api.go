@@ -2,6 +2,7 @@ package ecslocal
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -23,10 +24,10 @@ const (
 )
 
 // operation decodes one input, records it and handles it.
-type operation func(s *Server, body []byte) (out any, err *APIError)
+type operation func(s *Server, ctx context.Context, body []byte) (out any, err *APIError)
 
-func op[In any](name string, handle func(*Server, *In) (any, *APIError)) operation {
-	return func(s *Server, body []byte) (any, *APIError) {
+func op[In any](name string, handle func(*Server, context.Context, *In) (any, *APIError)) operation {
+	return func(s *Server, ctx context.Context, body []byte) (any, *APIError) {
 		in := new(In)
 		if len(bytes.TrimSpace(body)) > 0 {
 			if err := json.Unmarshal(body, in); err != nil {
@@ -34,36 +35,33 @@ func op[In any](name string, handle func(*Server, *In) (any, *APIError)) operati
 			}
 		}
 		s.record(name, in)
-		return handle(s, in)
+		return handle(s, ctx, in)
 	}
+}
+
+// plain adapts a handler that needs no context.
+func plain[In any](handle func(*Server, *In) (any, *APIError)) func(*Server, context.Context, *In) (any, *APIError) {
+	return func(s *Server, _ context.Context, in *In) (any, *APIError) { return handle(s, in) }
 }
 
 func operations() map[string]operation {
 	return map[string]operation{
 		"RunTask":                op("RunTask", (*Server).runTask),
-		"DescribeTasks":          op("DescribeTasks", (*Server).describeTasks),
-		"StopTask":               op("StopTask", (*Server).stopTask),
-		"ListTasks":              op("ListTasks", (*Server).listTasks),
-		"ListTagsForResource":    op("ListTagsForResource", (*Server).listTagsForResource),
-		"DescribeTaskDefinition": op("DescribeTaskDefinition", (*Server).describeTaskDefinition),
+		"DescribeTasks":          op("DescribeTasks", plain((*Server).describeTasks)),
+		"StopTask":               op("StopTask", plain((*Server).stopTask)),
+		"ListTasks":              op("ListTasks", plain((*Server).listTasks)),
+		"ListTagsForResource":    op("ListTagsForResource", plain((*Server).listTagsForResource)),
+		"DescribeTaskDefinition": op("DescribeTaskDefinition", plain((*Server).describeTaskDefinition)),
 	}
 }
 
 // serveAPI answers the ECS JSON 1.1 protocol: POST / with X-Amz-Target naming the
-// operation. The request signature is not checked (and never logged).
+// operation. With an Authority, the request's signature is checked first, then (with an
+// Authorizer) what it asks; the signature is never logged.
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("x-amzn-RequestId", newUUID())
 	name := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), targetPrefix)
 	log := s.log.With(logOperation, name)
-	if r.Method != http.MethodPost || r.URL.Path != "/" {
-		s.writeError(w, log, apiErr(UnknownOperationException, "%s %s is not an ECS operation", r.Method, r.URL.Path))
-		return
-	}
-	handle, ok := s.ops[name]
-	if !ok {
-		s.writeError(w, log, apiErr(UnknownOperationException, "operation %q is not supported by ecslocal", r.Header.Get("X-Amz-Target")))
-		return
-	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
@@ -74,7 +72,28 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, log, apiErr(SerializationException, "read request body: %v", err))
 		return
 	}
-	out, apiError := handle(s, body)
+	caller, apiError := s.authenticate(r, body)
+	if apiError != nil {
+		s.writeError(w, log, apiError)
+		return
+	}
+	if caller != nil {
+		log = log.With(logPrincipal, caller.ARN)
+	}
+	if r.Method != http.MethodPost || r.URL.Path != "/" {
+		s.writeError(w, log, apiErr(UnknownOperationException, "%s %s is not an ECS operation", r.Method, r.URL.Path))
+		return
+	}
+	handle, ok := s.ops[name]
+	if !ok {
+		s.writeError(w, log, apiErr(UnknownOperationException, "operation %q is not supported by ecslocal", r.Header.Get("X-Amz-Target")))
+		return
+	}
+	if apiError := s.authorizeCall(r, body, caller); apiError != nil {
+		s.writeError(w, log, apiError)
+		return
+	}
+	out, apiError := handle(s, r.Context(), body)
 	if apiError != nil {
 		s.writeError(w, log, apiError)
 		return

@@ -37,6 +37,15 @@ const (
 	UnknownOperationException   ErrorType = "UnknownOperationException"
 )
 
+// Error types of a refused signature, as every JSON 1.1 service answers them (400).
+const (
+	MissingAuthenticationTokenException ErrorType = "MissingAuthenticationTokenException"
+	UnrecognizedClientException         ErrorType = "UnrecognizedClientException"
+	InvalidSignatureException           ErrorType = "InvalidSignatureException"
+	IncompleteSignatureException        ErrorType = "IncompleteSignatureException"
+	ExpiredTokenException               ErrorType = "ExpiredTokenException"
+)
+
 // Status returns the HTTP status ECS answers the error with: 500 for server faults, 503
 // when unavailable, 400 for everything the caller did (throttling included).
 func (t ErrorType) Status() int {

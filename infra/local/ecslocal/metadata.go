@@ -71,10 +71,15 @@ type metaTask struct {
 	ClockDrift       metaClockDrift  `json:"ClockDrift"`
 }
 
-// serveMetadata answers GET /v4/<DockerId> (the container) and /v4/<DockerId>/task.
+// serveMetadata answers GET /v4/<DockerId> (the container) and /v4/<DockerId>/task, and
+// the credentials endpoint, GET /v2/credentials/<id>.
 func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if r.URL.Path == strings.TrimSuffix(CredentialsPathPrefix, "/") || strings.HasPrefix(r.URL.Path, CredentialsPathPrefix) {
+		s.serveCredentials(w, r)
 		return
 	}
 	rest, ok := strings.CutPrefix(r.URL.Path, "/v4/")

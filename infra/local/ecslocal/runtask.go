@@ -2,6 +2,7 @@ package ecslocal
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -29,71 +30,122 @@ type runPlan struct {
 	overrides                    wireTaskOverride
 	argv                         []string
 	overrideEnv                  []KeyValuePair
+	dropped                      []string // credential variables left out of overrideEnv
+	taskRole, execRole           string   // the definition's, or the overrides'
 	cpu, memory                  string
 	tags                         []Tag
 	params                       []byte
 }
 
-func (s *Server) runTask(in *RunTaskRequest) (any, *APIError) {
+func (s *Server) runTask(ctx context.Context, in *RunTaskRequest) (any, *APIError) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.faults.runTaskErr != "" && takeCount(&s.faults.runTaskErrCount) {
+		s.mu.Unlock()
 		return nil, faultError(s.faults.runTaskErr)
 	}
 	if s.closed {
+		s.mu.Unlock()
 		return nil, apiErr(ServerException, "ecslocal is shutting down")
 	}
-	now := time.Now()
-	s.purgeLocked(now)
+	s.purgeLocked(time.Now())
 	cluster, e := s.clusterLocked(in.Cluster)
 	if e != nil {
+		s.mu.Unlock()
 		return nil, e
 	}
 	plan, e := s.planLocked(cluster, in)
 	if e != nil {
+		s.mu.Unlock()
 		return nil, e
 	}
-
 	// Idempotency is per cluster: the same token and parameters return what the first
 	// call started; the same token with other parameters is a conflict.
 	token := deref(in.ClientToken)
 	key := cluster + "\x00" + token
-	if entry, ok := s.tokens[key]; ok && token != "" {
-		arns := make([]string, 0, len(entry.taskIDs))
-		for _, id := range entry.taskIDs {
-			arns = append(arns, s.tasks[id].arn)
-		}
-		if !bytes.Equal(entry.params, plan.params) {
-			return nil, &APIError{Type: ConflictException, ResourceIDs: arns,
-				Message: "The clientToken is already in use with a different RunTask request. Retry with a unique clientToken, or with the original parameters."}
-		}
-		out := runTaskResponse{Tasks: []wireTask{}, Failures: []wireFailure{}}
-		for _, id := range entry.taskIDs {
-			out.Tasks = append(out.Tasks, s.wireLocked(s.tasks[id], true))
-		}
-		return out, nil
+	if out, e, done := s.replayLocked(key, token, plan); done {
+		s.mu.Unlock()
+		return out, e
+	}
+	s.mu.Unlock()
+	for _, name := range plan.dropped {
+		s.log.Warn("credential variable of the overrides kept out of the task's environment: tasks get their role through the credentials endpoint", logVariable, name)
 	}
 
+	// Each task's roles are assumed now, outside the lock (the trust decision may take
+	// a while): a role ECS may not assume refuses the call, as it does on AWS.
+	ids := make([]string, plan.count)
+	idents := make([]*taskIdentity, plan.count)
+	revoke := func(from int) {
+		for _, ident := range idents[from:] {
+			s.revokeIdentity(ident)
+		}
+	}
+	for i := range ids {
+		ids[i] = randomHex(32)
+		ident, e := s.issueIdentity(ctx, ids[i], plan.taskRole, plan.execRole)
+		if e != nil {
+			revoke(0)
+			return nil, e
+		}
+		idents[i] = ident
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		revoke(0)
+		return nil, apiErr(ServerException, "ecslocal is shutting down")
+	}
+	// A retry with the same token may have started the tasks meanwhile.
+	if out, e, done := s.replayLocked(key, token, plan); done {
+		revoke(0)
+		return out, e
+	}
+	now := time.Now()
 	out := runTaskResponse{Tasks: []wireTask{}, Failures: []wireFailure{}}
 	refuse := takeCount(&s.faults.capacityCount)
-	var ids []string
-	for range plan.count {
+	var started []string
+	for i := range plan.count {
 		if refuse || (s.faults.maxTasks > 0 && s.liveLocked() >= s.faults.maxTasks) {
+			s.revokeIdentity(idents[i])
 			out.Failures = append(out.Failures, wireFailure{Reason: CapacityUnavailableReason})
 			continue
 		}
-		t, ok := s.newTaskLocked(cluster, plan, now)
+		t, ok := s.newTaskLocked(cluster, plan, now, ids[i], idents[i])
 		if !ok {
+			s.revokeIdentity(idents[i])
 			out.Failures = append(out.Failures, wireFailure{Reason: CapacityUnavailableReason, Detail: "no free address in " + s.pool.prefix.String()})
 			continue
 		}
-		ids = append(ids, t.id)
+		started = append(started, t.id)
 		out.Tasks = append(out.Tasks, s.wireLocked(t, true))
 	}
-	if token != "" && len(ids) > 0 {
-		s.tokens[key] = &tokenEntry{params: plan.params, taskIDs: ids, at: now}
+	if token != "" && len(started) > 0 {
+		s.tokens[key] = &tokenEntry{params: plan.params, taskIDs: started, at: now}
 	}
 	return out, nil
+}
+
+// replayLocked answers a RunTask whose clientToken already started tasks in the cluster:
+// those tasks for the same parameters, a conflict for others. done is false for a new token.
+func (s *Server) replayLocked(key, token string, plan *runPlan) (out any, e *APIError, done bool) {
+	entry, ok := s.tokens[key]
+	if !ok || token == "" {
+		return nil, nil, false
+	}
+	arns := make([]string, 0, len(entry.taskIDs))
+	for _, id := range entry.taskIDs {
+		arns = append(arns, s.tasks[id].arn)
+	}
+	if !bytes.Equal(entry.params, plan.params) {
+		return nil, &APIError{Type: ConflictException, ResourceIDs: arns,
+			Message: "The clientToken is already in use with a different RunTask request. Retry with a unique clientToken, or with the original parameters."}, true
+	}
+	res := runTaskResponse{Tasks: []wireTask{}, Failures: []wireFailure{}}
+	for _, id := range entry.taskIDs {
+		res.Tasks = append(res.Tasks, s.wireLocked(s.tasks[id], true))
+	}
+	return res, nil, true
 }
 
 func faultError(t ErrorType) *APIError {
@@ -116,14 +168,14 @@ func (s *Server) liveLocked() int {
 	return n
 }
 
-func (s *Server) newTaskLocked(cluster string, p *runPlan, now time.Time) (*task, bool) {
+func (s *Server) newTaskLocked(cluster string, p *runPlan, now time.Time, id string, ident *taskIdentity) (*task, bool) {
 	ip, ok := s.pool.take()
 	if !ok {
 		return nil, false
 	}
-	id := randomHex(32)
 	t := &task{
-		id: id, cluster: cluster, clusterArn: s.clusterARN(cluster),
+		ident: ident,
+		id:    id, cluster: cluster, clusterArn: s.clusterARN(cluster),
 		arn:              fmt.Sprintf("arn:aws:ecs:%s:%s:task/%s/%s", s.region, s.account, cluster, id),
 		def:              p.def,
 		startedBy:        p.startedBy,
@@ -153,6 +205,9 @@ func (s *Server) newTaskLocked(cluster string, p *runPlan, now time.Time) (*task
 	t.dockerID = dockerIDFor(id)
 	t.metadataURI = s.metadataEndpoint() + "/v4/" + t.dockerID
 	s.tasks[id] = t
+	if ident != nil && ident.credID != "" {
+		s.creds[ident.credID] = t
+	}
 	s.log.Info("task state", logging.TaskARN, t.arn, logging.State, statusProvisioning)
 	s.wg.Add(1)
 	go s.lifecycle(t, s.faults.launchDelay)
@@ -299,6 +354,7 @@ const maxOverrides = 8192
 
 func (p *runPlan) override(o *TaskOverride) *APIError {
 	p.argv = p.def.command
+	p.taskRole, p.execRole = p.def.taskRole, p.def.execRole
 	p.cpu, p.memory = strconv.Itoa(p.def.cpu), strconv.Itoa(p.def.memory)
 	merged := wireContainerOverride{Name: p.def.container}
 	p.overrides = wireTaskOverride{InferenceAcceleratorOverrides: []struct{}{}}
@@ -322,7 +378,24 @@ func (p *runPlan) override(o *TaskOverride) *APIError {
 				p.argv = append([]string{p.def.command[0]}, co.Command...)
 			}
 			merged.Environment = append(merged.Environment, co.Environment...)
-			p.overrideEnv = append(p.overrideEnv, co.Environment...)
+			for _, kv := range co.Environment {
+				if credentialVariable(deref(kv.Name)) {
+					p.dropped = append(p.dropped, deref(kv.Name))
+					continue
+				}
+				p.overrideEnv = append(p.overrideEnv, kv)
+			}
+		}
+		for _, r := range []struct {
+			arn       *string
+			dst, echo *string
+		}{{o.TaskRoleArn, &p.taskRole, &p.overrides.TaskRoleArn}, {o.ExecutionRoleArn, &p.execRole, &p.overrides.ExecutionRoleArn}} {
+			if v := deref(r.arn); v != "" {
+				if !roleARN.MatchString(v) {
+					return invalid("Role ARN %q is not valid.", v)
+				}
+				*r.dst, *r.echo = v, v
+			}
 		}
 		if v := deref(o.Cpu); v != "" {
 			if _, err := strconv.Atoi(v); err != nil {

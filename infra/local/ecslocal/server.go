@@ -14,6 +14,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/sandgate/sandgate/infra/local/identity"
 )
 
 // Defaults of a Server.
@@ -64,6 +66,9 @@ const (
 	logExitCode  = "exitCode"
 	logEndpoint  = "endpoint"
 	logMetadata  = "metadataEndpoint"
+	logVariable  = "variable"
+	logRole      = "role"
+	logPrincipal = "principal"
 )
 
 // Server is the ECS endpoint and the task metadata endpoint of the local stack. Set the
@@ -99,6 +104,30 @@ type Server struct {
 	// storage with the task, so by default the directory is removed.
 	KeepDataDirs bool
 
+	// Authority, when set, checks the SigV4 signature (identity.ECS) of every API
+	// request and answers a refusal as ECS does; nil checks nothing. Region and AccountID
+	// default to its own. Task sessions are judged by its clock (Authority.Now) and
+	// revoked in it when their task stops.
+	Authority *identity.Authority
+	// Authorizer, when set (Authority must be too), authorises every API request as
+	// iampolicy.ECS derives it, and what ECS does with a task's execution role when the
+	// task starts (iampolicy.ECRPull for an ECR image, iampolicy.LogsWrite for awslogs);
+	// nil allows all of it.
+	Authorizer identity.Authorizer
+	// Sessions issues the sessions of a task's roles as ecs-tasks.amazonaws.com (after
+	// the role's trust check), named after the task id. RunTask issues them, so a role
+	// the service may not assume is refused there, as ECS refuses it. With Sessions nil
+	// a definition with a role cannot run. Sessions must issue in Authority (or, with
+	// Authority nil, be an identity.ServiceIssuer, whose Authority is then used).
+	Sessions identity.SessionIssuer
+	// SessionDuration is the length of each session issued (identity.DefaultSessionDuration
+	// when zero). The credentials endpoint replaces a task-role session with less than
+	// CredentialsMinValidity left.
+	SessionDuration time.Duration
+	// SecretsEndpoint is the Secrets Manager endpoint (secretslocal) ECS reads a task's
+	// Secrets from, with the execution role's session.
+	SecretsEndpoint string
+
 	dataRoot string
 
 	mu       sync.Mutex
@@ -119,6 +148,12 @@ type Server struct {
 	log      *slog.Logger
 	keepDirs bool
 	retain   time.Duration
+	creds    map[string]*task // credentials id → live task with a task role
+	authz    identity.Authorizer
+	issuer   identity.SessionIssuer
+	sessAuth *identity.Authority // where sessions are judged and revoked
+	sessDur  time.Duration
+	secrets  string
 
 	wg       sync.WaitGroup // task lifecycles
 	hurry    chan struct{}  // closed when Close's context ends: kill without waiting
@@ -183,6 +218,36 @@ func (s *Server) configure() error {
 	}
 	s.region = cmpOr(s.Region, DefaultRegion)
 	s.account = cmpOr(s.AccountID, DefaultAccountID)
+	if a := s.Authority; a != nil {
+		s.region = cmpOr(s.Region, cmpOr(a.Region, DefaultRegion))
+		s.account = cmpOr(s.AccountID, cmpOr(a.Account, DefaultAccountID))
+		if a.Region != "" && a.Region != s.region || a.Account != "" && a.Account != s.account {
+			errs = append(errs, fmt.Errorf("region %s and account %s differ from the authority's %s and %s", s.region, s.account, a.Region, a.Account))
+		}
+	}
+	if s.Authorizer != nil && s.Authority == nil {
+		errs = append(errs, errors.New("an Authorizer needs an Authority: requests must be signed to be authorised"))
+	}
+	s.authz, s.issuer, s.secrets = s.Authorizer, s.Sessions, s.SecretsEndpoint
+	s.sessAuth = s.Authority
+	if s.sessAuth == nil {
+		switch i := s.Sessions.(type) {
+		case identity.ServiceIssuer:
+			s.sessAuth = i.Authority
+		case *identity.ServiceIssuer:
+			s.sessAuth = i.Authority
+		}
+	}
+	if s.Sessions != nil && s.sessAuth == nil {
+		errs = append(errs, errors.New("Sessions needs an Authority to judge and revoke the sessions in"))
+	}
+	s.sessDur = s.SessionDuration
+	if s.sessDur == 0 {
+		s.sessDur = identity.DefaultSessionDuration
+	}
+	if s.sessDur < identity.MinSessionDuration {
+		errs = append(errs, fmt.Errorf("session duration %s is shorter than STS's minimum %s", s.sessDur, identity.MinSessionDuration))
+	}
 	s.zone = cmpOr(s.AvailabilityZone, s.region+"a")
 	s.clusters = map[string]bool{}
 	for _, c := range cmpOrSlice(s.Clusters, []string{DefaultCluster}) {
@@ -200,14 +265,18 @@ func (s *Server) configure() error {
 		errs = append(errs, err)
 	}
 	s.pool = p
-	s.env = make(map[string]string, len(s.Env))
-	for k, v := range s.Env {
-		s.env[k] = v
-	}
 	s.output = s.Output
 	s.log = s.Logger
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.env = make(map[string]string, len(s.Env))
+	for k, v := range s.Env {
+		if credentialVariable(k) {
+			s.log.Warn("credential variable kept out of every task's environment: tasks get their role through the credentials endpoint", logVariable, k)
+			continue
+		}
+		s.env[k] = v
 	}
 	s.keepDirs = s.KeepDataDirs
 	s.retain = s.StoppedRetention
@@ -222,6 +291,7 @@ func (s *Server) configure() error {
 		s.defs = map[string]map[int]*taskDef{}
 	}
 	s.tasks = map[string]*task{}
+	s.creds = map[string]*task{}
 	s.tokens = map[string]*tokenEntry{}
 	s.hurry = make(chan struct{})
 	s.ops = operations()

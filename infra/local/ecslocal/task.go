@@ -1,6 +1,7 @@
 package ecslocal
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sandgate/sandgate/infra/local/identity"
 	"github.com/sandgate/sandgate/infra/local/proc"
 	"github.com/sandgate/sandgate/internal/logging"
 )
@@ -67,6 +69,7 @@ type task struct {
 	imageDigest                  string
 	dataDir, metadataURI         string
 	crash                        bool
+	ident                        *taskIdentity // nil without roles
 
 	stop chan struct{} // closed when the desired status turns STOPPED
 	done chan struct{} // closed when the lifecycle has ended (STOPPED)
@@ -194,11 +197,32 @@ func sleep(t *task, d time.Duration) bool {
 	}
 }
 
-// startContainer pulls (checks the binary), makes the data directory and starts the
-// process. It returns the process; or crashed when a crash fault stands in for it; or the
-// Fargate stopped reason of a failed start; or none of these when the task was stopped
-// while it was starting.
+// startContainer does what ECS does with the execution role (the registry's auth, the
+// Secrets, the image pull, the awslogs stream), pulls (checks the binary), makes the data
+// directory and starts the process. It returns the process; or crashed when a crash fault
+// stands in for it; or the Fargate stopped reason of a failed start; or none of these
+// when the task was stopped while it was starting.
 func (s *Server) startContainer(t *task) (p *proc.Process, crashed bool, failure string) {
+	ctx, cancel := s.taskContext(t)
+	defer cancel()
+	var (
+		secrets    map[string]string
+		principal  *identity.Principal
+		dropOutput bool
+	)
+	if needsExecutionRole(t) {
+		c, pr, err := s.executionSession(ctx, t)
+		if err != nil {
+			return nil, false, stoppedOr(t, reasonExecResources+"unable to assume the task execution role: "+err.Error())
+		}
+		principal = pr
+		if secrets, failure = s.retrieveExecutionResources(ctx, t, c, pr); failure != "" {
+			return nil, false, stoppedOr(t, failure)
+		}
+		if failure = s.pullImage(ctx, t, pr); failure != "" {
+			return nil, false, stoppedOr(t, failure)
+		}
+	}
 	if _, err := os.Stat(t.argv[0]); err != nil {
 		return nil, false, fmt.Sprintf("CannotPullContainerError: pull image %s: %v", t.def.image, err)
 	}
@@ -206,13 +230,20 @@ func (s *Server) startContainer(t *task) (p *proc.Process, crashed bool, failure
 	t.pullStoppedAt = time.Now()
 	t.version++
 	stopped := t.desiredStatus == statusStopped
-	info := s.infoLocked(t)
-	env := s.environLocked(t)
-	output := s.output
 	s.mu.Unlock()
 	if stopped {
 		return nil, false, ""
 	}
+	if principal != nil {
+		if dropOutput, failure = s.validateLogger(ctx, t, principal); failure != "" {
+			return nil, false, stoppedOr(t, failure)
+		}
+	}
+	s.mu.Lock()
+	info := s.infoLocked(t)
+	env := s.environLocked(t, secrets)
+	output := s.output
+	s.mu.Unlock()
 	if err := os.Mkdir(t.dataDir, 0o700); err != nil {
 		return nil, false, fmt.Sprintf("ResourceInitializationError: create task storage: %v", err)
 	}
@@ -224,7 +255,7 @@ func (s *Server) startContainer(t *task) (p *proc.Process, crashed bool, failure
 	}
 
 	var w io.Writer
-	if output != nil {
+	if output != nil && !dropOutput {
 		w = output(info)
 	}
 	if w == nil {
@@ -242,6 +273,32 @@ func (s *Server) startContainer(t *task) (p *proc.Process, crashed bool, failure
 	s.mu.Unlock()
 	s.log.Info("task process started", logging.TaskARN, t.arn, logPid, p.Pid(), logAddress, t.ip.String())
 	return p, false, ""
+}
+
+// taskContext is a context that ends when t is stopped (or the server is in a hurry to
+// close), for what ECS asks of other services while t starts.
+func (s *Server) taskContext(t *task) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-t.stop:
+		case <-s.hurry:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	return ctx, cancel
+}
+
+// stoppedOr is the failure of a start step, or none when the task was stopped meanwhile
+// (the step failed because its context ended).
+func stoppedOr(t *task, failure string) string {
+	select {
+	case <-t.stop:
+		return ""
+	default:
+		return failure
+	}
 }
 
 func (s *Server) markRunningLocked(t *task, pid int) {
@@ -285,7 +342,13 @@ func (s *Server) deprovision(t *task) {
 	t.pid = 0
 	s.setStatusLocked(t, statusDeprovisioning)
 	keep := s.keepDirs
+	if t.ident != nil {
+		delete(s.creds, t.ident.credID)
+	}
 	s.mu.Unlock()
+	// The task's credentials die with it: the endpoint forgets its id, and every key it
+	// was ever given is refused from now on.
+	s.revokeIdentity(t.ident)
 
 	if !keep {
 		if err := os.RemoveAll(t.dataDir); err != nil {
@@ -306,8 +369,10 @@ func (s *Server) deprovision(t *task) {
 }
 
 // environLocked is the process environment: the stack's variables, what Fargate injects,
-// the task definition's, the overrides', and the metadata endpoint, later ones winning.
-func (s *Server) environLocked(t *task) []string {
+// the task definition's, the overrides', the secrets, the metadata endpoint and the
+// credentials endpoint, later ones winning. No variable carrying credentials reaches it
+// but the credentials endpoint's own.
+func (s *Server) environLocked(t *task, secrets map[string]string) []string {
 	env := maps.Clone(s.env)
 	if env == nil {
 		env = map[string]string{}
@@ -319,7 +384,15 @@ func (s *Server) environLocked(t *task) []string {
 	for _, kv := range t.overrideEnv {
 		env[deref(kv.Name)] = deref(kv.Value)
 	}
+	maps.Copy(env, secrets)
 	env["ECS_CONTAINER_METADATA_URI_V4"] = t.metadataURI
+	for k := range credentialVariables {
+		delete(env, k)
+	}
+	if t.ident != nil && t.ident.credID != "" {
+		k, v := s.credentialsEnv(t)
+		env[k] = v
+	}
 	out := make([]string, 0, len(env))
 	for _, k := range slices.Sorted(maps.Keys(env)) {
 		out = append(out, k+"="+env[k])

@@ -35,6 +35,24 @@ type TaskDefinition struct {
 	CPU, Memory int
 	// Tags of the definition, copied to tasks run with propagateTags TASK_DEFINITION.
 	Tags map[string]string
+
+	// TaskRole is the task role's ARN (arn:aws:iam::<account>:role/<name>): what the
+	// task's own code may do. The task reaches it only through its credentials endpoint
+	// (Server.Sessions issues the sessions), never as keys in its environment.
+	TaskRole string
+	// ExecutionRole is the execution role's ARN: what ECS itself uses to start the task
+	// (pull an ECR image, create the awslogs stream, read Secrets). Fargate requires one
+	// when the definition has Secrets, a LogGroup or an ECR image.
+	ExecutionRole string
+	// Secrets maps a variable of the container's environment to its ValueFrom: a Secrets
+	// Manager secret's ARN, optionally followed by :<json-key>:<version-stage>:<version-id>
+	// (each may be empty), as ECS documents it. ECS reads them with the execution role
+	// when the task starts.
+	Secrets map[string]string
+	// LogGroup is the awslogs-group of the container's awslogs log configuration ("":
+	// none); LogStreamPrefix its awslogs-stream-prefix. The stream of a task is
+	// <prefix>/<container>/<task id> (<container>/<task id> without a prefix).
+	LogGroup, LogStreamPrefix string
 }
 
 type taskDef struct {
@@ -48,6 +66,9 @@ type taskDef struct {
 	tags                     map[string]string
 	registeredAt             time.Time
 	arn                      string
+	taskRole, execRole       string
+	secrets                  []secretRef // sorted by variable
+	logGroup, logPrefix      string
 }
 
 // RegisterTaskDefinition registers td and returns its ARN. It may be called before or
@@ -82,6 +103,13 @@ func (s *Server) RegisterTaskDefinition(td TaskDefinition) (string, error) {
 		command: slices.Clone(td.Command), env: maps.Clone(td.Environment), port: td.Port,
 		stopTimeout: td.StopTimeout, cpu: td.CPU, memory: td.Memory, tags: maps.Clone(td.Tags),
 		registeredAt: time.Now(),
+		taskRole:     td.TaskRole, execRole: td.ExecutionRole,
+		logGroup: td.LogGroup, logPrefix: td.LogStreamPrefix,
+	}
+	for _, name := range slices.Sorted(maps.Keys(td.Secrets)) {
+		ref, _ := parseValueFrom(td.Secrets[name]) // validated above
+		ref.name = name
+		d.secrets = append(d.secrets, ref)
 	}
 	if d.stopTimeout == 0 {
 		d.stopTimeout = DefaultStopTimeout
@@ -125,7 +153,11 @@ func validateTaskDefinition(td TaskDefinition) error {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			errs = append(errs, fmt.Errorf("environment name %q is not valid", k))
 		}
+		if credentialVariable(k) {
+			errs = append(errs, fmt.Errorf("environment variable %s would give the task static credentials: tasks get their role through the credentials endpoint", k))
+		}
 	}
+	errs = append(errs, validateIdentity(td)...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidTaskDefinition, err)
 	}
@@ -180,12 +212,32 @@ func (d *taskDef) wire() wireTaskDefinition {
 	if d.port != 0 {
 		cd.PortMappings = append(cd.PortMappings, wirePortMapping{ContainerPort: d.port, HostPort: d.port, Protocol: "tcp"})
 	}
+	for _, ref := range d.secrets {
+		cd.Secrets = append(cd.Secrets, wireSecret{Name: ref.name, ValueFrom: ref.valueFrom})
+	}
+	if d.logGroup != "" {
+		opts := map[string]string{"awslogs-group": d.logGroup, "awslogs-region": d.region()}
+		if d.logPrefix != "" {
+			opts["awslogs-stream-prefix"] = d.logPrefix
+		}
+		cd.LogConfiguration = &wireLogConfiguration{LogDriver: "awslogs", Options: opts}
+	}
 	return wireTaskDefinition{
 		TaskDefinitionArn: d.arn, ContainerDefinitions: []wireContainerDefinition{cd},
 		Family: d.family, Revision: d.revision, NetworkMode: "awsvpc", Status: "ACTIVE",
 		Compatibilities: []string{"EC2", "FARGATE"}, RequiresCompatibilities: []string{"FARGATE"},
 		Cpu: strconv.Itoa(d.cpu), Memory: strconv.Itoa(d.memory), RegisteredAt: ts(d.registeredAt),
+		TaskRoleArn: d.taskRole, ExecutionRoleArn: d.execRole,
 	}
+}
+
+// region is the definition's region, from its ARN.
+func (d *taskDef) region() string {
+	parts := strings.SplitN(d.arn, ":", 5)
+	if len(parts) < 4 {
+		return ""
+	}
+	return parts[3]
 }
 
 func envPairs(env map[string]string) []KeyValuePair {

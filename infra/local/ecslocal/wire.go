@@ -185,6 +185,8 @@ type wireTaskOverride struct {
 	InferenceAcceleratorOverrides []struct{}              `json:"inferenceAcceleratorOverrides"`
 	Cpu                           string                  `json:"cpu,omitempty"`
 	Memory                        string                  `json:"memory,omitempty"`
+	TaskRoleArn                   string                  `json:"taskRoleArn,omitempty"`
+	ExecutionRoleArn              string                  `json:"executionRoleArn,omitempty"`
 }
 
 type wireTask struct {
@@ -262,6 +264,19 @@ type wireContainerDefinition struct {
 	Essential    bool              `json:"essential"`
 	Environment  []KeyValuePair    `json:"environment"`
 	StopTimeout  int               `json:"stopTimeout,omitempty"`
+	// Secrets and LogConfiguration name where values come from, never the values.
+	Secrets          []wireSecret          `json:"secrets,omitempty"`
+	LogConfiguration *wireLogConfiguration `json:"logConfiguration,omitempty"`
+}
+
+type wireSecret struct {
+	Name      string `json:"name"`
+	ValueFrom string `json:"valueFrom"`
+}
+
+type wireLogConfiguration struct {
+	LogDriver string            `json:"logDriver"`
+	Options   map[string]string `json:"options"`
 }
 
 type wireTaskDefinition struct {
@@ -276,6 +291,8 @@ type wireTaskDefinition struct {
 	Cpu                     string                    `json:"cpu"`
 	Memory                  string                    `json:"memory"`
 	RegisteredAt            *epoch                    `json:"registeredAt"`
+	TaskRoleArn             string                    `json:"taskRoleArn,omitempty"`
+	ExecutionRoleArn        string                    `json:"executionRoleArn,omitempty"`
 }
 
 type describeTaskDefinitionResponse struct {
