@@ -17,6 +17,7 @@ import (
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/sandgate/sandgate/infra/local/identity"
 	"github.com/sandgate/sandgate/internal/logging"
 )
 
@@ -45,8 +46,23 @@ type Config struct {
 	Dir string
 	// Seed fixes which requests fractional faults hit.
 	Seed uint64
-	// Log receives server errors (slog.Default when nil).
+	// Log receives server errors and the gate's refusals (slog.Default when nil).
 	Log *slog.Logger
+
+	// Authority, when set, makes every request carry a valid SigV4 signature (service
+	// s3, in the Authorization header or a presigned query) of credentials it issued;
+	// others are refused as S3 refuses them (AccessDenied for unsigned requests — the
+	// bucket has no public policy —, InvalidAccessKeyId, SignatureDoesNotMatch,
+	// InvalidToken, ExpiredToken, RequestTimeTooSkewed, AuthorizationHeaderMalformed).
+	// Nil checks nothing (unit tests of other packages).
+	Authority *identity.Authority
+	// Authorizer, with Authority, decides every request as derived by iampolicy.S3
+	// (CopyObject: s3:PutObject on the target and s3:GetObject on the source;
+	// DeleteObjects: s3:DeleteObject per key), refusing with AccessDenied; a GetObject
+	// or HeadObject of a missing key answers 404 NoSuchKey only when the caller may
+	// also s3:ListBucket (iampolicy.S3MissingKey), 403 AccessDenied otherwise. Nil
+	// allows every verified caller.
+	Authorizer identity.Authorizer
 }
 
 // Server is a running S3 endpoint.
@@ -113,12 +129,16 @@ func Start(cfg Config) (*Server, error) {
 		}
 	}
 	fake := gofakes3.New(backend, gofakes3.WithLogger(errorLogger{log}), gofakes3.WithAutoBucket(false))
+	handler := fake.Server()
+	if cfg.Authority != nil {
+		handler = &gate{authority: cfg.Authority, authorizer: cfg.Authorizer, backend: backend, next: handler, log: log}
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fail(fmt.Errorf("start s3: listen on %s: %w", cfg.Addr, err))
 	}
 	s := &Server{
-		Faults: NewFaults(fake.Server(), cfg.Seed),
+		Faults: NewFaults(handler, cfg.Seed),
 		url:    "http://" + ln.Addr().String(),
 		bucket: cfg.Bucket,
 		db:     db,
@@ -146,7 +166,8 @@ func (s *Server) URL() string { return s.url }
 // Bucket is the bucket created on start.
 func (s *Server) Bucket() string { return s.bucket }
 
-// Handler is the fault-injecting S3 handler, for serving it elsewhere as well (for
+// Handler is the S3 handler — fault injection, then the identity and policy gate when
+// Config.Authority is set, then gofakes3 — for serving it elsewhere as well (for
 // example over TLS with httptest in a test).
 func (s *Server) Handler() http.Handler { return s.Faults }
 
