@@ -198,7 +198,8 @@ func (s *Server) EmulatorEndpoint() string {
 	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 }
 
-// Port returns the port the emulator listens on (kept across Restart).
+// Port returns the port the emulator itself listens on (kept across Restart), for
+// this package's tests; clients use Endpoint, never the bare emulator.
 func (s *Server) Port() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
