@@ -231,7 +231,7 @@ func TestServer_PostToConnection_Management(t *testing.T) {
 	}
 	// Both the stage-prefixed endpoint and the bare one work.
 	for _, endpoint := range []string{st.srv.ManagementEndpoint(), st.srv.BaseURL()} {
-		cl := st.client(t, endpoint, "local")
+		cl := st.client(t, endpoint, st.creds)
 		if _, err := cl.PostToConnection(ctx, &apigatewaymanagementapi.PostToConnectionInput{ConnectionId: &connID, Data: []byte("hi " + endpoint)}); err != nil {
 			t.Fatalf("post via %s: %v", endpoint, err)
 		}
@@ -265,7 +265,9 @@ func TestServer_PostToConnection_Management(t *testing.T) {
 		t.Fatalf("post to unknown id: %v, want GoneException", err)
 	}
 	// A wrong secret and an unsigned request are refused with 403.
-	bad := st.client(t, st.srv.ManagementEndpoint(), "wrong-secret")
+	wrong := st.creds
+	wrong.SecretAccessKey = strings.Repeat("x", 40)
+	bad := st.client(t, st.srv.ManagementEndpoint(), wrong)
 	_, err = bad.PostToConnection(ctx, &apigatewaymanagementapi.PostToConnectionInput{ConnectionId: &connID, Data: []byte("x")})
 	var apiErr smithy.APIError
 	if !errors.As(err, &apiErr) || apiErr.ErrorCode() != "InvalidSignatureException" {

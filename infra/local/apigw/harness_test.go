@@ -12,10 +12,12 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi"
 	"github.com/coder/websocket"
 
 	"github.com/sandgate/sandgate/infra/local/apigw"
+	"github.com/sandgate/sandgate/infra/local/identity"
 	"github.com/sandgate/sandgate/infra/local/lambdart"
 	"github.com/sandgate/sandgate/infra/local/template"
 	"github.com/sandgate/sandgate/infra/local/testkit"
@@ -37,6 +39,39 @@ type stack struct {
 	logs   *testkit.Logs // the gateway's and the runtime's
 	out    *testkit.Logs // the functions' output
 	mgmt   *apigatewaymanagementapi.Client
+	// auth verifies every management API request; clock is its clock. creds is a
+	// session of the role "gateway" (ManageConnections on the stage's connections),
+	// which mgmt and the functions sign with.
+	auth  *identity.Authority
+	clock *testkit.Clock
+	creds identity.Credentials
+}
+
+const (
+	account = "000000000000"
+	region  = "us-east-1"
+	// apiID is the WebSocket API's id, which the roles' policies name.
+	apiID = "sandgate01"
+)
+
+// Roles of the test Authority: gateway may manage the stage's connections, poster
+// only post to them, stranger nothing.
+var testRoles = []identity.Role{
+	{Name: "gateway", Policies: []identity.Policy{{Name: "gateway/manage", Document: json.RawMessage(
+		`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"execute-api:ManageConnections","Resource":"arn:aws:execute-api:` + region + `:` + account + `:` + apiID + `/test/*/@connections/*"}]}`)}}},
+	{Name: "poster", Policies: []identity.Policy{{Name: "poster/post", Document: json.RawMessage(
+		`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"execute-api:ManageConnections","Resource":"arn:aws:execute-api:` + region + `:` + account + `:` + apiID + `/test/POST/@connections/*"}]}`)}}},
+	{Name: "stranger"},
+}
+
+// session issues a session of role.
+func (st *stack) session(t *testing.T, role string) identity.Credentials {
+	t.Helper()
+	c, _, err := st.auth.Issue(identity.SessionSpec{RoleARN: st.auth.RoleARN(role), SessionName: role + "-session"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 type option func(*apigw.Server, map[string]lambdart.Function)
@@ -55,12 +90,21 @@ func newStack(t *testing.T, opts ...option) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := &stack{events: t.TempDir(), logs: &testkit.Logs{}, out: &testkit.Logs{}}
+	cfg.WebSocket.APIID = apiID
+	st := &stack{events: t.TempDir(), logs: &testkit.Logs{}, out: &testkit.Logs{},
+		auth: identity.New(account, region), clock: testkit.NewClock()}
+	st.auth.Now = st.clock.Now
+	for _, r := range testRoles {
+		if _, err := st.auth.AddRole(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.creds = st.session(t, "gateway")
 	log := st.logs.Logger()
 	st.rt = lambdart.New(log, st.out)
-	st.rt.Env = map[string]string{"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+	st.rt.Env = st.creds.Env()
 	st.srv = apigw.New(cfg, st.rt, log)
-	st.srv.Credentials = func(id string) (string, bool) { return "local", id == "local" }
+	st.srv.Authority = st.auth
 	fns := map[string]lambdart.Function{}
 	for id, fn := range tpl.Functions {
 		fns[id] = lambdart.Function{Name: id, Path: fixture, Timeout: fn.Timeout, MemoryMB: fn.MemorySize, Env: fn.Environment, MaxConcurrency: 4}
@@ -81,7 +125,7 @@ func newStack(t *testing.T, opts ...option) *stack {
 			t.Fatal(err)
 		}
 	}
-	st.mgmt = st.client(t, st.srv.ManagementEndpoint(), "local")
+	st.mgmt = st.client(t, st.srv.ManagementEndpoint(), st.creds)
 	t.Cleanup(func() {
 		st.srv.Close()
 		st.rt.Close()
@@ -97,23 +141,23 @@ func newStack(t *testing.T, opts ...option) *stack {
 	return st
 }
 
-func (st *stack) client(t *testing.T, endpoint, secret string) *apigatewaymanagementapi.Client {
+// client is a management API client of endpoint signing with c (unsigned when c
+// has no key).
+func (st *stack) client(t *testing.T, endpoint string, c identity.Credentials) *apigatewaymanagementapi.Client {
 	t.Helper()
 	opts := awsconf.Loopback(endpoint)
 	cfg, err := awsconf.Load(context.Background(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Credentials = aws.NewCredentialsCache(staticCreds{secret})
+	cfg.Region = region
+	cfg.Credentials = aws.AnonymousCredentials{}
+	if c.AccessKeyID != "" {
+		cfg.Credentials = credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, c.SessionToken)
+	}
 	return apigatewaymanagementapi.NewFromConfig(cfg, func(o *apigatewaymanagementapi.Options) {
 		o.RetryMaxAttempts = 1
 	})
-}
-
-type staticCreds struct{ secret string }
-
-func (s staticCreds) Retrieve(context.Context) (aws.Credentials, error) {
-	return aws.Credentials{AccessKeyID: "local", SecretAccessKey: s.secret, Source: "test"}, nil
 }
 
 // pids returns the process ids recorded in event file names.

@@ -34,8 +34,13 @@ func (s *Server) serveConnections(w http.ResponseWriter, r *http.Request) {
 		mgmtError(w, http.StatusBadRequest, "BadRequestException", "could not read body")
 		return
 	}
-	if status, typ, msg := s.checkSignature(r, body); status != 0 {
-		mgmtError(w, status, typ, msg)
+	if ref := s.checkCaller(r, body); ref != nil {
+		if ref.upper {
+			w.Header().Set("x-amzn-ErrorType", ref.typ)
+			writeMessage(w, ref.status, ref.msg)
+			return
+		}
+		mgmtError(w, ref.status, ref.typ, ref.msg)
 		return
 	}
 	id := r.PathValue("id")
@@ -104,5 +109,13 @@ func mgmtError(w http.ResponseWriter, status int, typ, msg string) {
 		return
 	}
 	b, _ := json.Marshal(map[string]string{"message": msg})
+	_, _ = w.Write(b)
+}
+
+// writeMessage writes {"Message": msg}, the body of the IAM denial.
+func writeMessage(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	b, _ := json.Marshal(map[string]string{"Message": msg})
 	_, _ = w.Write(b)
 }

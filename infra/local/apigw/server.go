@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sandgate/sandgate/infra/local/identity"
 )
 
 // API Gateway's limits, enforced the way it enforces them.
@@ -54,10 +56,14 @@ type Server struct {
 	IntegrationTimeout     time.Duration
 	HTTPIntegrationTimeout time.Duration
 
-	// Credentials returns the secret key of an access key id, to verify the SigV4
-	// signature of @connections requests. Nil accepts any well-formed signature
-	// (the local stack's functions sign with whatever credentials they were given).
-	Credentials func(accessKeyID string) (secret string, ok bool)
+	// Authority, when set, verifies the SigV4 signature (service execute-api) of
+	// every @connections request, refusing it as the management API does. Nil
+	// accepts any well-formed signature.
+	Authority *identity.Authority
+	// Authorizer, when set with Authority, authorises every @connections request:
+	// execute-api:ManageConnections on
+	// arn:aws:execute-api:<region>:<account>:<apiId>/<stage>/<METHOD>/@connections/<id>.
+	Authorizer identity.Authorizer
 
 	// SequentialDispatch invokes the integrations of one connection's frames one at
 	// a time, in order. API Gateway does not: each frame is an independent

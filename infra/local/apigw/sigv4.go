@@ -1,125 +1,112 @@
 package apigw
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
+	"errors"
 	"net/http"
-	"net/url"
-	"sort"
 	"strings"
+
+	"github.com/sandgate/sandgate/infra/local/iampolicy"
+	"github.com/sandgate/sandgate/infra/local/identity"
+	"github.com/sandgate/sandgate/internal/logging"
 )
 
-const sigV4Algorithm = "AWS4-HMAC-SHA256"
+// Error types of the management API's refusals of a caller, in x-amzn-ErrorType.
+const (
+	errUnrecognizedClient  = "UnrecognizedClientException"
+	errExpiredToken        = "ExpiredTokenException"
+	errIncompleteSignature = "IncompleteSignatureException"
+	errAccessDenied        = "AccessDeniedException"
+)
 
-// checkSignature requires a SigV4 Authorization header, as the management API does,
-// and verifies it when Server.Credentials knows the access key. It returns 0 when
-// the request may proceed.
-func (s *Server) checkSignature(r *http.Request, body []byte) (status int, typ, msg string) {
+// refusal is how the management API answers a caller it refuses.
+type refusal struct {
+	status int
+	typ    string
+	msg    string
+	// upper writes the message as "Message", as the IAM denial does.
+	upper bool
+}
+
+// checkCaller verifies r's SigV4 signature with the Authority and authorises the call
+// with the Authorizer; it returns nil when the request may proceed. Without an
+// Authority it only requires a signature of SigV4's form, as the management API
+// never takes an unsigned request.
+func (s *Server) checkCaller(r *http.Request, body []byte) *refusal {
+	if s.Authority == nil {
+		return wellFormed(r)
+	}
+	p, err := s.Authority.Verify(r, identity.ExecuteAPI, body)
+	if err != nil {
+		ref := signatureRefusal(err)
+		var ae *identity.AuthError
+		keyID := ""
+		if errors.As(err, &ae) {
+			keyID = ae.AccessKeyID
+		}
+		s.log.Info("management api request refused", logging.Reason, err.Error(), "accessKeyId", keyID)
+		return ref
+	}
+	if s.Authorizer == nil {
+		return nil
+	}
+	ws := s.cfg.WebSocket
+	env := iampolicy.Env{Region: s.Region, Account: s.AccountID}
+	reqs, err := iampolicy.ManagementAPI(env, ws.APIID, ws.Stage, iampolicy.CallOf(r, body))
+	if err == nil {
+		err = iampolicy.AuthorizeAll(r.Context(), s.Authorizer, p, reqs)
+	}
+	if err == nil {
+		return nil
+	}
+	s.log.Info("management api request refused", logging.Reason, err.Error(), "principal", p.ARN)
+	if errors.Is(err, iampolicy.ErrMalformed) {
+		return &refusal{status: http.StatusBadRequest, typ: "BadRequestException", msg: err.Error()}
+	}
+	// A denial ("User: <arn> is not authorized to perform: execute-api:ManageConnections
+	// on resource: <arn> because …"), a request the evaluator cannot decide
+	// ("unsupported by the local stack: …") or a failed evaluator: refused.
+	return &refusal{status: http.StatusForbidden, typ: errAccessDenied, msg: err.Error(), upper: true}
+}
+
+// signatureRefusal maps a refused signature to the management API's answer.
+func signatureRefusal(err error) *refusal {
+	msg := err.Error()
+	var ae *identity.AuthError
+	if errors.As(err, &ae) && ae.Detail != "" {
+		msg = ae.Detail
+	}
+	switch {
+	case errors.Is(err, identity.ErrUnsigned):
+		return &refusal{status: http.StatusForbidden, typ: errForbidden, msg: "Missing Authentication Token"}
+	case errors.Is(err, identity.ErrUnknownKey), errors.Is(err, identity.ErrBadToken):
+		return &refusal{status: http.StatusForbidden, typ: errUnrecognizedClient, msg: "The security token included in the request is invalid."}
+	case errors.Is(err, identity.ErrExpired):
+		return &refusal{status: http.StatusForbidden, typ: errExpiredToken, msg: "The security token included in the request is expired"}
+	case errors.Is(err, identity.ErrMalformed):
+		return &refusal{status: http.StatusForbidden, typ: errIncompleteSignature, msg: msg}
+	default: // a signature that does not match, a skewed time, another scope
+		return &refusal{status: http.StatusForbidden, typ: errBadSignature, msg: msg}
+	}
+}
+
+// wellFormed requires a SigV4 Authorization header without verifying it.
+func wellFormed(r *http.Request) *refusal {
 	auth := r.Header.Get("Authorization")
 	if auth == "" {
-		return http.StatusForbidden, errForbidden, "Missing Authentication Token"
+		return &refusal{status: http.StatusForbidden, typ: errForbidden, msg: "Missing Authentication Token"}
 	}
 	alg, rest, _ := strings.Cut(auth, " ")
-	if alg != sigV4Algorithm {
-		return http.StatusForbidden, errBadSignature, "Unsupported authorization type"
+	if alg != identity.Algorithm {
+		return &refusal{status: http.StatusForbidden, typ: errIncompleteSignature, msg: "Unsupported authorization type"}
 	}
 	params := map[string]string{}
 	for _, part := range strings.Split(rest, ",") {
 		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
 		params[k] = v
 	}
-	cred, signed, sig := params["Credential"], params["SignedHeaders"], params["Signature"]
-	scope := strings.Split(cred, "/")
-	if len(scope) != 5 || signed == "" || sig == "" || scope[4] != "aws4_request" {
-		return http.StatusForbidden, errBadSignature, "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders' parameters"
+	scope := strings.Split(params["Credential"], "/")
+	if len(scope) != 5 || params["SignedHeaders"] == "" || params["Signature"] == "" || scope[4] != "aws4_request" {
+		return &refusal{status: http.StatusForbidden, typ: errIncompleteSignature, msg: "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders' parameters"}
 	}
-	if s.Credentials == nil {
-		return 0, "", ""
-	}
-	secret, ok := s.Credentials(scope[0])
-	if !ok {
-		return http.StatusForbidden, "UnrecognizedClientException", "The security token included in the request is invalid."
-	}
-	date := r.Header.Get("X-Amz-Date")
-	canonical := canonicalRequest(r, strings.Split(signed, ";"), signed, body)
-	sum := sha256.Sum256([]byte(canonical))
-	toSign := sigV4Algorithm + "\n" + date + "\n" + strings.Join(scope[1:], "/") + "\n" + hex.EncodeToString(sum[:])
-	key := []byte("AWS4" + secret)
-	for _, part := range scope[1:] {
-		key = hmacSHA256(key, part)
-	}
-	want := hex.EncodeToString(hmacSHA256(key, toSign))
-	if !hmac.Equal([]byte(want), []byte(sig)) {
-		return http.StatusForbidden, errBadSignature, "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method."
-	}
-	return 0, "", ""
-}
-
-func canonicalRequest(r *http.Request, names []string, signed string, body []byte) string {
-	var b strings.Builder
-	b.WriteString(r.Method + "\n")
-	// Services other than S3 sign the escaped path escaped once more.
-	b.WriteString(escapePath(r.URL.EscapedPath()) + "\n")
-	b.WriteString(canonicalQuery(r.URL.Query()) + "\n")
-	for _, n := range names {
-		var v string
-		if n == "host" {
-			v = r.Host
-		} else {
-			vals := r.Header.Values(n)
-			for i := range vals {
-				vals[i] = strings.Join(strings.Fields(vals[i]), " ")
-			}
-			v = strings.Join(vals, ",")
-		}
-		b.WriteString(n + ":" + v + "\n")
-	}
-	b.WriteString("\n" + signed + "\n")
-	hash := r.Header.Get("X-Amz-Content-Sha256")
-	if hash == "" {
-		sum := sha256.Sum256(body)
-		hash = hex.EncodeToString(sum[:])
-	}
-	b.WriteString(hash)
-	return b.String()
-}
-
-func canonicalQuery(q url.Values) string {
-	var parts []string
-	for k, vs := range q {
-		for _, v := range vs {
-			parts = append(parts, escape(k)+"="+escape(v))
-		}
-	}
-	sort.Strings(parts)
-	return strings.Join(parts, "&")
-}
-
-// escape is SigV4's URI encoding: every byte but A-Z a-z 0-9 - _ . ~ is %XX.
-func escape(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~' {
-			b.WriteByte(c)
-		} else {
-			b.WriteString("%" + strings.ToUpper(hex.EncodeToString([]byte{c})))
-		}
-	}
-	return b.String()
-}
-
-func escapePath(p string) string {
-	segs := strings.Split(p, "/")
-	for i, s := range segs {
-		segs[i] = escape(s)
-	}
-	return strings.Join(segs, "/")
-}
-
-func hmacSHA256(key []byte, data string) []byte {
-	h := hmac.New(sha256.New, key)
-	h.Write([]byte(data))
-	return h.Sum(nil)
+	return nil
 }

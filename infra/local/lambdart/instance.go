@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sandgate/sandgate/infra/local/identity"
 	"github.com/sandgate/sandgate/infra/local/proc"
 	"github.com/sandgate/sandgate/internal/logging"
 )
@@ -60,6 +61,9 @@ type instance struct {
 
 	next    chan *invocation // handed over by GET .../invocation/next
 	started time.Time        // when the process was started
+	// expires is when the process's credentials expire (zero: never); it takes no
+	// invocation within the credential margin of it.
+	expires time.Time
 
 	mu      sync.Mutex
 	polled  bool // the process has asked for its first invocation
@@ -73,11 +77,16 @@ type instance struct {
 var errStale = errors.New("idle process exited")
 
 func startInstance(p *pool) (*instance, error) {
+	stream := logStreamName()
+	sess, err := p.newSession(p.rt.ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", p.fn.Name, err)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("start %s: listen: %w", p.fn.Name, err)
 	}
-	i := &instance{p: p, next: make(chan *invocation)}
+	i := &instance{p: p, next: make(chan *invocation), expires: sess.creds.Expires}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+runtimeAPI+"/invocation/next", i.handleNext)
 	mux.HandleFunc("POST "+runtimeAPI+"/invocation/{id}/response", i.handleResponse)
@@ -89,9 +98,13 @@ func startInstance(p *pool) (*instance, error) {
 	fn := p.fn
 	cmd := exec.Command(fn.Path)
 	cmd.Dir = filepath.Dir(fn.Path)
-	cmd.Env = environ(p.rt, fn, ln.Addr().String())
-	i.out = &lineWriter{sink: p.rt.output, prefix: "[" + fn.Name + "] "}
-	i.errw = &lineWriter{sink: p.rt.output, prefix: "[" + fn.Name + "] "}
+	cmd.Env = environ(p.rt, fn, ln.Addr().String(), stream, sess.creds)
+	sink := p.rt.output
+	if !sess.logs {
+		sink = &lineSink{} // writes nowhere
+	}
+	i.out = &lineWriter{sink: sink, prefix: "[" + fn.Name + "] "}
+	i.errw = &lineWriter{sink: sink, prefix: "[" + fn.Name + "] "}
 	cmd.Stdout, cmd.Stderr = i.out, i.errw
 	// A grandchild holding the pipes open must not hang Wait.
 	cmd.WaitDelay = time.Second
@@ -114,9 +127,15 @@ func startInstance(p *pool) (*instance, error) {
 	return i, nil
 }
 
+// logStreamName returns a log stream name like Lambda's for a new process.
+func logStreamName() string {
+	return time.Now().UTC().Format("2006/01/02") + "/[$LATEST]" + randomHex(16)
+}
+
 // environ builds the process environment the way Lambda does: nothing inherited from
-// this process, the stack's variables, the function's, then Lambda's reserved ones.
-func environ(rt *Runtime, fn Function, api string) []string {
+// this process, the stack's variables, the function's, then Lambda's reserved ones,
+// the credentials among them when creds holds a session.
+func environ(rt *Runtime, fn Function, api, stream string, creds identity.Credentials) []string {
 	env := map[string]string{}
 	for k, v := range rt.Env {
 		env[k] = v
@@ -130,8 +149,8 @@ func environ(rt *Runtime, fn Function, api string) []string {
 		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": strconv.Itoa(fn.MemoryMB),
 		"AWS_LAMBDA_FUNCTION_VERSION":     "$LATEST",
 		"AWS_LAMBDA_INITIALIZATION_TYPE":  "on-demand",
-		"AWS_LAMBDA_LOG_GROUP_NAME":       "/aws/lambda/" + fn.Name,
-		"AWS_LAMBDA_LOG_STREAM_NAME":      time.Now().UTC().Format("2006/01/02") + "/[$LATEST]" + randomHex(16),
+		"AWS_LAMBDA_LOG_GROUP_NAME":       fn.logGroup(),
+		"AWS_LAMBDA_LOG_STREAM_NAME":      stream,
 		"AWS_LAMBDA_RUNTIME_API":          api,
 		"AWS_REGION":                      rt.Region,
 		"AWS_DEFAULT_REGION":              rt.Region,
@@ -147,6 +166,13 @@ func environ(rt *Runtime, fn Function, api string) []string {
 	}
 	if fn.LogLevel != "" {
 		reserved["AWS_LAMBDA_LOG_LEVEL"] = fn.LogLevel
+	}
+	if creds.AccessKeyID != "" {
+		// A session of the execution role; no other key reaches the process.
+		delete(env, "AWS_SESSION_TOKEN")
+		for k, v := range creds.Env() {
+			reserved[k] = v
+		}
 	}
 	for k, v := range reserved {
 		env[k] = v

@@ -39,8 +39,18 @@ type harness struct {
 
 func newRuntime(t *testing.T, fns ...lambdart.Function) *harness {
 	t.Helper()
+	return newRuntimeWith(t, nil, fns...)
+}
+
+// newRuntimeWith is newRuntime with the Runtime's fields set by configure (when not
+// nil) before the functions are added.
+func newRuntimeWith(t *testing.T, configure func(*lambdart.Runtime), fns ...lambdart.Function) *harness {
+	t.Helper()
 	h := &harness{out: &testkit.Logs{}, logs: &testkit.Logs{}, pids: map[int]bool{}}
 	h.rt = lambdart.New(h.logs.Logger(), h.out)
+	if configure != nil {
+		configure(h.rt)
+	}
 	for _, fn := range fns {
 		if fn.Path == "" {
 			fn.Path = fixture
@@ -65,6 +75,9 @@ type response struct {
 	RemainingMs int64             `json:"remainingMs"`
 	Env         map[string]string `json:"env"`
 	Big         string            `json:"big"`
+	KeyID       string            `json:"keyId"`
+	ARN         string            `json:"arn"`
+	STSError    string            `json:"stsError"`
 }
 
 func (h *harness) invoke(ctx context.Context, fn string, req map[string]any) (response, error) {

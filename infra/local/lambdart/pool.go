@@ -18,6 +18,7 @@ type pool struct {
 	fn    Function
 	log   *slog.Logger
 	slots chan struct{}
+	url   *funcURL // the function URL; nil without one
 
 	mu     sync.Mutex
 	inits  []time.Duration // each process's init, in the order they finished it
@@ -77,11 +78,15 @@ func (p *pool) get() (*instance, error) {
 	for len(p.idle) > 0 {
 		inst := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
-		if !inst.exited() {
+		switch {
+		case inst.exited():
+			delete(p.all, inst)
+		case !p.outlasts(inst.expires):
+			p.retireLocked(inst)
+		default:
 			p.mu.Unlock()
 			return inst, nil
 		}
-		delete(p.all, inst)
 	}
 	p.mu.Unlock()
 
@@ -109,11 +114,29 @@ func (p *pool) put(inst *instance, healthy bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if healthy && !p.closed && !inst.exited() {
+		if !p.outlasts(inst.expires) {
+			p.retireLocked(inst)
+			return
+		}
 		p.idle = append(p.idle, inst)
 		return
 	}
 	// An unhealthy process was already stopped by run.
 	delete(p.all, inst)
+}
+
+// retireLocked stops an idle process whose credentials are about to expire, as
+// Lambda retires an execution environment; the pool owns it until it has exited, so
+// Close waits for it too. The caller holds p.mu.
+func (p *pool) retireLocked(inst *instance) {
+	p.log.Debug("process retired: its credentials expire", "pid", inst.proc.Pid(),
+		"expires", inst.expires.UTC().Format(time.RFC3339))
+	go func() {
+		inst.stop(p.rt.StopGrace)
+		p.mu.Lock()
+		delete(p.all, inst)
+		p.mu.Unlock()
+	}()
 }
 
 // closeAll marks the pool closed and returns every process it still owns.

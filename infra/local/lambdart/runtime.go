@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sandgate/sandgate/infra/local/identity"
 	"github.com/sandgate/sandgate/internal/logging"
 )
 
@@ -41,6 +42,16 @@ const (
 	MaxResponseBytes = 6291556
 	// MaxAsyncPayloadBytes is Lambda's limit on an asynchronous (Event) request.
 	MaxAsyncPayloadBytes = 1024 * 1024
+
+	// DefaultSessionDuration is the length of each process's execution-role session
+	// (a role's default maximum).
+	DefaultSessionDuration = identity.DefaultSessionDuration
+	// DefaultCredentialMargin is how long before its session expires a process stops
+	// taking invocations: Lambda's longest timeout, so no invocation outlives the
+	// credentials it started with.
+	DefaultCredentialMargin = 15 * time.Minute
+	// LambdaService is the service principal that assumes execution roles.
+	LambdaService = "lambda.amazonaws.com"
 )
 
 const keyFunction = "function"
@@ -67,6 +78,29 @@ type Function struct {
 	// AsyncRetries, when set, replaces the Runtime's for this function, as
 	// EventInvokeConfig.MaximumRetryAttempts does in Lambda (0 to 2).
 	AsyncRetries *int
+	// Role is the execution role's ARN. With Runtime.Sessions set, each process runs
+	// with a session of it (session name: the function's name), and Lambda's own uses
+	// of it (log writes, VPC network interfaces) are authorised with it.
+	Role string
+	// LogGroup is the log group the function writes to; /aws/lambda/<Name> when empty.
+	LogGroup string
+	// InVPC reports a function attached to subnets: Add checks that its role may
+	// manage the network interfaces, as Lambda does.
+	InVPC bool
+	// URLAuthType gives the function a function URL: AuthTypeIAM or AuthTypeNone
+	// (FunctionUrlConfig.AuthType); empty for none. See Runtime.FunctionURL.
+	URLAuthType string
+	// URLAddr is the loopback address the function URL listens on; a free port on
+	// 127.0.0.1 when empty.
+	URLAddr string
+}
+
+// logGroup returns the function's log group.
+func (fn Function) logGroup() string {
+	if fn.LogGroup != "" {
+		return fn.LogGroup
+	}
+	return "/aws/lambda/" + fn.Name
 }
 
 // Runtime runs functions as child processes behind the Lambda Runtime API.
@@ -81,6 +115,32 @@ type Runtime struct {
 	// AsyncRetries and AsyncRetryDelay govern InvokeAsync.
 	AsyncRetries    int
 	AsyncRetryDelay time.Duration
+
+	// Sessions, when set, gives every process the credentials of a session of its
+	// function's Role, issued to LambdaService, in AWS_ACCESS_KEY_ID,
+	// AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN (a function must then have a Role).
+	// A process whose session would expire within CredentialMargin (or the function's
+	// timeout, if longer) takes no more invocations: it finishes the one in flight and
+	// exits, and a new process starts with a fresh session, as Lambda recycles
+	// execution environments. Nil: processes get Env's credentials, if any. Set it,
+	// like the fields below, before Add.
+	Sessions identity.SessionIssuer
+	// SessionDuration is each session's length (DefaultSessionDuration when zero);
+	// CredentialMargin the time before expiry at which a process retires
+	// (DefaultCredentialMargin when zero).
+	SessionDuration, CredentialMargin time.Duration
+	// Now is the clock sessions are judged by: the Authority's (time.Now when nil).
+	Now func() time.Time
+
+	// Authority, when set, verifies the SigV4 signature of every Invoke API request
+	// and every request to an AWS_IAM function URL.
+	Authority *identity.Authority
+	// Authorizer, when set, authorises Invoke API calls (lambda:InvokeFunction),
+	// function URL calls (lambda:InvokeFunctionUrl and lambda:InvokeFunction), and,
+	// with Sessions, what Lambda does with a function's role: its log writes (a
+	// process whose role may not write its log stream runs with its output dropped)
+	// and a VPC function's network interfaces (Add refuses the function).
+	Authorizer identity.Authorizer
 
 	log    *slog.Logger
 	output *lineSink
@@ -117,6 +177,11 @@ func (r *Runtime) Add(fn Function) error {
 	if fn.Name == "" {
 		return fmt.Errorf("add function: empty name")
 	}
+	switch fn.URLAuthType {
+	case "", AuthTypeIAM, AuthTypeNone:
+	default:
+		return fmt.Errorf("add function %s: function URL auth type %q: want %s or %s", fn.Name, fn.URLAuthType, AuthTypeIAM, AuthTypeNone)
+	}
 	st, err := os.Stat(fn.Path)
 	if err != nil {
 		return fmt.Errorf("add function %s: %w (run make build-local)", fn.Name, err)
@@ -138,22 +203,46 @@ func (r *Runtime) Add(fn Function) error {
 	if fn.MaxConcurrency <= 0 {
 		fn.MaxConcurrency = DefaultMaxConcurrency
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
+	if r.isClosed() {
 		return ErrClosed
 	}
-	if _, dup := r.pools[fn.Name]; dup {
+	if r.exists(fn.Name) {
 		return fmt.Errorf("add function %s: already added", fn.Name)
 	}
-	r.pools[fn.Name] = &pool{
+	if err := r.checkRole(fn); err != nil {
+		return fmt.Errorf("add function %s: %w", fn.Name, err)
+	}
+	p := &pool{
 		rt:    r,
 		fn:    fn,
 		slots: make(chan struct{}, fn.MaxConcurrency),
 		all:   map[*instance]struct{}{},
 		log:   r.log.With(keyFunction, fn.Name),
 	}
+	if fn.URLAuthType != "" {
+		if err := p.listenURL(); err != nil {
+			return fmt.Errorf("add function %s: function url: %w", fn.Name, err)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, dup := r.pools[fn.Name]
+	if r.closed || dup {
+		p.closeURL()
+		if dup {
+			return fmt.Errorf("add function %s: already added", fn.Name)
+		}
+		return ErrClosed
+	}
+	r.pools[fn.Name] = p
 	return nil
+}
+
+func (r *Runtime) exists(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.pools[name]
+	return ok
 }
 
 // Functions returns the names of the registered functions.
@@ -262,6 +351,9 @@ func (r *Runtime) Close() error {
 		pools = append(pools, p)
 	}
 	r.mu.Unlock()
+	for _, p := range pools {
+		p.closeURL()
+	}
 	r.cancel()
 	var wg sync.WaitGroup
 	for _, p := range pools {
@@ -279,6 +371,13 @@ func (r *Runtime) isClosed() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.closed
+}
+
+func (r *Runtime) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
 }
 
 func (r *Runtime) arn(fn string) string {
