@@ -32,7 +32,9 @@ import (
 var fixture string
 
 func TestMain(m *testing.M) {
-	os.Exit(testkit.RunWithPrograms(m, map[*string]string{&fixture: "./testdata/task"}))
+	code := testkit.RunWithPrograms(m, map[*string]string{&fixture: "./testdata/task"})
+	closeEvaluator()
+	os.Exit(code)
 }
 
 // outputs collects each task's stdout and stderr by task id.

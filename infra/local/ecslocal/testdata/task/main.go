@@ -8,6 +8,12 @@
 //	sleep        sleep forever (the child started by -child)
 //
 // -child starts a child process in the same process group, to prove the whole group goes.
+//
+// While it serves, /whoami says who the process is, /env?name= reads one variable,
+// /environ lists the variables' names (never their values) and /sts calls STS
+// GetCallerIdentity with the AWS SDK's default credential chain, as the agent does: the
+// credentials come from wherever the environment points the SDK. TEST_CREDENTIALS_EXPIRY_WINDOW
+// (a duration) sets the SDK's credentials cache expiry window.
 package main
 
 import (
@@ -22,8 +28,17 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"sort"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+
+	"github.com/sandgate/sandgate/internal/awsconf"
 )
 
 type network struct {
@@ -122,6 +137,24 @@ func run() error {
 		}
 		_, _ = io.WriteString(w, v)
 	})
+	mux.HandleFunc("/environ", func(w http.ResponseWriter, r *http.Request) {
+		var names []string
+		for _, kv := range os.Environ() {
+			name, _, _ := strings.Cut(kv, "=")
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		_ = json.NewEncoder(w).Encode(names)
+	})
+	var sdk awsClient
+	mux.HandleFunc("/sts", func(w http.ResponseWriter, r *http.Request) {
+		out, err := sdk.callerIdentity(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(out)
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	fmt.Println("serving on", ln.Addr())
@@ -151,4 +184,48 @@ func getJSON(url string, v any) error {
 		return fmt.Errorf("get %s: %s", url, resp.Status)
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// awsClient is one SDK configuration for the process's life, loaded on first use, so its
+// credentials cache behaves as a long-running workload's does.
+type awsClient struct {
+	once sync.Once
+	cfg  aws.Config
+	err  error
+}
+
+type identity struct {
+	Arn         string `json:"arn"`
+	UserID      string `json:"userId"`
+	Account     string `json:"account"`
+	AccessKeyID string `json:"accessKeyId"`
+	Source      string `json:"source"`
+}
+
+func (c *awsClient) callerIdentity(ctx context.Context) (identity, error) {
+	c.once.Do(func() {
+		var opts []func(*config.LoadOptions) error
+		if v := os.Getenv("TEST_CREDENTIALS_EXPIRY_WINDOW"); v != "" {
+			window, err := time.ParseDuration(v)
+			if err != nil {
+				c.err = err
+				return
+			}
+			opts = append(opts, config.WithCredentialsCacheOptions(func(o *aws.CredentialsCacheOptions) { o.ExpiryWindow = window }))
+		}
+		c.cfg, c.err = awsconf.Load(ctx, opts...)
+	})
+	if c.err != nil {
+		return identity{}, c.err
+	}
+	creds, err := c.cfg.Credentials.Retrieve(ctx)
+	if err != nil {
+		return identity{}, err
+	}
+	out, err := sts.NewFromConfig(c.cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	if err != nil {
+		return identity{}, err
+	}
+	return identity{Arn: aws.ToString(out.Arn), UserID: aws.ToString(out.UserId), Account: aws.ToString(out.Account),
+		AccessKeyID: creds.AccessKeyID, Source: creds.Source}, nil
 }
