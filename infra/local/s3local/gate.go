@@ -183,8 +183,10 @@ func (g *gate) deleteObjects(w http.ResponseWriter, r *http.Request, p *identity
 		switch {
 		case err == nil:
 			allowed = append(allowed, in.Objects[i])
-		case errors.As(err, &de) || errors.Is(err, identity.ErrUnsupported):
+		case errors.As(err, &de):
 			denied = append(denied, gofakes3.ErrorResult{Key: in.Objects[i].Key, Code: gofakes3.ErrorCode("AccessDenied"), Message: "Access Denied"})
+		case errors.Is(err, identity.ErrUnsupported):
+			denied = append(denied, gofakes3.ErrorResult{Key: in.Objects[i].Key, Code: gofakes3.ErrorCode("AccessDenied"), Message: err.Error()})
 		default:
 			g.refuse(w, r, "", g.decisionError(err, p, r))
 			return
