@@ -65,7 +65,7 @@ func (r *Runtime) checkRole(fn Function) error {
 	if d, m := r.sessionDuration(), r.margin(fn); d <= m {
 		return fmt.Errorf("a session of %s expires before the credential margin of %s", d, m)
 	}
-	_, p, err := r.Sessions.IssueForService(r.ctx, LambdaService, fn.Role, fn.Name, r.sessionDuration())
+	_, p, err := r.Sessions.IssueForService(r.ctx, iampolicy.LambdaService, fn.Role, fn.Name, r.sessionDuration())
 	if err != nil {
 		return fmt.Errorf("%w (%v)", ErrRoleTrust, err)
 	}
@@ -93,7 +93,7 @@ func (p *pool) newSession(ctx context.Context, stream string) (session, error) {
 	if rt.Sessions == nil {
 		return session{logs: true}, nil
 	}
-	c, principal, err := rt.Sessions.IssueForService(ctx, LambdaService, p.fn.Role, p.fn.Name, rt.sessionDuration())
+	c, principal, err := rt.Sessions.IssueForService(ctx, iampolicy.LambdaService, p.fn.Role, p.fn.Name, rt.sessionDuration())
 	if err != nil {
 		return session{}, fmt.Errorf("assume the execution role: %w", err)
 	}

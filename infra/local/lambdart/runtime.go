@@ -50,8 +50,6 @@ const (
 	// taking invocations: Lambda's longest timeout, so no invocation outlives the
 	// credentials it started with.
 	DefaultCredentialMargin = 15 * time.Minute
-	// LambdaService is the service principal that assumes execution roles.
-	LambdaService = "lambda.amazonaws.com"
 )
 
 const keyFunction = "function"
@@ -117,7 +115,7 @@ type Runtime struct {
 	AsyncRetryDelay time.Duration
 
 	// Sessions, when set, gives every process the credentials of a session of its
-	// function's Role, issued to LambdaService, in AWS_ACCESS_KEY_ID,
+	// function's Role, issued to iampolicy.LambdaService, in AWS_ACCESS_KEY_ID,
 	// AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN (a function must then have a Role).
 	// A process whose session would expire within CredentialMargin (or the function's
 	// timeout, if longer) takes no more invocations: it finishes the one in flight and
