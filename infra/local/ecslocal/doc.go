@@ -1,3 +1,6 @@
 // Package ecslocal is the local stack's ECS endpoint: RunTask, DescribeTasks, StopTask and ListTasks as
 // Fargate answers them, each task a local process on its own loopback address with its metadata endpoint v4.
+// With an identity.Authority and an Authorizer it checks and authorises every call as ECS does, and gives each
+// task what Fargate gives it: its task role through a credentials endpoint only, its Secrets read with its
+// execution role, its image pull and awslogs stream authorised with that role.
 package ecslocal

@@ -132,7 +132,8 @@ type Request struct {
 }
 
 // Requests returns every request decoded so far, oldest first, including those answered
-// with an error. The inputs are the recorded values themselves: read them, do not change them.
+// with an error (but not those refused for their signature or by the Authorizer, which
+// are never decoded). The inputs are the recorded values themselves: read them, do not change them.
 func (s *Server) Requests() []Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -51,6 +51,13 @@ func (o *outputs) writer(info ecslocal.TaskInfo) io.Writer {
 	return l
 }
 
+// given reports whether the task was given an output writer at all.
+func (o *outputs) given(id string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf[id] != nil
+}
+
 func (o *outputs) of(id string) string {
 	o.mu.Lock()
 	defer o.mu.Unlock()

@@ -215,7 +215,6 @@ func (s *Server) serveCredentials(w http.ResponseWriter, r *http.Request) {
 func writeCredentials(w http.ResponseWriter, status int, v any) {
 	b, _ := json.Marshal(v)
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }

@@ -127,6 +127,8 @@ func startWorld(t *testing.T, clockOffset time.Duration, configure ...func(*ecsl
 		{Name: "sandbox-exec", Trust: trustECSTasks(), Policies: []identity.Policy{policy("sandbox-exec/execution", logsStatement, secretStatement)}},
 		{Name: "exec-no-secrets", Trust: trustECSTasks(), Policies: []identity.Policy{policy("exec-no-secrets/execution", logsStatement)}},
 		{Name: "exec-no-logs", Trust: trustECSTasks(), Policies: []identity.Policy{policy("exec-no-logs/execution", secretStatement)}},
+		{Name: "exec-create-only", Trust: trustECSTasks(), Policies: []identity.Policy{policy("exec-create-only/execution",
+			`{"Effect":"Allow","Action":"logs:CreateLogStream","Resource":"arn:aws:logs:`+region+`:`+account+`:log-group:`+logGroup+`:*"}`)}},
 		{Name: "lambda-only", Policies: nil,
 			Trust: json.RawMessage(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}`)},
 	} {
@@ -142,7 +144,7 @@ func startWorld(t *testing.T, clockOffset time.Duration, configure ...func(*ecsl
 	list := `{"Sid":"List","Effect":"Allow","Action":"ecs:ListTasks","Resource":"*","Condition":{"ArnEquals":{"ecs:cluster":"` + sandboxesARN + `"}}}`
 	tag := `{"Sid":"Tag","Effect":"Allow","Action":"ecs:TagResource","Resource":"` + tasks + `","Condition":{"StringEquals":{"ecs:CreateAction":"RunTask"}}}`
 	var passable []string
-	for _, r := range []string{"sandbox-task", "sandbox-exec", "exec-no-secrets", "exec-no-logs", "lambda-only"} {
+	for _, r := range []string{"sandbox-task", "sandbox-exec", "exec-no-secrets", "exec-no-logs", "exec-create-only", "lambda-only"} {
 		passable = append(passable, `"`+roleARN(r)+`"`)
 	}
 	pass := `{"Sid":"Pass","Effect":"Allow","Action":"iam:PassRole","Resource":[` + strings.Join(passable, ",") + `],"Condition":{"StringEquals":{"iam:PassedToService":"ecs-tasks.amazonaws.com"}}}`
@@ -710,6 +712,39 @@ func TestServer_Task_AwslogsDeniedFailsTheStart(t *testing.T) {
 	prefix := "ResourceInitializationError: failed to validate logger args: create stream has been retried 1 times: failed to create Cloudwatch log stream: AccessDeniedException: "
 	if !strings.HasPrefix(reason, prefix) || !strings.Contains(reason, "logs:CreateLogStream on resource: arn:aws:logs:"+region+":"+account+":log-group:"+logGroup+":log-stream:sandbox/agent/") {
 		t.Errorf("stopped reason %q, want %q… on the task's stream", reason, prefix)
+	}
+}
+
+// An execution role that may create the stream but not put events: the task runs, as
+// on Fargate, and its output goes nowhere, as CloudWatch would never receive it.
+func TestServer_Task_AwslogsPutDeniedDropsTheOutput(t *testing.T) {
+	t.Parallel()
+	w := startWorld(t, 0)
+	w.registerWorker(t, ecslocal.TaskDefinition{TaskRole: roleARN("sandbox-task"), ExecutionRole: roleARN("exec-create-only"),
+		LogGroup: logGroup, LogStreamPrefix: "sandbox"})
+	arn := aws.ToString(w.run(t, workerInput("put-denied")).TaskArn)
+	ip := privateIP(w.waitStatus(t, arn, "RUNNING"))
+	w.whoami(t, ip)
+	// The stack's writer is asked for before the process starts: a running task that was
+	// never given one writes nowhere.
+	if w.out.given(taskID(arn)) {
+		t.Errorf("the output of a task whose logs may not be put reaches the stack: %q", w.out.of(taskID(arn)))
+	}
+	if lines := w.logs.With(t, "msg", "awslogs may not put log events: the task's output is dropped"); len(lines) != 1 || lines[0]["taskArn"] != arn {
+		t.Errorf("log lines %v, want one naming the task", lines)
+	}
+}
+
+// Without a session issuer, a definition with roles cannot run: ECS could not assume them.
+func TestServer_RunTask_RolesWithoutSessionIssuer(t *testing.T) {
+	t.Parallel()
+	e := start(t)
+	e.register(t, ecslocal.TaskDefinition{Family: "worker", TaskRole: roleARN("sandbox-task")})
+	in := runInput("no-issuer")
+	in.TaskDefinition = aws.String("worker")
+	_, err := e.ecs.RunTask(context.Background(), in)
+	if testkit.ErrorCode(err) != "ClientException" || !strings.Contains(err.Error(), "ECS was unable to assume the role '"+roleARN("sandbox-task")+"'") {
+		t.Errorf("RunTask = %v, want ClientException", err)
 	}
 }
 
