@@ -345,7 +345,7 @@ func cleanupFunction(t *testing.T, s *testkit.Stack, name string, over map[strin
 		env[k] = v
 	}
 	if err := s.Runtime.Add(lambdart.Function{Name: name, Path: filepath.Join(testkit.Binaries(t).Dir, f.Name, "bootstrap"),
-		Timeout: f.Timeout, MemoryMB: f.MemorySize, Env: env}); err != nil {
+		Timeout: f.Timeout, MemoryMB: f.MemorySize, Env: env, Role: f.Role, LogGroup: f.LogGroup, InVPC: f.InVPC}); err != nil {
 		t.Fatal(err)
 	}
 	return name

@@ -6,13 +6,21 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+
+	"github.com/sandgate/sandgate/infra/local/iampolicy"
 	"github.com/sandgate/sandgate/infra/local/template"
 	"github.com/sandgate/sandgate/internal/logging"
 )
 
 // startSchedules invokes each scheduled function on its rate, with the fixed input the
-// template's schedules deliver ({}). cron() expressions are not run locally: `make
-// invoke` runs such a function on demand.
+// template's schedules deliver ({}). A ScheduleV2 event invokes as EventBridge Scheduler
+// does: asynchronously, through the Lambda Invoke API, signed by a session of the
+// schedule's role (so the role's trust and its lambda:InvokeFunction are enforced).
+// cron() expressions are not run locally: `make invoke` runs such a function on demand.
 func (s *Stack) startSchedules(tpl *template.Template) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
@@ -27,7 +35,7 @@ func (s *Stack) startSchedules(tpl *template.Template) {
 				continue
 			}
 			s.sched.Add(1)
-			go func(name string) {
+			go func(name, role string) {
 				defer s.sched.Done()
 				t := time.NewTicker(every)
 				defer t.Stop()
@@ -36,14 +44,31 @@ func (s *Stack) startSchedules(tpl *template.Template) {
 					case <-ctx.Done():
 						return
 					case <-t.C:
-						if _, err := s.Runtime.Invoke(ctx, name, []byte("{}")); err != nil && ctx.Err() == nil {
+						if err := s.invokeScheduled(ctx, name, role); err != nil && ctx.Err() == nil {
 							s.log.Error("scheduled invocation failed", "function", name, logging.Error, err.Error())
 						}
 					}
 				}
-			}(FunctionName(f))
+			}(FunctionName(f), ev.RoleArn)
 		}
 	}
+}
+
+// invokeScheduled runs one scheduled invocation of function name.
+func (s *Stack) invokeScheduled(ctx context.Context, name, role string) error {
+	if role == "" {
+		_, err := s.Runtime.Invoke(ctx, name, []byte("{}"))
+		return err
+	}
+	creds, _, err := s.ids.sessions.IssueForService(ctx, iampolicy.SchedulerService, role, "sandgate-schedule-"+name, 0)
+	if err != nil {
+		return err
+	}
+	cfg := s.AWS.Copy()
+	cfg.Credentials = credentials.NewStaticCredentialsProvider(creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken)
+	cl := lambda.NewFromConfig(cfg, func(o *lambda.Options) { o.BaseEndpoint = aws.String(s.Endpoints["AWS_ENDPOINT_URL_LAMBDA"]) })
+	_, err = cl.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String(name), InvocationType: types.InvocationTypeEvent, Payload: []byte("{}")})
+	return err
 }
 
 // parseRate reads rate(<n> <unit>) with units minute(s), hour(s), day(s).

@@ -33,9 +33,15 @@ import (
 
 // Names the local stack gives what CloudFormation would name in AWS.
 const (
-	Region    = ecslocal.DefaultRegion
-	AccountID = ecslocal.DefaultAccountID
-	StackName = "sandgate-local"
+	// LocalImage is the sandbox image the template's SandboxImage names locally: an
+	// ECR image, whose pull ECS authorises with the task's execution role. The agent
+	// binary stands in for it.
+	LocalImage = AccountID + ".dkr.ecr." + Region + ".amazonaws.com/sandgate-sandbox:local"
+	// sandboxLogStreamPrefix is the template's awslogs-stream-prefix.
+	sandboxLogStreamPrefix = "sandbox"
+	Region                 = ecslocal.DefaultRegion
+	AccountID              = ecslocal.DefaultAccountID
+	StackName              = "sandgate-local"
 	// APIID is the WebSocket API's id: MANAGEMENT_ENDPOINT values built from it in the
 	// template are served by the local gateway.
 	APIID = "sandgatews"
@@ -120,6 +126,7 @@ type Stack struct {
 	Root string
 
 	ids      *identities
+	image    string
 	log      *slog.Logger
 	tempRoot bool
 	invoke   *http.Server
@@ -162,6 +169,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	// functions' names, which references elsewhere resolve to; then with every
 	// reference answered.
 	params := localParams(s.Bucket, o.Params)
+	s.image = params["SandboxImage"]
 	res := &resolver{stack: s, secrets: s.ids.secrets, types: map[string]string{}, functionNames: map[string]string{}}
 	doc, err := template.LoadDocument(o.Template, template.Options{Parameters: params, Resolver: res})
 	if err != nil {
@@ -218,9 +226,11 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 
 func localParams(bucket string, extra map[string]string) map[string]string {
 	p := map[string]string{
-		"StageName":        Stage,
-		"BucketName":       bucket,
-		"SandboxImage":     "local/sandgate-agent",
+		"StageName":  Stage,
+		"BucketName": bucket,
+		// An ECR image, so the task's start asks what Fargate's pull asks of the
+		// execution role.
+		"SandboxImage":     LocalImage,
 		"SubnetIds":        "subnet-0local",
 		"SecurityGroupIds": "sg-0local",
 		"StoragePathStyle": "true",
@@ -232,8 +242,10 @@ func localParams(bucket string, extra map[string]string) map[string]string {
 }
 
 func (s *Stack) startStorage(ctx context.Context, o Options) error {
-	dopts := dynamodblocal.Options{Logger: s.log, Output: prefixed(o.Output, "[dynamodb] ")}
-	sopts := s3local.Config{Bucket: s.Bucket, Log: s.log}
+	id := s.ids
+	dopts := dynamodblocal.Options{Logger: s.log, Output: prefixed(o.Output, "[dynamodb] "),
+		Authority: id.authority, Authorizer: id.authorizer}
+	sopts := s3local.Config{Bucket: s.Bucket, Log: s.log, Authority: id.authority, Authorizer: id.authorizer}
 	if o.Persist {
 		dopts.DBPath = filepath.Join(s.Root, "dynamodb")
 		sopts.Dir = filepath.Join(s.Root, "s3")
@@ -254,15 +266,13 @@ func (s *Stack) startStorage(ctx context.Context, o Options) error {
 	return nil
 }
 
-// baseEnv is what every function and task gets: the emulators' endpoints and
-// credentials that the emulators accept. Nothing else of this process's environment
-// reaches them, as in AWS.
+// baseEnv is what every function and task gets: the region and the emulators'
+// endpoints. Nothing else of this process's environment reaches them, as in AWS; their
+// credentials are their roles', which Lambda and ECS hand out.
 func (s *Stack) baseEnv(o Options) map[string]string {
 	env := map[string]string{
 		"AWS_REGION":                Region,
 		"AWS_DEFAULT_REGION":        Region,
-		"AWS_ACCESS_KEY_ID":         "local",
-		"AWS_SECRET_ACCESS_KEY":     "local",
 		"AWS_EC2_METADATA_DISABLED": "true",
 	}
 	for k, v := range s.Endpoints {
@@ -288,6 +298,8 @@ func (s *Stack) startECS(o Options, tpl *template.Template) error {
 		e.AddressPool = ecslocal.RandomAddressPool()
 	}
 	e.Output = func(t ecslocal.TaskInfo) io.Writer { return prefixed(o.Output, "[task "+t.ID[:8]+"] ") }
+	e.Authority, e.Authorizer, e.Sessions = s.ids.authority, s.ids.authorizer, s.ids.sessions
+	e.SecretsEndpoint = s.Endpoints["AWS_ENDPOINT_URL_SECRETS_MANAGER"]
 	env := s.baseEnv(o)
 	// Tasks run native binaries, which need a PATH (a workload may be a script).
 	env["PATH"] = os.Getenv("PATH")
@@ -315,9 +327,11 @@ func (s *Stack) startECS(o Options, tpl *template.Template) error {
 		tenv[k] = v
 	}
 	arn, err := e.RegisterTaskDefinition(ecslocal.TaskDefinition{
-		Family: td.Family, ContainerName: c.Name, Command: []string{agent},
+		Family: td.Family, ContainerName: c.Name, Command: []string{agent}, Image: s.image,
 		Environment: tenv, Port: port, StopTimeout: c.StopTimeout,
 		CPU: td.Cpu, Memory: td.Memory,
+		TaskRole: td.TaskRole, ExecutionRole: td.ExecutionRole, Secrets: c.Secrets,
+		LogGroup: c.LogGroup, LogStreamPrefix: sandboxLogStreamPrefix,
 	})
 	if err != nil {
 		return fmt.Errorf("register %s: %w", sandboxTaskDefinition, err)
@@ -349,6 +363,7 @@ func localMounts(c *template.Container) map[string]string {
 func (s *Stack) startLambda(o Options, tpl *template.Template) error {
 	rt := lambdart.New(s.log, o.Output)
 	rt.Region, rt.AccountID = Region, AccountID
+	rt.Sessions, rt.Authority, rt.Authorizer = s.ids.sessions, s.ids.authority, s.ids.authorizer
 	s.Runtime = rt
 
 	// The Lambda Invoke API, for functions that invoke functions (asynchronous notices).
@@ -370,6 +385,7 @@ func (s *Stack) startLambda(o Options, tpl *template.Template) error {
 	nameRoutes(cfg, tpl)
 	gw := apigw.New(cfg, rt, s.log)
 	gw.Region, gw.AccountID = Region, AccountID
+	gw.Authority, gw.Authorizer = s.ids.authority, s.ids.authorizer
 	gw.SequentialDispatch = o.SequentialDispatch
 	if o.Addr != "" {
 		gw.Addr = o.Addr
@@ -409,6 +425,7 @@ func (s *Stack) startLambda(o Options, tpl *template.Template) error {
 			Name: FunctionName(f), Path: path, Handler: f.Handler, Timeout: f.Timeout,
 			MemoryMB: f.MemorySize, LogFormat: f.LogFormat, LogLevel: f.LogLevel, Env: fenv,
 			AsyncRetries: f.AsyncRetries,
+			Role:         f.Role, LogGroup: f.LogGroup, InVPC: f.InVPC, URLAuthType: f.URLAuthType,
 		}); err != nil {
 			return err
 		}
