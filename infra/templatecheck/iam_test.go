@@ -20,7 +20,7 @@ const (
 	tasks     = arn + ":ecs:${AWS::Region}:${AWS::AccountId}:task/${Cluster}/*"
 	conns     = arn + ":execute-api:${AWS::Region}:${AWS::AccountId}:${WebSocketApi}/${StageName}/%s/@connections/*"
 	bucket    = arn + ":s3:::${BucketName}"
-	ec2Own    = arn + ":ec2:${AWS::Region}:${AWS::AccountId}:*/*"
+	ec2Own    = arn + ":ec2:${AWS::Region}:${AWS::AccountId}:"
 	inCluster = ` {"ArnEquals":{"ecs:cluster":"${Cluster.Arn}"}}`
 	toECS     = ` {"StringEquals":{"iam:PassedToService":"ecs-tasks.amazonaws.com"}}`
 	usersOnly = ` {"StringLike":{"s3:prefix":["users/*"]}}`
@@ -52,8 +52,9 @@ var ensure = []string{
 // Describe actions; the others are held to this account and region.
 var vpc = []string{
 	"ec2:DescribeNetworkInterfaces *", "ec2:DescribeSubnets *",
-	"ec2:CreateNetworkInterface " + ec2Own, "ec2:DeleteNetworkInterface " + ec2Own,
-	"ec2:AssignPrivateIpAddresses " + ec2Own, "ec2:UnassignPrivateIpAddresses " + ec2Own,
+	"ec2:CreateNetworkInterface " + ec2Own + "network-interface/*", "ec2:CreateNetworkInterface " + ec2Own + "subnet/*",
+	"ec2:CreateNetworkInterface " + ec2Own + "security-group/*", "ec2:DeleteNetworkInterface " + ec2Own + "network-interface/*",
+	"ec2:AssignPrivateIpAddresses " + ec2Own + "network-interface/*", "ec2:UnassignPrivateIpAddresses " + ec2Own + "network-interface/*",
 }
 
 func post() string        { return "execute-api:ManageConnections " + fmt.Sprintf(conns, "POST") }
