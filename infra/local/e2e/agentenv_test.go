@@ -68,7 +68,8 @@ func newAgentEnv(t *testing.T, over timings) *agentEnv {
 
 	// The template's container environment, the data volume mapped into the task's
 	// directory as the stack maps it, the proxies, and the test's timings.
-	c := s.Template.TaskDefinitions["SandboxTaskDefinition"].Containers[0]
+	td := s.Template.TaskDefinitions["SandboxTaskDefinition"]
+	c := td.Containers[0]
 	vars := maps.Clone(c.Environment)
 	vars["DATA_DIR"] = "mnt/data"
 	vars["AWS_ENDPOINT_URL_S3"] = e.s3.URL
@@ -86,6 +87,8 @@ func newAgentEnv(t *testing.T, over timings) *agentEnv {
 	if _, err := s.ECS.RegisterTaskDefinition(ecslocal.TaskDefinition{
 		Family: family, ContainerName: c.Name, Command: []string{testkit.Binaries(t).Agent()},
 		Environment: vars, Port: c.Ports[0], StopTimeout: 30 * time.Second,
+		// The template's roles: the agent has its task role's rights and no other.
+		TaskRole: td.TaskRole, ExecutionRole: td.ExecutionRole,
 	}); err != nil {
 		t.Fatal(err)
 	}
