@@ -16,7 +16,8 @@ func TestMain(m *testing.M) {
 	if os.Getenv(testkit.EnvWorkload) == testkit.WorkloadCrashy {
 		os.Exit(testkit.ServeCrashy())
 	}
-	os.Exit(testkit.Main(m))
+	// Every statement of template.yaml must be what allowed some call of these tests.
+	os.Exit(testkit.Main(m, testkit.EveryStatementNeeded))
 }
 
 // Failure guards of the waits, never part of what a test asserts: generous, as CI

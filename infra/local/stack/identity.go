@@ -198,3 +198,31 @@ func (s *Stack) Operator() identity.Credentials { return s.ids.operator }
 
 // Secrets is the stack's Secrets Manager.
 func (s *Stack) Secrets() *secretslocal.Server { return s.ids.secrets }
+
+// APIGatewayService is the service principal API Gateway assumes its account's
+// CloudWatch role as.
+const APIGatewayService = "apigateway.amazonaws.com"
+
+// applyAccounts does what API Gateway does when an AWS::ApiGateway::Account names a
+// CloudWatch role: it assumes the role to check it may, and refuses the account
+// setting when it may not.
+func (s *Stack) applyAccounts(ctx context.Context, doc *template.Document) error {
+	accounts, err := doc.OfType("AWS::ApiGateway::Account")
+	if err != nil {
+		return err
+	}
+	for _, r := range accounts {
+		v, err := doc.Eval(template.Lookup(r.Properties, "CloudWatchRoleArn"), "Resources."+r.LogicalID+".Properties.CloudWatchRoleArn")
+		if err != nil {
+			return err
+		}
+		arn, _ := v.(string)
+		if arn == "" {
+			continue
+		}
+		if _, _, err := s.ids.sessions.IssueForService(ctx, APIGatewayService, arn, "apigateway-cloudwatch-logs", 0); err != nil {
+			return fmt.Errorf("%s: the role ARN does not have required permissions set to API Gateway: %w", r.LogicalID, err)
+		}
+	}
+	return nil
+}

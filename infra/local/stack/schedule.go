@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -52,6 +53,30 @@ func (s *Stack) startSchedules(tpl *template.Template) {
 			}(FunctionName(f), ev.RoleArn)
 		}
 	}
+}
+
+// RunSchedule makes the scheduled invocations of the function logicalID now, as its
+// schedules would (through the Invoke API, as each schedule's role); the invocations
+// are asynchronous, as the scheduler's are.
+func (s *Stack) RunSchedule(ctx context.Context, logicalID string) error {
+	f := s.Template.Functions[logicalID]
+	if f == nil {
+		return fmt.Errorf("run schedule: no function %s", logicalID)
+	}
+	ran := false
+	for _, ev := range f.Events {
+		if ev.Schedule == "" {
+			continue
+		}
+		if err := s.invokeScheduled(ctx, FunctionName(f), ev.RoleArn); err != nil {
+			return fmt.Errorf("run schedule %s of %s: %w", ev.Name, logicalID, err)
+		}
+		ran = true
+	}
+	if !ran {
+		return fmt.Errorf("run schedule: %s has no schedule", logicalID)
+	}
+	return nil
 }
 
 // invokeScheduled runs one scheduled invocation of function name.

@@ -160,6 +160,13 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := os.MkdirAll(s.Root, 0o755); err != nil {
 		return nil, fmt.Errorf("stack root: %w", err)
 	}
+	if s.tempRoot {
+		// MkdirTemp's 0700 would keep each task's workload (under a uid of its own)
+		// from its workspace under tasks/.
+		if err := os.Chmod(s.Root, 0o711); err != nil {
+			return nil, fmt.Errorf("stack root: %w", err)
+		}
+	}
 	s.Table, s.Cluster, s.Bucket = StackName+"-table", StackName, StackName+"-bucket"
 
 	if err := s.startIdentity(ctx, o); err != nil {
@@ -196,6 +203,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}
 	s.Template = tpl
 	if err := s.ids.addRoles(tpl); err != nil {
+		return nil, err
+	}
+	if err := s.applyAccounts(ctx, doc); err != nil {
 		return nil, err
 	}
 

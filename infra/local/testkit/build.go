@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/sandgate/sandgate/infra/local/iampolicy"
 )
 
 // Build is the application built as make build-local builds it: each function as
@@ -123,13 +125,19 @@ var pkg struct {
 
 	mu     sync.Mutex
 	stacks []*Stack // started by Shared.Get, closed by Main
+
+	// recorder records, for every stack the package starts, which template statement
+	// allowed each call (EveryStatementNeeded reads it).
+	recorder *iampolicy.Recorder
 }
 
 // Main runs a package's tests and benchmarks (call it from TestMain and exit with its
 // result). Binaries builds into a directory Main owns; afterwards Main closes the
 // package's shared stacks, removes the directory and fails the run if a process started
 // from it (an agent, a workload, a function) is still alive: tests leave no orphans.
-func Main(m *testing.M) int {
+// When every test passed, each of checks runs and fails the run with its error.
+func Main(m *testing.M, checks ...func() error) int {
+	pkg.recorder = iampolicy.NewRecorder()
 	dir, err := os.MkdirTemp("", "sandgate-testkit-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testkit:", err)
@@ -141,6 +149,15 @@ func Main(m *testing.M) int {
 	if err := closeShared(); err != nil {
 		fmt.Fprintln(os.Stderr, "testkit:", err)
 		code = 1
+	}
+	for _, check := range checks {
+		if code != 0 {
+			break
+		}
+		if err := check(); err != nil {
+			fmt.Fprintln(os.Stderr, "testkit:", err)
+			code = 1
+		}
 	}
 	if pids := Leftovers(dir); len(pids) > 0 {
 		fmt.Fprintf(os.Stderr, "testkit: processes of the test's binaries left behind: %s\n", strings.Join(pids, ", "))

@@ -85,6 +85,9 @@ func start(b *Build, mutate func(*stack.Options)) (*Stack, error) {
 	if mutate != nil {
 		mutate(&o)
 	}
+	if o.Recorder == nil {
+		o.Recorder = pkg.recorder
+	}
 	if os.Getenv(EnvDebug) != "" {
 		o.Overrides = maps.Clone(o.Overrides)
 		if o.Overrides == nil {
