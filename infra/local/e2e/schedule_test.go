@@ -43,11 +43,12 @@ func TestStack_Cleanup_ReapTellsTheUsersClients(t *testing.T) {
 	s := testkit.Start(t, nil)
 	// A client whose sandbox failed to start keeps its connection; a holder that died
 	// since holds the user's lease, already expired.
-	s.ECS.FailRunTask(ecslocal.ServerException, 1)
+	s.ECS.FailRunTask(ecslocal.ServerException, -1)
 	c := s.Dial(t, "user_reaped")
 	if r := c.ErrorFrame(reply); r != frames.ReasonStartFailed {
 		t.Fatalf("reason %q, want %s", r, frames.ReasonStartFailed)
 	}
+	s.ECS.ClearFaults()
 	dying := state.New(dynamodb.NewFromConfig(s.AWS), s.Table)
 	dying.StartTTL = time.Millisecond
 	if _, err := dying.Acquire(context.Background(), "user_reaped"); err != nil {
