@@ -1,5 +1,11 @@
 // Command sandgate-agent is the sandbox's entrypoint: the agent (no arguments), the
-// built-in demo workload (demo), and the container's health check (healthcheck).
+// built-in demo workload (demo), and the container's health check (healthcheck). It
+// is also the workload's launcher: the agent re-executes it to start the workload
+// (internal/workload.RunLauncher).
+//
+// The agent is the container's PID 1 (the task definition has no init process): a
+// child subreaper that reaps the orphans the workload leaves, with SIGTERM and SIGINT
+// starting its stop sequence.
 package main
 
 import (
@@ -29,7 +35,14 @@ import (
 
 const usage = "usage: sandgate-agent [demo | healthcheck]"
 
+// Log keys of the reaper's lines.
+const (
+	logPID    = "pid"
+	logStatus = "waitStatus"
+)
+
 func main() {
+	workload.RunLauncher() // returns unless the agent started this process as a launcher
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
@@ -53,8 +66,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // runAgent reads the configuration once, builds the clients and runs the sandbox.
 func runAgent(ctx context.Context, env *config.Env, stdout, stderr io.Writer) error {
-	// First, before the configuration (and its secrets) is read: the workload runs as
-	// our uid and could otherwise read our environment and memory through /proc.
+	// First, before the configuration (and its secrets) is read: our /proc files then
+	// belong to root and no process may ptrace us without CAP_SYS_PTRACE, even one of
+	// our own uid (the workload, when a local stack that is not root runs it so).
 	if err := agent.ProtectProcess(); err != nil {
 		return fmt.Errorf("protect the agent from the workload: %w", err)
 	}
@@ -67,10 +81,6 @@ func runAgent(ctx context.Context, env *config.Env, stdout, stderr io.Writer) er
 		log.Error("bad configuration", logging.Error, err.Error())
 		return err
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find own executable: %w", err)
-	}
 	aws, err := awsconf.Load(ctx)
 	if err != nil {
 		log.Error("aws configuration", logging.Error, err.Error())
@@ -82,7 +92,19 @@ func runAgent(ctx context.Context, env *config.Env, stdout, stderr io.Writer) er
 	bucket := s3bucket.New(s3bucket.NewClient(aws, cfg.Storage), cfg.Bucket)
 	a := agent.New(cfg, store, bucket, relay.NewClient(aws, cfg.ManagementEndpoint), log)
 	a.WorkloadOutput = stderr
-	a.WorkloadCommand = []string{self, "demo"}
+	// This binary, reached through the magic link from the launcher (which is this
+	// binary too), so the workload's uid needs no access to where it is installed.
+	a.WorkloadCommand = []string{"/proc/self/exe", "demo"}
+	// The only waiter of this process: every child is started through it.
+	reaper, err := workload.StartReaper(func(pid int, status syscall.WaitStatus) {
+		log.Debug("reaped an orphan of the workload", logPID, pid, logStatus, int(status))
+	})
+	if err != nil {
+		log.Error("become the container's init", logging.Error, err.Error())
+		return err
+	}
+	defer reaper.Close()
+	a.Reaper = reaper
 	if err := a.Run(ctx); err != nil {
 		log.Error("agent exited", logging.Error, err.Error())
 		return err

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -122,5 +123,30 @@ func TestMain_Demo_ServesUntilSIGTERM(t *testing.T) {
 		}
 	case <-time.After(testkit.Wait):
 		t.Fatal("demo ignored SIGTERM")
+	}
+}
+
+// The binary is also the workload's launcher: started as one (by the agent, through
+// /proc/self/exe), it applies the workload's limits and execs the program, which runs
+// with no_new_privs, the limits and oom_score_adj 1000.
+func TestMain_Launcher_AppliesLimitsThenExecs(t *testing.T) {
+	cat, err := exec.LookPath("cat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, code := testkit.Run(t, testkit.Binaries(t).Agent(), nil,
+		"-sandgate-launch", "procs=64,files=128,as=0,nice=3", "--", cat, "/proc/self/status", "/proc/self/limits", "/proc/self/oom_score_adj")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^NoNewPrivs:\s+1$`),
+		regexp.MustCompile(`(?m)^Max processes\s+64\s+64\s`),
+		regexp.MustCompile(`(?m)^Max open files\s+128\s+128\s`),
+		regexp.MustCompile(`(?m)^1000$`),
+	} {
+		if !want.MatchString(out) {
+			t.Errorf("the program's view lacks %s:\n%s", want, out)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/sandgate/sandgate/internal/objsync"
 	"github.com/sandgate/sandgate/internal/relay"
 	"github.com/sandgate/sandgate/internal/state"
+	"github.com/sandgate/sandgate/internal/workload"
 )
 
 // Defaults of the Agent's tunables.
@@ -42,6 +43,12 @@ type Agent struct {
 	HTTPClient *http.Client
 	// WorkloadCommand runs when Config.Command is empty: the built-in demo.
 	WorkloadCommand []string
+	// Reaper, when set, collects the workload's exit status and the orphans it leaves
+	// (the agent as the container's init: see container/main.go); the agent kills
+	// what orphans remain once the workload has stopped. A process with a Reaper must
+	// start every child through it, so tests that run the agent inside a test binary
+	// leave it nil.
+	Reaper *workload.Reaper
 
 	// MaxRestarts is how often a crashed workload is restarted (DefaultMaxRestarts;
 	// negative: never).
@@ -192,6 +199,9 @@ func (s *sandbox) run(ctx context.Context) error {
 	if err := s.restore(work); err != nil {
 		return s.failStart(ctx, "restore", err)
 	}
+	if err := handOver(s.cfg); err != nil {
+		return s.failStart(ctx, "workspace", err)
+	}
 	if err := s.startWorkload(work); err != nil {
 		return s.failStart(ctx, "workload", err)
 	}
@@ -257,6 +267,9 @@ const (
 	logRestarts   = "restarts"
 	logPrefix     = "prefix"
 	logCommand    = "command"
+	logUID        = "uid"
+	logGID        = "gid"
+	logOrphans    = "orphans"
 	logFrames     = "frames"
 	// logTaskGeneration is the generation RunTask gave the task, beside the record's.
 	logTaskGeneration = "taskGeneration"

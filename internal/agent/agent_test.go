@@ -358,8 +358,7 @@ func TestAgent_Run_StopDuringTheDrain_HeldFramesDelivered(t *testing.T) {
 		sigterm bool
 	}{{"InboxReadFails", false}, {"SIGTERM", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, map[string]string{"workload": "recorder"})
-			t.Setenv("SANDGATE_AGENT_TEST_EXPECT", "3")
+			h := newHarness(t, map[string]string{"workload": "recorder", envExpect: "3"})
 			cl := h.connect()
 			h.acquire()
 			spy := newSpy(h.store)

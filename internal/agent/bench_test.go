@@ -37,9 +37,16 @@ func benchRoundTrip(b *testing.B, size int) {
 	frame := []byte(fmt.Sprintf("%0*d", size, 0))
 
 	// The baseline: the same workload program, dialled directly.
-	self, _ := os.Executable()
 	port := freePort(b)
-	p, err := workload.Start(ctx, workload.Config{Command: []string{self}, Dir: b.TempDir(), Host: "127.0.0.1", Port: port, UserID: h.userID})
+	ws := dataDir(b)
+	if os.Geteuid() == 0 {
+		if err := os.Chown(ws, workload.DefaultUID, workload.DefaultGID); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cfg := h.agent(h.store, h.bucket).Config
+	p, err := workload.Start(ctx, workload.Config{Command: []string{"/proc/self/exe"}, Dir: ws, Host: "127.0.0.1", Port: port,
+		UserID: h.userID, UID: cfg.WorkloadUID, GID: cfg.WorkloadGID, Env: cfg.WorkloadEnv, Limits: cfg.WorkloadLimits})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"math"
 	"net/url"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"time"
 
 	"github.com/sandgate/sandgate/internal/config"
@@ -31,14 +33,23 @@ const (
 	// Optional: read with a default that suits the template's StopTimeout of 120 s.
 	EnvStopTimeout   = "STOP_TIMEOUT"
 	EnvWorkloadGrace = "WORKLOAD_GRACE"
+	// The workload's identity, environment and limits (internal/workload's defaults).
+	EnvWorkloadUID          = "WORKLOAD_UID"
+	EnvWorkloadGID          = "WORKLOAD_GID"
+	EnvWorkloadEnv          = "WORKLOAD_ENV" // NAME1,NAME2: the agent's variables the workload also gets
+	EnvWorkloadMaxProcs     = "WORKLOAD_MAX_PROCS"
+	EnvWorkloadMaxFiles     = "WORKLOAD_MAX_FILES"
+	EnvWorkloadAddressSpace = "WORKLOAD_MAX_ADDRESS_SPACE_MB" // 0 or unset: no RLIMIT_AS
 	// EnvMetadataURI is set by ECS (Fargate platform 1.4.0 and later) in every container.
 	EnvMetadataURI = "ECS_CONTAINER_METADATA_URI_V4"
 )
 
 // Optional lists the variables LoadConfig reads with a default that the task
 // definition need not set; SANDBOX_COMMAND is there because empty means the demo.
-var Optional = []string{EnvStopTimeout, EnvWorkloadGrace, EnvCommand,
-	s3bucket.EnvAccessKeyID, s3bucket.EnvSecretAccessKey}
+var Optional = append([]string{EnvStopTimeout, EnvWorkloadGrace, EnvCommand,
+	s3bucket.EnvAccessKeyID, s3bucket.EnvSecretAccessKey,
+	EnvWorkloadUID, EnvWorkloadGID, EnvWorkloadEnv, EnvWorkloadMaxProcs, EnvWorkloadMaxFiles, EnvWorkloadAddressSpace},
+	workload.PassThrough...)
 
 // PerTask lists the variables that come from RunTask overrides (internal/taskenv) and
 // Platform those ECS itself injects: neither belongs in the task definition.
@@ -103,6 +114,14 @@ type Config struct {
 	WorkloadGrace time.Duration
 	// Command is SANDBOX_COMMAND split on spaces; empty runs the built-in demo.
 	Command []string
+	// WorkloadUID and WorkloadGID are the workload's credentials (never 0).
+	WorkloadUID, WorkloadGID uint32
+	// WorkloadEnv is the workload's environment beside what internal/workload sets:
+	// the pass-through variables that are set, then the names WORKLOAD_ENV declares
+	// that are set, as NAME=value.
+	WorkloadEnv []string
+	// WorkloadLimits are the workload's resource limits and nice value.
+	WorkloadLimits workload.Limits
 	// DataDir is DATA_DIR made absolute.
 	DataDir     string
 	MessageRate int
@@ -172,6 +191,7 @@ func LoadConfig(env *config.Env) Config {
 		env.Check(EnvWorkloadGrace, fmt.Errorf("%s is more than half of %s %s: the final sync needs the rest", c.WorkloadGrace, EnvStopTimeout, c.StopTimeout))
 	}
 	c.Command = workload.ParseCommand(env.String(EnvCommand, ""))
+	loadWorkload(env, &c)
 	dir := env.String(EnvDataDir, DefaultDataDir)
 	abs, err := filepath.Abs(dir)
 	env.Check(EnvDataDir, err)
@@ -180,6 +200,70 @@ func LoadConfig(env *config.Env) Config {
 	c.LogLevel = env.Level(EnvLogLevel, slog.LevelInfo)
 	c.Storage = s3bucket.LoadOptions(env)
 	return c
+}
+
+// MaxID is the highest uid or gid the workload may be given: (uid_t)-1 means "none".
+const MaxID = math.MaxUint32 - 1
+
+// loadWorkload reads the workload's identity, limits and environment.
+func loadWorkload(env *config.Env, c *Config) {
+	c.WorkloadUID = uint32(env.Int(EnvWorkloadUID, workload.DefaultUID, 1, MaxID))
+	c.WorkloadGID = uint32(env.Int(EnvWorkloadGID, workload.DefaultGID, 1, MaxID))
+	c.WorkloadLimits = workload.Limits{
+		Procs: uint64(env.Int(EnvWorkloadMaxProcs, workload.DefaultMaxProcs, 16, 1<<22)),
+		Files: uint64(env.Int(EnvWorkloadMaxFiles, workload.DefaultMaxFiles, 64, 1<<20)),
+		Nice:  workload.DefaultNice,
+	}
+	c.WorkloadLimits.AddressSpace = uint64(env.Int(EnvWorkloadAddressSpace, 0, 0, 1<<30)) << 20
+	c.WorkloadEnv = nil
+	for _, name := range workload.PassThrough {
+		def := ""
+		if name == "PATH" {
+			def = workload.DefaultPath
+		}
+		if v := env.String(name, def); v != "" {
+			c.WorkloadEnv = append(c.WorkloadEnv, name+"="+v)
+		}
+	}
+	for _, name := range env.List(EnvWorkloadEnv) {
+		if err := checkDeclared(name); err != nil {
+			env.Check(EnvWorkloadEnv, err)
+			continue
+		}
+		if slices.Contains(workload.PassThrough, name) {
+			continue
+		}
+		if v := env.String(name, ""); v != "" {
+			c.WorkloadEnv = append(c.WorkloadEnv, name+"="+v)
+		}
+	}
+}
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// neverDeclared are the agent's own secrets and credentials, and what points at them:
+// a team that declares one of them by mistake is refused, not obeyed.
+var neverDeclared = []string{
+	s3bucket.EnvAccessKeyID, s3bucket.EnvSecretAccessKey,
+	"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+	"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+	"AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+	"ECS_CONTAINER_METADATA_URI", EnvMetadataURI,
+}
+
+// checkDeclared refuses a name the workload must not be given: not a variable name,
+// one of the agent's secrets or per-task variables (the lease token among them), or
+// one internal/workload sets itself.
+func checkDeclared(name string) error {
+	switch {
+	case !envName.MatchString(name):
+		return fmt.Errorf("%q is not a variable name", name)
+	case slices.Contains(neverDeclared, name) || slices.Contains(PerTask, name):
+		return fmt.Errorf("%s is the agent's, never the workload's", name)
+	case slices.Contains(workload.Own, name):
+		return fmt.Errorf("%s is set by the agent for the workload", name)
+	}
+	return nil
 }
 
 // HealthConfig is what `sandgate-agent healthcheck` needs: the agent's port and the

@@ -12,6 +12,7 @@ import (
 	"github.com/sandgate/sandgate/internal/agent"
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/taskenv"
+	"github.com/sandgate/sandgate/internal/workload"
 )
 
 // The variables RunTask overrides and the platform set.
@@ -38,6 +39,8 @@ func TestLoadConfig_Defaults(t *testing.T) {
 		MaxLifetime: 8 * time.Hour, SyncInterval: 30 * time.Second, LeaseTTL: 60 * time.Second,
 		StopTimeout: 110 * time.Second, WorkloadGrace: 10 * time.Second, DataDir: abs,
 		MessageRate: 20, LogLevel: slog.LevelInfo,
+		WorkloadUID: 10001, WorkloadGID: 10001, WorkloadLimits: workload.DefaultLimits,
+		WorkloadEnv: []string{"PATH=" + workload.DefaultPath},
 	}
 	if len(cfg.Command) != 0 {
 		t.Errorf("Command = %q, want none (the demo)", cfg.Command)
@@ -88,6 +91,56 @@ func TestLoadConfig_Values(t *testing.T) {
 		cfg.MessageRate != 50 || cfg.LogLevel != slog.LevelDebug || cfg.StopTimeout != 100*time.Second ||
 		cfg.WorkloadGrace != 20*time.Second || cfg.Storage.Region != "auto" || !cfg.Storage.UsePathStyle {
 		t.Fatalf("LoadConfig = %+v", cfg)
+	}
+}
+
+// The workload's identity, limits and environment: the pass-through variables that are
+// set, and the declared ones that are set, nothing else of the agent's environment.
+func TestLoadConfig_Workload(t *testing.T) {
+	vars := taskVars()
+	for k, v := range map[string]string{
+		"WORKLOAD_UID": "2000", "WORKLOAD_GID": "3000", "WORKLOAD_MAX_PROCS": "100", "WORKLOAD_MAX_FILES": "1024",
+		"WORKLOAD_MAX_ADDRESS_SPACE_MB": "2048", "WORKLOAD_ENV": " OPENAI_API_KEY, UNSET_ONE,TZ ,, MODEL",
+		"OPENAI_API_KEY": "sk-team", "MODEL": "small", "UNDECLARED": "never", "PATH": "/opt/bin:/usr/bin",
+		"TZ": "Europe/Paris", "STORAGE_SECRET_ACCESS_KEY": "agent-only", "STORAGE_ACCESS_KEY_ID": "agent-only-id",
+	} {
+		vars[k] = v
+	}
+	env := config.New(config.Map(vars))
+	cfg := agent.LoadConfig(env)
+	if err := env.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.WorkloadUID != 2000 || cfg.WorkloadGID != 3000 ||
+		cfg.WorkloadLimits != (workload.Limits{Procs: 100, Files: 1024, AddressSpace: 2048 << 20, Nice: workload.DefaultNice}) {
+		t.Errorf("identity %d:%d, limits %+v", cfg.WorkloadUID, cfg.WorkloadGID, cfg.WorkloadLimits)
+	}
+	want := []string{"PATH=/opt/bin:/usr/bin", "TZ=Europe/Paris", "OPENAI_API_KEY=sk-team", "MODEL=small"}
+	if !slices.Equal(cfg.WorkloadEnv, want) {
+		t.Errorf("WorkloadEnv = %q, want %q", cfg.WorkloadEnv, want)
+	}
+}
+
+// The workload never runs as root, and never receives a variable of the agent's own by
+// declaration: the lease token, the store's keys, the credentials URI, the metadata
+// endpoint. Each refusal names WORKLOAD_ENV and the variable.
+func TestLoadConfig_Workload_Refused(t *testing.T) {
+	vars := taskVars()
+	vars["WORKLOAD_UID"], vars["WORKLOAD_GID"] = "0", "-5"
+	declared := []string{taskenv.LeaseToken, "STORAGE_ACCESS_KEY_ID", "STORAGE_SECRET_ACCESS_KEY",
+		"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_SECRET_ACCESS_KEY",
+		"AWS_SESSION_TOKEN", agent.EnvMetadataURI, "HOME", "PORT", "NOT-A-NAME"}
+	vars["WORKLOAD_ENV"] = strings.Join(declared, ",")
+	env := config.New(config.Map(vars))
+	agent.LoadConfig(env)
+	err := env.Err()
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range append([]string{"WORKLOAD_UID:", "WORKLOAD_GID:"}, declared...) {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %s: %v", want, err)
+		}
 	}
 }
 

@@ -33,11 +33,13 @@ import (
 	"github.com/sandgate/sandgate/internal/s3bucket"
 	"github.com/sandgate/sandgate/internal/state"
 	"github.com/sandgate/sandgate/internal/taskenv"
+	"github.com/sandgate/sandgate/internal/workload"
 )
 
 // The test binary doubles as the workload (testkit.EnvWorkload): the demo, or an echo
 // server that exits on a "crash" frame, among others.
 func TestMain(m *testing.M) {
+	workload.RunLauncher()
 	switch os.Getenv(testkit.EnvWorkload) {
 	case "demo":
 		os.Exit(demoWorkload())
@@ -51,6 +53,12 @@ func TestMain(m *testing.M) {
 		os.Exit(protectHelper())
 	case modePeek:
 		os.Exit(peekWorkload())
+	case modeCapBound:
+		os.Exit(capBound())
+	case modeCapAgent:
+		os.Exit(capAgent())
+	case modeCapWriter:
+		os.Exit(capWriter())
 	}
 	os.Exit(dynamodblocal.RunTests(m))
 }
@@ -83,11 +91,11 @@ func flusherWorkload() int {
 }
 
 // recorderWorkload appends every frame it reads to received.txt in the workspace, one
-// a line, and on SIGTERM exits only once it has read SANDGATE_AGENT_TEST_EXPECT frames
+// a line, and on SIGTERM exits only once it has read envExpect frames
 // (the agent kills it after WORKLOAD_GRACE otherwise). The final sync then shows which
 // frames the agent wrote to the workload before stopping it, whatever the timing.
 func recorderWorkload() int {
-	want, _ := strconv.Atoi(os.Getenv("SANDGATE_AGENT_TEST_EXPECT"))
+	want, _ := strconv.Atoi(os.Getenv(envExpect))
 	f, err := os.OpenFile(filepath.Join(os.Getenv("SANDGATE_WORKSPACE"), "received.txt"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return 1
@@ -172,28 +180,44 @@ func newHarness(t testing.TB, vars map[string]string) *harness {
 	}))
 	t.Cleanup(meta.Close)
 
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	h.vars = map[string]string{
 		taskenv.UserID: h.userID, taskenv.Table: db.Table, taskenv.Bucket: h.s3.Bucket(),
 		taskenv.Prefix: taskenv.UserPrefix(h.userID), taskenv.ManagementEndpoint: h.gw.Server.ManagementEndpoint(),
 		agent.EnvMetadataURI: meta.URL, agent.EnvPort: strconv.Itoa(freePort(t)),
-		agent.EnvDataDir: t.TempDir(), agent.EnvSleepAfter: "1h", agent.EnvSyncInterval: "1h",
+		agent.EnvDataDir: dataDir(t), agent.EnvSleepAfter: "1h", agent.EnvSyncInterval: "1h",
 		agent.EnvLeaseTTL: "60s", agent.EnvStopTimeout: "10s", agent.EnvWorkloadGrace: "2s",
-		agent.EnvMessageRateLimit: "1000", agent.EnvCommand: self,
+		agent.EnvMessageRateLimit: "1000",
+		// The test binary, through the launcher (this binary too), in the mode the
+		// declared SANDGATE_TEST_WORKLOAD names: the only way a variable reaches it.
+		agent.EnvCommand: "/proc/self/exe", testkit.EnvWorkload: "demo",
+		agent.EnvWorkloadEnv: testkit.EnvWorkload + "," + envExpect + ",GORACE", "GORACE": "atexit_sleep_ms=0",
+	}
+	if os.Geteuid() != 0 {
+		// No second uid to give the workload: it runs as ours, isolated by nothing.
+		h.vars[agent.EnvWorkloadUID], h.vars[agent.EnvWorkloadGID] = strconv.Itoa(os.Geteuid()), strconv.Itoa(os.Getegid())
 	}
 	for k, v := range vars {
 		h.vars[k] = v
 	}
-	workloadMode := "demo"
 	if m, ok := vars["workload"]; ok {
-		workloadMode = m
+		h.vars[testkit.EnvWorkload] = m
 		delete(h.vars, "workload")
 	}
-	t.Setenv(testkit.EnvWorkload, workloadMode)
 	return h
+}
+
+// envExpect tells the recorder workload how many frames to wait for.
+const envExpect = "SANDGATE_AGENT_TEST_EXPECT"
+
+// dataDir is a DATA_DIR the workload's uid can reach: t.TempDir's parent is private
+// to root, so it is opened for search (the agent makes DATA_DIR searchable itself).
+func dataDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Chmod(filepath.Dir(dir), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // acquire takes the user's lease as the Lambdas do before RunTask.

@@ -45,8 +45,9 @@ const permissionDenied = "permission denied"
 const noExitSleep = "GORACE=atexit_sleep_ms=0"
 
 // protectHelper plays the agent: it calls ProtectProcess when told to, then starts
-// the workload (the test binary again, same uid, without the secrets in its own
-// environment, as workload.Config.Unset arranges) and passes on its report.
+// the workload (the test binary again, under the agent's own uid as a local stack that
+// is not root runs it, without the secrets in its own environment) and passes on its
+// report.
 func protectHelper() int {
 	if os.Getenv(envProtect) == "1" {
 		if err := agent.ProtectProcess(); err != nil {
@@ -100,10 +101,12 @@ func peekError(err error) string {
 	return err.Error()
 }
 
-// The workload runs as the agent's uid without CAP_SYS_PTRACE. Once the agent has
-// called ProtectProcess, the workload cannot read the agent's environment (the lease
-// token, the store's keys) or open its memory through /proc; without the call it can,
-// which shows the test would catch a ProtectProcess that did nothing.
+// ProtectProcess is the agent's second line, and its only one when the workload
+// shares its uid (a local stack that is not root; under its own uid the kernel refuses
+// the workload all of this anyway): once the agent has called it, a workload of its
+// uid without CAP_SYS_PTRACE cannot read the agent's environment (the lease token, the
+// store's keys) or open its memory through /proc; without the call it can, which
+// shows the test would catch a ProtectProcess that did nothing.
 func TestProtectProcess_SameUIDWorkload_CannotReadTheAgentsEnviron(t *testing.T) {
 	exe, dir, cred := unprivilegedTestBinary(t)
 	secret := randomSecret(t)

@@ -7,10 +7,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -18,9 +20,7 @@ import (
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/objsync"
-	"github.com/sandgate/sandgate/internal/s3bucket"
 	"github.com/sandgate/sandgate/internal/state"
-	"github.com/sandgate/sandgate/internal/taskenv"
 	"github.com/sandgate/sandgate/internal/upstream"
 	"github.com/sandgate/sandgate/internal/workload"
 )
@@ -57,11 +57,12 @@ func (s *sandbox) verify(ctx context.Context) (state.Lease, error) {
 }
 
 // prepare makes the data directories and the syncer, and picks the workload's port.
+// DATA_DIR is the agent's and searchable, so the workload can reach its workspace
+// through it; the workspace is private (root's until the restore is done, then the
+// workload's); the state directory (the sync manifest) is the agent's alone.
 func (s *sandbox) prepare() error {
-	for _, d := range []string{s.cfg.Workspace(), s.cfg.StatePath()} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return fmt.Errorf("create %s: %w", d, err)
-		}
+	if err := prepareDirs(s.cfg); err != nil {
+		return err
 	}
 	sy, err := objsync.New(s.agent.Bucket, s.cfg.Prefix, s.cfg.Workspace(), s.cfg.StatePath())
 	if err != nil {
@@ -82,6 +83,70 @@ func (s *sandbox) prepare() error {
 		log: s.log, limiter: newLimiter(s.cfg.MessageRate, s.now), touch: s.touch,
 		poster: s.poster, ended: s.closeClient, maxHeld: DefaultMaxHeld,
 		healthy: s.healthy, conns: map[string]*upstream.Conn{},
+	}
+	return nil
+}
+
+// prepareDirs makes DATA_DIR (the agent's, searchable), the workspace (the agent's
+// and private until handOver) and the state directory (the agent's and private), and
+// checks that the workload's uid can reach the workspace: before a long restore, and
+// naming the directory in the way.
+func prepareDirs(cfg Config) error {
+	if err := ownDir(cfg.DataDir, 0o711); err != nil {
+		return err
+	}
+	for _, d := range []string{cfg.Workspace(), cfg.StatePath()} {
+		if err := ownDir(d, 0o700); err != nil {
+			return err
+		}
+	}
+	if !cfg.sameUID() {
+		if err := workload.CheckAccess(cfg.DataDir, cfg.WorkloadUID, cfg.WorkloadGID); err != nil {
+			return fmt.Errorf("the workload could not reach its workspace: %w", err)
+		}
+	}
+	return nil
+}
+
+// sameUID reports whether the workload runs as the agent's own uid and gid (a local
+// stack that does not run as root): then nothing is chowned and nothing isolates it.
+func (c Config) sameUID() bool {
+	return c.WorkloadUID == uint32(os.Geteuid()) && c.WorkloadGID == uint32(os.Getegid())
+}
+
+// ownDir makes dir, or takes it over, as the agent's with mode: CAP_CHOWN makes it
+// ours first (whoever had it), so the chmod needs no CAP_FOWNER.
+func ownDir(dir string, mode os.FileMode) error {
+	if err := os.MkdirAll(dir, mode); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	if err := os.Lchown(dir, os.Geteuid(), os.Getegid()); err != nil {
+		return fmt.Errorf("own %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, mode); err != nil {
+		return fmt.Errorf("chmod %s: %w", dir, err)
+	}
+	return nil
+}
+
+// handOver gives the restored workspace to the workload's uid and gid: every file
+// and directory, symlinks themselves (never followed), each directory after its
+// contents (so walking the tree never needs to read a directory already given away).
+// The workload has not started, so nothing in the tree moves meanwhile.
+func handOver(cfg Config) error {
+	if cfg.sameUID() {
+		return nil
+	}
+	var paths []string
+	err := filepath.WalkDir(cfg.Workspace(), func(path string, d fs.DirEntry, err error) error {
+		paths = append(paths, path)
+		return err
+	})
+	for i := len(paths) - 1; i >= 0 && err == nil; i-- {
+		err = os.Lchown(paths[i], int(cfg.WorkloadUID), int(cfg.WorkloadGID))
+	}
+	if err != nil {
+		return fmt.Errorf("hand the workspace to the workload: %w", err)
 	}
 	return nil
 }
@@ -196,11 +261,12 @@ func (s *sandbox) startWorkload(ctx context.Context) error {
 		return errors.New("no SANDBOX_COMMAND and no built-in workload")
 	}
 	out := s.agent.WorkloadOutput
+	// The workload often runs the user's code: its own uid, its limits, and an
+	// environment of the allowlist only.
 	wc := workload.Config{
 		Command: cmd, Dir: s.cfg.Workspace(), Host: "127.0.0.1", Port: s.port, UserID: s.cfg.UserID,
-		Stdout: out, Stderr: out,
-		// The workload often runs the user's code: it gets none of the agent's secrets.
-		Unset: []string{taskenv.LeaseToken, s3bucket.EnvAccessKeyID, s3bucket.EnvSecretAccessKey},
+		UID: s.cfg.WorkloadUID, GID: s.cfg.WorkloadGID, Env: s.cfg.WorkloadEnv, Limits: s.cfg.WorkloadLimits,
+		Reaper: s.agent.Reaper, Stdout: out, Stderr: out,
 	}
 	restarts := s.agent.MaxRestarts
 	if restarts < 0 {
@@ -211,7 +277,8 @@ func (s *sandbox) startWorkload(ctx context.Context) error {
 		return err
 	}
 	s.sup = sup
-	s.log.Info("workload started", logPort, s.port, logCommand, cmd[0])
+	s.log.Info("workload started", logPort, s.port, logCommand, cmd[0],
+		logUID, s.cfg.WorkloadUID, logGID, s.cfg.WorkloadGID)
 	return nil
 }
 

@@ -137,10 +137,31 @@ func (s *supervisor) stop(grace time.Duration) {
 	start := time.Now()
 	err := p.Stop(grace)
 	s.log.Info("workload stopped", logging.Error, errString(err), logging.Duration, time.Since(start).Milliseconds())
+	s.killOrphans()
 }
 
 // kill ends the workload at once.
 func (s *supervisor) kill() { s.stop(0) }
+
+// killOrphans ends what the workload left running outside its process group (a
+// daemon that made a session of its own), once the workload has stopped. Only a
+// process with a Reaper has them as children; on Fargate the end of the agent, PID 1,
+// would end them too, but not on the local stack.
+func (s *supervisor) killOrphans() {
+	r := s.cfg.Reaper
+	if r == nil {
+		return
+	}
+	switch n, clean := r.KillOrphans(DefaultOrphanWait); {
+	case !clean:
+		s.log.Error("processes the workload left behind are still there after SIGKILL", logOrphans, n)
+	case n > 0:
+		s.log.Warn("killed processes the workload left behind", logOrphans, n)
+	}
+}
+
+// DefaultOrphanWait bounds the wait for the orphans the agent killed to be reaped.
+const DefaultOrphanWait = 5 * time.Second
 
 func errString(err error) string {
 	if err == nil {

@@ -432,11 +432,11 @@ func TestAgent_DynamoDBUnreachable_StepsDownBeforeTheDeadline(t *testing.T) {
 // A crashed workload is restarted; clients are told, and the next frame is served.
 func TestAgent_WorkloadCrash_Restarted(t *testing.T) {
 	t.Parallel()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := newAgentEnv(t, timings{"SANDBOX_COMMAND": self, testkit.EnvWorkload: testkit.WorkloadCrashy})
+	// The workload runs under a uid of its own: it needs a copy of this binary it can
+	// reach (go test's build directory is private), and its mode reaches it only
+	// declared in WORKLOAD_ENV.
+	e := newAgentEnv(t, timings{"SANDBOX_COMMAND": reachableCopyOfSelf(t),
+		testkit.EnvWorkload: testkit.WorkloadCrashy, "WORKLOAD_ENV": testkit.EnvWorkload})
 	user := e.user("crash")
 	cl := e.connect(user)
 	sb := e.start(user)
@@ -448,6 +448,32 @@ func TestAgent_WorkloadCrash_Restarted(t *testing.T) {
 	cl.JSONFrame("hello", reply) // the upstream was redialled
 	sb.deliver(cl, "after the restart")
 	cl.Next(reply, "echo", testkit.Is("after the restart"))
+}
+
+// reachableCopyOfSelf copies the test binary into a directory every uid may search.
+func reachableCopyOfSelf(t *testing.T) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "sandgate-e2e-workload-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	b, err := os.ReadFile(self)
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
+	exe := filepath.Join(dir, filepath.Base(self))
+	if err == nil {
+		err = os.WriteFile(exe, b, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exe
 }
 
 // A workload that cannot start fails the start: the client is told, the lease is

@@ -244,7 +244,9 @@ func (s *Server) startContainer(t *task) (p *proc.Process, crashed bool, failure
 	env := s.environLocked(t, secrets)
 	output := s.output
 	s.mu.Unlock()
-	if err := os.Mkdir(t.dataDir, 0o700); err != nil {
+	// Searchable by every uid, as a container's root is: the agent runs its workload
+	// under a uid of its own, which must reach its workspace inside.
+	if err := os.Mkdir(t.dataDir, 0o711); err != nil {
 		return nil, false, fmt.Sprintf("ResourceInitializationError: create task storage: %v", err)
 	}
 	if t.crash {
