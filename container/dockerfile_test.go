@@ -7,10 +7,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/sandgate/sandgate/internal/workload"
 )
 
 // instruction is one Dockerfile instruction, continuation lines joined.
@@ -51,8 +54,9 @@ func parseDockerfile(t *testing.T, path string) []instruction {
 
 // The Dockerfile keeps the contract the template and the deploy rely on: a base image
 // chosen by build argument, a static agent at /usr/local/bin/sandgate-agent as the
-// entrypoint, a non-root user, a health check that is the task definition's, and the
-// template's writable paths as volumes.
+// entrypoint, root (only so the agent can start the workload under its own uid), a
+// health check that is the task definition's, and the template's writable paths as
+// volumes.
 func TestDockerfile_Contract(t *testing.T) {
 	ins := parseDockerfile(t, "Dockerfile")
 	last := 0
@@ -83,14 +87,10 @@ func TestDockerfile_Contract(t *testing.T) {
 	if ep := final("ENTRYPOINT"); len(ep) != 1 || ep[0] != `["/usr/local/bin/sandgate-agent"]` {
 		t.Errorf("ENTRYPOINT %q", ep)
 	}
-	users := final("USER")
-	if len(users) == 0 {
-		t.Error("the final stage runs as root: no USER")
-	}
-	for _, u := range users {
-		name, _, _ := strings.Cut(u, ":")
-		if name == "root" || name == "0" {
-			t.Errorf("USER %s", u)
+	// Root: the agent starts the workload under WORKLOAD_UID, which needs SETUID.
+	for _, u := range final("USER") {
+		if name, group, _ := strings.Cut(u, ":"); (name != "0" && name != "root") || (group != "" && group != "0" && group != "root") {
+			t.Errorf("USER %s: the agent runs as root, the workload under WORKLOAD_UID", u)
 		}
 	}
 	hc := final("HEALTHCHECK")
@@ -113,6 +113,8 @@ func TestDockerfile_Contract(t *testing.T) {
 		t.Error("the final stage does not copy the binary to /usr/local/bin/sandgate-agent")
 	}
 
+	checkOwnership(t, ins, last)
+
 	// The template: its health check runs the same command, and every path it mounts
 	// a task volume on (DATA_DIR, /tmp) is a VOLUME here, so the image's ownership of
 	// those paths reaches the volumes; HOME lies under one of them.
@@ -120,6 +122,10 @@ func TestDockerfile_Contract(t *testing.T) {
 		Resources map[string]struct {
 			Properties struct {
 				ContainerDefinitions []struct {
+					User            *string `yaml:"User"`
+					LinuxParameters struct {
+						InitProcessEnabled *bool `yaml:"InitProcessEnabled"`
+					} `yaml:"LinuxParameters"`
 					HealthCheck struct {
 						Command []string `yaml:"Command"`
 					} `yaml:"HealthCheck"`
@@ -141,6 +147,13 @@ func TestDockerfile_Contract(t *testing.T) {
 	if len(cd) != 1 {
 		t.Fatalf("template: %d containers", len(cd))
 	}
+	// The same process model: the image's user (root), the agent as PID 1.
+	if u := cd[0].User; u != nil && *u != "0" && *u != "0:0" {
+		t.Errorf("template: container User %q, want root (0) as the image", *u)
+	}
+	if ip := cd[0].LinuxParameters.InitProcessEnabled; ip == nil || *ip {
+		t.Error("template: InitProcessEnabled must be false: the agent is PID 1 and reaps orphans itself")
+	}
 	if want := []string{"CMD", "/usr/local/bin/sandgate-agent", "healthcheck"}; !slices.Equal(cd[0].HealthCheck.Command, want) {
 		t.Errorf("template health check %q, want %q", cd[0].HealthCheck.Command, want)
 	}
@@ -160,6 +173,50 @@ func TestDockerfile_Contract(t *testing.T) {
 	}
 	if !slices.ContainsFunc(writable, func(p string) bool { return home == p || strings.HasPrefix(home, p+"/") }) {
 		t.Errorf("HOME=%q is not under a writable path %q", home, writable)
+	}
+}
+
+// checkOwnership checks the image's layout of DATA_DIR: the workload's uid and gid are
+// build arguments whose defaults are internal/workload's, passed on to the agent (ENV);
+// the build stage makes DATA_DIR root's and searchable only, the state directory root's
+// and private, the workspace the workload's and private; the final stage copies them
+// with their owners.
+func checkOwnership(t *testing.T, ins []instruction, last int) {
+	t.Helper()
+	args := map[string]string{}
+	for _, in := range ins {
+		if in.stage == -1 && in.cmd == "ARG" {
+			k, v, _ := strings.Cut(in.args, "=")
+			args[k] = v
+		}
+	}
+	if args["WORKLOAD_UID"] != strconv.Itoa(workload.DefaultUID) || args["WORKLOAD_GID"] != strconv.Itoa(workload.DefaultGID) {
+		t.Errorf("ARG WORKLOAD_UID=%q WORKLOAD_GID=%q, want internal/workload's defaults %d and %d",
+			args["WORKLOAD_UID"], args["WORKLOAD_GID"], workload.DefaultUID, workload.DefaultGID)
+	}
+	var build, env string
+	for _, in := range ins {
+		switch {
+		case in.stage < last && in.cmd == "RUN":
+			build += in.args + " "
+		case in.stage == last && in.cmd == "ENV":
+			env += " " + in.args
+		}
+	}
+	const data = "/out/home/sandbox/data"
+	for _, want := range []string{
+		"chmod 0711 " + data + " ",
+		"chmod 0700 " + data + "/.sandgate " + data + "/workspace ",
+		"chown ${WORKLOAD_UID}:${WORKLOAD_GID} " + data + "/workspace ",
+	} {
+		if !strings.Contains(build, want) {
+			t.Errorf("the build stage does not run %q", want)
+		}
+	}
+	for _, want := range []string{"WORKLOAD_UID=${WORKLOAD_UID}", "WORKLOAD_GID=${WORKLOAD_GID}", "DATA_DIR=/home/sandbox/data"} {
+		if !strings.Contains(env, " "+want) {
+			t.Errorf("the final stage's ENV lacks %s", want)
+		}
 	}
 }
 

@@ -32,10 +32,11 @@ type scenario struct {
 
 // required are the parameters without a sane default: a deploy must name them.
 var required = map[string]string{
-	"SandboxImage":     "123456789012.dkr.ecr.us-east-1.amazonaws.com/sandgate-sandbox:test",
-	"SubnetIds":        "subnet-0a,subnet-0b",
-	"SecurityGroupIds": "sg-0a",
-	"BucketName":       "sandgate-test-bucket",
+	"SandboxImage":             "123456789012.dkr.ecr.us-east-1.amazonaws.com/sandgate-sandbox:test",
+	"SubnetIds":                "subnet-0a,subnet-0b",
+	"FunctionSecurityGroupIds": "sg-0f",
+	"SandboxSecurityGroupIds":  "sg-0a",
+	"BucketName":               "sandgate-test-bucket",
 }
 
 const signingVersion = "0b9d1c7e-1234-4a5b-9c8d-0123456789ab"

@@ -147,8 +147,8 @@ func TestFunctions_Runtime(t *testing.T) {
 		}
 		if vpc := template.Lookup(r.Properties, "VpcConfig"); agentCallers[id] != (vpc != nil) {
 			t.Errorf("%s: VpcConfig present = %v, want %v", id, vpc != nil, agentCallers[id])
-		} else if vpc != nil && (!refersTo(template.Lookup(vpc, "SubnetIds"), "SubnetIds") || !refersTo(template.Lookup(vpc, "SecurityGroupIds"), "SecurityGroupIds")) {
-			t.Errorf("%s: VpcConfig does not come from the SubnetIds and SecurityGroupIds parameters", id)
+		} else if vpc != nil && !refersTo(template.Lookup(vpc, "SubnetIds"), "SubnetIds") {
+			t.Errorf("%s: VpcConfig does not come from the SubnetIds parameter", id)
 		}
 		lg := template.Lookup(r.Properties, "LoggingConfig", "LogGroup")
 		if lg == nil {

@@ -240,10 +240,11 @@ func localParams(bucket string, extra map[string]string) map[string]string {
 		"BucketName": bucket,
 		// An ECR image, so the task's start asks what Fargate's pull asks of the
 		// execution role.
-		"SandboxImage":     LocalImage,
-		"SubnetIds":        "subnet-0local",
-		"SecurityGroupIds": "sg-0local",
-		"StoragePathStyle": "true",
+		"SandboxImage":             LocalImage,
+		"SubnetIds":                "subnet-0local",
+		"FunctionSecurityGroupIds": "sg-0localfunctions",
+		"SandboxSecurityGroupIds":  "sg-0localsandboxes",
+		"StoragePathStyle":         "true",
 	}
 	for k, v := range extra {
 		p[k] = v
