@@ -1,5 +1,6 @@
 // Command connect is the WebSocket $connect Lambda; it also serves the notices it sends
-// itself to tell a new connection what happens to its sandbox.
+// itself to tell a new connection what happens to its sandbox, and the Message
+// function's ensure notices (the only function of the socket that may start tasks).
 package main
 
 import (

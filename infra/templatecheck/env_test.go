@@ -63,8 +63,8 @@ func contract(fn, scenario string) map[string]bool {
 	case "ConnectFunction":
 		names = append(names, envEnsure...)
 	case "MessageFunction":
-		names = append(names, envEnsure...)
-		names = append(names, "CONNECT_FUNCTION", "INBOX_MAX_FRAMES", "INBOX_MAX_BYTES", "AGENT_TIMEOUT")
+		// Not the ensure set: it starts no task, it asks the Connect function to.
+		names = append(names, "MANAGEMENT_ENDPOINT", "CONNECT_FUNCTION", "INBOX_MAX_FRAMES", "INBOX_MAX_BYTES", "AGENT_TIMEOUT")
 	case "DisconnectFunction":
 		// Only the globals: it removes a record and tells the agent; it never posts.
 	case "PrewarmFunction":

@@ -61,7 +61,8 @@ func post() string        { return "execute-api:ManageConnections " + fmt.Sprint
 func deleteConns() string { return "execute-api:ManageConnections " + fmt.Sprintf(conns, "DELETE") }
 func getConns() string    { return "execute-api:ManageConnections " + fmt.Sprintf(conns, "GET") }
 
-// invokeConnect lets a function send the Connect function its asynchronous notices.
+// invokeConnect lets a function send the Connect function its notices: Connect's own
+// asynchronous ones, and Message's (synchronous ensure notices, asynchronous restarts).
 var invokeConnect = "lambda:InvokeFunction " + arn + ":lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-connect"
 
 func concat(parts ...[]string) []string {
@@ -82,8 +83,9 @@ func expectedGrants(scenario string) map[string][]string {
 		"ConnectRole": concat(logs("ConnectLogGroup"),
 			tableGrants("GetItem", "PutItem", "UpdateItem", "DeleteItem"), ensure,
 			[]string{post(), invokeConnect}, vpc),
+		// No ensure: the Message function starts no task; Connect does it for it.
 		"MessageRole": concat(logs("MessageLogGroup"),
-			tableGrants("GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"), ensure,
+			tableGrants("GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"),
 			[]string{post(), invokeConnect}, vpc),
 		"DisconnectRole": concat(logs("DisconnectLogGroup"), tableGrants("GetItem", "DeleteItem"), vpc),
 		"StatusRole":     concat(logs("StatusLogGroup"), tableGrants("GetItem")),

@@ -82,6 +82,12 @@ var (
 // its post while the handshake completes and sends the client a status frame
 // (starting, ready, stopping) or an error frame (capacity, start_failed, purging,
 // unavailable).
+//
+// Why ensure notices: only this function may start tasks (ecs:RunTask, iam:PassRole).
+// A frame that finds no live sandbox makes the Message function invoke this one
+// synchronously with an ensure notice; it runs Ensure as for a $connect and answers
+// with what Ensure found, while the Message function still queues the frame and tells
+// its sender, as before.
 type Handler struct {
 	Store    Store
 	Ensurer  Ensurer
@@ -115,15 +121,23 @@ func orDefault(d, def time.Duration) time.Duration {
 	return def
 }
 
-// Handle serves one invocation: a notice, or a $connect event. A $connect without an
-// authorized user (or of another route) is refused with 500 before anything is
-// written; otherwise the connection is accepted, whatever the sandbox's fate, which
-// the notice reports.
-func (h *Handler) Handle(ctx context.Context, ev Event) (events.APIGatewayProxyResponse, error) {
-	if ev.Notice != nil {
+// Handle serves one invocation: an ensure notice (answered), another notice, or a
+// $connect event.
+func (h *Handler) Handle(ctx context.Context, ev Event) (Response, error) {
+	switch {
+	case ev.Notice != nil && ev.Notice.Kind == notice.KindEnsure:
+		return Response{APIGatewayProxyResponse: wsroute.OK(), Answer: h.answer(ctx, *ev.Notice)}, nil
+	case ev.Notice != nil:
 		h.serveNotice(ctx, *ev.Notice)
-		return wsroute.OK(), nil
+		return Response{APIGatewayProxyResponse: wsroute.OK()}, nil
 	}
+	return Response{APIGatewayProxyResponse: h.connect(ctx, ev.APIGatewayWebsocketProxyRequest)}, nil
+}
+
+// connect serves a $connect event. One without an authorized user (or of another
+// route) is refused with 500 before anything is written; otherwise the connection is
+// accepted, whatever the sandbox's fate, which the notice reports.
+func (h *Handler) connect(ctx context.Context, ev events.APIGatewayWebsocketProxyRequest) events.APIGatewayProxyResponse {
 	rc := ev.RequestContext
 	caller, err := wsroute.Identify(rc)
 	if err == nil && rc.EventType != "CONNECT" {
@@ -131,14 +145,14 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (events.APIGatewayProxyR
 	}
 	if err != nil {
 		h.Log.ErrorContext(ctx, "connect refused", logging.ConnectionID, rc.ConnectionID, logging.Error, err.Error())
-		return wsroute.Refused(), nil
+		return wsroute.Refused()
 	}
 	log := h.Log.With(logging.UserID, caller.UserID, logging.ConnectionID, caller.ConnectionID)
 	if _, err := h.Store.AddConnection(ctx, caller.UserID, caller.ConnectionID); err != nil {
 		// Without the record the agent could never reach this connection: refuse, and
 		// the client reconnects.
 		log.ErrorContext(ctx, "connect refused", logging.Reason, "record connection", logging.Error, err.Error())
-		return wsroute.Refused(), nil
+		return wsroute.Refused()
 	}
 	n := notice.Notice{Kind: notice.KindConnect, UserID: caller.UserID, ConnectionID: caller.ConnectionID, Stage: caller.Stage}
 	res, err := h.Ensurer.Ensure(ctx, caller.UserID)
@@ -157,7 +171,7 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (events.APIGatewayProxyR
 		attrs = append(attrs, logging.State, string(res.State()), logStarted, res.Started)
 	}
 	log.InfoContext(ctx, "connected", attrs...)
-	return wsroute.OK(), nil
+	return wsroute.OK()
 }
 
 func (h *Handler) count(ctx context.Context, stage string, err error) {
@@ -168,7 +182,32 @@ func (h *Handler) count(ctx context.Context, stage string, err error) {
 	}
 }
 
-// serveNotice serves a notice. Failures are logged, not returned: Lambda retries a failed
+// answer serves an ensure notice: the Message function, which may not start tasks,
+// asks for the sandbox a frame needs. It runs this function's Ensure, bounded by the
+// notice's Until (when the asker stops waiting), logs and counts the outcome as for a
+// $connect, and answers with what Ensure found: no token, no frame to anyone.
+func (h *Handler) answer(ctx context.Context, n notice.Notice) notice.Answer {
+	log := h.Log.With(logging.UserID, n.UserID, logging.ConnectionID, n.ConnectionID, logNotice, n.Kind)
+	if err := n.Validate(); err != nil {
+		log.ErrorContext(ctx, "notice refused", logging.Error, err.Error())
+		return notice.AnswerOf(ensure.Result{}, err)
+	}
+	if n.Until != 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, time.UnixMilli(n.Until))
+		defer cancel()
+	}
+	res, err := h.Ensurer.Ensure(ctx, n.UserID)
+	if err != nil {
+		h.count(ctx, n.Stage, err)
+		log.WarnContext(ctx, "sandbox not ensured", logging.Reason, ensure.Reason(err), logging.Error, err.Error())
+		return notice.AnswerOf(res, err)
+	}
+	log.InfoContext(ctx, "sandbox ensured", logging.State, string(res.State()), logStarted, res.Started)
+	return notice.AnswerOf(res, nil)
+}
+
+// serveNotice serves a connect or restart notice. Failures are logged, not returned: Lambda retries a failed
 // asynchronous invocation, and a retry would repeat frames the client already has.
 func (h *Handler) serveNotice(ctx context.Context, n notice.Notice) {
 	log := h.Log.With(logging.UserID, n.UserID, logging.ConnectionID, n.ConnectionID, logNotice, n.Kind)

@@ -12,3 +12,11 @@ type Event struct {
 	events.APIGatewayWebsocketProxyRequest
 	notice.Envelope
 }
+
+// Response is what the Connect function returns: API Gateway's response to $connect
+// (ignored for an asynchronous notice), and, to an ensure notice, the answer beside
+// it (then Ensured is set and it is all that matters).
+type Response struct {
+	events.APIGatewayProxyResponse
+	notice.Answer
+}

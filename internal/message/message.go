@@ -14,7 +14,6 @@ import (
 	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/logging"
-	"github.com/sandgate/sandgate/internal/metrics"
 	"github.com/sandgate/sandgate/internal/notice"
 	"github.com/sandgate/sandgate/internal/relay"
 	"github.com/sandgate/sandgate/internal/state"
@@ -23,8 +22,9 @@ import (
 
 // Log keys of this package; the shared ones come from internal/logging.
 const (
-	logQueued    = "queued"    // frames in the inbox with this one
-	logFrameType = "frameType" // a platform frame's type
+	logQueued     = "queued"     // frames in the inbox with this one
+	logFrameType  = "frameType"  // a platform frame's type
+	logGeneration = "generation" // a sandbox's lease generation
 )
 
 // Store is the part of the state store the Handler uses.
@@ -34,7 +34,9 @@ type Store interface {
 	RequestRestart(ctx context.Context, userID string, generation int64) (bool, error)
 }
 
-// Ensurer ensures a user's sandbox; *ensure.Ensurer is one.
+// Ensurer ensures a user's sandbox; *notice.Ensurer is one, which asks the Connect
+// function (this function may not start tasks). A RUNNING result need not carry the
+// agent's address and token: the Handler reads the record for them.
 type Ensurer interface {
 	Ensure(ctx context.Context, userID string) (ensure.Result, error)
 }
@@ -56,7 +58,7 @@ type Notifier interface {
 
 var (
 	_ Store    = (*state.Store)(nil)
-	_ Ensurer  = (*ensure.Ensurer)(nil)
+	_ Ensurer  = (*notice.Ensurer)(nil)
 	_ Agent    = (*agentapi.Client)(nil)
 	_ Poster   = (*relay.Relay)(nil)
 	_ Notifier = (*notice.Notifier)(nil)
@@ -72,7 +74,6 @@ type Handler struct {
 	Agent    Agent
 	Relay    Poster
 	Notifier Notifier
-	Metrics  *metrics.Emitter
 	Log      *slog.Logger
 	// Now is the clock leases are judged by (time.Now when nil).
 	Now func() time.Time
@@ -254,24 +255,27 @@ func (h *Handler) deliver(ctx context.Context, f *frame, sb *state.Sandbox, fall
 }
 
 // ensureAndQueue ensures the sandbox, then queues f (or delivers it, if the sandbox
-// is running by now).
+// is running by now). The Connect function runs the ensure: it logs it and counts a
+// refusal in its metrics, so this function only tells the sender.
 func (h *Handler) ensureAndQueue(ctx context.Context, f *frame) {
-	res, err := h.Ensurer.Ensure(ctx, f.UserID)
+	res, err := h.Ensurer.Ensure(notice.WithOrigin(ctx, f.ConnectionID, f.Stage), f.UserID)
 	if err != nil {
-		if name := ensure.Metric(err); name != "" {
-			if merr := h.Metrics.Count(f.Stage, name); merr != nil {
-				f.log.WarnContext(ctx, "metric not emitted", logging.Error, merr.Error())
-			}
-		}
 		h.refuse(ctx, f, ensure.Reason(err), err)
 		return
 	}
 	if res.Started {
-		f.log.InfoContext(ctx, "sandbox starting for a frame", logging.TaskARN, res.Sandbox.TaskARN)
+		f.log.InfoContext(ctx, "sandbox starting for a frame", logGeneration, res.Sandbox.Generation)
 	}
 	switch res.State() {
 	case state.Running:
-		h.deliver(ctx, f, res.Sandbox, false)
+		// Another caller's sandbox became ready meanwhile; the answer carries no gateway
+		// token, so read the record for the agent.
+		sb, err := h.Store.Get(ctx, f.UserID)
+		if err != nil {
+			h.refuse(ctx, f, frames.ReasonUnavailable, err)
+			return
+		}
+		h.deliver(ctx, f, sb, false)
 	case state.Stopping:
 		h.queue(ctx, f, res.Sandbox, state.Stopping, false)
 	default:

@@ -4,21 +4,26 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
 	"github.com/sandgate/sandgate/infra/local/ecslocal"
 	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/agentapi"
 	"github.com/sandgate/sandgate/internal/awsconf"
+	"github.com/sandgate/sandgate/internal/connect"
 	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/logging"
@@ -40,6 +45,7 @@ type env struct {
 	gw       *testkit.Gateway
 	inv      *testkit.Invoker
 	h        *message.Handler
+	connect  *connect.Handler
 	logs     *testkit.Logs
 	handled  *testkit.Tracker
 	connects *testkit.Recorder
@@ -55,19 +61,58 @@ func newEnv(t *testing.T, configure ...func(*ecslocal.Server)) *env {
 	fn := func(ctx context.Context, p []byte) ([]byte, error) { return testkit.Handler(e.h.Handle)(ctx, p) }
 	e.gw = testkit.StartGateway(t, log, testkit.Routes{Connect: "accept", Default: "message"},
 		testkit.Funcs{"accept": e.connects.Wrap(testkit.Accept()), "message": e.handled.Wrap(fn)})
-	// Restart notices are only recorded here; the connect package runs them.
-	e.inv = testkit.NewInvoker(t, testkit.Funcs{connectFn: func(context.Context, []byte) ([]byte, error) { return nil, nil }})
+	// The Connect function, which alone may start tasks, answers ensure notices here
+	// as in AWS; restart notices are only recorded (the connect package runs them).
+	e.connect = &connect.Handler{
+		Store:   e.store,
+		Ensurer: &ensure.Ensurer{Store: e.store, Launcher: e.ecs.Launcher(log, e.db.Table, e.gw.Server.ManagementEndpoint()), Log: log},
+		Mgmt:    e.gw.Mgmt,
+		Agent:   &agentapi.Client{Timeout: time.Second},
+		Metrics: metrics.New(e.logs),
+		Log:     log,
+		Now:     e.db.Clock.Now,
+	}
+	e.inv = testkit.NewInvoker(t, testkit.Funcs{connectFn: func(ctx context.Context, p []byte) ([]byte, error) {
+		if n := decodeNotice(t, p); n.Kind != notice.KindEnsure {
+			return nil, nil
+		}
+		return testkit.Handler(e.connect.Handle)(ctx, p)
+	}})
 	e.h = &message.Handler{
 		Store:    e.store,
-		Ensurer:  &ensure.Ensurer{Store: e.store, Launcher: e.ecs.Launcher(log, e.db.Table, e.gw.Server.ManagementEndpoint()), Log: log},
+		Ensurer:  &notice.Ensurer{API: e.inv, Function: connectFn},
 		Agent:    &agentapi.Client{Timeout: time.Second},
 		Relay:    &relay.Relay{API: e.gw.Mgmt, Conns: e.store, Log: log},
 		Notifier: &notice.Notifier{API: e.inv, Function: connectFn},
-		Metrics:  metrics.New(e.logs),
 		Log:      log,
 		Now:      e.db.Clock.Now,
 	}
 	return e
+}
+
+func decodeNotice(t *testing.T, p []byte) notice.Notice {
+	t.Helper()
+	var env notice.Envelope
+	if err := json.Unmarshal(p, &env); err != nil || env.Notice == nil {
+		t.Errorf("invocation %s is not a notice: %v", p, err)
+		return notice.Notice{}
+	}
+	return *env.Notice
+}
+
+// notices returns the notices of kind sent to the Connect function, in order.
+func (e *env) notices(t *testing.T, kind string) []notice.Notice {
+	t.Helper()
+	var out []notice.Notice
+	for _, c := range e.inv.Calls() {
+		if c.Function != connectFn {
+			t.Fatalf("invocation of %s", c.Function)
+		}
+		if n := decodeNotice(t, c.Payload); n.Kind == kind {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // send sends msg and waits until the Message function has handled it.
@@ -294,7 +339,7 @@ func TestHandler_Handle_TooLarge(t *testing.T) {
 	}
 }
 
-// No sandbox: the frame starts one and waits in the inbox.
+// No sandbox: the frame has the Connect function start one, and waits in the inbox.
 func TestHandler_Handle_NoSandboxStartsAndQueues(t *testing.T) {
 	e := newEnv(t)
 	c := e.gw.Dial(t, "user_a")
@@ -302,6 +347,69 @@ func TestHandler_Handle_NoSandboxStartsAndQueues(t *testing.T) {
 	wantFrame(t, c.NextFrame(), frames.TypeStatus, frames.Starting)
 	if got := e.inbox(t, "user_a"); got != "hello" || len(e.ecs.RunTasks()) != 1 {
 		t.Fatalf("inbox %q, RunTask %d", got, len(e.ecs.RunTasks()))
+	}
+	ns := e.notices(t, notice.KindEnsure)
+	if len(ns) != 1 || ns[0].UserID != "user_a" || ns[0].ConnectionID != e.connectionID(t, 0) || ns[0].Stage != testkit.Stage {
+		t.Fatalf("ensure notices %+v", ns)
+	}
+	if calls := e.inv.Calls(); len(calls) != 1 || calls[0].Type != types.InvocationTypeRequestResponse {
+		t.Fatalf("invocations %+v: want one synchronous ensure", calls)
+	}
+	if l := e.logs.With(t, "msg", "sandbox starting for a frame"); len(l) != 1 || l[0]["generation"] != 1.0 {
+		t.Fatalf("log %v", l)
+	}
+	// The next frame finds the start under way: queued, no second ensure, no second
+	// "starting".
+	e.send(t, c, "again")
+	noMore(t, c)
+	if got, ns := e.inbox(t, "user_a"), e.notices(t, notice.KindEnsure); got != "hello,again" || len(ns) != 1 {
+		t.Fatalf("inbox %q, ensure notices %d", got, len(ns))
+	}
+}
+
+// The Connect function cannot be invoked, or fails: the sender hears unavailable, and
+// nothing is queued or started.
+func TestHandler_Handle_ConnectUnavailable(t *testing.T) {
+	for name, fn := range map[string]string{"missing": "NoSuchFunction", "failing": "Failing"} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			e.inv.Funcs["Failing"] = func(context.Context, []byte) ([]byte, error) { return nil, errors.New("Task timed out") }
+			e.h.Ensurer = &notice.Ensurer{API: e.inv, Function: fn}
+			c := e.gw.Dial(t, "user_a")
+			e.send(t, c, "hello")
+			wantFrame(t, c.NextFrame(), frames.TypeError, frames.ReasonUnavailable)
+			noMore(t, c)
+			if got := e.inbox(t, "user_a"); got != "" || len(e.ecs.RunTasks()) != 0 {
+				t.Fatalf("inbox %q, RunTask %d", got, len(e.ecs.RunTasks()))
+			}
+			if l := e.logs.With(t, logging.Reason, frames.ReasonUnavailable); len(l) != 1 ||
+				!strings.Contains(fmt.Sprint(l[0][logging.Error]), fn) {
+				t.Fatalf("log %v", l)
+			}
+		})
+	}
+}
+
+// The sandbox became ready between the frame's read and the ensure: Connect answers
+// RUNNING without the gateway token, and the frame goes to the agent the record names.
+func TestHandler_Handle_EnsureFindsRunning(t *testing.T) {
+	e := newEnv(t)
+	agent := testkit.StartAgent(t, "user_a")
+	var once sync.Once
+	e.h.Store = racingStore{Store: e.store, after: func() {
+		once.Do(func() { e.running(t, agent) })
+	}}
+	c := e.gw.Dial(t, "user_a")
+	e.send(t, c, "hello")
+	if got := agent.Next(t); got.Op != "deliver" || string(got.Frame) != "hello" {
+		t.Fatalf("agent got %+v", got)
+	}
+	noMore(t, c)
+	if ns := e.notices(t, notice.KindEnsure); len(ns) != 1 || len(e.ecs.RunTasks()) != 0 {
+		t.Fatalf("ensure notices %+v, RunTask %d", ns, len(e.ecs.RunTasks()))
+	}
+	if got := e.inbox(t, "user_a"); got != "" {
+		t.Fatalf("inbox %q", got)
 	}
 }
 
@@ -335,19 +443,6 @@ func TestHandler_Handle_StartFailed(t *testing.T) {
 	}
 }
 
-func restartNotices(t *testing.T, inv *testkit.Invoker) []notice.Notice {
-	t.Helper()
-	var out []notice.Notice
-	for _, c := range inv.Calls() {
-		var p notice.Envelope
-		if err := json.Unmarshal(c.Payload, &p); err != nil || c.Function != connectFn || p.Notice == nil {
-			t.Fatalf("invocation %+v: %v", c, err)
-		}
-		out = append(out, *p.Notice)
-	}
-	return out
-}
-
 // Frames for a STOPPING sandbox are queued; the sender hears "stopping" once and one
 // restart is requested.
 func TestHandler_Handle_StoppingQueuesAndRestarts(t *testing.T) {
@@ -365,7 +460,7 @@ func TestHandler_Handle_StoppingQueuesAndRestarts(t *testing.T) {
 	e.send(t, c, "two")
 	wantFrame(t, c.NextFrame(), frames.TypeStatus, frames.Stopping)
 	noMore(t, c)
-	ns := restartNotices(t, e.inv)
+	ns := e.notices(t, notice.KindRestart)
 	if len(ns) != 1 || ns[0].Kind != notice.KindRestart || ns[0].UserID != "user_a" || ns[0].ConnectionID != e.connectionID(t, 0) ||
 		ns[0].Until <= time.Now().UnixMilli() || ns[0].Stage != testkit.Stage {
 		t.Fatalf("notices %+v", ns)
@@ -396,7 +491,7 @@ func TestHandler_Handle_StoppingRestartDespiteLeftovers(t *testing.T) {
 	e.send(t, c, "two")
 	wantFrame(t, c.NextFrame(), frames.TypeStatus, frames.Stopping)
 	noMore(t, c)
-	if ns := restartNotices(t, e.inv); len(ns) != 1 || ns[0].Kind != notice.KindRestart {
+	if ns := e.notices(t, notice.KindRestart); len(ns) != 1 || ns[0].Kind != notice.KindRestart {
 		t.Fatalf("notices %+v, want one restart", ns)
 	}
 	if got := e.inbox(t, "user_a"); got != "leftover,one,two" {
@@ -419,7 +514,7 @@ func TestHandler_Handle_AgentStopping(t *testing.T) {
 	c := e.gw.Dial(t, "user_a")
 	e.send(t, c, "late")
 	wantFrame(t, c.NextFrame(), frames.TypeStatus, frames.Stopping)
-	if got, ns := e.inbox(t, "user_a"), restartNotices(t, e.inv); got != "late" || len(ns) != 1 {
+	if got, ns := e.inbox(t, "user_a"), e.notices(t, notice.KindRestart); got != "late" || len(ns) != 1 {
 		t.Fatalf("inbox %q, notices %+v", got, ns)
 	}
 }
@@ -590,13 +685,10 @@ func TestHandler_Handle_BadEvents(t *testing.T) {
 }
 
 func TestLoadConfig_Defaults(t *testing.T) {
-	m := map[string]string{
-		"TABLE_NAME": "t", "ECS_CLUSTER": "c", "TASK_DEFINITION": "td", "SANDBOX_CONTAINER": "agent",
-		"SUBNET_IDS": "subnet-1", "BUCKET": "b", "MANAGEMENT_ENDPOINT": "https://x/prod", "CONNECT_FUNCTION": "sandgate-connect",
-	}
+	m := map[string]string{"TABLE_NAME": "t", "MANAGEMENT_ENDPOINT": "https://x/prod", "CONNECT_FUNCTION": "sandgate-connect"}
 	cfg := loadOK(t, m)
-	if cfg.InboxMaxFrames != state.DefaultInboxMaxItems || cfg.InboxMaxBytes != state.DefaultInboxMaxBytes ||
-		cfg.AgentTimeout != agentapi.DefaultTimeout || cfg.ConnectFunction != "sandgate-connect" {
+	if cfg.Table != "t" || cfg.ManagementEndpoint != "https://x/prod" || cfg.InboxMaxFrames != state.DefaultInboxMaxItems ||
+		cfg.InboxMaxBytes != state.DefaultInboxMaxBytes || cfg.AgentTimeout != agentapi.DefaultTimeout || cfg.ConnectFunction != "sandgate-connect" {
 		t.Fatalf("config %+v", cfg)
 	}
 	m["INBOX_MAX_FRAMES"], m["INBOX_MAX_BYTES"], m["AGENT_TIMEOUT"] = "100", "1048576", "2"
@@ -604,10 +696,15 @@ func TestLoadConfig_Defaults(t *testing.T) {
 		t.Fatalf("config %+v", cfg)
 	}
 	delete(m, "CONNECT_FUNCTION")
+	delete(m, "TABLE_NAME")
+	delete(m, "MANAGEMENT_ENDPOINT")
 	m["INBOX_MAX_BYTES"] = "10"
 	env := newEnvFrom(m)
 	message.LoadConfig(env)
-	if err := env.Err(); err == nil || !strings.Contains(err.Error(), "CONNECT_FUNCTION") || !strings.Contains(err.Error(), "INBOX_MAX_BYTES") {
-		t.Fatalf("err = %v", err)
+	err := env.Err()
+	for _, k := range []string{"CONNECT_FUNCTION", "TABLE_NAME", "MANAGEMENT_ENDPOINT", "INBOX_MAX_BYTES"} {
+		if err == nil || !strings.Contains(err.Error(), k) {
+			t.Errorf("err = %v, want it to name %s", err, k)
+		}
 	}
 }

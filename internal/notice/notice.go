@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/userid"
 )
 
@@ -16,6 +17,10 @@ const (
 	// KindRestart follows a frame queued for a STOPPING sandbox: it waits until the
 	// sandbox has stopped, then starts a new one, which drains the queued frames.
 	KindRestart = "restart"
+	// KindEnsure asks for the user's sandbox on behalf of a frame that found none
+	// live: a synchronous invocation, which the Connect function answers with what its
+	// Ensure found (an Answer), so the Message function needs no right to start tasks.
+	KindEnsure = "ensure"
 )
 
 // DefaultRestartWait bounds a restart's wait for a STOPPING sandbox (Notice.Until is
@@ -24,26 +29,31 @@ const (
 // lease term after its last heartbeat.
 const DefaultRestartWait = 150 * time.Second
 
-// Notice is the internal event the Connect function receives as an asynchronous
-// invocation. It carries no secret.
+// Notice is the internal event the Connect function receives: connect and restart
+// notices as asynchronous invocations, ensure notices as synchronous ones. It carries
+// no secret.
 type Notice struct {
-	Kind         string `json:"kind"`
-	UserID       string `json:"userId"`
+	Kind   string `json:"kind"`
+	UserID string `json:"userId"`
+	// ConnectionID is the connection to tell (connect, restart), or the one whose frame
+	// asked (ensure: for the logs only, and optional).
 	ConnectionID string `json:"connectionId"`
 	// Stage is the WebSocket stage, the metrics' dimension.
 	Stage string `json:"stage,omitempty"`
 	// Reason, on a connect notice, is the error frame's reason when the ensure failed.
 	Reason string `json:"reason,omitempty"`
-	// Until, on a restart notice, bounds the wait for the sandbox to stop (Unix ms).
+	// Until, on a restart notice, bounds the wait for the sandbox to stop (Unix ms); on
+	// an ensure notice, when the asker stops waiting for the answer (optional), which
+	// bounds the ensure.
 	Until int64 `json:"until,omitempty"`
 }
 
 // Validate reports what makes n unusable.
 func (n Notice) Validate() error {
 	switch {
-	case n.Kind != KindConnect && n.Kind != KindRestart:
+	case n.Kind != KindConnect && n.Kind != KindRestart && n.Kind != KindEnsure:
 		return fmt.Errorf("notice: unknown kind %q", n.Kind)
-	case n.UserID == "" || n.ConnectionID == "":
+	case n.UserID == "" || (n.ConnectionID == "" && n.Kind != KindEnsure):
 		return errors.New("notice: no user or connection")
 	case !userid.Valid(n.UserID):
 		return errors.New("notice: malformed user id")
@@ -58,4 +68,36 @@ func (n Notice) Validate() error {
 // Envelope next to API Gateway's type and tells them apart by Notice alone.
 type Envelope struct {
 	Notice *Notice `json:"sandgateNotice,omitempty"`
+}
+
+// Answer is the Connect function's response to an ensure notice:
+// {"sandgateEnsured": {...}}. The key tells an answer apart from anything else the
+// function returns (API Gateway's response to $connect, or a Connect that does not
+// know ensure notices yet).
+type Answer struct {
+	Ensured *Ensured `json:"sandgateEnsured,omitempty"`
+}
+
+// Ensured is what the Connect function's Ensure found. It carries no secret: neither
+// the lease token nor the gateway token. An asker that needs a RUNNING sandbox's
+// address and token reads the record itself.
+type Ensured struct {
+	// State is the sandbox's state (STARTING, RUNNING or STOPPING) when Ensure
+	// succeeded.
+	State string `json:"state,omitempty"`
+	// Generation is the sandbox's lease generation.
+	Generation int64 `json:"generation,omitempty"`
+	// Started reports that this ensure won the lease and launched the task.
+	Started bool `json:"started,omitempty"`
+	// Reason is the error frame's reason when Ensure failed: capacity, purging,
+	// start_failed or unavailable.
+	Reason string `json:"reason,omitempty"`
+}
+
+// AnswerOf is the answer to an ensure notice whose Ensure returned res and err.
+func AnswerOf(res ensure.Result, err error) Answer {
+	if err != nil {
+		return Answer{Ensured: &Ensured{Reason: ensure.Reason(err)}}
+	}
+	return Answer{Ensured: &Ensured{State: string(res.State()), Generation: res.Sandbox.Generation, Started: res.Started}}
 }

@@ -22,6 +22,8 @@ func TestNotice_Validate(t *testing.T) {
 		"connect":               {Kind: notice.KindConnect, UserID: "user_a", ConnectionID: "c1"},
 		"connect with a reason": {Kind: notice.KindConnect, UserID: "user_a", ConnectionID: "c1", Reason: "capacity"},
 		"restart":               {Kind: notice.KindRestart, UserID: "user_a", ConnectionID: "c1", Until: until},
+		"ensure":                {Kind: notice.KindEnsure, UserID: "user_a", ConnectionID: "c1", Stage: "prod", Until: until},
+		"ensure, no connection": {Kind: notice.KindEnsure, UserID: "user_a"},
 	} {
 		if err := n.Validate(); err != nil {
 			t.Errorf("%s: %v", name, err)
@@ -34,6 +36,8 @@ func TestNotice_Validate(t *testing.T) {
 		"no connection":     {Kind: notice.KindConnect, UserID: "user_a"},
 		"malformed user":    {Kind: notice.KindConnect, UserID: "../user_a", ConnectionID: "c1"},
 		"restart, no bound": {Kind: notice.KindRestart, UserID: "user_a", ConnectionID: "c1"},
+		"ensure, no user":   {Kind: notice.KindEnsure, ConnectionID: "c1"},
+		"ensure, malformed": {Kind: notice.KindEnsure, UserID: "user_a/../user_b"},
 	} {
 		if err := n.Validate(); err == nil {
 			t.Errorf("%s: accepted", name)

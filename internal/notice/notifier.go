@@ -10,7 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 )
 
-// Invoker is the part of the Lambda client a Notifier uses.
+// Invoker is the part of the Lambda client a Notifier and an Ensurer use.
 type Invoker interface {
 	Invoke(ctx context.Context, in *lambda.InvokeInput, optFns ...func(*lambda.Options)) (*lambda.InvokeOutput, error)
 }
