@@ -407,3 +407,20 @@ func TestCapabilities_KeptSetSufficesAndEachIsNeeded(t *testing.T) {
 		})
 	}
 }
+
+// An agent that is not root cannot give the workload a uid of its own, and says so
+// before anything starts, naming the way out (the agent's own ids, no isolation).
+func TestPrepareDirs_NotRoot_Explains(t *testing.T) {
+	requireRoot(t) // to play the agent as another uid
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Env = []string{testkit.EnvWorkload + "=" + modeCapAgent, envCapDataDir + "=" + t.TempDir(), noExitSleep}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.Output()
+	var rep capReport
+	if jerr := json.Unmarshal(out, &rep); err != nil || jerr != nil {
+		t.Fatalf("helper: %v; report %q: %v", err, out, jerr)
+	}
+	if want := "set WORKLOAD_UID and WORKLOAD_GID to 65534 and 65534"; !strings.Contains(rep.Prepare, want) {
+		t.Fatalf("PrepareDirs as uid 65534: %q, want it to say %q", rep.Prepare, want)
+	}
+}

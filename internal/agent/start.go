@@ -92,6 +92,10 @@ func (s *sandbox) prepare() error {
 // checks that the workload's uid can reach the workspace: before a long restore, and
 // naming the directory in the way.
 func prepareDirs(cfg Config) error {
+	if !cfg.sameUID() && os.Geteuid() != 0 {
+		return fmt.Errorf("the agent runs as uid %d, not root, so it cannot start the workload under %s %d: set %s and %s to %d and %d to run it as the agent's own uid, which isolates nothing",
+			os.Geteuid(), EnvWorkloadUID, cfg.WorkloadUID, EnvWorkloadUID, EnvWorkloadGID, os.Geteuid(), os.Getegid())
+	}
 	if err := ownDir(cfg.DataDir, 0o711); err != nil {
 		return err
 	}
