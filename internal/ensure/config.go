@@ -14,8 +14,8 @@ import (
 	"github.com/sandgate/sandgate/internal/state"
 )
 
-// Environment variables of the ensure set: what Connect, Message and Prewarm need to
-// start a sandbox. template.yaml sets the same names on all three.
+// Environment variables of the ensure set: what Connect and Prewarm need to start a
+// sandbox. template.yaml sets the same names on both.
 const (
 	EnvTable              = "TABLE_NAME"
 	EnvCluster            = "ECS_CLUSTER"
