@@ -101,7 +101,10 @@ fuzz: ## fuzz the URL verifier (FUZZTIME=2m)
 # ------------------------------------------------------------------ local
 .PHONY: dev dev-reset invoke sign
 dev: deps build-local ## run the whole application locally: demo page, WebSocket stage, Ctrl-C stops it
-	@$(GO) run ./infra/local/cmd/dev -build $(BUILD)/local $(DEV_ARGS)
+	@$(GO) build -o $(BUILD)/local/dev ./infra/local/cmd/dev
+	@# Run the binary itself, not go run: Ctrl-C then ends in the stack's clean stop (exit 0),
+	@# not in go run's "exit status 1".
+	@$(BUILD)/local/dev -build $(BUILD)/local $(DEV_ARGS)
 
 dev-reset: ## delete the local stack's data (.sandgate/)
 	rm -rf .sandgate

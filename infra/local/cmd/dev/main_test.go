@@ -1,0 +1,69 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sandgate/sandgate/infra/local/testkit"
+)
+
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
+
+// Ctrl-C stops the stack cleanly and the command exits 0, so `make dev` ends without
+// an error line.
+func TestDev_Interrupt_StopsCleanlyAndExitsZero(t *testing.T) {
+	b := testkit.Binaries(t)
+	bin := filepath.Join(t.TempDir(), "dev")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	root := t.TempDir()
+	cmd := exec.Command(bin, "-root", root, "-build", b.Dir, "-template", b.Template(),
+		"-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-quiet", "-launch-delay", "0s")
+	cmd.Dir = b.Root
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := bufio.NewScanner(stdout)
+	ready, stopped := false, false
+	for lines.Scan() {
+		l := lines.Text()
+		if strings.Contains(l, "sandgate is running locally") && !ready {
+			ready = true
+			if _, err := os.Stat(filepath.Join(root, "aws.env")); err != nil {
+				t.Errorf("no aws.env: %v", err)
+			}
+			if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if strings.TrimSpace(l) == "stopped." {
+			stopped = true
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("dev exited with %v after Ctrl-C, want 0", err)
+		}
+	case <-time.After(testkit.Wait):
+		t.Fatal("dev did not exit after Ctrl-C")
+	}
+	if !ready || !stopped {
+		t.Fatalf("ready %v, stopped %v", ready, stopped)
+	}
+}
