@@ -12,14 +12,14 @@ import (
 // The npm package of that name is a different, 2019-era linter that reports false
 // errors on valid SAM templates (see docs/DEPLOY.md), so only the Python one is used.
 // It is not installable from this project's registries; where it is absent the test
-// skips, and `make validate` fails.
+// skips, `make test` prints a line saying so, and `make validate` fails.
 func TestCfnLint(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: not running cfn-lint")
 	}
 	bin, err := exec.LookPath("cfn-lint")
 	if err != nil {
-		t.Skip("cfn-lint not found on PATH: the Python cfn-lint (1.x) is needed for this check")
+		t.Skip("cfn-lint not found on PATH: the Python cfn-lint (1.x) is needed for this check; make validate runs it")
 	}
 	t.Parallel() // seconds of Python start-up; overlap it with the transform check
 	out, err := exec.Command(bin, "--", templatePath, networkTemplate).CombinedOutput()
@@ -52,7 +52,7 @@ func TestSAMTransform_AddsNoRoles(t *testing.T) {
 	}
 	py, err := exec.LookPath("python3")
 	if err != nil || exec.Command(py, "-c", "import cfnlint.template.transforms._sam").Run() != nil {
-		t.Skip("python3 with cfn-lint (and its SAM translator) not found")
+		t.Skip("python3 with cfn-lint (and its SAM translator) not found; make validate runs it")
 	}
 	t.Parallel()
 	out, err := exec.Command(py, "-c", transformed, templatePath).Output()
