@@ -1,21 +1,19 @@
 package auth
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sandgate/sandgate/sdk/go/sign"
 )
 
 // Query parameter names, fixed by the URL format.
 const (
-	ParamUserID = "userId"
-	ParamExp    = "exp"
-	ParamSig    = "sig"
+	ParamUserID = sign.ParamUserID
+	ParamExp    = sign.ParamExp
+	ParamSig    = sign.ParamSig
 )
 
 // Defaults for a Verifier.
@@ -26,17 +24,17 @@ const (
 	// DefaultClockSkew tolerates the signer's clock running a little apart from ours.
 	DefaultClockSkew = 30 * time.Second
 	// DefaultTTL is how long a URL made by a Signer lives.
-	DefaultTTL = 10 * time.Minute
+	DefaultTTL = sign.DefaultTTL
 	// MinSecretBytes is the shortest secret accepted: an HMAC key shorter than this
 	// can be brute-forced offline from one captured URL.
-	MinSecretBytes = 32
+	MinSecretBytes = sign.MinSecretBytes
 )
 
 // Errors returned by Verify. Each names why a URL was refused; callers log the reason
 // and tell the client nothing more than that it was refused.
 var (
 	ErrMalformed    = errors.New("malformed signed parameters")
-	ErrBadUserID    = errors.New("invalid user id")
+	ErrBadUserID    = sign.ErrBadUserID
 	ErrExpired      = errors.New("signature expired")
 	ErrTooFarAhead  = errors.New("expiry beyond maximum lifetime")
 	ErrBadSignature = errors.New("signature mismatch")
@@ -44,23 +42,17 @@ var (
 
 // Configuration errors. A service with no usable secret refuses to start.
 var (
-	ErrNoSecret   = errors.New("no signing secret configured")
-	ErrWeakSecret = fmt.Errorf("signing secret shorter than %d bytes", MinSecretBytes)
+	ErrNoSecret   = sign.ErrNoSecret
+	ErrWeakSecret = sign.ErrWeakSecret
 )
 
 // Signature returns the URL signature for userID and exp under secret:
 // base64url without padding of HMAC-SHA256(secret, userID + "." + exp).
 func Signature(secret []byte, userID string, exp int64) string {
-	return base64.RawURLEncoding.EncodeToString(mac(secret, userID, strconv.FormatInt(exp, 10)))
+	return sign.Signature(secret, userID, exp)
 }
 
-func mac(key []byte, userID, exp string) []byte {
-	h := hmac.New(sha256.New, key)
-	h.Write([]byte(userID))
-	h.Write([]byte{'.'})
-	h.Write([]byte(exp))
-	return h.Sum(nil)
-}
+func mac(key []byte, userID, exp string) []byte { return sign.MAC(key, userID, exp) }
 
 // ParseSecrets splits a comma-separated secret list (the SIGNING_SECRETS format),
 // trimming spaces around each. It fails closed: no secret, or any secret shorter than

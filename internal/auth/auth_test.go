@@ -31,7 +31,7 @@ type vector struct {
 
 func loadVectors(t testing.TB) []vector {
 	t.Helper()
-	b, err := os.ReadFile("testdata/vectors.json")
+	b, err := os.ReadFile("../../sdk/testdata/vectors.json")
 	if err != nil {
 		t.Fatal(err)
 	}

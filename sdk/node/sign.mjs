@@ -1,5 +1,5 @@
 // Signs sandgate connection URLs: ?userId=<id>&exp=<unix seconds>&sig=<base64url(HMAC-SHA256(userId + "." + exp))>.
-// The same format and API shape as the Go signer (internal/auth), checked against the
+// The same format and API shape as the Go signer (sdk/go/sign), checked against the
 // same test vectors. Only Node's crypto is used, so it runs in any Node server runtime.
 import { createHmac } from "node:crypto";
 

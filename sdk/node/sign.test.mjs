@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { Signer, signature, validUserId } from "./sign.mjs";
 
 const { vectors } = JSON.parse(
-  readFileSync(new URL("../../internal/auth/testdata/vectors.json", import.meta.url), "utf8"),
+  readFileSync(new URL("../testdata/vectors.json", import.meta.url), "utf8"),
 );
 
 test("signature matches every shared vector", () => {
