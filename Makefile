@@ -110,9 +110,9 @@ dev: deps build-local ## run the whole application locally: demo page, WebSocket
 dev-reset: ## delete the local stack's data (.sandgate/)
 	rm -rf .sandgate
 
-invoke: build-local ## invoke one function with an event: make invoke FN=AuthorizeFunction EVENT=events/authorize.json [ENV="K=V ..."]
+invoke: build-local ## invoke one function with an event: make invoke FN=AuthorizeFunction EVENT=events/authorize.json [ENV="K=V ..."] [ARGS=-fresh-signature=false]
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=<LogicalId> EVENT=events/<file>.json"; exit 2; }
-	@$(GO) run ./infra/local/cmd/invoke -template template.yaml -fn "$(FN)" -event "$(EVENT)" -build $(BUILD)/local $(foreach e,$(ENV),-env "$(e)")
+	@$(GO) run ./infra/local/cmd/invoke -template template.yaml -fn "$(FN)" -event "$(EVENT)" -build $(BUILD)/local $(foreach e,$(ENV),-env "$(e)") $(ARGS)
 
 sign: ## print a signed URL: make sign USER=user_abc [ENDPOINT=wss://...]
 	@$(GO) run ./infra/local/cmd/sign -user "$(USER)" $(if $(ENDPOINT),-endpoint "$(ENDPOINT)")

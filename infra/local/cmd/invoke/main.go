@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/sandgate/sandgate/infra/local"
 	"github.com/sandgate/sandgate/infra/local/lambdart"
@@ -54,6 +55,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	env, params := pairs{}, pairs{}
 	fs.Var(env, "env", "KEY=VALUE added to the function's environment (repeatable; wins over the template)")
 	fs.Var(params, "param", "Name=Value template parameter override (repeatable)")
+	fresh := fs.Bool("fresh-signature", true, "sign the event's connection query anew (a fresh exp and sig under the local development secret), so an old sample event is not refused as expired")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -70,6 +72,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if !json.Valid(event) {
 		return fail(fmt.Errorf("event %s is not valid JSON", *eventPath))
+	}
+	if *fresh {
+		var who string
+		if event, who, err = resign(event, local.DevSecret, time.Now()); err != nil {
+			return fail(err)
+		}
+		if who != "" {
+			fmt.Fprintf(stderr, "invoke: signed %s's query anew with the local development secret (-fresh-signature=false keeps the event's own)\n", who)
+		}
 	}
 	tpl, err := template.Load(*tplPath, template.Options{Parameters: params, Resolver: LocalResolver(), Functions: []string{*fn}})
 	if err != nil {

@@ -3,11 +3,16 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/sandgate/sandgate/infra/local"
+	"github.com/sandgate/sandgate/internal/auth"
 )
 
 func buildAuthorize(t *testing.T) string {
@@ -29,20 +34,35 @@ func TestRun_AuthorizeFunction(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\nstderr: %s", code, stderr.String())
 	}
-	var resp struct {
-		PrincipalID    string `json:"principalId"`
-		PolicyDocument struct {
-			Statement []struct{ Effect string } `json:"Statement"`
-		} `json:"policyDocument"`
+	effect := func(out []byte) string {
+		t.Helper()
+		var resp struct {
+			PolicyDocument struct {
+				Statement []struct{ Effect string } `json:"Statement"`
+			} `json:"policyDocument"`
+		}
+		if err := json.Unmarshal(out, &resp); err != nil || len(resp.PolicyDocument.Statement) != 1 {
+			t.Fatalf("stdout is not a policy: %v\n%s", err, out)
+		}
+		return resp.PolicyDocument.Statement[0].Effect
 	}
-	if err := json.Unmarshal(stdout.Bytes(), &resp); err != nil || len(resp.PolicyDocument.Statement) != 1 {
-		t.Fatalf("stdout is not a policy: %v\n%s", err, stdout.String())
+	// The sample event, recorded long ago, is signed anew at invoke time: the README's
+	// command is admitted.
+	if e := effect(stdout.Bytes()); e != "Allow" {
+		t.Fatalf("effect %s, want Allow for the freshly signed sample\nstderr: %s", e, stderr.String())
 	}
-	// The sample event's URL is signed with the development secret the template's
-	// secret resolves to locally, so the verdict depends only on the clock: either
-	// way the authorizer ran and logged, tagged with its name.
-	if !strings.Contains(stderr.String(), "[AuthorizeFunction] ") {
-		t.Fatalf("function logs not tagged: %s", stderr.String())
+	if !strings.Contains(stderr.String(), "[AuthorizeFunction] ") || !strings.Contains(stderr.String(), "signed user_alice's query anew") {
+		t.Fatalf("stderr: %s", stderr.String())
+	}
+	// Kept as recorded, its expiry has passed and the authorizer denies it.
+	stdout.Reset()
+	stderr.Reset()
+	if code := run([]string{"-template", "../../../../template.yaml", "-fn", "AuthorizeFunction",
+		"-event", "../../../../events/authorize.json", "-build", build, "-fresh-signature=false"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d\nstderr: %s", code, stderr.String())
+	}
+	if e := effect(stdout.Bytes()); e != "Deny" {
+		t.Fatalf("effect %s, want Deny for the expired recorded signature", e)
 	}
 
 	// A -env override reaches the function: a short secret makes it fail to start.
@@ -73,5 +93,61 @@ func TestRun_BadInput(t *testing.T) {
 				t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
 			}
 		})
+	}
+}
+
+// Every sample event that carries a signed query is signed anew, in each of the places
+// API Gateway puts the query; the others pass unchanged.
+func TestResign_SampleEvents(t *testing.T) {
+	now := time.Unix(1_900_000_000, 0)
+	for _, name := range []string{"authorize", "connect", "status", "prewarm", "message", "cleanup"} {
+		b, err := os.ReadFile("../../../../events/" + name + ".json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, who, err := resign(b, local.DevSecret, now)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if who == "" {
+			if !bytes.Equal(out, b) {
+				t.Errorf("%s: an event without a signed query was changed", name)
+			}
+			continue
+		}
+		v, err := auth.NewVerifier([]string{local.DevSecret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.Now = func() time.Time { return now }
+		var ev struct {
+			QueryStringParameters map[string]string   `json:"queryStringParameters"`
+			MultiValue            map[string][]string `json:"multiValueQueryStringParameters"`
+			RawQueryString        *string             `json:"rawQueryString"`
+		}
+		if err := json.Unmarshal(out, &ev); err != nil {
+			t.Fatal(err)
+		}
+		q := url.Values{}
+		for k, val := range ev.QueryStringParameters {
+			q.Set(k, val)
+		}
+		if _, err := v.VerifyQuery(q); err != nil {
+			t.Errorf("%s: queryStringParameters: %v", name, err)
+		}
+		if ev.MultiValue != nil {
+			if _, err := v.VerifyQuery(ev.MultiValue); err != nil {
+				t.Errorf("%s: multiValueQueryStringParameters: %v", name, err)
+			}
+		}
+		if ev.RawQueryString != nil {
+			raw, err := url.ParseQuery(*ev.RawQueryString)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.VerifyQuery(raw); err != nil {
+				t.Errorf("%s: rawQueryString: %v", name, err)
+			}
+		}
 	}
 }
