@@ -41,6 +41,13 @@ type Container struct {
 	// role; LogGroup is the awslogs group. Read with Options.Roles.
 	Secrets  map[string]string
 	LogGroup string
+	// User is the container's User ("uid", "uid:gid" or a name), "" when unset: the
+	// image's user.
+	User string
+	// AddCapabilities and DropCapabilities are LinuxParameters.Capabilities' Add and
+	// Drop: Linux capabilities, named as Docker names them (CHOWN, SYS_PTRACE, …),
+	// added to or dropped from the default set the container starts with.
+	AddCapabilities, DropCapabilities []string
 }
 
 func (e *evaluator) readTaskDefinition(r *Resource) (*TaskDefinition, error) {
@@ -138,6 +145,17 @@ func (e *evaluator) readContainer(n *yaml.Node, path string) (*Container, error)
 			return nil, err
 		}
 	}
+	if c.User, err = e.optStr(n, "User", path); err != nil {
+		return nil, err
+	}
+	caps := Lookup(n, "LinuxParameters", "Capabilities")
+	capsPath := path + ".LinuxParameters.Capabilities"
+	if c.AddCapabilities, err = e.strList(caps, "Add", capsPath); err != nil {
+		return nil, err
+	}
+	if c.DropCapabilities, err = e.strList(caps, "Drop", capsPath); err != nil {
+		return nil, err
+	}
 	err = e.eachMap(n, "MountPoints", path, func(m map[string]any, item string) error {
 		p, _ := m["ContainerPath"].(string)
 		v, _ := m["SourceVolume"].(string)
@@ -172,6 +190,28 @@ func (e *evaluator) eachMap(m *yaml.Node, key, path string, fn func(item map[str
 		}
 	}
 	return nil
+}
+
+// strList evaluates the list property key of m, a list of strings; nil when absent.
+func (e *evaluator) strList(m *yaml.Node, key, path string) ([]string, error) {
+	n := Lookup(m, key)
+	if n == nil {
+		return nil, nil
+	}
+	path += "." + key
+	list, err := e.list(n, path)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(list))
+	for i, v := range list {
+		s, ok := v.(string)
+		if !ok {
+			return nil, pathErrf(path+"["+itoa(i)+"]", ErrInvalid, "want a string, got %s", kind(v))
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

@@ -3,7 +3,9 @@ package template_test
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -397,6 +399,11 @@ func TestLoad_RepositoryTaskDefinition(t *testing.T) {
 	if _, ok := c.Environment["SANDBOX_COMMAND"]; ok {
 		t.Errorf("SANDBOX_COMMAND set although the parameter is empty (its !If must drop it)")
 	}
+	// Root only to start the workload under its own uid, with every default capability
+	// but the agent's five dropped (templatecheck checks the list; the stack applies it).
+	if c.User != "0" || len(c.AddCapabilities) != 0 || !slices.Contains(c.DropCapabilities, "NET_RAW") || slices.Contains(c.DropCapabilities, "KILL") {
+		t.Errorf("container user %q, capabilities added %q, dropped %q", c.User, c.AddCapabilities, c.DropCapabilities)
+	}
 	if c.Mounts[c.Environment["DATA_DIR"]] == "" {
 		t.Errorf("DATA_DIR %q is not a mount point: %v", c.Environment["DATA_DIR"], c.Mounts)
 	}
@@ -404,5 +411,62 @@ func TestLoad_RepositoryTaskDefinition(t *testing.T) {
 	tpl, err = template.Load("../../../template.yaml", template.Options{Resolver: localResolver(), Parameters: requiredParams(t, nil)})
 	if err != nil || tpl.TaskDefinitions != nil {
 		t.Fatalf("task definitions read without the option: %v, %v", tpl.TaskDefinitions, err)
+	}
+}
+
+// A container's User and its LinuxParameters' capabilities are read as the template
+// gives them, intrinsics resolved; a capability list that is not a list of strings is
+// refused with its path.
+func TestLoad_TaskDefinitionUserAndCapabilities(t *testing.T) {
+	const doc = `
+Parameters:
+  Uid: {Type: String, Default: "1000:1000"}
+  Trace: {Type: String, Default: "no"}
+Conditions:
+  Traced: !Equals [!Ref Trace, "yes"]
+Resources:
+  Def:
+    Type: AWS::ECS::TaskDefinition
+    Properties:
+      Family: fam
+      ContainerDefinitions:
+        - Name: main
+          User: !Ref Uid
+          LinuxParameters:
+            Capabilities:
+              Add: !If [Traced, [SYS_PTRACE], []]
+              Drop: [NET_RAW, !Sub "SYS_${Trace}"]
+        - Name: plain
+`
+	path := filepath.Join(t.TempDir(), "template.yaml")
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, trace := range []string{"no", "yes"} {
+		tpl, err := template.Load(path, template.Options{TaskDefinitions: true, Parameters: map[string]string{"Trace": trace}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		td := tpl.TaskDefinitions["Def"]
+		c, plain := td.Containers[0], td.Containers[1]
+		var add []string
+		if trace == "yes" {
+			add = []string{"SYS_PTRACE"}
+		}
+		if c.User != "1000:1000" || !slices.Equal(c.AddCapabilities, add) || !slices.Equal(c.DropCapabilities, []string{"NET_RAW", "SYS_" + trace}) {
+			t.Errorf("Trace=%s: user %q, add %q, drop %q", trace, c.User, c.AddCapabilities, c.DropCapabilities)
+		}
+		if plain.User != "" || plain.AddCapabilities != nil || plain.DropCapabilities != nil {
+			t.Errorf("a container without them: user %q, add %q, drop %q", plain.User, plain.AddCapabilities, plain.DropCapabilities)
+		}
+	}
+	bad := strings.Replace(doc, "Drop: [NET_RAW, !Sub \"SYS_${Trace}\"]", "Drop: [[NET_RAW]]", 1)
+	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := template.Load(path, template.Options{TaskDefinitions: true})
+	var pe *template.PathError
+	if !errors.As(err, &pe) || pe.Path != "Resources.Def.Properties.ContainerDefinitions[0].LinuxParameters.Capabilities.Drop[0]" {
+		t.Fatalf("a list inside Drop: %v", err)
 	}
 }
