@@ -62,6 +62,7 @@ type s3Error struct {
 	maxSkewMillis              string
 	expires                    string
 	clientSHA256, serverSHA256 string
+	condition                  string // PreconditionFailed: the header that did not hold
 }
 
 func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -412,6 +413,7 @@ type errorBody struct {
 	Expires                     string `xml:",omitempty"`
 	ClientComputedContentSHA256 string `xml:",omitempty"`
 	S3ComputedContentSHA256     string `xml:",omitempty"`
+	Condition                   string `xml:",omitempty"`
 	RequestID                   string `xml:"RequestId"`
 	HostID                      string `xml:"HostId"`
 }
@@ -429,7 +431,8 @@ func writeError(w http.ResponseWriter, r *http.Request, e *s3Error) {
 	}
 	b, _ := xml.Marshal(errorBody{Code: e.code, Message: e.msg, AWSAccessKeyID: e.accessKeyID, RequestTime: e.requestTime,
 		ServerTime: e.serverTime, MaxAllowedSkewMilliseconds: e.maxSkewMillis, Expires: e.expires,
-		ClientComputedContentSHA256: e.clientSHA256, S3ComputedContentSHA256: e.serverSHA256, RequestID: id, HostID: host})
+		ClientComputedContentSHA256: e.clientSHA256, S3ComputedContentSHA256: e.serverSHA256, Condition: e.condition,
+		RequestID: id, HostID: host})
 	b = append([]byte(xml.Header), b...)
 	h.Set("Content-Type", "application/xml")
 	h.Set("Content-Length", fmt.Sprint(len(b)))

@@ -129,7 +129,7 @@ func Start(cfg Config) (*Server, error) {
 		}
 	}
 	fake := gofakes3.New(backend, gofakes3.WithLogger(errorLogger{log}), gofakes3.WithAutoBucket(false))
-	handler := fake.Server()
+	var handler http.Handler = &conditions{backend: backend, next: fake.Server()}
 	if cfg.Authority != nil {
 		handler = &gate{authority: cfg.Authority, authorizer: cfg.Authorizer, backend: backend, next: handler, log: log}
 	}
