@@ -23,6 +23,10 @@ type resolver struct {
 	// FunctionName (known after the first read) to it.
 	types         map[string]string
 	functionNames map[string]string
+	// functionURLs maps a function's logical id to its function URL, chosen before the
+	// template is read with every reference answered (see pickFunctionURLs); before,
+	// <Function>Url.FunctionUrl resolves to a placeholder.
+	functionURLs map[string]string
 	// secrets answers dynamic references.
 	secrets *secretslocal.Server
 }
@@ -68,6 +72,13 @@ func (r *resolver) Ref(id string) (string, error) {
 // GetAtt answers .Arn as CloudFormation does for each resource type the template
 // uses, with the local stack's physical names.
 func (r *resolver) GetAtt(id, attr string) (string, error) {
+	if fn, ok := strings.CutSuffix(id, "Url"); ok && attr == "FunctionUrl" {
+		// SAM's AWS::Lambda::Url of a function with a FunctionUrlConfig.
+		if u := r.functionURLs[fn]; u != "" {
+			return u, nil
+		}
+		return "http://pending-function-url.invalid/", nil
+	}
 	if attr != "Arn" {
 		return "", fmt.Errorf("%w: !GetAtt %s.%s", template.ErrUnresolved, id, attr)
 	}

@@ -127,6 +127,7 @@ type Stack struct {
 
 	ids      *identities
 	image    string
+	urlAddrs map[string]string // function logical id → its function URL's address
 	log      *slog.Logger
 	tempRoot bool
 	invoke   *http.Server
@@ -177,7 +178,8 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	// reference answered.
 	params := localParams(s.Bucket, o.Params)
 	s.image = params["SandboxImage"]
-	res := &resolver{stack: s, secrets: s.ids.secrets, types: map[string]string{}, functionNames: map[string]string{}}
+	res := &resolver{stack: s, secrets: s.ids.secrets, types: map[string]string{}, functionNames: map[string]string{},
+		functionURLs: map[string]string{}}
 	doc, err := template.LoadDocument(o.Template, template.Options{Parameters: params, Resolver: res})
 	if err != nil {
 		return nil, err
@@ -197,6 +199,16 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	for id, f := range first.Functions {
 		res.functionNames[id] = f.FunctionName
 	}
+	// A function URL is known before its function runs (a task definition may name
+	// it), as in AWS: each gets its port now, and lambdart listens there.
+	urlAddrs, err := pickFunctionURLs(first)
+	if err != nil {
+		return nil, err
+	}
+	for id, addr := range urlAddrs {
+		res.functionURLs[id] = "http://" + addr + "/"
+	}
+	s.urlAddrs = urlAddrs
 	tpl, err := template.Load(o.Template, template.Options{Parameters: params, Resolver: res, TaskDefinitions: true, Roles: true})
 	if err != nil {
 		return nil, err
@@ -437,6 +449,7 @@ func (s *Stack) startLambda(o Options, tpl *template.Template) error {
 			MemoryMB: f.MemorySize, LogFormat: f.LogFormat, LogLevel: f.LogLevel, Env: fenv,
 			AsyncRetries: f.AsyncRetries,
 			Role:         f.Role, LogGroup: f.LogGroup, InVPC: f.InVPC, URLAuthType: f.URLAuthType,
+			URLAddr: s.urlAddrs[f.LogicalID],
 		}); err != nil {
 			return err
 		}
@@ -445,6 +458,24 @@ func (s *Stack) startLambda(o Options, tpl *template.Template) error {
 		return fmt.Errorf("functions not built (run make build-local): %s", strings.Join(missing, ", "))
 	}
 	return nil
+}
+
+// pickFunctionURLs chooses a loopback address for the function URL of each function
+// that has one.
+func pickFunctionURLs(tpl *template.Template) (map[string]string, error) {
+	addrs := map[string]string{}
+	for id, f := range tpl.Functions {
+		if f.URLAuthType == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("function url of %s: %w", id, err)
+		}
+		addrs[id] = ln.Addr().String()
+		ln.Close()
+	}
+	return addrs, nil
 }
 
 func ensureTable(ctx context.Context, ddb *dynamodb.Client, name string) error {

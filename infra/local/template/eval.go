@@ -286,7 +286,7 @@ func (e *evaluator) ref(name, path string) (any, error) {
 		}
 		return v, nil
 	}
-	r, ok := e.resources[name]
+	r, ok := e.resource(name)
 	if !ok {
 		return nil, pathErrf(path, ErrUnknownReference, "!Ref %s: no such parameter or resource", name)
 	}
@@ -301,7 +301,7 @@ func (e *evaluator) ref(name, path string) (any, error) {
 }
 
 func (e *evaluator) getAtt(id, attr, path string) (any, error) {
-	r, ok := e.resources[id]
+	r, ok := e.resource(id)
 	if !ok {
 		return nil, pathErrf(path, ErrUnknownReference, "!GetAtt %s.%s: no such resource", id, attr)
 	}
@@ -313,6 +313,31 @@ func (e *evaluator) getAtt(id, attr, path string) (any, error) {
 		return nil, pathErr(path, err)
 	}
 	return v, nil
+}
+
+// resource returns the resource id names: one the template declares, or one SAM
+// generates from it (see generated).
+func (e *evaluator) resource(id string) (*Resource, bool) {
+	if r, ok := e.resources[id]; ok {
+		return r, true
+	}
+	return e.generated(id)
+}
+
+// generated returns the resource SAM's transform generates under id, which templates
+// may reference: <Function>Url, the AWS::Lambda::Url of a function with a
+// FunctionUrlConfig (its FunctionUrl attribute is the URL), under the function's
+// condition.
+func (e *evaluator) generated(id string) (*Resource, bool) {
+	base, ok := strings.CutSuffix(id, "Url")
+	if !ok {
+		return nil, false
+	}
+	fn, ok := e.resources[base]
+	if !ok || fn.Type != TypeFunction || Lookup(fn.Properties, "FunctionUrlConfig") == nil {
+		return nil, false
+	}
+	return &Resource{LogicalID: id, Type: TypeFunctionURL, Condition: fn.Condition}, true
 }
 
 // present fails when r exists in the template but its Condition leaves it out.

@@ -121,3 +121,37 @@ func TestParse_FunctionURL_AuthType(t *testing.T) {
 		t.Fatalf("unknown auth type: err = %v", err)
 	}
 }
+
+// SAM generates <Function>Url for a function with a FunctionUrlConfig; a template may
+// reference its FunctionUrl (a task's environment, say). A function without one has no
+// such resource.
+func TestParse_FunctionURL_GeneratedResource(t *testing.T) {
+	src := []byte(`Resources:
+  VendFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: bootstrap
+      FunctionUrlConfig: {AuthType: AWS_IAM}
+  UserFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: bootstrap
+      Environment:
+        Variables:
+          VEND_URL: !GetAtt VendFunctionUrl.FunctionUrl
+          SUBBED: !Sub "${VendFunctionUrl.FunctionUrl}credentials"
+`)
+	res := template.MapResolver{Attrs: map[string]string{"VendFunctionUrl.FunctionUrl": "https://abc.lambda-url.eu-west-1.on.aws/"}}
+	tpl, err := template.Parse(src, template.Options{Resolver: res})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := tpl.Functions["UserFunction"].Environment
+	if env["VEND_URL"] != "https://abc.lambda-url.eu-west-1.on.aws/" || env["SUBBED"] != "https://abc.lambda-url.eu-west-1.on.aws/credentials" {
+		t.Fatalf("environment = %v", env)
+	}
+	noURL := []byte(strings.Replace(string(src), "      FunctionUrlConfig: {AuthType: AWS_IAM}\n", "", 1))
+	if _, err := template.Parse(noURL, template.Options{Resolver: res}); !errors.Is(err, template.ErrUnknownReference) {
+		t.Fatalf("a function without a URL: err = %v", err)
+	}
+}

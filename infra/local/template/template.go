@@ -12,15 +12,18 @@ import (
 
 // Resource types the model reads. Every other type is ignored.
 const (
-	TypeFunction        = "AWS::Serverless::Function"
-	TypeHTTPAPI         = "AWS::Serverless::HttpApi"
-	TypeAPI             = "AWS::ApiGatewayV2::Api"
-	TypeRoute           = "AWS::ApiGatewayV2::Route"
-	TypeRouteResponse   = "AWS::ApiGatewayV2::RouteResponse"
-	TypeIntegration     = "AWS::ApiGatewayV2::Integration"
-	TypeAuthorizer      = "AWS::ApiGatewayV2::Authorizer"
-	TypeStage           = "AWS::ApiGatewayV2::Stage"
-	TypeLambdaFunction  = "AWS::Lambda::Function"
+	TypeFunction       = "AWS::Serverless::Function"
+	TypeHTTPAPI        = "AWS::Serverless::HttpApi"
+	TypeAPI            = "AWS::ApiGatewayV2::Api"
+	TypeRoute          = "AWS::ApiGatewayV2::Route"
+	TypeRouteResponse  = "AWS::ApiGatewayV2::RouteResponse"
+	TypeIntegration    = "AWS::ApiGatewayV2::Integration"
+	TypeAuthorizer     = "AWS::ApiGatewayV2::Authorizer"
+	TypeStage          = "AWS::ApiGatewayV2::Stage"
+	TypeLambdaFunction = "AWS::Lambda::Function"
+	// TypeFunctionURL is what SAM generates for a function's FunctionUrlConfig, as
+	// <LogicalId>Url; templates reference its FunctionUrl attribute.
+	TypeFunctionURL     = "AWS::Lambda::Url"
 	implicitHTTPAPIID   = "ServerlessHttpApi"
 	defaultStageName    = "$default"
 	functionIDSuffix    = "Function"
