@@ -121,3 +121,26 @@ func (s *Store) query(ctx context.Context, userID, prefix string, fn func(map[st
 		in.ExclusiveStartKey = out.LastEvaluatedKey
 	}
 }
+
+// Connection returns one of the user's connection records with one strongly
+// consistent GetItem: ErrNotFound when there is none, or it has expired. Finding it
+// proves the connection is the user's: connection ids are never reused.
+func (s *Store) Connection(ctx context.Context, userID, connectionID string) (Connection, error) {
+	if err := checkID("user id", userID); err != nil {
+		return Connection{}, fmt.Errorf("get connection: %w", err)
+	}
+	if err := checkID("connection id", connectionID); err != nil {
+		return Connection{}, fmt.Errorf("get connection: %w", err)
+	}
+	out, err := s.api.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName: aws.String(s.table), Key: key(userKey(userID), connPrefix+connectionID), ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return Connection{}, fmt.Errorf("get connection %s of %s: %w", connectionID, userID, unavailable(err))
+	}
+	exp := time.Unix(getN(out.Item, AttrTTL), 0)
+	if len(out.Item) == 0 || !s.now().Before(exp) {
+		return Connection{}, fmt.Errorf("get connection %s of %s: %w", connectionID, userID, ErrNotFound)
+	}
+	return Connection{UserID: userID, ConnectionID: connectionID, ConnectedAt: getMs(out.Item, aConnectedAt), ExpiresAt: exp}, nil
+}

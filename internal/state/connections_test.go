@@ -72,3 +72,29 @@ func TestStore_Connections(t *testing.T) {
 	_, err = e.store.AddConnection(ctx, "user_a", "")
 	wantErr(t, err, state.ErrInvalid)
 }
+
+// One connection is read with one GetItem, and only under its own user: another
+// user's, an absent or an expired record is ErrNotFound.
+func TestStore_Connection(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	added, err := e.store.AddConnection(ctx, "user_a", "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.calls.Reset()
+	c, err := e.store.Connection(ctx, "user_a", "c1")
+	if err != nil || !c.ConnectedAt.Equal(added.ConnectedAt) || !c.ExpiresAt.Equal(added.ExpiresAt) || c.UserID != "user_a" {
+		t.Fatalf("connection %+v, %v (added %+v)", c, err, added)
+	}
+	e.wantCalls(t, map[string]int64{"GetItem": 1})
+	_, err = e.store.Connection(ctx, "user_b", "c1")
+	wantErr(t, err, state.ErrNotFound)
+	_, err = e.store.Connection(ctx, "user_a", "c2")
+	wantErr(t, err, state.ErrNotFound)
+	_, err = e.store.Connection(ctx, "user_a", "")
+	wantErr(t, err, state.ErrInvalid)
+	e.clock.Advance(state.DefaultConnectionTTL + time.Second)
+	_, err = e.store.Connection(ctx, "user_a", "c1")
+	wantErr(t, err, state.ErrNotFound)
+}
