@@ -167,7 +167,7 @@ func TestLoad_ParameterOverrides(t *testing.T) {
 	if tpl.WebSocketAPIs[0].Stage != "local" || tpl.HTTPAPIs[0].Stage != "local" {
 		t.Errorf("stage override not applied")
 	}
-	if got := tpl.Functions["MessageFunction"].Environment["MAX_SANDBOXES"]; got != "7" {
+	if got := tpl.Functions["ConnectFunction"].Environment["MAX_SANDBOXES"]; got != "7" {
 		t.Errorf("MAX_SANDBOXES = %q", got)
 	}
 	if c := tpl.Functions["ConnectFunction"]; c.FunctionName != "phys-AWS::StackName-connect" || c.AsyncRetries == nil || *c.AsyncRetries != 0 {
