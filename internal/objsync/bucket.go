@@ -19,6 +19,12 @@ var (
 	ErrNoBucket = errors.New("bucket not found")
 	// ErrDenied means the store refused the credentials or the request's signature.
 	ErrDenied = errors.New("access denied")
+	// ErrPrecondition means a conditional write was refused because the object is not
+	// what the writer believed: S3's and R2's 412 PreconditionFailed (another ETag, or
+	// no object for If-Match; an object for If-None-Match), and S3's 409
+	// ConditionalRequestConflict (a conflicting write of the key was in progress). Nothing
+	// was written.
+	ErrPrecondition = errors.New("precondition failed: the object is not what the writer believed")
 )
 
 // ObjectInfo describes one stored object.
@@ -57,6 +63,15 @@ type PutInput struct {
 	// SHA256, when set, is Body's SHA-256, so the client can sign the payload without
 	// reading it an extra time.
 	SHA256 []byte
+	// IfMatch, when set, writes only if the key's current object has this ETag
+	// (unquoted); IfNoneMatch writes only if no object has the key. Either way the
+	// store checks and writes atomically, and a refusal is ErrPrecondition with nothing
+	// written. S3 (https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html,
+	// PutObject's If-Match and If-None-Match: "*") and R2
+	// (https://developers.cloudflare.com/r2/api/s3/conditional-operations/, PutObject
+	// and CompleteMultipartUpload) both document them. At most one of the two is set.
+	IfMatch     string
+	IfNoneMatch bool
 }
 
 // Bucket is the storage the engine needs, implemented for S3 and R2 by internal/s3bucket.
@@ -70,7 +85,8 @@ type Bucket interface {
 	// Get returns the object's description (with Meta) and its content, which the
 	// caller closes. A missing object is ErrNotFound.
 	Get(ctx context.Context, key string) (ObjectInfo, io.ReadCloser, error)
-	// Put writes the object and returns its new ETag.
+	// Put writes the object and returns its new ETag; under a condition (IfMatch,
+	// IfNoneMatch) that does not hold it writes nothing and returns ErrPrecondition.
 	Put(ctx context.Context, in PutInput) (etag string, err error)
 	// Delete removes at most MaxDeleteBatch keys; a key that does not exist counts as
 	// deleted. When only some keys fail, the error is a *PartialError naming them.

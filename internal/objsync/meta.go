@@ -18,13 +18,17 @@ const (
 	kindDir  kind = "dir"
 )
 
-// User metadata keys (x-amz-meta-<key>). Every object gets all four, so a store that
+// User metadata keys (x-amz-meta-<key>). Every object gets all five, so a store that
 // merges metadata on overwrite (gofakes3 does) cannot leave a stale one behind.
 const (
 	metaType   = "type"
 	metaMode   = "mode"
 	metaMTime  = "mtime"
 	metaSHA256 = "sha256"
+	// metaGeneration is the lease generation of the sandbox that wrote the object: when
+	// a conditional write is refused, it tells a newer sandbox's object (fenced) from
+	// this writer's own or an older one's (see Syncer.resolve).
+	metaGeneration = "generation"
 )
 
 // entry is what is known about one path: its kind, size, mode, mtime (unix
@@ -42,14 +46,23 @@ type entry struct {
 	Held bool `json:"held,omitempty"`
 }
 
-// encodeMeta returns the complete metadata of an object holding e.
-func encodeMeta(e entry) map[string]string {
+// encodeMeta returns the complete metadata of an object holding e, written by a
+// sandbox of lease generation gen.
+func encodeMeta(e entry, gen int64) map[string]string {
 	return map[string]string{
-		metaType:   string(e.Kind),
-		metaMode:   fmt.Sprintf("%04o", e.Mode),
-		metaMTime:  formatMTime(e.MTime),
-		metaSHA256: e.SHA256,
+		metaType:       string(e.Kind),
+		metaMode:       fmt.Sprintf("%04o", e.Mode),
+		metaMTime:      formatMTime(e.MTime),
+		metaSHA256:     e.SHA256,
+		metaGeneration: strconv.FormatInt(gen, 10),
 	}
+}
+
+// writerGeneration returns the generation that wrote an object, from its metadata;
+// ok is false for an object without one (another tool, an older version).
+func writerGeneration(meta map[string]string) (gen int64, ok bool) {
+	g, err := strconv.ParseInt(meta[metaGeneration], 10, 64)
+	return g, err == nil && g >= 0
 }
 
 // decodeMeta reads an object's metadata into an entry. Objects written by other tools

@@ -87,7 +87,7 @@ func (s *Syncer) restore(ctx context.Context, cfg settings) (Stats, error) {
 	defer root.Close()
 	li := scanLocal(root, s.dir, log)
 
-	marker, err := s.readMarker(ctx, log)
+	marker, markerETag, err := s.readMarker(ctx, log)
 	if err != nil {
 		return stats, fmt.Errorf("restore %s: %w", s.prefix, err)
 	}
@@ -107,7 +107,7 @@ func (s *Syncer) restore(ctx context.Context, cfg settings) (Stats, error) {
 	}
 
 	st := s.newState()
-	st.Marker = marker
+	st.Marker, st.MarkerETag = marker, markerETag
 	var jobs []fetchJob
 	var total int64
 	for _, r := range objs {
@@ -175,8 +175,13 @@ func (s *Syncer) restore(ctx context.Context, cfg settings) (Stats, error) {
 			}
 			if j.had != nil {
 				// Sync must neither overwrite the stored copy with the stale local
-				// one nor delete it, until the user changes the file.
-				st.Files[j.rel] = entry{Kind: j.had.Kind, Size: j.had.Size, MTime: j.had.MTime, Mode: j.had.Mode, Held: true}
+				// one nor delete it, until the user changes the file; then it writes
+				// over the object listed here.
+				held := entry{Kind: j.had.Kind, Size: j.had.Size, MTime: j.had.MTime, Mode: j.had.Mode, Held: true}
+				if (j.had.Kind == kindDir) == j.dirKey {
+					held.ETag = j.info.ETag // the listed object has the key the local path maps to
+				}
+				st.Files[j.rel] = held
 			}
 		case r.out == restored:
 			st.Files[j.rel] = r.e

@@ -22,8 +22,9 @@ const stateFile = "objsync-state.json"
 const markerSlack = time.Second
 
 // stateVersion changes when the manifest's meaning does; another version is ignored,
-// which makes the next Sync refuse until a Restore rebuilds it.
-const stateVersion = 1
+// which makes the next Sync refuse until a Restore rebuilds it. Version 2: every
+// entry's ETag is the condition of its next write, and MarkerETag the marker's.
+const stateVersion = 2
 
 // Marker is the content of .last-sync: what the last finished sync wrote.
 type Marker struct {
@@ -46,6 +47,11 @@ type state struct {
 	Dir     string `json:"dir"`
 	// Marker is the newest marker known to be in the bucket.
 	Marker *Marker `json:"marker,omitempty"`
+	// MarkerETag is the ETag of the marker object as this writer last read (Restore)
+	// or wrote it, "" when there was none: the next marker is written If-Match it (or
+	// If-None-Match: *), so a marker written meanwhile by another sandbox is never
+	// overwritten unseen.
+	MarkerETag string `json:"markerETag,omitempty"`
 	// Pending is set once files were written after Marker: a marker is owed.
 	Pending bool             `json:"pending,omitempty"`
 	Files   map[string]entry `json:"files"`

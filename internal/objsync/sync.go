@@ -43,10 +43,11 @@ func (s *Syncer) Sync(ctx context.Context) (Stats, error) {
 	return stats, err
 }
 
-// upload is one path Sync writes.
+// upload is one path Sync writes, and what the manifest says its key holds.
 type upload struct {
-	rel string
-	l   local
+	rel  string
+	l    local
+	cond condition
 }
 
 func (s *Syncer) sync(ctx context.Context, cfg settings) (Stats, error) {
@@ -107,9 +108,12 @@ func (s *Syncer) sync(ctx context.Context, cfg settings) (Stats, error) {
 	failures := append([]Failure(nil), t.failures...)
 	upFailures, stopErr := s.uploadAll(ctx, cfg, st, ups, &stats)
 	failures = append(failures, upFailures...)
+	if stopErr == nil && len(upFailures) > 0 {
+		dels = nil // deletes follow only a complete upload phase (see fence.go)
+	}
 	if stopErr == nil {
 		var delFailures []Failure
-		delFailures, stopErr = s.deleteAll(ctx, st, dels, &stats)
+		delFailures, stopErr = s.deleteAll(ctx, st, dels, &stats, log)
 		failures = append(failures, delFailures...)
 	}
 	if err := s.saveState(st); err != nil {
@@ -137,10 +141,11 @@ func (s *Syncer) sync(ctx context.Context, cfg settings) (Stats, error) {
 			m.Bytes += e.Size
 		}
 	}
-	if err := s.writeMarker(ctx, m); err != nil {
+	etag, err := s.writeMarker(ctx, m, st.MarkerETag, log)
+	if err != nil {
 		return stats, fmt.Errorf("sync %s: %w", s.prefix, err)
 	}
-	st.Marker, st.Pending = &m, false
+	st.Marker, st.MarkerETag, st.Pending = &m, etag, false
 	if err := s.saveState(st); err != nil {
 		return stats, fmt.Errorf("sync %s: %w", s.prefix, err)
 	}
@@ -159,8 +164,14 @@ func (s *Syncer) plan(st *state, t *tree) (ups []upload, dels []string, unchange
 			unchanged++
 			continue
 		}
-		ups = append(ups, upload{rel: rel, l: l})
-		if ok && !e.Held && objectKey(s.prefix, rel, e.Kind) != objectKey(s.prefix, rel, l.Kind) {
+		// Written over the object the manifest knows under this key, or as a new key.
+		sameKey := ok && objectKey(s.prefix, rel, e.Kind) == objectKey(s.prefix, rel, l.Kind)
+		u := upload{rel: rel, l: l, cond: condition{ifNoneMatch: true}}
+		if sameKey && e.ETag != "" {
+			u.cond = condition{ifMatch: e.ETag}
+		}
+		ups = append(ups, u)
+		if ok && !e.Held && !sameKey {
 			dels = append(dels, objectKey(s.prefix, rel, e.Kind)) // a file became an empty directory, or back
 		}
 	}
@@ -189,7 +200,7 @@ func (s *Syncer) checkRemoteGeneration(ctx context.Context, log *slog.Logger) er
 	if s.Generation == 0 {
 		return nil
 	}
-	m, err := s.readMarker(ctx, log)
+	m, _, err := s.readMarker(ctx, log)
 	if err != nil {
 		return fmt.Errorf("sync %s: %w", s.prefix, err)
 	}
@@ -232,7 +243,7 @@ func (s *Syncer) uploadAll(ctx context.Context, cfg settings, st *state, ups []u
 			return
 		}
 		u := ups[i]
-		e, err := s.upload(wctx, root, u.rel, u.l)
+		e, err := s.upload(wctx, root, u, cfg.log)
 		switch {
 		case err == nil:
 			done[i], ok[i] = e, true
@@ -271,11 +282,11 @@ func (s *Syncer) uploadAll(ctx context.Context, cfg settings, st *state, ups []u
 }
 
 // upload writes one path, trying again when the file changes while it is read.
-func (s *Syncer) upload(ctx context.Context, root *os.Root, rel string, l local) (entry, error) {
+func (s *Syncer) upload(ctx context.Context, root *os.Root, u upload, log *slog.Logger) (entry, error) {
 	var err error
 	for range DefaultChangedRetries + 1 {
 		var e entry
-		e, err = s.uploadOnce(ctx, root, rel, l)
+		e, err = s.uploadOnce(ctx, root, u.rel, u.l, u.cond, log)
 		if !errors.Is(err, errChanged) {
 			return e, err
 		}
@@ -283,7 +294,7 @@ func (s *Syncer) upload(ctx context.Context, root *os.Root, rel string, l local)
 	return entry{}, err
 }
 
-func (s *Syncer) uploadOnce(ctx context.Context, root *os.Root, rel string, l local) (entry, error) {
+func (s *Syncer) uploadOnce(ctx context.Context, root *os.Root, rel string, l local, cond condition, log *slog.Logger) (entry, error) {
 	e := entry{Kind: l.Kind, Size: l.Size, MTime: l.MTime, Mode: l.Mode}
 	var (
 		body io.ReadSeeker
@@ -327,13 +338,14 @@ func (s *Syncer) uploadOnce(ctx context.Context, root *os.Root, rel string, l lo
 	if err := s.fence(ctx); err != nil {
 		return entry{}, err
 	}
-	etag, err := s.bucket.Put(ctx, PutInput{
-		Key:    objectKey(s.prefix, rel, e.Kind),
+	key := objectKey(s.prefix, rel, e.Kind)
+	etag, err := s.putConditional(ctx, PutInput{
+		Key:    key,
 		Body:   body,
 		Size:   e.Size,
-		Meta:   encodeMeta(e),
+		Meta:   encodeMeta(e, s.Generation),
 		SHA256: sum,
-	})
+	}, cond, s.resolveObject(key, log))
 	if err != nil {
 		return entry{}, err
 	}
@@ -341,8 +353,10 @@ func (s *Syncer) uploadOnce(ctx context.Context, root *os.Root, rel string, l lo
 	return e, nil
 }
 
-// deleteAll deletes keys in batches, fencing each, and drops the deleted paths from st.
-func (s *Syncer) deleteAll(ctx context.Context, st *state, keys []string, stats *Stats) ([]Failure, error) {
+// deleteAll deletes keys in batches, fencing each and reading the marker's generation
+// again right before it (deletes carry no store condition; see fence.go), and drops
+// the deleted paths from st.
+func (s *Syncer) deleteAll(ctx context.Context, st *state, keys []string, stats *Stats, log *slog.Logger) ([]Failure, error) {
 	var failures []Failure
 	for len(keys) > 0 {
 		batch := keys[:min(len(keys), MaxDeleteBatch)]
@@ -352,6 +366,9 @@ func (s *Syncer) deleteAll(ctx context.Context, st *state, keys []string, stats 
 		}
 		if err := ctx.Err(); err != nil {
 			return failures, fmt.Errorf("sync %s: %w", s.prefix, err)
+		}
+		if err := s.checkRemoteGeneration(ctx, log); err != nil {
+			return failures, err
 		}
 		failed := map[string]bool{}
 		err := s.bucket.Delete(ctx, batch)

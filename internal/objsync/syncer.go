@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -188,27 +189,29 @@ func (s *Syncer) fence(ctx context.Context) error {
 	return nil
 }
 
-// readMarker returns the bucket's marker, or nil when there is none. A marker that does
-// not parse is logged and treated as absent, which only makes Restore more careful.
-func (s *Syncer) readMarker(ctx context.Context, log *slog.Logger) (*Marker, error) {
-	_, body, err := s.bucket.Get(ctx, MarkerKey(s.prefix))
+// readMarker returns the bucket's marker and its object's ETag, or nil and "" when
+// there is none. A marker that does not parse is logged and treated as absent, which
+// only makes Restore more careful; its ETag is still returned, since a write over it
+// must name it.
+func (s *Syncer) readMarker(ctx context.Context, log *slog.Logger) (*Marker, string, error) {
+	info, body, err := s.bucket.Get(ctx, MarkerKey(s.prefix))
 	if errors.Is(err, ErrNotFound) {
-		return nil, nil
+		return nil, "", nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read marker: %w", err)
+		return nil, "", fmt.Errorf("read marker: %w", err)
 	}
 	defer body.Close()
 	b, err := io.ReadAll(io.LimitReader(body, maxMarkerBytes))
 	if err != nil {
-		return nil, fmt.Errorf("read marker: %w", err)
+		return nil, "", fmt.Errorf("read marker: %w", err)
 	}
 	var m Marker
 	if err := json.Unmarshal(b, &m); err != nil {
 		log.Warn("marker unreadable; treating the prefix as never synced", logging.Error, err.Error())
-		return nil, nil
+		return nil, info.ETag, nil
 	}
-	return &m, nil
+	return &m, info.ETag, nil
 }
 
 // checkGeneration refuses a marker written by a newer lease generation.
@@ -219,22 +222,23 @@ func (s *Syncer) checkGeneration(m *Marker) error {
 	return nil
 }
 
-// writeMarker writes .last-sync.
-func (s *Syncer) writeMarker(ctx context.Context, m Marker) error {
+// writeMarker writes .last-sync over the marker whose ETag is etag ("" for none),
+// as a conditional write (see fence.go), and returns the new marker's ETag.
+func (s *Syncer) writeMarker(ctx context.Context, m Marker, etag string, log *slog.Logger) (string, error) {
 	b, err := json.Marshal(m)
 	if err != nil {
-		return fmt.Errorf("encode marker: %w", err)
+		return "", fmt.Errorf("encode marker: %w", err)
 	}
-	_, err = s.bucket.Put(ctx, PutInput{
+	etag, err = s.putConditional(ctx, PutInput{
 		Key:  MarkerKey(s.prefix),
 		Body: strings.NewReader(string(b)),
 		Size: int64(len(b)),
-		Meta: map[string]string{metaType: "marker"},
-	})
+		Meta: map[string]string{metaType: "marker", metaGeneration: strconv.FormatInt(m.Generation, 10)},
+	}, expectETag(etag), s.resolveMarker(log))
 	if err != nil {
-		return fmt.Errorf("write marker: %w", err)
+		return "", fmt.Errorf("write marker: %w", err)
 	}
-	return nil
+	return etag, nil
 }
 
 // tracker serialises progress reports and failure collection across workers.

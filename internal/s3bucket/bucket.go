@@ -98,18 +98,38 @@ func (b *Bucket) Get(ctx context.Context, key string) (objsync.ObjectInfo, io.Re
 
 // Put writes the object. When in.SHA256 is set it signs the payload with it, so a
 // plain-HTTP endpoint does not make the SDK read the body an extra time to hash it.
+//
+// in.IfMatch and in.IfNoneMatch become PutObject's If-Match (the ETag, quoted as RFC
+// 7232 and S3's own ETag header write it) and If-None-Match: "*" (the only value S3
+// accepts). S3 documents both on PutObject
+// (https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html#API_PutObject_RequestSyntax:
+// 412 Precondition Failed when the condition does not hold, 409
+// ConditionalRequestConflict when a conflicting operation occurs meanwhile), and so
+// does R2 (https://developers.cloudflare.com/r2/api/s3/conditional-operations/; error
+// 10031 PreconditionFailed, https://developers.cloudflare.com/r2/api/error-codes/).
+// Both come back as objsync.ErrPrecondition.
 func (b *Bucket) Put(ctx context.Context, in objsync.PutInput) (string, error) {
 	var opts []func(*s3.Options)
 	if len(in.SHA256) > 0 {
 		opts = append(opts, withPayloadHash(hex.EncodeToString(in.SHA256)))
 	}
-	out, err := b.client.PutObject(ctx, &s3.PutObjectInput{
+	if in.IfMatch != "" && in.IfNoneMatch {
+		return "", fmt.Errorf("put %s: both If-Match and If-None-Match", in.Key)
+	}
+	put := &s3.PutObjectInput{
 		Bucket:        &b.name,
 		Key:           &in.Key,
 		Body:          in.Body,
 		ContentLength: &in.Size,
 		Metadata:      in.Meta,
-	}, opts...)
+	}
+	if in.IfMatch != "" {
+		put.IfMatch = aws.String(`"` + unquote(in.IfMatch) + `"`)
+	}
+	if in.IfNoneMatch {
+		put.IfNoneMatch = aws.String("*")
+	}
+	out, err := b.client.PutObject(ctx, put, opts...)
 	if err != nil {
 		return "", fmt.Errorf("put %s: %w", in.Key, translate(err))
 	}
@@ -162,8 +182,10 @@ func translate(err error) error {
 		switch re.HTTPStatusCode() {
 		case http.StatusNotFound: // HEAD-style answers carry no code
 			return objsync.ErrNotFound
-		case http.StatusForbidden:
+		case http.StatusForbidden, http.StatusUnauthorized:
 			return objsync.ErrDenied
+		case http.StatusPreconditionFailed:
+			return objsync.ErrPrecondition
 		}
 	}
 	return err
@@ -176,8 +198,11 @@ func sentinel(code string) error {
 		return objsync.ErrNotFound
 	case "NoSuchBucket":
 		return objsync.ErrNoBucket
-	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden":
+	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden",
+		"InvalidToken", "ExpiredToken", "Unauthorized": // R2 answers 401 Unauthorized to bad or expired credentials
 		return objsync.ErrDenied
+	case "PreconditionFailed", "ConditionalRequestConflict":
+		return objsync.ErrPrecondition
 	}
 	return nil
 }

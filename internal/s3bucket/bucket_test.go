@@ -426,3 +426,50 @@ func TestNewClient_StoreCredentials(t *testing.T) {
 		}
 	}
 }
+
+// Conditional writes reach the store as S3 writes them (If-Match with the quoted ETag,
+// If-None-Match: *), and a refusal is objsync.ErrPrecondition with nothing written.
+func TestBucket_Put_Conditions(t *testing.T) {
+	e := newEnv(t, false, fastRetries)
+	putIf := func(key, body string, set func(*objsync.PutInput)) (string, error) {
+		in := objsync.PutInput{Key: key, Body: strings.NewReader(body), Size: int64(len(body))}
+		set(&in)
+		return e.bucket.Put(context.Background(), in)
+	}
+	none := func(in *objsync.PutInput) { in.IfNoneMatch = true }
+	match := func(etag string) func(*objsync.PutInput) { return func(in *objsync.PutInput) { in.IfMatch = etag } }
+
+	first, err := putIf("k", "first", none)
+	if err != nil {
+		t.Fatalf("If-None-Match on a new key: %v", err)
+	}
+	if _, err := putIf("k", "second", none); !errors.Is(err, objsync.ErrPrecondition) {
+		t.Fatalf("If-None-Match on an existing key: %v, want ErrPrecondition", err)
+	}
+	if _, err := putIf("k", "second", match("0123456789abcdef0123456789abcdef")); !errors.Is(err, objsync.ErrPrecondition) {
+		t.Fatalf("If-Match another ETag: %v, want ErrPrecondition", err)
+	}
+	if _, err := putIf("missing", "x", match(first)); !errors.Is(err, objsync.ErrPrecondition) {
+		t.Fatalf("If-Match on a missing key: %v, want ErrPrecondition", err)
+	}
+	if _, body := get(t, e.bucket, "k"); body != "first" {
+		t.Fatalf("after refusals: %q", body)
+	}
+	second, err := putIf("k", "second", match(first))
+	if err != nil || second == first {
+		t.Fatalf("If-Match the current ETag: %q, %v", second, err)
+	}
+	if _, err := putIf("k", "x", func(in *objsync.PutInput) { in.IfMatch, in.IfNoneMatch = second, true }); err == nil {
+		t.Fatal("both conditions at once were sent")
+	}
+	var sent []string
+	for _, r := range e.rec.requests() {
+		if r.Method == http.MethodPut {
+			sent = append(sent, r.Header.Get("If-Match")+"|"+r.Header.Get("If-None-Match"))
+		}
+	}
+	want := []string{"|*", "|*", `"0123456789abcdef0123456789abcdef"|`, `"` + first + `"|`, `"` + first + `"|`}
+	if fmt.Sprint(sent) != fmt.Sprint(want) {
+		t.Fatalf("conditions on the wire: %q, want %q", sent, want)
+	}
+}
