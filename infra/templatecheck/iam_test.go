@@ -245,9 +245,17 @@ func checkTrust(t *testing.T, raw rawTemplate, r *template.Resource) {
 	if want, ok := trust[r.LogicalID]; !ok || canonical(services) != canonical([]string{want}) || st["Action"] != "sts:AssumeRole" || st["Effect"] != "Allow" {
 		t.Errorf("%s: trusts %v with %v; want only %s", r.LogicalID, principal, st["Action"], trust[r.LogicalID])
 	}
-	// Roles that AWS services assume on the stack's behalf (not Lambda, whose function
-	// binds the role itself) name the account, against the confused deputy.
-	if trust[r.LogicalID] != "lambda.amazonaws.com" && !strings.Contains(canonical(st["Condition"]), `"aws:SourceAccount":"${AWS::AccountId}"`) {
+	// Roles that AWS services assume on the stack's behalf name the account, against the
+	// confused deputy — where the service documents that it sends aws:SourceAccount.
+	// Not Lambda, whose function binds the role itself; not API Gateway's account role,
+	// for which AWS documents no such key (a condition on a key never sent would make
+	// the account setting, and the stack, fail).
+	switch svc := trust[r.LogicalID]; {
+	case svc == "lambda.amazonaws.com", svc == "apigateway.amazonaws.com":
+		if st["Condition"] != nil && svc == "apigateway.amazonaws.com" {
+			t.Errorf("%s: trust policy has a condition API Gateway is not documented to meet: %s", r.LogicalID, canonical(st["Condition"]))
+		}
+	case !strings.Contains(canonical(st["Condition"]), `"aws:SourceAccount":"${AWS::AccountId}"`):
 		t.Errorf("%s: trust policy lacks an aws:SourceAccount condition", r.LogicalID)
 	}
 }

@@ -600,3 +600,47 @@ func TestServer_DropDisconnects_NoInvocation(t *testing.T) {
 		t.Fatalf("the drop is not logged:\n%s", st.logs)
 	}
 }
+
+// The HTTP API's CorsConfiguration: API Gateway answers an allowed origin's preflight
+// itself, whatever the routes, and adds the CORS headers to the integration's answer;
+// another origin gets none.
+func TestServer_HTTPAPI_CORS(t *testing.T) {
+	st := newStack(t)
+	do := func(method, path string, h map[string]string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(method, st.srv.HTTPURL()+path, nil)
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	pre := do("OPTIONS", "/status", map[string]string{"Origin": "https://app.example.com", "Access-Control-Request-Method": "GET"})
+	if pre.StatusCode != http.StatusNoContent || pre.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" ||
+		pre.Header.Get("Access-Control-Allow-Methods") != "GET,POST" || pre.Header.Get("Access-Control-Allow-Headers") != "x-trace" ||
+		pre.Header.Get("Access-Control-Max-Age") != "600" {
+		t.Fatalf("preflight: %d %v", pre.StatusCode, pre.Header)
+	}
+	// A preflight of a path without a route is answered too, as API Gateway does.
+	if r := do("OPTIONS", "/nope", map[string]string{"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"}); r.StatusCode != http.StatusNoContent {
+		t.Fatalf("preflight without a route: %d", r.StatusCode)
+	}
+	if r := do("OPTIONS", "/status", map[string]string{"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}); r.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("preflight of another origin allowed: %v", r.Header)
+	}
+	get := do("GET", "/status?infer=1", map[string]string{"Origin": "https://app.example.com"})
+	if get.StatusCode != 200 || get.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" || get.Header.Get("Access-Control-Expose-Headers") != "x-pid" || get.Header.Get("Vary") != "Origin" {
+		t.Fatalf("GET from the allowed origin: %d %v", get.StatusCode, get.Header)
+	}
+	if r := do("GET", "/status?infer=1", map[string]string{"Origin": "https://evil.example"}); r.StatusCode != 200 || r.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("GET from another origin: %d %v", r.StatusCode, r.Header)
+	}
+	if r := do("GET", "/status?infer=1", nil); r.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("same-origin GET got CORS headers: %v", r.Header)
+	}
+}

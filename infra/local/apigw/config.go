@@ -63,6 +63,8 @@ type HTTPAPI struct {
 	Stage          string
 	StageVariables map[string]string
 	Routes         []HTTPRoute
+	// CORS, when set, is answered as API Gateway answers an API's CorsConfiguration.
+	CORS *template.CORS
 }
 
 // HTTPRoute is one route: Method ("GET", ..., or "ANY") and Path ("/status",
@@ -93,7 +95,7 @@ func FromTemplate(t *template.Template) (Config, error) {
 	}
 	if len(t.HTTPAPIs) > 0 {
 		a := t.HTTPAPIs[0]
-		h := &HTTPAPI{Stage: a.Stage, StageVariables: a.StageVariables}
+		h := &HTTPAPI{Stage: a.Stage, StageVariables: a.StageVariables, CORS: a.CORS}
 		for _, r := range a.Routes {
 			h.Routes = append(h.Routes, HTTPRoute{Method: r.Method, Path: r.Path, Function: r.Function})
 		}

@@ -22,6 +22,15 @@ const maxHTTPBody = 10 << 20
 // serveHTTPAPI is the HTTP API with payload format 2.0.
 func (s *Server) serveHTTPAPI(w http.ResponseWriter, r *http.Request) {
 	api := s.cfg.HTTP
+	if c := api.CORS; c != nil {
+		if isPreflight(r) {
+			preflight(w, r, c)
+			return
+		}
+		if allow := allowedOrigin(c, r.Header.Get("Origin")); allow != "" {
+			w = &corsWriter{ResponseWriter: w, c: c, allow: allow}
+		}
+	}
 	rawPath := r.URL.EscapedPath()
 	routePath := r.URL.Path
 	if api.Stage != "" && api.Stage != "$default" {

@@ -1,6 +1,7 @@
 package template
 
 import (
+	"fmt"
 	"sort"
 	"strings"
 
@@ -52,6 +53,16 @@ type HTTPAPI struct {
 	Stage          string
 	StageVariables map[string]string
 	Routes         []HTTPRoute
+	// CORS is the API's CorsConfiguration; nil without one (or with no origin).
+	CORS *CORS
+}
+
+// CORS is an HTTP API's CorsConfiguration: which browser origins may read its answers.
+type CORS struct {
+	AllowOrigins, AllowMethods, AllowHeaders, ExposeHeaders []string
+	AllowCredentials                                        bool
+	// MaxAge is how long a browser may cache a preflight answer, in seconds.
+	MaxAge int
 }
 
 // HTTPRoute is one HTTP API route.
@@ -255,6 +266,9 @@ func (e *evaluator) readHTTPAPIs(t *Template) ([]*HTTPAPI, error) {
 		if a.StageVariables, err = e.strMap(Lookup(r.Properties, "StageVariables"), base+".StageVariables"); err != nil {
 			return nil, err
 		}
+		if a.CORS, err = e.readCORS(Lookup(r.Properties, "CorsConfiguration"), base+".CorsConfiguration"); err != nil {
+			return nil, err
+		}
 		byID[r.LogicalID] = a
 	}
 	ids := make([]string, 0, len(t.Functions))
@@ -311,4 +325,63 @@ func (e *evaluator) strMap(n *yaml.Node, path string) (map[string]string, error)
 		out[k] = s
 	}
 	return out, nil
+}
+
+// readCORS reads a CorsConfiguration (nil when absent, AWS::NoValue, or allowing no
+// origin: an empty origin list, as a CommaDelimitedList parameter left empty gives).
+func (e *evaluator) readCORS(n *yaml.Node, path string) (*CORS, error) {
+	if n == nil {
+		return nil, nil
+	}
+	v, err := e.eval(n, path)
+	if err != nil {
+		return nil, err
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		if v == noValue || v == nil {
+			return nil, nil
+		}
+		return nil, pathErrf(path, ErrInvalid, "want a CorsConfiguration")
+	}
+	c := &CORS{}
+	strs := func(key string) ([]string, error) {
+		var out []string
+		list, _ := m[key].([]any)
+		if s, ok := m[key].(string); ok {
+			list = []any{s}
+		}
+		for i, x := range list {
+			s, ok := x.(string)
+			if !ok {
+				return nil, pathErrf(fmt.Sprintf("%s.%s[%d]", path, key, i), ErrInvalid, "want a string")
+			}
+			if s = strings.TrimSpace(s); s != "" {
+				out = append(out, s)
+			}
+		}
+		return out, nil
+	}
+	if c.AllowOrigins, err = strs("AllowOrigins"); err != nil {
+		return nil, err
+	}
+	if c.AllowMethods, err = strs("AllowMethods"); err != nil {
+		return nil, err
+	}
+	if c.AllowHeaders, err = strs("AllowHeaders"); err != nil {
+		return nil, err
+	}
+	if c.ExposeHeaders, err = strs("ExposeHeaders"); err != nil {
+		return nil, err
+	}
+	c.AllowCredentials = fmt.Sprint(m["AllowCredentials"]) == "true"
+	if age, ok := m["MaxAge"]; ok {
+		if c.MaxAge, err = atoiPositive(age); err != nil {
+			return nil, pathErrf(path+".MaxAge", ErrInvalid, "%v", err)
+		}
+	}
+	if len(c.AllowOrigins) == 0 {
+		return nil, nil
+	}
+	return c, nil
 }

@@ -155,3 +155,24 @@ func TestParse_FunctionURL_GeneratedResource(t *testing.T) {
 		t.Fatalf("a function without a URL: err = %v", err)
 	}
 }
+
+// The HTTP API allows the origins of the AllowedOrigins parameter, and none when it is
+// left empty.
+func TestLoad_HTTPAPI_CORS(t *testing.T) {
+	load := func(origins string) *template.Template {
+		t.Helper()
+		tpl, err := template.Load("../../../template.yaml", template.Options{Resolver: localResolver(),
+			Parameters: requiredParams(t, map[string]string{"AllowedOrigins": origins})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tpl
+	}
+	c := load("https://app.example.com,https://admin.example.com").HTTPAPIs[0].CORS
+	if c == nil || len(c.AllowOrigins) != 2 || c.AllowOrigins[1] != "https://admin.example.com" || strings.Join(c.AllowMethods, ",") != "GET,POST" || c.MaxAge != 600 {
+		t.Fatalf("CORS = %+v", c)
+	}
+	if c := load("").HTTPAPIs[0].CORS; c != nil {
+		t.Fatalf("CORS with no origin = %+v, want none", c)
+	}
+}
