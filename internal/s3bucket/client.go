@@ -55,6 +55,10 @@ type Options struct {
 	// AccessKeyID and SecretAccessKey, when set, sign this client's requests instead of
 	// the configuration's credentials (an R2 API token beside an AWS task role).
 	AccessKeyID, SecretAccessKey string
+	// Credentials, when set, sign this client's requests instead of both: temporary
+	// credentials with a session token (R2's, see internal/r2creds, or a vendor's),
+	// renewed by the provider.
+	Credentials aws.CredentialsProvider
 }
 
 // Environment variables read by LoadOptions. The endpoint is the SDK's own
@@ -111,7 +115,10 @@ func NewClient(cfg aws.Config, o Options) *s3.Client {
 		if o.Region != "" {
 			so.Region = o.Region
 		}
-		if o.AccessKeyID != "" {
+		switch {
+		case o.Credentials != nil:
+			so.Credentials = o.Credentials
+		case o.AccessKeyID != "":
 			so.Credentials = credentials.NewStaticCredentialsProvider(o.AccessKeyID, o.SecretAccessKey, "")
 		}
 		so.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired

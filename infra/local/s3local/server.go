@@ -63,6 +63,11 @@ type Config struct {
 	// also s3:ListBucket (iampolicy.S3MissingKey), 403 AccessDenied otherwise. Nil
 	// allows every verified caller.
 	Authorizer identity.Authorizer
+
+	// R2, when set, makes the endpoint answer as Cloudflare R2 does — an API token's
+	// credentials and temporary credentials derived from it, no IAM (see R2Config) —
+	// instead of as S3; Authority must then be nil.
+	R2 *R2Config
 }
 
 // Server is a running S3 endpoint.
@@ -130,6 +135,15 @@ func Start(cfg Config) (*Server, error) {
 	}
 	fake := gofakes3.New(backend, gofakes3.WithLogger(errorLogger{log}), gofakes3.WithAutoBucket(false))
 	var handler http.Handler = &conditions{backend: backend, next: fake.Server()}
+	switch {
+	case cfg.R2 != nil && cfg.Authority != nil:
+		return fail(errors.New("start s3: R2 mode and an IAM authority exclude each other"))
+	case cfg.R2 != nil:
+		if cfg.R2.AccountID == "" || cfg.R2.AccessKeyID == "" || cfg.R2.SecretAccessKey == "" {
+			return fail(errors.New("start s3: R2 mode needs the account ID and the parent token's access key ID and secret"))
+		}
+		handler = &r2gate{cfg: *cfg.R2, next: handler, log: log}
+	}
 	if cfg.Authority != nil {
 		handler = &gate{authority: cfg.Authority, authorizer: cfg.Authorizer, backend: backend, next: handler, log: log}
 	}
