@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -32,6 +33,11 @@ import (
 var fixture string
 
 func TestMain(m *testing.M) {
+	if f := os.Getenv(envHelperFixture); f != "" {
+		// A copy of this binary run as another user by a test: the fixture is built.
+		fixture = f
+		os.Exit(m.Run())
+	}
 	code := testkit.RunWithPrograms(m, map[*string]string{&fixture: "./testdata/task"})
 	closeEvaluator()
 	os.Exit(code)
@@ -89,7 +95,12 @@ func start(t testing.TB, configure ...func(*ecslocal.Server)) *env {
 	t.Helper()
 	pool := ecslocal.RandomAddressPool()
 	e := &env{out: &outputs{buf: map[string]*testkit.Logs{}}, pool: pool, port: freePort(t)}
-	s := ecslocal.NewServer(t.TempDir())
+	root := t.TempDir()
+	// Traversable, as a container's root is, so a task may run as another user.
+	if err := os.Chmod(filepath.Dir(root), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	s := ecslocal.NewServer(root)
 	s.Logger = logging.New(testLogWriter{t}, slog.LevelInfo)
 	if _, ok := t.(*testing.B); ok {
 		s.Logger = slog.New(slog.DiscardHandler) // benchmarks print every logged line

@@ -153,11 +153,15 @@ func (s *Server) sessionNow() time.Time {
 	return time.Now()
 }
 
-// credentialsEnv is the variable that tells a task where its role's credentials are:
-// the metadata server's loopback address, which the SDKs accept as a full URI. When
-// tasks get a network namespace of their own with 169.254.170.2 in it, this becomes
-// AWS_CONTAINER_CREDENTIALS_RELATIVE_URI=<CredentialsPathPrefix><id>, here alone.
+// credentialsEnv is the variable that tells a task where its role's credentials are.
+// An isolated task has the metadata address in its own network namespace and is told
+// AWS_CONTAINER_CREDENTIALS_RELATIVE_URI=<CredentialsPathPrefix><id>, as on Fargate (the
+// SDKs prefix it with http://169.254.170.2); any other is told the metadata server's
+// loopback address as a full URI, which every process of the machine reaches.
 func (s *Server) credentialsEnv(t *task) (name, value string) {
+	if s.iso != nil && s.iso.namespaces {
+		return "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", CredentialsPathPrefix + t.ident.credID
+	}
 	return "AWS_CONTAINER_CREDENTIALS_FULL_URI", s.metadataEndpoint() + CredentialsPathPrefix + t.ident.credID
 }
 
@@ -181,7 +185,12 @@ type credentialsError struct {
 // serveCredentials answers GET /v2/credentials/<id> as the ECS agent does: the task
 // role's current credentials, or 400 InvalidIdInRequest for an id no live task has (a
 // stopped task's included).
-func (s *Server) serveCredentials(w http.ResponseWriter, r *http.Request) {
+//
+// scope, when set, is the one task the listener serves (the listener inside its
+// network namespace): any other id is unknown there. Without scope (the metadata
+// server's loopback listener) the credentials of isolated tasks are unknown: they are
+// served only inside their namespace.
+func (s *Server) serveCredentials(w http.ResponseWriter, r *http.Request, scope *task) {
 	id := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(CredentialsPathPrefix, "/")), "/")
 	const prefix = "CredentialsV2Request: "
 	if id == "" {
@@ -190,7 +199,11 @@ func (s *Server) serveCredentials(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	t := s.creds[id]
+	isolated := s.iso != nil && s.iso.namespaces
 	s.mu.Unlock()
+	if scope != nil && t != scope || scope == nil && isolated {
+		t = nil
+	}
 	notFound := credentialsError{Code: "InvalidIdInRequest", Message: prefix + "Credentials not found", HTTPErrorCode: http.StatusBadRequest}
 	if t == nil {
 		writeCredentials(w, http.StatusBadRequest, notFound)

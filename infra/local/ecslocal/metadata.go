@@ -72,14 +72,32 @@ type metaTask struct {
 }
 
 // serveMetadata answers GET /v4/<DockerId> (the container) and /v4/<DockerId>/task, and
-// the credentials endpoint, GET /v2/credentials/<id>.
-func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
+// the credentials endpoint, GET /v2/credentials/<id>, on the metadata server's loopback
+// listener: for every task (but the credentials of isolated tasks, see serveCredentials).
+func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) { s.serveMetadataFor(w, r, nil) }
+
+// metadataHandler serves t's metadata and credentials only: what an isolated task's
+// namespace has at MetadataAddress.
+func (s *Server) metadataHandler(t *task) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveMetadataFor(w, r, t) })
+}
+
+// taskMetadataURILocked is the task's ECS_CONTAINER_METADATA_URI_V4: inside its own
+// namespace when it is isolated, as on Fargate; else the metadata server's.
+func (s *Server) taskMetadataURILocked(t *task) string {
+	if s.iso != nil && s.iso.namespaces {
+		return "http://" + MetadataAddress.Addr().String() + "/v4/" + t.dockerID
+	}
+	return t.metadataURI
+}
+
+func (s *Server) serveMetadataFor(w http.ResponseWriter, r *http.Request, scope *task) {
 	if r.Method != http.MethodGet {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
 	if r.URL.Path == strings.TrimSuffix(CredentialsPathPrefix, "/") || strings.HasPrefix(r.URL.Path, CredentialsPathPrefix) {
-		s.serveCredentials(w, r)
+		s.serveCredentials(w, r, scope)
 		return
 	}
 	rest, ok := strings.CutPrefix(r.URL.Path, "/v4/")
@@ -92,7 +110,7 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	t, found := s.tasks[taskID]
-	if !found || t.dockerID != dockerID {
+	if !found || t.dockerID != dockerID || scope != nil && t != scope {
 		s.mu.Unlock()
 		http.Error(w, "no task metadata for "+dockerID, http.StatusNotFound)
 		return

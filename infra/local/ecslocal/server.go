@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,6 +70,9 @@ const (
 	logVariable  = "variable"
 	logRole      = "role"
 	logPrincipal = "principal"
+	logPath      = "path"
+	// logNotIsolated lists what of the tasks' isolation is missing.
+	logNotIsolated = "notIsolated"
 )
 
 // Server is the ECS endpoint and the task metadata endpoint of the local stack. Set the
@@ -128,6 +132,21 @@ type Server struct {
 	// Secrets from, with the execution role's session.
 	SecretsEndpoint string
 
+	// Isolate keeps tasks apart from each other and from this machine as Fargate's
+	// micro-VMs keep them, as far as this process may (isolation.go): a network and a
+	// PID namespace of its own per task, with the metadata and credentials endpoints at
+	// 169.254.170.2 inside (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI) and the loopback
+	// endpoints its environment names forwarded in; its definition's bounding set and
+	// user; memory and pids cgroups; a workload uid of its own (below). What cannot be
+	// had (this process is not root, no namespaces, no cgroup v1) is said once at Start
+	// and by NotIsolated, and tasks run as without it.
+	Isolate bool
+	// WorkloadUIDVariable and WorkloadGIDVariable, with Isolate, name the variables that
+	// tell each task which uid and gid to run its untrusted code under: ids of its own
+	// when this process is root (tasks share one kernel: the same uid in two tasks would
+	// be one user), this process's own otherwise. They win over the definition's.
+	WorkloadUIDVariable, WorkloadGIDVariable string
+
 	dataRoot string
 
 	mu       sync.Mutex
@@ -154,6 +173,9 @@ type Server struct {
 	sessAuth *identity.Authority // where sessions are judged and revoked
 	sessDur  time.Duration
 	secrets  string
+	iso      *isolation // nil without Isolate
+	uidVar   string
+	gidVar   string
 
 	wg       sync.WaitGroup // task lifecycles
 	hurry    chan struct{}  // closed when Close's context ends: kill without waiting
@@ -179,6 +201,11 @@ func (s *Server) Start() error {
 	}
 	if err := s.configure(); err != nil {
 		return fmt.Errorf("start ecslocal: %w", err)
+	}
+	if s.Isolate {
+		if err := s.startIsolation(); err != nil {
+			return fmt.Errorf("start ecslocal: %w", err)
+		}
 	}
 	apiLn, err := listenLoopback(s.Addr, DefaultAddr)
 	if err != nil {
@@ -297,6 +324,32 @@ func (s *Server) configure() error {
 	s.ops = operations()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return nil
+}
+
+// startIsolation finds what of the tasks' isolation this process can give, says what
+// it cannot, removes what a crashed run left, and closes the task root to listing.
+func (s *Server) startIsolation() error {
+	if (s.WorkloadUIDVariable == "") != (s.WorkloadGIDVariable == "") {
+		return fmt.Errorf("%w: name both workload id variables or neither", ErrInvalidConfig)
+	}
+	s.uidVar, s.gidVar = s.WorkloadUIDVariable, s.WorkloadGIDVariable
+	s.iso = probeIsolation()
+	if len(s.iso.missing) > 0 {
+		s.log.Warn("tasks are NOT isolated as on Fargate: "+strings.Join(s.iso.missing, "; "), logNotIsolated, s.iso.missing)
+	}
+	if s.iso.cgroups != nil {
+		for _, dir := range s.iso.cgroups.sweep() {
+			s.log.Info("removed a crashed run's task cgroup", logPath, dir)
+		}
+	}
+	if s.iso.users {
+		// Every task's workload must pass through to its own directory; none may list
+		// the others.
+		if err := os.Chmod(s.dataRoot, 0o711); err != nil {
+			return fmt.Errorf("task root: %w", err)
+		}
 	}
 	return nil
 }
@@ -421,8 +474,27 @@ type TaskInfo struct {
 	Pid int
 	// DataDir is the process's working directory.
 	DataDir string
-	// MetadataURI is the task's ECS_CONTAINER_METADATA_URI_V4.
+	// MetadataURI is the task's metadata on the metadata server's loopback listener,
+	// where this machine's processes reach it. The task is told this one, or, isolated,
+	// the same path at 169.254.170.2 in its own namespace.
 	MetadataURI string
+	// WorkloadUID and WorkloadGID are the ids the task was given for its workload (0:
+	// none, see Server.WorkloadUIDVariable).
+	WorkloadUID, WorkloadGID uint32
+	// NetNS names the task's own network namespace as /proc/<pid>/ns/net does
+	// ("net:[<inode>]"); "" when the task is not isolated or has not started.
+	NetNS string
+}
+
+// TaskAddresses is the prefix task addresses come from: a connection from inside it
+// comes from a task (forwarded from its namespace, when isolated).
+func (s *Server) TaskAddresses() netip.Prefix {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pool == nil {
+		return netip.Prefix{}
+	}
+	return s.pool.prefix
 }
 
 // Tasks returns the tasks that have not stopped yet, oldest first.
@@ -443,6 +515,7 @@ func (s *Server) infoLocked(t *task) TaskInfo {
 		ARN: t.arn, ID: t.id, Cluster: t.cluster, Family: t.def.family, Revision: t.def.revision,
 		LastStatus: t.lastStatus, DesiredStatus: t.desiredStatus, IP: t.ip, Pid: t.pid,
 		DataDir: t.dataDir, MetadataURI: t.metadataURI,
+		WorkloadUID: t.workloadUID, WorkloadGID: t.workloadGID, NetNS: t.netns,
 	}
 }
 

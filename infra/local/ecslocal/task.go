@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -71,6 +72,10 @@ type task struct {
 	crash                        bool
 	ident                        *taskIdentity // nil without roles
 
+	// Set by the lifecycle before the process starts, read by it afterwards.
+	workloadUID, workloadGID uint32   // 0: none given
+	sandbox                  *sandbox // nil when not isolated
+
 	stop chan struct{} // closed when the desired status turns STOPPED
 	done chan struct{} // closed when the lifecycle has ended (STOPPED)
 
@@ -85,6 +90,7 @@ type task struct {
 	exitCode                                    *int
 	version                                     int64
 	pid                                         int
+	netns                                       string // while the sandbox stands
 }
 
 // setStatusLocked moves the task to status and bumps its version, as ECS does on every
@@ -239,14 +245,16 @@ func (s *Server) startContainer(t *task) (p *proc.Process, crashed bool, failure
 			return nil, false, stoppedOr(t, failure)
 		}
 	}
+	if failure = s.giveWorkloadIDs(t); failure != "" {
+		return nil, false, failure
+	}
 	s.mu.Lock()
 	info := s.infoLocked(t)
 	env := s.environLocked(t, secrets)
 	output := s.output
+	iso := s.iso
 	s.mu.Unlock()
-	// Searchable by every uid, as a container's root is: the agent runs its workload
-	// under a uid of its own, which must reach its workspace inside.
-	if err := os.Mkdir(t.dataDir, 0o711); err != nil {
+	if err := makeTaskDir(t); err != nil {
 		return nil, false, fmt.Sprintf("ResourceInitializationError: create task storage: %v", err)
 	}
 	if t.crash {
@@ -254,6 +262,17 @@ func (s *Server) startContainer(t *task) (p *proc.Process, crashed bool, failure
 		s.markRunningLocked(t, 0)
 		s.mu.Unlock()
 		return nil, true, ""
+	}
+	start := proc.Start
+	if iso != nil && iso.namespaces {
+		sb, err := s.isolate(t, env)
+		if err != nil {
+			return nil, false, fmt.Sprintf("ResourceInitializationError: isolate the task: %v", err)
+		}
+		t.sandbox, start = sb, sb.start
+		s.mu.Lock()
+		t.netns = sb.netnsID()
+		s.mu.Unlock()
 	}
 
 	var w io.Writer
@@ -266,7 +285,10 @@ func (s *Server) startContainer(t *task) (p *proc.Process, crashed bool, failure
 	cmd := exec.Command(t.argv[0], t.argv[1:]...)
 	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = t.dataDir, env, w, w
 	cmd.WaitDelay = DefaultWaitDelay
-	p, err := proc.Start(cmd)
+	if uid, gid := t.def.uid, t.def.gid; uid >= 0 && iso != nil && iso.users && uid != os.Geteuid() {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+	}
+	p, err := start(cmd)
 	if err != nil {
 		return nil, false, fmt.Sprintf("CannotStartContainerError: %v", err)
 	}
@@ -352,10 +374,22 @@ func (s *Server) deprovision(t *task) {
 	// was ever given is refused from now on.
 	s.revokeIdentity(t.ident)
 
+	if t.sandbox != nil {
+		s.mu.Lock()
+		t.netns = ""
+		s.mu.Unlock()
+		if err := t.sandbox.close(); err != nil {
+			s.log.Warn("task isolation not wholly torn down", logging.TaskARN, t.arn, logging.Error, err.Error())
+		}
+	}
 	if !keep {
 		if err := os.RemoveAll(t.dataDir); err != nil {
 			s.log.Warn("task storage not removed", logging.TaskARN, t.arn, logging.Error, err.Error())
 		}
+	}
+	if t.workloadUID >= idBase {
+		killUser(t.workloadUID)
+		releaseWorkloadID(t.workloadUID)
 	}
 
 	s.mu.Lock()
@@ -387,13 +421,17 @@ func (s *Server) environLocked(t *task, secrets map[string]string) []string {
 		env[deref(kv.Name)] = deref(kv.Value)
 	}
 	maps.Copy(env, secrets)
-	env["ECS_CONTAINER_METADATA_URI_V4"] = t.metadataURI
+	env["ECS_CONTAINER_METADATA_URI_V4"] = s.taskMetadataURILocked(t)
 	for k := range credentialVariables {
 		delete(env, k)
 	}
 	if t.ident != nil && t.ident.credID != "" {
 		k, v := s.credentialsEnv(t)
 		env[k] = v
+	}
+	if t.workloadUID != 0 {
+		env[s.uidVar] = strconv.FormatUint(uint64(t.workloadUID), 10)
+		env[s.gidVar] = strconv.FormatUint(uint64(t.workloadGID), 10)
 	}
 	out := make([]string, 0, len(env))
 	for _, k := range slices.Sorted(maps.Keys(env)) {
@@ -513,3 +551,48 @@ func dockerIDFor(taskID string) string {
 }
 
 func dataDirFor(root, taskID string) string { return filepath.Join(root, taskID) }
+
+// giveWorkloadIDs picks the uid and gid the task's workload runs under, when the
+// server names variables for them: ids of the task's own where this process is root
+// and isolates tasks, else this process's own (with which the agent runs its workload
+// as itself, isolating nothing; Start said so).
+func (s *Server) giveWorkloadIDs(t *task) (failure string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.uidVar == "" || s.iso == nil:
+	case s.iso.users:
+		id, ok := takeWorkloadID()
+		if !ok {
+			return fmt.Sprintf("ResourceInitializationError: no workload uid left: this process runs %d isolated tasks", idsPerProcess)
+		}
+		t.workloadUID, t.workloadGID = id, id
+	default:
+		t.workloadUID, t.workloadGID = uint32(os.Geteuid()), uint32(os.Getegid())
+	}
+	return ""
+}
+
+// makeTaskDir makes the task's directory, the container's root and working directory:
+// its user's (root's, unless the definition names another) and, when the task has a
+// workload gid of its own, that group's only (0710), so no other task's workload may
+// enter it; else searchable by every uid (0711), as the workload, under whichever uid,
+// must reach its workspace inside.
+func makeTaskDir(t *task) error {
+	owner, group, mode := -1, -1, os.FileMode(0o711)
+	if t.def.uid > 0 && os.Geteuid() == 0 {
+		owner, group = t.def.uid, t.def.gid
+	}
+	if t.workloadGID >= idBase {
+		group, mode = int(t.workloadGID), 0o710
+	}
+	if err := os.Mkdir(t.dataDir, mode); err != nil {
+		return err
+	}
+	if owner >= 0 || group >= 0 {
+		if err := os.Chown(t.dataDir, owner, group); err != nil {
+			return err
+		}
+	}
+	return os.Chmod(t.dataDir, mode)
+}

@@ -53,6 +53,15 @@ type TaskDefinition struct {
 	// none); LogStreamPrefix its awslogs-stream-prefix. The stream of a task is
 	// <prefix>/<container>/<task id> (<container>/<task id> without a prefix).
 	LogGroup, LogStreamPrefix string
+
+	// User is the container's user ("uid" or "uid:gid"; "" or "0": root, the image's
+	// user). Where this process may not change its uid, only its own uid can run.
+	User string
+	// AddCapabilities and DropCapabilities are the container's
+	// LinuxParameters.Capabilities: the process starts with DefaultCapabilities less
+	// those dropped ("ALL" drops every one), plus those added (Fargate adds only
+	// SYS_PTRACE), as its bounding set. Applied where Server.Isolate can.
+	AddCapabilities, DropCapabilities []string
 }
 
 type taskDef struct {
@@ -69,6 +78,8 @@ type taskDef struct {
 	taskRole, execRole       string
 	secrets                  []secretRef // sorted by variable
 	logGroup, logPrefix      string
+	uid, gid                 int // the container's user; -1: this process's own
+	addCaps, dropCaps        []string
 }
 
 // RegisterTaskDefinition registers td and returns its ARN. It may be called before or
@@ -105,7 +116,9 @@ func (s *Server) RegisterTaskDefinition(td TaskDefinition) (string, error) {
 		registeredAt: time.Now(),
 		taskRole:     td.TaskRole, execRole: td.ExecutionRole,
 		logGroup: td.LogGroup, logPrefix: td.LogStreamPrefix,
+		addCaps: slices.Clone(td.AddCapabilities), dropCaps: slices.Clone(td.DropCapabilities),
 	}
+	d.uid, d.gid, _ = parseUser(td.User) // validated above
 	for _, name := range slices.Sorted(maps.Keys(td.Secrets)) {
 		ref, _ := parseValueFrom(td.Secrets[name]) // validated above
 		ref.name = name
@@ -158,10 +171,33 @@ func validateTaskDefinition(td TaskDefinition) error {
 		}
 	}
 	errs = append(errs, validateIdentity(td)...)
+	errs = append(errs, validateCapabilities(td.AddCapabilities, td.DropCapabilities)...)
+	if _, _, err := parseUser(td.User); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidTaskDefinition, err)
 	}
 	return nil
+}
+
+// parseUser reads a container's User: "uid" or "uid:gid", numeric (the stack's images
+// name no users); "" is -1, -1 (the process's own user).
+func parseUser(user string) (uid, gid int, err error) {
+	if user == "" {
+		return -1, -1, nil
+	}
+	u, g, hasGroup := strings.Cut(user, ":")
+	if uid, err = strconv.Atoi(u); err != nil || uid < 0 {
+		return 0, 0, fmt.Errorf("user %q is not uid or uid:gid", user)
+	}
+	gid = uid
+	if hasGroup {
+		if gid, err = strconv.Atoi(g); err != nil || gid < 0 {
+			return 0, 0, fmt.Errorf("user %q is not uid or uid:gid", user)
+		}
+	}
+	return uid, gid, nil
 }
 
 func latestRevision(revs map[int]*taskDef) int {

@@ -84,6 +84,11 @@ func RunWithPrograms(m *testing.M, programs map[*string]string) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// Searchable by every uid, so a program may run as another user (a task's user).
+	if err := os.Chmod(dir, 0o711); err != nil {
+		fmt.Fprintln(os.Stderr, "testkit:", err)
+		return 1
+	}
 	for path, pkg := range programs {
 		out := filepath.Join(dir, strings.ReplaceAll(strings.Trim(pkg, "./"), "/", "-"), "bootstrap")
 		cmd := exec.Command(goBin(), "build", "-tags", "lambda.norpc", "-trimpath", "-o", out, pkg)

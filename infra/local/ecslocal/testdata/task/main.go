@@ -9,7 +9,9 @@
 //
 // -child starts a child process in the same process group, to prove the whole group goes.
 //
-// While it serves, /whoami says who the process is, /env?name= reads one variable,
+// While it serves, /whoami says who the process is, /status is its /proc/self/status,
+// /fetch?url= GETs a URL and /dial?addr= opens a TCP connection from inside the task
+// (both answer what happened as JSON), /env?name= reads one variable,
 // /environ lists the variables' names (never their values) and /sts calls STS
 // GetCallerIdentity with the AWS SDK's default credential chain, as the agent does: the
 // credentials come from wherever the environment points the SDK. TEST_CREDENTIALS_EXPIRY_WINDOW
@@ -128,6 +130,41 @@ func run() error {
 		_ = json.NewEncoder(w).Encode(map[string]any{
 			"ip": ip, "pid": os.Getpid(), "cwd": cwd, "taskArn": tm.TaskARN, "childPid": childPid, "args": os.Args[1:],
 		})
+	})
+	// /proc/self/status's capability bounding set and ids, as the kernel sees them.
+	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
+		b, err := os.ReadFile("/proc/self/status")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		_, _ = w.Write(b)
+	})
+	// /fetch?url= GETs url from inside the task and says what came back.
+	mux.HandleFunc("/fetch", func(w http.ResponseWriter, r *http.Request) {
+		out := map[string]any{}
+		c := &http.Client{Timeout: 5 * time.Second}
+		resp, err := c.Get(r.URL.Query().Get("url"))
+		if err != nil {
+			out["error"] = err.Error()
+		} else {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+			resp.Body.Close()
+			out["status"], out["body"] = resp.StatusCode, string(b)
+		}
+		_ = json.NewEncoder(w).Encode(out)
+	})
+	// /dial?addr= opens a TCP connection from inside the task and says whether it could.
+	mux.HandleFunc("/dial", func(w http.ResponseWriter, r *http.Request) {
+		out := map[string]any{}
+		c, err := net.DialTimeout("tcp", r.URL.Query().Get("addr"), 2*time.Second)
+		if err != nil {
+			out["error"] = err.Error()
+		} else {
+			c.Close()
+			out["connected"] = true
+		}
+		_ = json.NewEncoder(w).Encode(out)
 	})
 	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
 		v, ok := os.LookupEnv(r.URL.Query().Get("name"))
