@@ -40,7 +40,7 @@ import (
 // delete stays unconditional on both. What bounds a stale delete: it must pass the
 // lease's fence, and the marker's generation is read again right before each delete
 // batch (so once the successor has finished a sync, a stale writer deletes nothing);
-// a sync deletes only after all its uploads succeeded (one refused upload stops it);
+// deletes come after the uploads, and one refused upload stops the sync before them;
 // and the keys are only those of files the stale sandbox's own user deleted, which
 // the successor restored unless the delete landed first. What remains is a delete
 // batch in flight (SDK retries included) at the moment the successor writes one of

@@ -108,9 +108,6 @@ func (s *Syncer) sync(ctx context.Context, cfg settings) (Stats, error) {
 	failures := append([]Failure(nil), t.failures...)
 	upFailures, stopErr := s.uploadAll(ctx, cfg, st, ups, &stats)
 	failures = append(failures, upFailures...)
-	if stopErr == nil && len(upFailures) > 0 {
-		dels = nil // deletes follow only a complete upload phase (see fence.go)
-	}
 	if stopErr == nil {
 		var delFailures []Failure
 		delFailures, stopErr = s.deleteAll(ctx, st, dels, &stats, log)
