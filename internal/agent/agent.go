@@ -11,9 +11,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/objsync"
 	"github.com/sandgate/sandgate/internal/relay"
 	"github.com/sandgate/sandgate/internal/state"
+	"github.com/sandgate/sandgate/internal/vend"
 	"github.com/sandgate/sandgate/internal/workload"
 )
 
@@ -35,6 +37,11 @@ type Agent struct {
 	Store      Store
 	Bucket     objsync.Bucket
 	Management relay.API
+	// Credentials, when set, are what Store, Bucket and Management sign with (see
+	// container/main.go): Run fetches them before anything else and keeps them
+	// renewed, and the sandbox fences itself as on a lost lease when they are lost.
+	// Tests that give the agent credentials of their own leave it nil.
+	Credentials *Credentials
 	// Log receives one line per event; scope it with the user id (logging.UserID).
 	Log *slog.Logger
 	// WorkloadOutput receives the workload's stdout and stderr (nil discards).
@@ -166,6 +173,22 @@ func (s *sandbox) run(ctx context.Context) error {
 	start := s.now()
 	s.log.Info("agent starting", logGeneration, s.cfg.Generation, logPrefix, s.cfg.Prefix)
 
+	creds := s.agent.Credentials
+	if creds != nil {
+		// Nothing is read or written before the vendor, checking the record against
+		// this task, has handed over the user's credentials.
+		if err := creds.Fetch(ctx); err != nil {
+			s.log.Error("no credentials; exiting without writing", logging.Error, err.Error())
+			if errors.Is(err, vend.ErrRefused) {
+				return fmt.Errorf("%w: %w", ErrNotHolder, err)
+			}
+			return fmt.Errorf("credentials: %w", err)
+		}
+		credsCtx, stopCreds := context.WithCancel(context.Background())
+		defer stopCreds()
+		go creds.Run(credsCtx)
+	}
+
 	lease, err := s.verify(ctx)
 	if err != nil {
 		return err
@@ -176,6 +199,17 @@ func (s *sandbox) run(ctx context.Context) error {
 	go func() { defer close(hbDone); s.holder.run(hbCtx) }()
 	stopHeartbeats := func() { hbStop(); <-hbDone }
 	defer stopHeartbeats()
+	if creds != nil {
+		// Credentials that could not be renewed, or whose renewal the vendor refused,
+		// end the sandbox as a lost lease does: nothing more is written.
+		go func() {
+			select {
+			case <-creds.Lost():
+				s.holder.stepDown(creds.Err())
+			case <-hbCtx.Done():
+			}
+		}()
+	}
 
 	// work ends on SIGTERM or when the lease is lost; the stop sequence has its own.
 	work, cancelWork := context.WithCancel(ctx)

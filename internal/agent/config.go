@@ -42,6 +42,11 @@ const (
 	EnvWorkloadAddressSpace = "WORKLOAD_MAX_ADDRESS_SPACE_MB" // 0 or unset: no RLIMIT_AS
 	// EnvMetadataURI is set by ECS (Fargate platform 1.4.0 and later) in every container.
 	EnvMetadataURI = "ECS_CONTAINER_METADATA_URI_V4"
+	// The function URLs of the credential vendor (asked with the task role, the one
+	// thing the task role may do) and of the relay (reached with the scoped
+	// credentials): LoadServices reads them.
+	EnvVendURL  = "VEND_URL"
+	EnvRelayURL = "RELAY_URL"
 )
 
 // Optional lists the variables LoadConfig reads with a default that the task
@@ -52,7 +57,9 @@ var Optional = append([]string{EnvStopTimeout, EnvWorkloadGrace, EnvCommand,
 	workload.PassThrough...)
 
 // PerTask lists the variables that come from RunTask overrides (internal/taskenv) and
-// Platform those ECS itself injects: neither belongs in the task definition.
+// Platform those ECS itself injects: neither belongs in the task definition. The agent
+// no longer reads taskenv.ManagementEndpoint (its replies go through the relay), but a
+// launcher may still set it: it stays here, never to be declared for the workload.
 var (
 	PerTask = []string{taskenv.UserID, taskenv.LeaseToken, taskenv.Generation, taskenv.Table,
 		taskenv.Bucket, taskenv.Prefix, taskenv.ManagementEndpoint}
@@ -96,12 +103,11 @@ const (
 // Config is the agent's configuration, read once at start-up.
 type Config struct {
 	// From RunTask overrides.
-	UserID             string
-	LeaseToken         string
-	Generation         int64
-	Table, Bucket      string
-	Prefix             string
-	ManagementEndpoint string
+	UserID        string
+	LeaseToken    string
+	Generation    int64
+	Table, Bucket string
+	Prefix        string
 	// From the platform.
 	MetadataURI string
 	// From the task definition.
@@ -161,10 +167,6 @@ func LoadConfig(env *config.Env) Config {
 	if c.Prefix != "" && c.UserID != "" && c.Prefix != taskenv.UserPrefix(c.UserID) {
 		// Never sync one user's files under another's prefix.
 		env.Check(taskenv.Prefix, fmt.Errorf("%q is not the prefix of %s (%s)", c.Prefix, c.UserID, taskenv.UserPrefix(c.UserID)))
-	}
-	c.ManagementEndpoint = env.Required(taskenv.ManagementEndpoint)
-	if c.ManagementEndpoint != "" {
-		env.Check(taskenv.ManagementEndpoint, checkURL(c.ManagementEndpoint))
 	}
 	c.MetadataURI = env.Required(EnvMetadataURI)
 	if c.MetadataURI != "" {
@@ -264,6 +266,23 @@ func checkDeclared(name string) error {
 		return fmt.Errorf("%s is set by the agent for the workload", name)
 	}
 	return nil
+}
+
+// Services are the function URLs the agent reaches its services at (the task
+// definition's VEND_URL and RELAY_URL).
+type Services struct {
+	VendURL, RelayURL string
+}
+
+// LoadServices reads the services' URLs from env; problems are collected in env.
+func LoadServices(env *config.Env) Services {
+	s := Services{VendURL: env.Required(EnvVendURL), RelayURL: env.Required(EnvRelayURL)}
+	for name, u := range map[string]string{EnvVendURL: s.VendURL, EnvRelayURL: s.RelayURL} {
+		if u != "" {
+			env.Check(name, checkURL(u))
+		}
+	}
+	return s
 }
 
 // HealthConfig is what `sandgate-agent healthcheck` needs: the agent's port and the

@@ -34,7 +34,7 @@ func TestLoadConfig_Defaults(t *testing.T) {
 	abs, _ := filepath.Abs("data")
 	want := agent.Config{
 		UserID: "user_abc", LeaseToken: "tok", Generation: 7, Table: "table", Bucket: "bucket",
-		Prefix: "users/user_abc/", ManagementEndpoint: "https://abc.execute-api.eu-west-1.amazonaws.com/prod",
+		Prefix:      "users/user_abc/",
 		MetadataURI: "http://169.254.170.2/v4/abc", Port: 8080, SleepAfter: 10 * time.Minute,
 		MaxLifetime: 8 * time.Hour, SyncInterval: 30 * time.Second, LeaseTTL: 60 * time.Second,
 		StopTimeout: 110 * time.Second, WorkloadGrace: 10 * time.Second, DataDir: abs,
@@ -68,7 +68,7 @@ func TestLoadConfig_Defaults(t *testing.T) {
 
 // What template.yaml's task definition must set (README for the lead's template edits).
 var taskDefinitionVars = []string{"AGENT_PORT", "DATA_DIR", "SLEEP_AFTER", "MAX_LIFETIME", "SYNC_INTERVAL",
-	"LEASE_TTL", "MESSAGE_RATE_LIMIT", "LOG_LEVEL", "STORAGE_REGION", "STORAGE_PATH_STYLE"}
+	"LEASE_TTL", "MESSAGE_RATE_LIMIT", "LOG_LEVEL", "STORAGE_REGION", "STORAGE_PATH_STYLE", "VEND_URL", "RELAY_URL"}
 
 func TestLoadConfig_Values(t *testing.T) {
 	vars := taskVars()
@@ -148,8 +148,8 @@ func TestLoadConfig_Workload_Refused(t *testing.T) {
 func TestLoadConfig_BadInput_EveryProblemReported(t *testing.T) {
 	vars := map[string]string{
 		taskenv.UserID: "bob", taskenv.Generation: "0", taskenv.Prefix: "users/",
-		taskenv.ManagementEndpoint: "ftp://example.com", agent.EnvMetadataURI: "::",
-		"AGENT_PORT": "0", "SLEEP_AFTER": "soon", "SYNC_INTERVAL": "100ms", "LEASE_TTL": "1s",
+		agent.EnvMetadataURI: "::",
+		"AGENT_PORT":         "0", "SLEEP_AFTER": "soon", "SYNC_INTERVAL": "100ms", "LEASE_TTL": "1s",
 		"STOP_TIMEOUT": "1s", "WORKLOAD_GRACE": "1h", "MESSAGE_RATE_LIMIT": "-1", "LOG_LEVEL": "chatty",
 		"STORAGE_ACCESS_KEY_ID": "AKIA", "MAX_LIFETIME": "0",
 	}
@@ -160,7 +160,7 @@ func TestLoadConfig_BadInput_EveryProblemReported(t *testing.T) {
 		t.Fatal("no error")
 	}
 	for _, name := range []string{taskenv.UserID, taskenv.LeaseToken, taskenv.Generation, taskenv.Table,
-		taskenv.Bucket, taskenv.ManagementEndpoint, agent.EnvMetadataURI, "AGENT_PORT", "SLEEP_AFTER",
+		taskenv.Bucket, agent.EnvMetadataURI, "AGENT_PORT", "SLEEP_AFTER",
 		"SYNC_INTERVAL", "LEASE_TTL", "STOP_TIMEOUT", "WORKLOAD_GRACE", "MESSAGE_RATE_LIMIT", "LOG_LEVEL",
 		"STORAGE_ACCESS_KEY_ID", "MAX_LIFETIME"} {
 		if !strings.Contains(err.Error(), name+":") {
@@ -178,6 +178,22 @@ func TestLoadConfig_PrefixOfAnotherUser_Refused(t *testing.T) {
 	agent.LoadConfig(env)
 	if err := env.Err(); err == nil || !strings.Contains(err.Error(), taskenv.Prefix) {
 		t.Fatalf("Err = %v", err)
+	}
+}
+
+// The services' URLs are required, and must be http(s) URLs.
+func TestLoadServices(t *testing.T) {
+	env := config.New(config.Map(map[string]string{agent.EnvVendURL: "https://v.lambda-url.eu-west-1.on.aws/", agent.EnvRelayURL: "http://127.0.0.1:9/"}))
+	s := agent.LoadServices(env)
+	if env.Err() != nil || s.VendURL != "https://v.lambda-url.eu-west-1.on.aws/" || s.RelayURL != "http://127.0.0.1:9/" {
+		t.Fatalf("%+v %v", s, env.Err())
+	}
+	env = config.New(config.Map(map[string]string{agent.EnvVendURL: "ftp://x"}))
+	agent.LoadServices(env)
+	for _, name := range []string{agent.EnvVendURL, agent.EnvRelayURL} {
+		if err := env.Err(); err == nil || !strings.Contains(err.Error(), name+":") {
+			t.Errorf("Err = %v, want one naming %s", err, name)
+		}
 	}
 }
 

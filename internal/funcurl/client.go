@@ -56,7 +56,10 @@ func NewClient(rawURL string, creds aws.CredentialsProvider, region string, hc *
 		return nil, errors.New("function url client: credentials and region are required")
 	}
 	if hc == nil {
-		hc = &http.Client{Timeout: DefaultTimeout}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		// Requests in flight at once (the relay's batches) each keep their connection.
+		t.MaxIdleConnsPerHost = 16
+		hc = &http.Client{Timeout: DefaultTimeout, Transport: t}
 	}
 	return &Client{URL: u, Credentials: creds, Region: region, HTTP: hc, Now: time.Now, signer: v4.NewSigner()}, nil
 }

@@ -16,10 +16,18 @@ import (
 	"github.com/sandgate/sandgate/internal/state"
 )
 
-// Clock is a settable clock for Store.Now and the handlers' Now.
+// Clock is a settable clock for Store.Now and the handlers' Now. Its After channels
+// fire when Advance moves the clock past them, so code that waits on the clock (a
+// renewal loop, say) is driven by the test: await Waiters, then Advance.
 type Clock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu      sync.Mutex
+	t       time.Time
+	waiters []waiter
+}
+
+type waiter struct {
+	at time.Time
+	ch chan time.Time
 }
 
 // NewClock returns a clock at the current time.
@@ -32,11 +40,41 @@ func (c *Clock) Now() time.Time {
 	return c.t
 }
 
-// Advance moves the clock forward.
+// Advance moves the clock forward, firing the After channels it reaches.
 func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
-	c.mu.Unlock()
+	kept := c.waiters[:0]
+	for _, w := range c.waiters {
+		if c.t.Before(w.at) {
+			kept = append(kept, w)
+			continue
+		}
+		w.ch <- c.t
+	}
+	c.waiters = kept
+}
+
+// After returns a channel that receives the clock's time once it has advanced d from
+// now: at once when d <= 0. It is time.After on the test's clock.
+func (c *Clock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.t
+		return ch
+	}
+	c.waiters = append(c.waiters, waiter{at: c.t.Add(d), ch: ch})
+	return ch
+}
+
+// Waiters reports how many After channels have not fired yet.
+func (c *Clock) Waiters() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.waiters)
 }
 
 // DB is one test's table on the test binary's shared DynamoDB Local.
