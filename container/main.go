@@ -30,6 +30,7 @@ import (
 	"github.com/sandgate/sandgate/internal/relay"
 	"github.com/sandgate/sandgate/internal/s3bucket"
 	"github.com/sandgate/sandgate/internal/state"
+	"github.com/sandgate/sandgate/internal/taskenv"
 	"github.com/sandgate/sandgate/internal/workload"
 )
 
@@ -73,6 +74,9 @@ func runAgent(ctx context.Context, env *config.Env, stdout, stderr io.Writer) er
 		return fmt.Errorf("protect the agent from the workload: %w", err)
 	}
 	cfg := agent.LoadConfig(env)
+	// Until the task definition names the relay (RELAY_URL), replies go to the
+	// management API directly.
+	mgmtEndpoint := env.Required(taskenv.ManagementEndpoint)
 	log := logging.New(stdout, cfg.LogLevel)
 	if cfg.UserID != "" {
 		log = log.With(logging.UserID, cfg.UserID)
@@ -90,7 +94,7 @@ func runAgent(ctx context.Context, env *config.Env, stdout, stderr io.Writer) er
 	store.LeaseTTL = cfg.LeaseTTL
 	store.Logger = log
 	bucket := s3bucket.New(s3bucket.NewClient(aws, cfg.Storage), cfg.Bucket)
-	a := agent.New(cfg, store, bucket, relay.NewClient(aws, cfg.ManagementEndpoint), log)
+	a := agent.New(cfg, store, bucket, relay.NewClient(aws, mgmtEndpoint), log)
 	a.WorkloadOutput = stderr
 	// This binary, reached through the magic link from the launcher (which is this
 	// binary too), so the workload's uid needs no access to where it is installed.
