@@ -72,8 +72,8 @@ func TestAgent_Run_FinalSyncFails_ReleasedNotStopped(t *testing.T) {
 	if err := result(); !errors.Is(err, agent.ErrFinalSync) {
 		t.Fatalf("Run = %v, want ErrFinalSync", err)
 	}
-	if spy.n("Stop") != 0 || spy.n("Release") != 1 || spy.reasons[0] != "final sync failed" {
-		t.Fatalf("Stop %d, Release %d %q", spy.n("Stop"), spy.n("Release"), spy.reasons)
+	if spy.n("Stop") != 0 || spy.n("Abort") != 1 || spy.reasons[0] != "final sync failed" {
+		t.Fatalf("Stop %d, Abort %d %q", spy.n("Stop"), spy.n("Abort"), spy.reasons)
 	}
 	if rec := h.record(); rec.State != state.Stopped || rec.Reason != "final sync failed" {
 		t.Fatalf("record %s %q", rec.State, rec.Reason)
@@ -280,7 +280,7 @@ func TestAgent_Run_NotTheHolder(t *testing.T) {
 	if rec := h.record(); rec.LeaseToken != real.Token || rec.State != state.Starting || rec.Version != 1 {
 		t.Fatalf("record changed: %s v%d", rec.State, rec.Version)
 	}
-	if spy.n("Release")+spy.n("Stop")+spy.n("MarkStopping") != 0 {
+	if spy.n("Abort")+spy.n("Stop")+spy.n("MarkStopping") != 0 {
 		t.Fatalf("writes: %v", spy.calls)
 	}
 }

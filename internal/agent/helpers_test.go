@@ -392,12 +392,12 @@ func (s *spyStore) Stop(ctx context.Context, l state.Lease) error {
 	return s.Store.Stop(ctx, l)
 }
 
-func (s *spyStore) Release(ctx context.Context, l state.Lease, reason string) error {
-	s.count("Release")
+func (s *spyStore) Abort(ctx context.Context, l state.Lease, reason string) error {
+	s.count("Abort")
 	s.mu.Lock()
 	s.reasons = append(s.reasons, reason)
 	s.mu.Unlock()
-	return s.Store.Release(ctx, l, reason)
+	return s.Store.Abort(ctx, l, reason)
 }
 
 // spyBucket is the real bucket with writes counted and faults on demand.

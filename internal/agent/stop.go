@@ -34,7 +34,7 @@ func (s *sandbox) failStart(ctx context.Context, step string, cause error) error
 	if err := s.holder.Fence(wctx); err != nil {
 		return s.abandon()
 	}
-	if err := s.store.Release(wctx, s.holder.Lease(), reason); err != nil {
+	if err := s.store.Abort(wctx, s.holder.Lease(), reason); err != nil {
 		s.log.Error("release failed", logging.Error, err.Error())
 	}
 	if interrupted {
@@ -44,7 +44,7 @@ func (s *sandbox) failStart(ctx context.Context, step string, cause error) error
 	return fmt.Errorf("%w: %s: %w", ErrStart, step, cause)
 }
 
-// reserve is the time kept for the last write of a stop (Stop or Release).
+// reserve is the time kept for the last write of a stop (Stop or Abort).
 func (s *sandbox) reserve() time.Duration { return min(5*time.Second, s.cfg.StopTimeout/5) }
 
 // shutdown is the stop sequence: MarkStopping, refuse new frames, tell the clients,
@@ -93,7 +93,7 @@ func (s *sandbox) shutdown(reason string, cause error, stopHeartbeats func()) er
 	defer wcancel()
 	if syncErr != nil {
 		s.log.Error("final sync failed; releasing the lease without marking the files saved", logging.Error, syncErr.Error())
-		if err := s.store.Release(wctx, s.holder.Lease(), "final sync failed"); err != nil {
+		if err := s.store.Abort(wctx, s.holder.Lease(), "final sync failed"); err != nil {
 			s.log.Error("release failed", logging.Error, err.Error())
 		}
 		return fmt.Errorf("%w: %w", ErrFinalSync, syncErr)

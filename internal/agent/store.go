@@ -7,14 +7,16 @@ import (
 	"github.com/sandgate/sandgate/internal/state"
 )
 
-// LeaseStore is what the agent does with its lease.
+// LeaseStore is what the agent does with its lease. Every call writes the user's own
+// record only: Stop and Abort leave the capacity slot to the task's stop event, so the
+// agent never writes the capacity counter.
 type LeaseStore interface {
 	Get(ctx context.Context, userID string) (*state.Sandbox, error)
 	Heartbeat(ctx context.Context, l state.Lease, lastActivity time.Time) (state.Lease, error)
 	MarkReady(ctx context.Context, l state.Lease, endpoint, gatewayToken string) (state.Lease, error)
 	MarkStopping(ctx context.Context, l state.Lease) error
 	Stop(ctx context.Context, l state.Lease) error
-	Release(ctx context.Context, l state.Lease, reason string) error
+	Abort(ctx context.Context, l state.Lease, reason string) error
 }
 
 // ConnStore is what the agent does with the user's connection records.

@@ -34,11 +34,22 @@ const (
 	logPrefix       = "prefix"       // a user's storage prefix
 	logCreatedAt    = "createdAt"    // when a task was created
 	logPurgeStarted = "purgeStarted" // when an unfinished purge began deleting
+	logCorrections  = "capacityCorrections"
+	logGeneration   = "generation"
+	logStoppedAt    = "stoppedAt"    // when a record became STOPPED
+	logSlotsHeld    = "slotsHeld"    // records that hold a capacity slot
+	logDrift        = "counterDrift" // slots held minus the counter
 )
 
 // DefaultOrphanGrace is how old a task must be before cleanup may call it an orphan: a
 // task just launched has no ARN in its record until the launcher's SetTask lands.
 const DefaultOrphanGrace = 2 * time.Minute
+
+// DefaultStopEventGrace is how long a STOPPED record keeps its task's capacity slot,
+// while ECS runs no such task, before cleanup calls the task's stop event lost and
+// gives the slot back itself: EventBridge delivers within seconds, and a late event
+// finds the slot given back and changes nothing.
+const DefaultStopEventGrace = 2 * time.Minute
 
 // Store is the part of the state store the Cleaner uses.
 type Store interface {
@@ -46,6 +57,8 @@ type Store interface {
 	Get(ctx context.Context, userID string) (*state.Sandbox, error)
 	Reap(ctx context.Context, sb *state.Sandbox) error
 	Capacity(ctx context.Context) (int, error)
+	ReturnSlot(ctx context.Context, userID string, generation int64) (bool, error)
+	ReconcileCapacity(ctx context.Context) (state.CapacityCheck, error)
 	Connections(ctx context.Context, userID string) ([]state.Connection, error)
 	AcquirePurgeIfInactive(ctx context.Context, userID string, cutoff time.Time) (state.Lease, error)
 	BeginPurge(ctx context.Context, l state.Lease) error
@@ -89,6 +102,8 @@ type Cleaner struct {
 	DryRun bool
 	// OrphanGrace is DefaultOrphanGrace when zero; negative means none.
 	OrphanGrace time.Duration
+	// StopEventGrace is DefaultStopEventGrace when zero; negative means none.
+	StopEventGrace time.Duration
 }
 
 // Summary is what one pass did; the function returns it and logs it on one line.
@@ -101,9 +116,14 @@ type Summary struct {
 	Orphans  int `json:"orphans"`
 	Purged   int `json:"purged"`
 	// WouldPurge counts the users a dry run found eligible.
-	WouldPurge int  `json:"wouldPurge"`
-	Errors     int  `json:"errors"`
-	DryRun     bool `json:"dryRun"`
+	WouldPurge int `json:"wouldPurge"`
+	// Corrections counts the capacity slots the pass put right: slots given back for
+	// tasks whose stop event never came, plus how far it moved the counter to match
+	// the records (Reconciliation). Any is worth an alarm: something lost an event or
+	// broke the counter's arithmetic.
+	Corrections int  `json:"capacityCorrections"`
+	Errors      int  `json:"errors"`
+	DryRun      bool `json:"dryRun"`
 }
 
 // Handle runs one pass. EventBridge Scheduler sends {}; any JSON is accepted.
@@ -127,6 +147,12 @@ type pass struct {
 	// purges are the records to purge: stale PURGING locks to resume first (they
 	// refuse their user's starts), then STOPPED records past the retention.
 	purges, inactive []*state.Sandbox
+	// slotted are STOPPED records that still hold their task's capacity slot.
+	slotted []*state.Sandbox
+	// tasks are ECS's sandbox tasks, as stopOrphans listed them; listed reports that
+	// the listing succeeded.
+	tasks  []launcher.Task
+	listed bool
 	// cutoff is now minus the retention: activity before it is old enough to purge.
 	cutoff time.Time
 }
@@ -136,9 +162,11 @@ func (p *pass) fail(err error) {
 	p.errs = append(p.errs, err)
 }
 
-// Run reaps, stops orphans and purges, then logs one summary line and emits the
-// metrics (LiveSandboxes, Reaped, Orphans, Purged). It keeps going past failures and
-// returns them joined, so the function's Errors metric notices.
+// Run reaps, stops orphans, gives back the slots of tasks whose stop event never came,
+// purges and reconciles the capacity counter, then logs one summary line and emits
+// the metrics (LiveSandboxes, Reaped, Orphans, Purged, CapacityCorrections). It keeps
+// going past failures and returns them joined, so the function's Errors metric
+// notices.
 func (c *Cleaner) Run(ctx context.Context) (Summary, error) {
 	start := time.Now()
 	now := c.now()
@@ -153,6 +181,9 @@ func (c *Cleaner) Run(ctx context.Context) (Summary, error) {
 			// Whatever the retention: deletion may have begun, and only a resumed
 			// purge can end the lock.
 			p.purges = append(p.purges, sb)
+		case sb.State == state.Stopped && sb.HoldsSlot():
+			// Not purged while its slot is held: its task has not been seen to stop.
+			p.slotted = append(p.slotted, sb)
 		case sb.State == state.Stopped && isInactive(sb, p.cutoff):
 			p.inactive = append(p.inactive, sb)
 		}
@@ -163,6 +194,7 @@ func (c *Cleaner) Run(ctx context.Context) (Summary, error) {
 	}
 	p.sum.Live = len(p.live)
 	c.stopOrphans(ctx, p)
+	c.returnLostSlots(ctx, p)
 	for _, sb := range append(p.purges, p.inactive...) {
 		if ctx.Err() != nil {
 			p.fail(ctx.Err())
@@ -170,6 +202,7 @@ func (c *Cleaner) Run(ctx context.Context) (Summary, error) {
 		}
 		c.purge(ctx, p, sb)
 	}
+	c.reconcileCounter(ctx, p)
 	if n, err := c.Store.Capacity(ctx); err == nil {
 		p.sum.Capacity = n
 	} else {
@@ -177,12 +210,14 @@ func (c *Cleaner) Run(ctx context.Context) (Summary, error) {
 	}
 	c.Log.InfoContext(ctx, "cleanup done", logLive, p.sum.Live, logCapacity, p.sum.Capacity,
 		logReaped, p.sum.Reaped, logOrphans, p.sum.Orphans, logPurged, p.sum.Purged, logWouldPurge, p.sum.WouldPurge,
+		logCorrections, p.sum.Corrections,
 		logErrors, p.sum.Errors, logDryRun, c.DryRun, logging.Duration, time.Since(start).Milliseconds())
 	if err := c.Metrics.Emit(c.Stage,
 		metrics.Value{Name: metrics.LiveSandboxes, Value: float64(p.sum.Live)},
 		metrics.Value{Name: metrics.Reaped, Value: float64(p.sum.Reaped)},
 		metrics.Value{Name: metrics.Orphans, Value: float64(p.sum.Orphans)},
 		metrics.Value{Name: metrics.Purged, Value: float64(p.sum.Purged)},
+		metrics.Value{Name: metrics.CapacityCorrections, Value: float64(p.sum.Corrections)},
 	); err != nil {
 		p.fail(err)
 	}
@@ -249,6 +284,7 @@ func (c *Cleaner) stopOrphans(ctx context.Context, p *pass) {
 		c.Log.ErrorContext(ctx, "list tasks failed", logging.Error, err.Error())
 		return
 	}
+	p.tasks, p.listed = tasks, true
 	grace := c.OrphanGrace
 	if grace == 0 {
 		grace = DefaultOrphanGrace

@@ -93,7 +93,8 @@ func (e *env) keys(t *testing.T, user string) int {
 	}
 }
 
-// stopped leaves user with a STOPPED record whose last activity is now.
+// stopped leaves user with a STOPPED record whose last activity is now, its task
+// seen to stop (the slot given back).
 func (e *env) stopped(t *testing.T, user string) {
 	t.Helper()
 	ctx := context.Background()
@@ -102,6 +103,9 @@ func (e *env) stopped(t *testing.T, user string) {
 		t.Fatal(err)
 	}
 	if err := e.store.Stop(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.TaskStopped(ctx, state.TaskRef{UserID: user, Generation: l.Generation}, "test: task stopped"); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -188,8 +188,11 @@ func (l *Launcher) runTaskInput(spec Spec) *ecs.RunTaskInput {
 
 // Task is what the control plane needs to know of one task.
 type Task struct {
-	ARN           string
-	UserID        string // from the task's tags; empty when DescribeTasks did not include them
+	ARN    string
+	UserID string // from the task's tags; empty when DescribeTasks did not include them
+	// Generation is the lease generation the task was started for, from its tags; 0
+	// when they do not say.
+	Generation    int64
 	LastStatus    string // PROVISIONING, PENDING, ACTIVATING, RUNNING, …, STOPPED
 	DesiredStatus string
 	PrivateIP     string // the awsvpc ENI address, once attached
@@ -301,8 +304,11 @@ func toTask(t types.Task) Task {
 		CreatedAt:     aws.ToTime(t.CreatedAt),
 	}
 	for _, tag := range t.Tags {
-		if aws.ToString(tag.Key) == taskenv.TagUserID {
+		switch aws.ToString(tag.Key) {
+		case taskenv.TagUserID:
 			out.UserID = aws.ToString(tag.Value)
+		case taskenv.TagLease:
+			out.Generation, _ = strconv.ParseInt(aws.ToString(tag.Value), 10, 64)
 		}
 	}
 	for _, a := range t.Attachments {

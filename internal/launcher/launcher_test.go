@@ -130,11 +130,11 @@ func TestLauncher_Launch_SendsTheContract(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if task.UserID != "user_abc" || task.PrivateIP == "" || task.ARN != arn {
+	if task.UserID != "user_abc" || task.Generation != spec.Generation || task.PrivateIP == "" || task.ARN != arn {
 		t.Fatalf("described %+v", task)
 	}
 	all, err := e.l.List(context.Background())
-	if err != nil || len(all) != 1 || all[0].ARN != arn || all[0].UserID != "user_abc" {
+	if err != nil || len(all) != 1 || all[0].ARN != arn || all[0].UserID != "user_abc" || all[0].Generation != spec.Generation {
 		t.Fatalf("List = %+v, %v", all, err)
 	}
 }

@@ -31,6 +31,9 @@ const (
 	Orphans = "Orphans"
 	// Purged counts users whose data cleanup deleted.
 	Purged = "Purged"
+	// CapacityCorrections counts the capacity slots cleanup put right: slots of tasks
+	// whose stop event never came, and drift of the counter from the records.
+	CapacityCorrections = "CapacityCorrections"
 )
 
 // UnitCount is the unit of every sandgate metric.

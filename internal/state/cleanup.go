@@ -13,7 +13,8 @@ import (
 )
 
 // Reap stops a sandbox whose lease has expired, as read in sb, and gives back its
-// capacity slot in the same transaction. The write is conditional on sb's token and
+// capacity slot in the same transaction (the record's slot is cleared, so the dead
+// task's stop event, when it comes, finds nothing to give back). The write is conditional on sb's token and
 // on the deadline still being past, so a holder that renewed in the meantime keeps
 // its lease (*HeldError) and a takeover wins (*LeaseLostError). A record already
 // STOPPED under the same token needs nothing: nil. A PURGING lock is never reaped
@@ -38,7 +39,7 @@ func (s *Store) Reap(ctx context.Context, sb *Sandbox) error {
 	err := s.retry(ctx, "reap", func() (outcome, error) {
 		now := s.now()
 		e := newExpr()
-		w := write{key: sandboxKey(sb.UserID), e: e, update: stopUpdate(e, now, ReasonExpired)}
+		w := write{key: sandboxKey(sb.UserID), e: e, update: stopUpdate(e, now, ReasonExpired, "") + ", " + e.n(aSlot)}
 		w.cond = fmt.Sprintf("%s = %s AND %s AND %s <= %s",
 			e.n(aToken), e.v("tok", avS(sb.LeaseToken)), inStates(e, counted...), e.n(aDeadline), e.v("now", avMs(now)))
 		_, err := s.api.TransactWriteItems(ctx, s.slotTx(w, -1))
@@ -75,10 +76,18 @@ func (s *Store) Reap(ctx context.Context, sb *Sandbox) error {
 // writes (Reap, AcquirePurgeIfInactive), which see the current record. fn's error
 // stops the listing and is returned.
 func (s *Store) ListSandboxes(ctx context.Context, fn func(*Sandbox) error) error {
+	return s.listSandboxes(ctx, false, fn)
+}
+
+// listSandboxes is ListSandboxes, with strongly consistent pages when consistent.
+func (s *Store) listSandboxes(ctx context.Context, consistent bool, fn func(*Sandbox) error) error {
 	e := newExpr()
 	in := &dynamodb.ScanInput{
 		TableName:        aws.String(s.table),
 		FilterExpression: aws.String(fmt.Sprintf("%s = %s", e.n(AttrSK), e.v("sk", avS(skSandbox)))),
+	}
+	if consistent {
+		in.ConsistentRead = aws.Bool(true)
 	}
 	in.ExpressionAttributeNames, in.ExpressionAttributeValues = e.Names(), e.Values()
 	if s.ScanPageSize > 0 {
@@ -104,8 +113,9 @@ func (s *Store) ListSandboxes(ctx context.Context, fn func(*Sandbox) error) erro
 // AcquirePurge takes cleanup's lock on a user whatever their activity: PURGING with
 // a fresh token, generation+1 and deadline now+PurgeTTL, from no record, STOPPED or
 // an expired PURGING (to resume it: a mark of BeginPurge is kept). PURGING holds no
-// capacity slot. A record that still counts (live or dead) gives a *HeldError (Reap
-// a dead one first); an unexpired PURGING gives ErrPurging. The lock is not renewed
+// capacity slot. A record that still holds one (a lease, live or dead — Reap a dead
+// one first — or a STOPPED record whose task was not yet seen to stop) gives a
+// *HeldError; an unexpired PURGING gives ErrPurging. The lock is not renewed
 // and never lapses into a start: end it with ReleasePurge or FinishPurge.
 //
 // Scheduled cleanup uses AcquirePurgeIfInactive; this one is for an erasure the
@@ -147,6 +157,9 @@ func (s *Store) acquirePurge(ctx context.Context, userID string, cutoff time.Tim
 		case cur == nil && checkActivity:
 			return done, ErrNotFound
 		case cur == nil || cur.StalePurge(now):
+		case cur.State == Stopped && cur.HoldsSlot():
+			// Its task has not been seen to stop yet; purge it once it has.
+			return done, &HeldError{Sandbox: cur}
 		case cur.State == Stopped:
 			if checkActivity && !inactiveBefore(cur, cutoff) {
 				return done, &ActiveError{Sandbox: cur, Cutoff: cutoff}

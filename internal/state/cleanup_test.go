@@ -230,7 +230,7 @@ func TestStore_ListSandboxes_Paginates(t *testing.T) {
 func TestStore_ReleasePurge_BeforeDeletion(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	if err := e.store.Stop(ctx, mustAcquire(t, e.store, "user_a")); err != nil {
+	if err := stopFully(ctx, e.store, mustAcquire(t, e.store, "user_a")); err != nil {
 		t.Fatal(err)
 	}
 	e.clock.Advance(91 * 24 * time.Hour)
@@ -319,13 +319,13 @@ func TestStore_AcquirePurgeIfInactive_ActiveSinceCutoff(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	for _, u := range []string{"user_a", "user_b"} {
-		if err := e.store.Stop(ctx, mustAcquire(t, e.store, u)); err != nil {
+		if err := stopFully(ctx, e.store, mustAcquire(t, e.store, u)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	e.clock.Advance(91 * 24 * time.Hour)
 	cutoff := e.clock.Now().Add(-90 * 24 * time.Hour)
-	if err := e.store.Stop(ctx, mustAcquire(t, e.store, "user_a")); err != nil {
+	if err := stopFully(ctx, e.store, mustAcquire(t, e.store, "user_a")); err != nil {
 		t.Fatal(err)
 	}
 	before := mustGet(t, e.store, "user_a")
@@ -355,7 +355,7 @@ func TestStore_AcquirePurgeIfInactive_ActiveBetweenReadAndWrite(t *testing.T) {
 	proxy := newConflictProxy(t, srv.Endpoint(), 0)
 	e := newEnvOn(t, srv, func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(proxy.URL) })
 	ctx := context.Background()
-	if err := e.store.Stop(ctx, mustAcquire(t, e.store, "user_a")); err != nil {
+	if err := stopFully(ctx, e.store, mustAcquire(t, e.store, "user_a")); err != nil {
 		t.Fatal(err)
 	}
 	e.clock.Advance(91 * 24 * time.Hour)
@@ -366,7 +366,7 @@ func TestStore_AcquirePurgeIfInactive_ActiveBetweenReadAndWrite(t *testing.T) {
 	back := func() {
 		l, err := direct.Acquire(ctx, "user_a")
 		if err == nil {
-			err = direct.Stop(ctx, l)
+			err = stopFully(ctx, direct, l)
 		}
 		if err != nil {
 			t.Error(err)
@@ -425,7 +425,7 @@ func TestStore_AcquirePurgeIfInactive_StateSinceWithoutActivity(t *testing.T) {
 func TestStore_AcquirePurgeIfInactive_StalePurgeAndNoRecord(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	if err := e.store.Stop(ctx, mustAcquire(t, e.store, "user_a")); err != nil {
+	if err := stopFully(ctx, e.store, mustAcquire(t, e.store, "user_a")); err != nil {
 		t.Fatal(err)
 	}
 	p, err := e.store.AcquirePurge(ctx, "user_a") // recent activity: an explicit erasure

@@ -87,7 +87,7 @@ func TestStore_EndpointStopped_TypedErrorsNoPartialState(t *testing.T) {
 					var l state.Lease
 					if l, err = e.store.Acquire(ctx, user); err == nil {
 						if _, err = e.store.Heartbeat(ctx, l, time.Time{}); err == nil && g%2 == 0 {
-							err = e.store.Stop(ctx, l)
+							err = stopFully(ctx, e.store, l)
 						}
 					}
 				case 1:
@@ -136,21 +136,32 @@ func TestStore_EndpointStopped_TypedErrorsNoPartialState(t *testing.T) {
 	l := state.Lease{UserID: "user_0", Token: "t", Generation: 1}
 	sb := &state.Sandbox{UserID: "user_0", State: state.Running, LeaseToken: "t", Generation: 1}
 	ops := map[string]func() error{
-		"Acquire":       func() error { _, err := e.store.Acquire(ctx, "user_x"); return err },
-		"Get":           func() error { _, err := e.store.Get(ctx, "user_0"); return err },
-		"Capacity":      func() error { _, err := e.store.Capacity(ctx); return err },
-		"SetTask":       func() error { return e.store.SetTask(ctx, l, "arn") },
-		"MarkReady":     func() error { _, err := e.store.MarkReady(ctx, l, "http://x", "gw"); return err },
-		"Heartbeat":     func() error { _, err := e.store.Heartbeat(ctx, l, time.Time{}); return err },
-		"MarkStopping":  func() error { return e.store.MarkStopping(ctx, l) },
-		"Stop":          func() error { return e.store.Stop(ctx, l) },
-		"Release":       func() error { return e.store.Release(ctx, l, "x") },
-		"Reap":          func() error { return e.store.Reap(ctx, sb) },
-		"ListSandboxes": func() error { return e.store.ListSandboxes(ctx, func(*state.Sandbox) error { return nil }) },
-		"AcquirePurge":  func() error { _, err := e.store.AcquirePurge(ctx, "user_x"); return err },
-		"FinishPurge":   func() error { return e.store.FinishPurge(ctx, l) },
-		"BeginPurge":    func() error { return e.store.BeginPurge(ctx, l) },
-		"ReleasePurge":  func() error { return e.store.ReleasePurge(ctx, l) },
+		"Acquire":      func() error { _, err := e.store.Acquire(ctx, "user_x"); return err },
+		"Get":          func() error { _, err := e.store.Get(ctx, "user_0"); return err },
+		"Capacity":     func() error { _, err := e.store.Capacity(ctx); return err },
+		"SetTask":      func() error { return e.store.SetTask(ctx, l, "arn") },
+		"MarkReady":    func() error { _, err := e.store.MarkReady(ctx, l, "http://x", "gw"); return err },
+		"Heartbeat":    func() error { _, err := e.store.Heartbeat(ctx, l, time.Time{}); return err },
+		"MarkStopping": func() error { return e.store.MarkStopping(ctx, l) },
+		"Stop":         func() error { return e.store.Stop(ctx, l) },
+		"Abort":        func() error { return e.store.Abort(ctx, l, "x") },
+		"Release":      func() error { return e.store.Release(ctx, l, "x") },
+		"TaskExited": func() error {
+			_, err := e.store.TaskExited(ctx, state.TaskRef{UserID: "user_0", Generation: 1}, "x")
+			return err
+		},
+		"TaskStopped": func() error {
+			_, err := e.store.TaskStopped(ctx, state.TaskRef{UserID: "user_0", Generation: 1}, "x")
+			return err
+		},
+		"ReturnSlot":        func() error { _, err := e.store.ReturnSlot(ctx, "user_0", 1); return err },
+		"ReconcileCapacity": func() error { _, err := e.store.ReconcileCapacity(ctx); return err },
+		"Reap":              func() error { return e.store.Reap(ctx, sb) },
+		"ListSandboxes":     func() error { return e.store.ListSandboxes(ctx, func(*state.Sandbox) error { return nil }) },
+		"AcquirePurge":      func() error { _, err := e.store.AcquirePurge(ctx, "user_x"); return err },
+		"FinishPurge":       func() error { return e.store.FinishPurge(ctx, l) },
+		"BeginPurge":        func() error { return e.store.BeginPurge(ctx, l) },
+		"ReleasePurge":      func() error { return e.store.ReleasePurge(ctx, l) },
 		"AcquirePurgeIfInactive": func() error {
 			_, err := e.store.AcquirePurgeIfInactive(ctx, "user_x", e.clock.Now())
 			return err

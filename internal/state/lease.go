@@ -32,7 +32,13 @@ const (
 	aPurgeStarted = "purgeStarted"
 	// aRestartFor is the generation whose stop a frame asked to restart after.
 	aRestartFor = "restartFor"
-	aLive       = "live" // on the capacity item
+	// aSlot is the generation whose task holds the record's capacity slot (Sandbox.Slot).
+	aSlot = "slot"
+	aLive = "live" // on the capacity item
+	// aChanges counts the writes to the capacity item, so that a reconciliation can
+	// tell that the counter moved since it read it even when it came back to the
+	// same value (a start and a stop in between).
+	aChanges = "changes"
 )
 
 // Reasons recorded when a sandbox stops.
@@ -73,6 +79,7 @@ func decodeSandbox(item map[string]types.AttributeValue) *Sandbox {
 		StateSince:    getMs(item, aSince),
 		Reason:        getS(item, aReason),
 		PurgeStarted:  getMs(item, aPurgeStarted),
+		Slot:          getN(item, aSlot),
 		Version:       getN(item, aVersion),
 	}
 }
@@ -125,10 +132,11 @@ func inStates(e *expr, states ...State) string {
 var counted = []State{Starting, Running, Stopping}
 
 // capacityWrite moves the capacity counter by delta; an increase is admitted only
-// below max.
+// below max. Every write counts itself in aChanges.
 func capacityWrite(delta int64, max int) write {
 	e := newExpr()
-	w := write{key: capacityKey(), e: e, update: fmt.Sprintf("ADD %s %s", e.n(aLive), e.v("delta", avN(delta)))}
+	w := write{key: capacityKey(), e: e, update: fmt.Sprintf("ADD %s %s, %s %s",
+		e.n(aLive), e.v("delta", avN(delta)), e.n(aChanges), e.v("one", avN(1)))}
 	// A decrease has no condition: the counter is exact by construction and a stop
 	// must never be refused. The tests check that it never goes below zero.
 	if delta > 0 {
@@ -138,7 +146,8 @@ func capacityWrite(delta int64, max int) write {
 }
 
 // Positions in a transaction that writes a sandbox record and moves the capacity
-// counter with it (Acquire's admission, Stop, Release, Reap).
+// counter with it (Acquire's admission; Release, Reap, TaskStopped and ReturnSlot,
+// which give a slot back).
 const (
 	slotRecord = iota
 	slotCounter
@@ -156,7 +165,9 @@ func (s *Store) slotTx(record write, delta int64) *dynamodb.TransactWriteItemsIn
 }
 
 // takeWrite writes a new lease l in state st over cur (nil: no record), conditional
-// on the record being exactly the version the caller decided on.
+// on the record being exactly the version the caller decided on. A start (STARTING)
+// records that its generation holds the record's slot; a purge lock holds none (it is
+// only taken over a record that holds none).
 func takeWrite(userID string, cur *Sandbox, l Lease, st State, now time.Time, activity bool) write {
 	e := newExpr()
 	var version int64 = 1
@@ -178,6 +189,9 @@ func takeWrite(userID string, cur *Sandbox, l Lease, st State, now time.Time, ac
 	}
 	if activity {
 		set = append(set, e.n(aActivity)+" = "+e.v("now", avMs(now)))
+	}
+	if st == Starting {
+		set = append(set, e.n(aSlot)+" = "+e.v("gen", avN(l.Generation)))
 	}
 	remove := []string{e.n(aTask), e.n(aEndpoint), e.n(aGateway), e.n(aHeartbeat), e.n(aReason)}
 	if st != Purging {
@@ -232,15 +246,19 @@ func (s *Store) Capacity(ctx context.Context) (int, error) {
 }
 
 // Acquire takes the user's start lease: state STARTING, a fresh token, generation+1,
-// deadline now+StartTTL. From no record or STOPPED, the start takes a capacity slot
-// in the same transaction (ErrCapacity when MaxSandboxes are live). A counted lease
-// past its deadline is taken over and keeps its slot, since the dead sandbox was
-// still counted. A live lease held by another caller gives a *HeldError with the
-// holder's record. PURGING gives ErrPurging, expired or not: a purge that died may
-// have deleted part of the prefix, and a sandbox must not restore what is left.
+// deadline now+StartTTL, and the record's slot for the new generation. From no
+// record, or a STOPPED one that holds no slot, the start takes a capacity slot in the
+// same transaction (ErrCapacity when MaxSandboxes are live). A counted lease past its
+// deadline is taken over and keeps its slot, since the dead sandbox was still counted;
+// so does a start over a STOPPED record whose task has not yet been seen to stop
+// (Sandbox.Slot): either way the old task's stop event no longer names the record's
+// slot, and the new generation's task holds it. A live lease held by another caller
+// gives a *HeldError with the holder's record. PURGING gives ErrPurging, expired or
+// not: a purge that died may have deleted part of the prefix, and a sandbox must not
+// restore what is left.
 //
 // Calls: one GetItem, then one write (a TransactWriteItems to take a slot, an
-// UpdateItem to take over); a caller that loses the race needs no further read.
+// UpdateItem to take one over); a caller that loses the race needs no further read.
 func (s *Store) Acquire(ctx context.Context, userID string) (Lease, error) {
 	if err := checkID("user id", userID); err != nil {
 		return Lease{}, fmt.Errorf("acquire sandbox: %w", err)
@@ -254,8 +272,9 @@ func (s *Store) Acquire(ctx context.Context, userID string) (Lease, error) {
 		now := s.now()
 		admit := false
 		switch {
-		case cur == nil || cur.State == Stopped:
+		case cur == nil || cur.State == Stopped && !cur.HoldsSlot():
 			admit = true
+		case cur.State == Stopped: // its task's slot, not yet given back, is taken over
 		case cur.State == Purging:
 			// Only cleanup ends a purge lock (ReleasePurge, FinishPurge), even one
 			// whose holder died: it alone knows whether deletion began.
@@ -283,8 +302,13 @@ func (s *Store) Acquire(ctx context.Context, userID string) (Lease, error) {
 		}
 		out, err := s.writeLease(ctx, w, l, &cur)
 		if out == done && err == nil { // cur is still the record taken over
-			s.Logger.Warn("sandbox taken over", logging.UserID, userID, logGeneration, l.Generation,
-				logging.State, string(cur.State), logDeadline, cur.LeaseDeadline)
+			if cur.State == Stopped {
+				s.Logger.Info("slot taken over from a stopped sandbox whose task was not yet seen to stop",
+					logging.UserID, userID, logGeneration, l.Generation, logSlot, cur.Slot)
+			} else {
+				s.Logger.Warn("sandbox taken over", logging.UserID, userID, logGeneration, l.Generation,
+					logging.State, string(cur.State), logDeadline, cur.LeaseDeadline)
+			}
 			lease = l
 		}
 		return out, err
@@ -431,35 +455,78 @@ func (s *Store) MarkStopping(ctx context.Context, l Lease) error {
 	})
 }
 
-// Stop ends the lease: STOPPED, and the capacity slot is given back in the same
-// transaction. Repeating a Stop that succeeded returns nil.
+// Stop ends the holder's lease: STOPPED. The capacity slot stays with the record
+// (Sandbox.Slot) until the task is seen to stop: the task's stop event gives it back
+// (TaskStopped), or cleanup does when that event never comes (ReturnSlot). So Stop
+// writes only the user's own record, never the capacity item: it is what the agent
+// inside the task calls. Repeating a Stop that succeeded returns nil.
 func (s *Store) Stop(ctx context.Context, l Lease) error {
-	return s.stop(ctx, "stop sandbox", l, ReasonStopped)
+	return s.end(ctx, "stop sandbox", l, ReasonStopped)
 }
 
-// Release ends the lease of a start that failed, recording reason; otherwise as Stop.
-func (s *Store) Release(ctx context.Context, l Lease, reason string) error {
+// Abort is Stop for a holder that gives up (a start that did not reach the workload,
+// a final sync that failed), recording reason. Like Stop it leaves the slot to the
+// task's stop.
+func (s *Store) Abort(ctx context.Context, l Lease, reason string) error {
 	if reason == "" {
-		reason = "released"
+		reason = "aborted"
 	}
-	return s.stop(ctx, "release sandbox", l, reason)
+	return s.end(ctx, "abort sandbox", l, reason)
 }
 
-func (s *Store) stop(ctx context.Context, op string, l Lease, reason string) error {
+// end is Stop and Abort: one UpdateItem of the holder's record, conditional on its
+// token and a counted state. A record written before slots were recorded gets its
+// generation's slot here, so the task's stop gives back the slot it was counted in.
+func (s *Store) end(ctx context.Context, op string, l Lease, reason string) error {
 	if err := checkLease(l); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	err := s.retry(ctx, op, func() (outcome, error) {
 		e := newExpr()
 		w := write{
-			key: sandboxKey(l.UserID), e: e, update: stopUpdate(e, s.now(), reason),
+			key: sandboxKey(l.UserID), e: e,
+			update: stopUpdate(e, s.now(), reason, fmt.Sprintf("%s = if_not_exists(%s, %s)", e.n(aSlot), e.n(aSlot), e.v("gen", avN(l.Generation)))),
+			cond:   fmt.Sprintf("%s = %s AND %s", e.n(aToken), e.v("tok", avS(l.Token)), inStates(e, counted...)),
+		}
+		_, err := s.api.UpdateItem(ctx, w.item(s.table))
+		return settle(err, func(r refusal) bool {
+			// Already stopped by this holder.
+			cur := r.sandbox(soleItem)
+			return ours(cur, l) && cur.State == Stopped
+		}, func(r refusal) (outcome, error) {
+			return done, lostOrState(l, r.sandbox(soleItem))
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", op, l.UserID, err)
+	}
+	return nil
+}
+
+// Release ends the lease of a start whose task never ran (RunTask failed): STOPPED,
+// recording reason, and the capacity slot back in the same transaction, since no
+// task will ever stop to give it back. A task that did start after all (a RunTask
+// whose answer was lost) finds its lease gone and exits; its stop event then finds
+// no slot to give back. Repeating a Release that succeeded returns nil.
+func (s *Store) Release(ctx context.Context, l Lease, reason string) error {
+	if reason == "" {
+		reason = "released"
+	}
+	op := "release sandbox"
+	if err := checkLease(l); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	err := s.retry(ctx, op, func() (outcome, error) {
+		e := newExpr()
+		w := write{
+			key: sandboxKey(l.UserID), e: e, update: stopUpdate(e, s.now(), reason, "") + ", " + e.n(aSlot),
 			cond: fmt.Sprintf("%s = %s AND %s", e.n(aToken), e.v("tok", avS(l.Token)), inStates(e, counted...)),
 		}
 		_, err := s.api.TransactWriteItems(ctx, s.slotTx(w, -1))
 		return settle(err, func(r refusal) bool {
-			// Already stopped by this holder.
+			// Already released by this holder.
 			cur := r.sandbox(slotRecord)
-			return ours(cur, l) && cur.State == Stopped
+			return ours(cur, l) && cur.State == Stopped && cur.Slot == 0
 		}, func(r refusal) (outcome, error) {
 			if !r.failed(slotRecord) {
 				return done, unavailable(r.err)
@@ -474,14 +541,18 @@ func (s *Store) stop(ctx context.Context, op string, l Lease, reason string) err
 }
 
 // stopUpdate ends a counted lease: STOPPED since now for reason, without the agent's
-// endpoint and gateway token. The lease token stays, so a repeated stop knows the
-// record is already its own.
-func stopUpdate(e *expr, now time.Time, reason string) string {
-	return fmt.Sprintf("SET %s = %s, %s = %s, %s = %s, %s = %s + %s REMOVE %s, %s",
+// endpoint and gateway token; set, when not empty, is one more SET clause. The
+// update ends with its REMOVE list, so a caller may append names to remove. The lease
+// token stays, so a repeated stop knows the record is already its own.
+func stopUpdate(e *expr, now time.Time, reason, set string) string {
+	if set != "" {
+		set = ", " + set
+	}
+	return fmt.Sprintf("SET %s = %s, %s = %s, %s = %s, %s = %s + %s%s REMOVE %s, %s",
 		e.n(aState), e.v("stopped", avS(string(Stopped))),
 		e.n(aSince), e.v("now", avMs(now)),
 		e.n(aReason), e.v("reason", avS(reason)),
-		e.n(aVersion), e.n(aVersion), e.v("one", avN(1)),
+		e.n(aVersion), e.n(aVersion), e.v("one", avN(1)), set,
 		e.n(aEndpoint), e.n(aGateway))
 }
 

@@ -53,13 +53,15 @@ func TestStore_Acquire_AfterStop(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	l1 := mustAcquire(t, e.store, "user_a")
-	if err := e.store.Stop(ctx, l1); err != nil {
+	if err := stopFully(ctx, e.store, l1); err != nil {
 		t.Fatal(err)
 	}
 	if e.checkInvariants(t) != 0 {
 		t.Fatal("stopped sandbox still counted")
 	}
+	e.calls.Reset()
 	l2 := mustAcquire(t, e.store, "user_a")
+	e.wantCalls(t, map[string]int64{"GetItem": 1, "TransactWriteItems": 1}) // a fresh slot
 	if l2.Generation != 2 || l2.Token == l1.Token {
 		t.Fatalf("second lease %+v after %+v", l2, l1)
 	}
@@ -211,15 +213,29 @@ func TestStore_Lifecycle(t *testing.T) {
 	if err := e.store.Stop(ctx, hb); err != nil {
 		t.Fatal(err)
 	}
-	e.wantCalls(t, map[string]int64{"TransactWriteItems": 1})
+	// The holder's own record only: the agent never writes the capacity counter.
+	e.wantCalls(t, map[string]int64{"UpdateItem": 1})
 	sb = mustGet(t, e.store, "user_a")
-	if sb.State != state.Stopped || sb.Endpoint != "" || sb.GatewayToken != "" || sb.Reason != state.ReasonStopped {
+	if sb.State != state.Stopped || sb.Endpoint != "" || sb.GatewayToken != "" || sb.Reason != state.ReasonStopped || sb.Slot != hb.Generation {
 		t.Fatalf("after Stop %+v", *sb)
 	}
-	// A repeated Stop (a lost response retried) succeeds and does not count twice.
+	// A repeated Stop (a lost response retried) succeeds and changes nothing.
 	if err := e.store.Stop(ctx, hb); err != nil {
 		t.Fatalf("second Stop = %v", err)
 	}
+	if e.checkInvariants(t) != 1 {
+		t.Fatal("the stopped sandbox's slot went back before its task stopped")
+	}
+	// Its task stops: the slot goes back, once.
+	e.calls.Reset()
+	if end := taskStopped(t, e.store, hb); end.Ended != "" || !end.SlotReturned {
+		t.Fatalf("task stopped = %+v, want the slot back and no lease ended", end)
+	}
+	e.wantCalls(t, map[string]int64{"GetItem": 1, "TransactWriteItems": 1})
+	if end := taskStopped(t, e.store, hb); end != (state.TaskEnd{}) {
+		t.Fatalf("task stopped again = %+v, want nothing", end)
+	}
+	e.wantCalls(t, map[string]int64{"GetItem": 1})
 	if e.checkInvariants(t) != 0 {
 		t.Fatal("stopped sandbox counted")
 	}

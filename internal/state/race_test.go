@@ -131,7 +131,7 @@ func TestStore_Acquire_CapacityRace(t *testing.T) {
 		t.Fatal("counter not 10")
 	}
 	for _, l := range won {
-		if err := e.store.Stop(context.Background(), l); err != nil {
+		if err := stopFully(context.Background(), e.store, l); err != nil {
 			t.Fatal(err)
 		}
 		break
@@ -297,14 +297,34 @@ func TestStore_ConcurrentMixedOperations(t *testing.T) {
 					case 0:
 						record("Release", e.store.Release(ctx, l, "test"))
 					case 1:
+						gen := l.Generation
 						l, err = e.store.MarkReady(ctx, l, "http://x", "gw")
 						record("MarkReady", err)
 						if err == nil {
 							record("Stop", e.store.Stop(ctx, l))
 						}
+						// The task's stop event, whether or not the Stop won.
+						_, err = e.store.TaskStopped(ctx, state.TaskRef{UserID: u, Generation: gen}, "test")
+						record("TaskStopped", err)
 					case 2:
 						_, err = e.store.Heartbeat(ctx, l, time.Time{})
 						record("Heartbeat", err)
+					case 3:
+						// The task dies: its container exits, then it stops.
+						ref := state.TaskRef{UserID: u, Generation: l.Generation}
+						_, err = e.store.TaskExited(ctx, ref, "test: exited")
+						record("TaskExited", err)
+						_, err = e.store.TaskStopped(ctx, ref, "test: stopped")
+						record("TaskStopped", err)
+					}
+				}
+				if i%5 == 0 {
+					// Every write keeps the counter exact, so a check racing them may
+					// find it moved, never wrong.
+					c, err := e.store.ReconcileCapacity(ctx)
+					record("ReconcileCapacity", err)
+					if c.Corrected {
+						t.Errorf("ReconcileCapacity corrected the counter during the race: %+v", c)
 					}
 				}
 				if i%7 == 0 {
@@ -335,7 +355,7 @@ func TestStore_ConcurrentMixedOperations(t *testing.T) {
 	// times), so only a path that stopped working fails them.
 	for op, least := range map[string]int{
 		"Acquire": 24, "Release": 1, "MarkReady": 1, "Stop": 1, "Heartbeat": 1,
-		"Reap": 1, "AcquirePurge": 1, "FinishPurge": 1,
+		"Reap": 1, "AcquirePurge": 1, "FinishPurge": 1, "TaskExited": 1, "TaskStopped": 1, "ReconcileCapacity": 1,
 	} {
 		if succeeded[op] < least {
 			t.Errorf("%s succeeded %d times, want at least %d", op, succeeded[op], least)
@@ -391,7 +411,7 @@ func TestStore_AcquirePurge_AnswerLost(t *testing.T) {
 	e, proxy := newLossyEnv(t)
 	ctx := context.Background()
 	for _, u := range []string{"user_a", "user_b"} {
-		if err := e.store.Stop(ctx, mustAcquire(t, e.store, u)); err != nil {
+		if err := stopFully(ctx, e.store, mustAcquire(t, e.store, u)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -12,13 +12,17 @@ const (
 	logGeneration = "generation"
 	logDeadline   = "leaseDeadline"
 	logOp         = "op"
+	logSlot       = "slot"
+	logCounter    = "capacityCounter"
+	logHeld       = "slotsHeld"
 )
 
 // State is where a user's sandbox is in its life.
 type State string
 
-// The states of a sandbox record. STARTING, RUNNING and STOPPING hold a slot of the
-// capacity counter; STOPPED and PURGING do not.
+// The states of a sandbox record. STARTING, RUNNING and STOPPING always hold a slot of
+// the capacity counter; a STOPPED record may still hold its task's slot until the task
+// is seen to stop (Sandbox.Slot); PURGING never holds one.
 const (
 	Stopped  State = "STOPPED"
 	Starting State = "STARTING"
@@ -31,7 +35,8 @@ const (
 	Purging State = "PURGING"
 )
 
-// Counted reports whether a record in this state holds a capacity slot.
+// Counted reports whether a record in this state is a lease that holds a capacity
+// slot (see Sandbox.HoldsSlot for the records that hold one).
 func (s State) Counted() bool { return s == Starting || s == Running || s == Stopping }
 
 // Sandbox is a user's sandbox record: the lease and what its holder has published.
@@ -56,8 +61,24 @@ type Sandbox struct {
 	// PurgeStarted is when a purge began deleting the user's data (BeginPurge); zero
 	// before. Once set, the PURGING lock can only be finished, never released.
 	PurgeStarted time.Time
+	// Slot is the generation whose task holds the record's capacity slot, 0 when the
+	// record holds none. Acquire sets it to the new generation (a fresh start takes a
+	// slot of the counter; a takeover, or a start over a STOPPED record whose task has
+	// not yet been seen to stop, takes the record's slot over). It stays through the
+	// holder's own Stop, and is cleared in the same transaction that gives the slot
+	// back to the counter: by TaskStopped (the task's stop event), Reap, Release or
+	// ReturnSlot (cleanup, for a stop event that never came), whichever is first.
+	Slot int64
 	// Version increases on every write to the record.
 	Version int64
+}
+
+// HoldsSlot reports whether the record holds a capacity slot: it is a lease (STARTING,
+// RUNNING, STOPPING; a record written before slots were recorded holds one there too),
+// or it is STOPPED and its task's stop has not yet given the slot back. The capacity
+// counter equals the number of records that hold a slot.
+func (sb *Sandbox) HoldsSlot() bool {
+	return sb != nil && (sb.State.Counted() || sb.State == Stopped && sb.Slot != 0)
 }
 
 // Live reports whether the record holds an unexpired lease on a counted state, that
@@ -97,6 +118,7 @@ func (sb *Sandbox) LogValue() slog.Value {
 		slog.Int64(logGeneration, sb.Generation),
 		slog.Time(logDeadline, sb.LeaseDeadline),
 		slog.String(logging.TaskARN, sb.TaskARN),
+		slog.Int64(logSlot, sb.Slot),
 	)
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,13 +25,15 @@ type modelRecord struct {
 	token    string
 	gen      int64
 	deadline time.Time
-	started  bool // a purge lock whose deletion began (BeginPurge)
+	started  bool  // a purge lock whose deletion began (BeginPurge)
+	slot     int64 // the generation whose task holds the record's slot, 0 for none
 }
 
+// live is what the capacity counter must be: the records that hold a slot.
 func (m *model) live() int {
 	n := 0
 	for _, r := range m.records {
-		if r.state.Counted() {
+		if r.state.Counted() || r.slot != 0 {
 			n++
 		}
 	}
@@ -59,12 +62,14 @@ func outcome(err error) string {
 	return "ok"
 }
 
-// A randomized sequence of start / ready / heartbeat / stop / release / crash (time
-// passing without heartbeats) / takeover / reap / purge (lock, begin, release,
-// finish, resume) across users, per seed. Each
-// step's outcome must be the one the lease rules predict, in particular no write with
-// a stale token succeeds; after each step the capacity counter equals the live
-// records, and at the end every record matches the model.
+// A randomized sequence of start / ready / heartbeat / stop / abort / release / crash
+// (time passing without heartbeats) / takeover / reap / purge (lock, begin, release,
+// finish, resume) / task events (exited, stopped, for the current generation or an
+// old one, repeated) / cleanup's slot repair / capacity check across users, per seed.
+// Each step's outcome must be the one the lease and slot rules predict, in particular
+// no write with a stale token succeeds and no slot is given back twice; after each
+// step the capacity counter equals the records that hold a slot, and at the end every
+// record matches the model.
 func TestStore_RandomizedSequences(t *testing.T) {
 	const seeds, steps = 24, 70
 	for seed := range seeds {
@@ -112,15 +117,17 @@ func runSequence(t *testing.T, seed uint64, steps int) {
 		r := m.records[u]
 		var op, want, got string
 		var apply func()
-		switch k := rng.IntN(13); k {
+		switch k := rng.IntN(17); k {
 		case 0, 1: // start, or take over a dead sandbox
 			op = "acquire"
 			switch {
-			case r == nil || r.state == state.Stopped:
+			case r == nil || r.state == state.Stopped && r.slot == 0:
 				want = "ok"
 				if m.live() >= m.max {
 					want = "capacity"
 				}
+			case r.state == state.Stopped: // takes the stopping task's slot over
+				want = "ok"
 			case r.state == state.Purging: // expired or not
 				want = "purging"
 			case !r.expired(now):
@@ -142,7 +149,7 @@ func runSequence(t *testing.T, seed uint64, steps int) {
 				if l.Generation != gen {
 					t.Fatalf("seed %d step %d: generation %d, want %d", seed, step, l.Generation, gen)
 				}
-				m.records[u] = &modelRecord{state.Starting, l.Token, gen, now.Add(e.store.StartTTL), false}
+				m.records[u] = &modelRecord{state.Starting, l.Token, gen, now.Add(e.store.StartTTL), false, gen}
 				leases[u] = append(leases[u], l)
 			}
 		case 2: // the agent becomes ready
@@ -171,21 +178,38 @@ func runSequence(t *testing.T, seed uint64, steps int) {
 			op, want = "stopping", fenced(u, l, counted...)
 			got = outcome(e.store.MarkStopping(ctx, l))
 			apply = func() { r.state = state.Stopping }
-		case 6: // stop, or release after a failed start
+		case 6: // the holder stops or gives up; or the launcher releases a failed start
 			l, ok := pick(u)
 			if !ok {
 				continue
 			}
-			op, want = "stop", fenced(u, l, counted...)
-			if r != nil && r.token == l.Token && r.state == state.Stopped {
-				want = "ok" // idempotent
-			}
-			if rng.IntN(2) == 0 {
+			want = fenced(u, l, counted...)
+			switch rng.IntN(3) {
+			case 0:
+				op = "stop"
 				got = outcome(e.store.Stop(ctx, l))
-			} else {
+			case 1:
+				op = "abort"
+				got = outcome(e.store.Abort(ctx, l, "start failed"))
+			default:
+				op = "release"
 				got = outcome(e.store.Release(ctx, l, "run task failed"))
 			}
-			apply = func() { r.state = state.Stopped }
+			if r != nil && r.token == l.Token && r.state == state.Stopped {
+				want = "ok" // idempotent
+				if op == "release" && r.slot != 0 {
+					want = "state" // the holder stopped: its task gives the slot back
+				}
+			}
+			apply = func() {
+				if r.state == state.Stopped {
+					return
+				}
+				r.state = state.Stopped // Stop and Abort leave the slot to the task
+				if op == "release" {
+					r.slot = 0
+				}
+			}
 		case 7: // crash: time passes without heartbeats
 			e.clock.Advance([]time.Duration{time.Second, 30 * time.Second, e.store.LeaseTTL, e.store.StartTTL, e.store.PurgeTTL}[rng.IntN(5)])
 			continue
@@ -209,11 +233,15 @@ func runSequence(t *testing.T, seed uint64, steps int) {
 				want = "ok"
 			}
 			got = outcome(e.store.Reap(ctx, sb))
-			apply = func() { r.state = state.Stopped }
+			apply = func() {
+				if r.state.Counted() {
+					r.state, r.slot = state.Stopped, 0
+				}
+			}
 		case 9: // cleanup: lock for purge
 			op = "purge"
 			switch {
-			case r == nil || r.state == state.Stopped || r.state == state.Purging && r.expired(now):
+			case r == nil || r.state == state.Stopped && r.slot == 0 || r.state == state.Purging && r.expired(now):
 				want = "ok"
 			case r.state == state.Purging:
 				want = "purging"
@@ -229,7 +257,7 @@ func runSequence(t *testing.T, seed uint64, steps int) {
 				}
 				// Resuming an expired purge keeps its mark.
 				started := r != nil && r.state == state.Purging && r.started
-				m.records[u] = &modelRecord{state.Purging, l.Token, gen, now.Add(e.store.PurgeTTL), started}
+				m.records[u] = &modelRecord{state.Purging, l.Token, gen, now.Add(e.store.PurgeTTL), started, 0}
 				leases[u] = append(leases[u], l)
 			}
 		case 10: // cleanup: finish a purge
@@ -266,11 +294,67 @@ func runSequence(t *testing.T, seed uint64, steps int) {
 			}
 			got = outcome(e.store.ReleasePurge(ctx, l))
 			apply = func() { r.state = state.Stopped }
+		case 13, 14: // a task's event: it exited, or it stopped (maybe an old generation's, maybe again)
+			if r == nil {
+				continue
+			}
+			gen := r.gen - int64(rng.IntN(2))
+			if gen < 1 {
+				continue
+			}
+			ref := state.TaskRef{UserID: u, Generation: gen}
+			var wantEnd state.TaskEnd
+			if k == 13 {
+				op = "task exited"
+				if r.gen == gen && r.state.Counted() {
+					wantEnd.Ended = r.state
+				}
+				end, err := e.store.TaskExited(ctx, ref, "exited")
+				got = outcome(err) + fmt.Sprintf(" %+v", end)
+				apply = func() {
+					if wantEnd.Ended != "" {
+						r.state = state.Stopped
+					}
+				}
+			} else {
+				op = "task stopped"
+				switch {
+				case r.gen == gen && r.state.Counted():
+					wantEnd = state.TaskEnd{Ended: r.state, SlotReturned: true}
+				case r.gen == gen && r.state == state.Stopped && r.slot == gen:
+					wantEnd.SlotReturned = true
+				}
+				end, err := e.store.TaskStopped(ctx, ref, "stopped")
+				got = outcome(err) + fmt.Sprintf(" %+v", end)
+				apply = func() {
+					if wantEnd.SlotReturned {
+						r.state, r.slot = state.Stopped, 0
+					}
+				}
+			}
+			want = "ok" + fmt.Sprintf(" %+v", wantEnd)
+		case 15: // cleanup: ECS runs no task for the generation; its stop event was lost
+			if r == nil {
+				continue
+			}
+			op = "return slot"
+			wantBack := r.state == state.Stopped && r.slot != 0
+			back, err := e.store.ReturnSlot(ctx, u, r.gen)
+			got, want = outcome(err)+fmt.Sprint(" ", back), "ok"+fmt.Sprint(" ", wantBack)
+			apply = func() {
+				if wantBack {
+					r.slot = 0
+				}
+			}
+		case 16: // cleanup: the counter is checked against the records, never corrected
+			op = "reconcile"
+			c, err := e.store.ReconcileCapacity(ctx)
+			got, want = outcome(err)+fmt.Sprint(" ", c.Corrected, c.Moved, c.Held), "ok false false "+fmt.Sprint(m.live())
 		}
 		if got != want {
 			t.Fatalf("seed %d step %d: %s(%s) = %s, want %s; model %+v", seed, step, op, u, got, want, r)
 		}
-		if got == "ok" && apply != nil {
+		if (got == "ok" || strings.HasPrefix(got, "ok ")) && apply != nil {
 			apply()
 		}
 		if c, err := e.store.Capacity(ctx); err != nil || c != m.live() {
@@ -293,9 +377,9 @@ func runSequence(t *testing.T, seed uint64, steps int) {
 			t.Fatal(err)
 		}
 		if sb.State != r.state || sb.LeaseToken != r.token || sb.Generation != r.gen || !sb.LeaseDeadline.Equal(r.deadline) ||
-			sb.PurgeStarted.IsZero() == r.started {
-			t.Fatalf("seed %d: %s is %s gen %d until %v purge started %v, model %s gen %d until %v started %v", seed, u,
-				sb.State, sb.Generation, sb.LeaseDeadline, sb.PurgeStarted, r.state, r.gen, r.deadline, r.started)
+			sb.PurgeStarted.IsZero() == r.started || sb.Slot != r.slot {
+			t.Fatalf("seed %d: %s is %s gen %d slot %d until %v purge started %v, model %s gen %d slot %d until %v started %v", seed, u,
+				sb.State, sb.Generation, sb.Slot, sb.LeaseDeadline, sb.PurgeStarted, r.state, r.gen, r.slot, r.deadline, r.started)
 		}
 	}
 }

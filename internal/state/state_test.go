@@ -77,15 +77,23 @@ func (e *env) raw(tb testing.TB, pk, sk string) map[string]types.AttributeValue 
 }
 
 // checkInvariants asserts what must hold between operations: the capacity counter
-// equals the number of counted records and is never negative, and every counted or
-// PURGING record is a complete lease (no half-acquired state).
-func (e *env) checkInvariants(tb testing.TB) (live int) {
+// equals the number of records that hold a slot and is never negative, a lease holds
+// its own generation's slot, a STOPPED record at most its own generation's, a purge
+// lock none, and every counted or PURGING record is a complete lease (no
+// half-acquired state). It returns the records that hold a slot.
+func (e *env) checkInvariants(tb testing.TB) (held int) {
 	tb.Helper()
 	ctx := context.Background()
 	n := 0
 	err := e.store.ListSandboxes(ctx, func(sb *state.Sandbox) error {
-		if sb.State.Counted() {
+		if sb.HoldsSlot() {
 			n++
+		}
+		switch {
+		case sb.State.Counted() && sb.Slot != sb.Generation,
+			sb.State == state.Stopped && sb.Slot != 0 && sb.Slot != sb.Generation,
+			sb.State == state.Purging && sb.Slot != 0:
+			return fmt.Errorf("record of %q in %s at generation %d holds the slot of generation %d", sb.UserID, sb.State, sb.Generation, sb.Slot)
 		}
 		switch sb.State {
 		case state.Stopped, state.Starting, state.Running, state.Stopping, state.Purging:
@@ -108,9 +116,29 @@ func (e *env) checkInvariants(tb testing.TB) (live int) {
 		tb.Fatal(err)
 	}
 	if c != n || c < 0 {
-		tb.Fatalf("capacity counter %d, counted records %d", c, n)
+		tb.Fatalf("capacity counter %d, records holding a slot %d", c, n)
 	}
 	return n
+}
+
+// stopFully ends l's sandbox as a sandbox ends in production: the agent's Stop, then
+// its task's stop event, which gives the slot back.
+func stopFully(ctx context.Context, s *state.Store, l state.Lease) error {
+	if err := s.Stop(ctx, l); err != nil {
+		return err
+	}
+	_, err := s.TaskStopped(ctx, state.TaskRef{UserID: l.UserID, Generation: l.Generation}, "test: task stopped")
+	return err
+}
+
+// taskStopped is the stop event of l's task.
+func taskStopped(tb testing.TB, s *state.Store, l state.Lease) state.TaskEnd {
+	tb.Helper()
+	end, err := s.TaskStopped(context.Background(), state.TaskRef{UserID: l.UserID, Generation: l.Generation}, "test: task stopped")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return end
 }
 
 func mustAcquire(tb testing.TB, s *state.Store, user string) state.Lease {

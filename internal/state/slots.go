@@ -1,0 +1,276 @@
+package state
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+
+	"github.com/sandgate/sandgate/internal/logging"
+)
+
+// Who holds a capacity slot, and who gives it back.
+//
+// The capacity counter counts the records that hold a slot (Sandbox.HoldsSlot): every
+// lease (STARTING, RUNNING, STOPPING), and every STOPPED record whose task has not yet
+// been seen to stop (Sandbox.Slot, the generation whose task holds it). Every write
+// that changes whether a record holds a slot moves the counter in the same
+// transaction, conditional on the record: Acquire's admission takes one; Release,
+// Reap, TaskStopped and ReturnSlot each clear the record's slot and give it back, so
+// whichever of them comes first gives it back and the others find nothing to give. A
+// takeover, and a start over a STOPPED record that still holds its slot, move the
+// slot to the new generation on the record alone: the counter does not change, and
+// the old task's stop event no longer names the record's slot. Stop and Abort (the
+// agent's own) write the record alone and leave the slot to the task's stop.
+
+// TaskRef names the task a stop event is about: the user whose sandbox it runs, the
+// lease generation it was started for, and its ARN (empty when unknown).
+type TaskRef struct {
+	UserID     string
+	Generation int64
+	TaskARN    string
+}
+
+// names reports whether sb can be the record of the task: the same generation, and
+// the same task when both name one.
+func (r TaskRef) names(sb *Sandbox) bool {
+	return sb != nil && sb.Generation == r.Generation && (sb.TaskARN == "" || r.TaskARN == "" || sb.TaskARN == r.TaskARN)
+}
+
+// TaskEnd is what TaskExited or TaskStopped did.
+type TaskEnd struct {
+	// Ended is the state the lease was in when this call ended it (STARTING, RUNNING
+	// or STOPPING); empty when it had ended already (its holder stopped, it was
+	// reaped or released) or the record belongs to another generation.
+	Ended State
+	// SlotReturned reports that this call gave the generation's capacity slot back.
+	SlotReturned bool
+}
+
+// endMode is what a task's end may change on its record.
+type endMode int
+
+const (
+	// exited: the task's container exited (or it failed to start) and the task is on
+	// its way down: a lease of its generation ends; the slot stays until it stopped.
+	exited endMode = iota
+	// stopped: the task has stopped: a lease of its generation ends, and the slot its
+	// generation holds is given back.
+	stopped
+	// gone: cleanup found no running task for a STOPPED record that holds a slot: the
+	// slot is given back; a lease is left alone (its task may not be listed yet).
+	gone
+)
+
+// TaskExited records that ref's task is on its way down (ECS stopped it, or its
+// container exited, before the task stopped): a lease of ref's generation still held
+// (STARTING, RUNNING or STOPPING) ends, STOPPED for reason, so the user's next start
+// need not wait for the lease to expire. The slot stays with the record until
+// TaskStopped. A lease of another generation, or one that has ended, is left alone.
+//
+// Calls: one GetItem, then at most one UpdateItem (more under races).
+func (s *Store) TaskExited(ctx context.Context, ref TaskRef, reason string) (TaskEnd, error) {
+	return s.taskEnd(ctx, "task exited", ref, reason, exited)
+}
+
+// TaskStopped records that ref's task has stopped: a lease of ref's generation still
+// held ends (STOPPED for reason) and the slot that generation holds goes back to the
+// capacity counter, in one transaction; a STOPPED record whose slot is ref's
+// generation's gives it back. Calling it again, or after Reap, Release or ReturnSlot
+// gave the slot back, or after a newer generation took the slot over, changes
+// nothing: each slot is given back once.
+//
+// Calls: one GetItem, then at most one TransactWriteItems (more under races).
+func (s *Store) TaskStopped(ctx context.Context, ref TaskRef, reason string) (TaskEnd, error) {
+	return s.taskEnd(ctx, "task stopped", ref, reason, stopped)
+}
+
+// ReturnSlot gives back the slot a STOPPED record holds for generation, for a task
+// that ECS no longer runs but whose stop event never came: cleanup's repair of a lost
+// event. It reports whether this call gave it back; a record that holds no slot for
+// that generation (the event came after all, a newer start took the slot over), or
+// holds a lease, is left alone.
+func (s *Store) ReturnSlot(ctx context.Context, userID string, generation int64) (bool, error) {
+	end, err := s.taskEnd(ctx, "return slot", TaskRef{UserID: userID, Generation: generation}, "", gone)
+	return end.SlotReturned, err
+}
+
+func (s *Store) taskEnd(ctx context.Context, op string, ref TaskRef, reason string, mode endMode) (TaskEnd, error) {
+	if err := checkID("user id", ref.UserID); err != nil {
+		return TaskEnd{}, fmt.Errorf("%s: %w", op, err)
+	}
+	if ref.Generation < 1 {
+		return TaskEnd{}, fmt.Errorf("%s: %w: generation %d", op, ErrInvalid, ref.Generation)
+	}
+	if reason == "" {
+		reason = "task stopped"
+	}
+	cur, err := s.get(ctx, ref.UserID)
+	if err != nil {
+		return TaskEnd{}, fmt.Errorf("%s %s: %w", op, ref.UserID, err)
+	}
+	var end TaskEnd
+	err = s.retry(ctx, op, func() (outcome, error) {
+		end = TaskEnd{}
+		now := s.now()
+		switch {
+		case !ref.names(cur):
+			return done, nil
+		case cur.State.Counted() && mode != gone:
+			prev := cur.State
+			out, err := s.endLease(ctx, ref, reason, mode, now, &cur)
+			if out == done && err == nil {
+				end = TaskEnd{Ended: prev, SlotReturned: mode == stopped}
+				s.Logger.Info("sandbox ended by its task's end", logging.UserID, ref.UserID, logGeneration, ref.Generation,
+					logging.State, string(prev), logging.Reason, reason, logSlot, end.SlotReturned)
+			}
+			return out, err
+		case cur.State == Stopped && cur.Slot == ref.Generation && mode != exited:
+			out, err := s.returnSlot(ctx, ref, &cur)
+			if out == done && err == nil {
+				end.SlotReturned = true
+				s.Logger.Info("capacity slot given back", logging.UserID, ref.UserID, logGeneration, ref.Generation, logOp, op)
+			}
+			return out, err
+		}
+		return done, nil
+	})
+	if err != nil {
+		return TaskEnd{}, fmt.Errorf("%s %s: %w", op, ref.UserID, err)
+	}
+	return end, nil
+}
+
+// endLease ends the lease of ref's generation, read as *cur: STOPPED for reason,
+// conditional on the generation, a counted state and (when both are known) the task.
+// In mode stopped it gives the slot back in the same transaction; in mode exited the
+// record keeps it (a record written before slots were recorded gets its generation's).
+// A record that changed since the read is put in *cur (retryNow).
+func (s *Store) endLease(ctx context.Context, ref TaskRef, reason string, mode endMode, now time.Time, cur **Sandbox) (outcome, error) {
+	e := newExpr()
+	w := write{key: sandboxKey(ref.UserID), e: e}
+	w.cond = fmt.Sprintf("%s = %s AND %s", e.n(aGen), e.v("gen", avN(ref.Generation)), inStates(e, counted...))
+	if ref.TaskARN != "" {
+		w.cond += fmt.Sprintf(" AND (attribute_not_exists(%s) OR %s = %s)", e.n(aTask), e.n(aTask), e.v("task", avS(ref.TaskARN)))
+	}
+	var err error
+	if mode == stopped {
+		w.update = stopUpdate(e, now, reason, "") + ", " + e.n(aSlot)
+		_, err = s.api.TransactWriteItems(ctx, s.slotTx(w, -1))
+	} else {
+		w.update = stopUpdate(e, now, reason, fmt.Sprintf("%s = if_not_exists(%s, %s)", e.n(aSlot), e.n(aSlot), e.v("gen", avN(ref.Generation))))
+		_, err = s.api.UpdateItem(ctx, w.item(s.table))
+	}
+	pos := soleItem
+	if mode == stopped {
+		pos = slotRecord
+	}
+	return settle(err, func(r refusal) bool {
+		// This call's own write, sent again by the SDK after its reply was lost: an
+		// UpdateItem has no idempotency token (the transaction has one).
+		sb := r.sandbox(pos)
+		return mode == exited && sb != nil && sb.State == Stopped && sb.Generation == ref.Generation &&
+			sb.Reason == reason && sb.StateSince.Equal(time.UnixMilli(now.UnixMilli()))
+	}, func(r refusal) (outcome, error) {
+		if !r.failed(pos) {
+			return done, unavailable(r.err)
+		}
+		*cur = r.sandbox(pos)
+		return retryNow, r.err
+	})
+}
+
+// returnSlot clears the slot a STOPPED record holds for ref's generation and gives
+// it back to the counter, in one transaction. A record that changed since the read
+// is put in *cur (retryNow).
+func (s *Store) returnSlot(ctx context.Context, ref TaskRef, cur **Sandbox) (outcome, error) {
+	e := newExpr()
+	w := write{
+		key: sandboxKey(ref.UserID), e: e,
+		update: fmt.Sprintf("SET %s = %s + %s REMOVE %s", e.n(aVersion), e.n(aVersion), e.v("one", avN(1)), e.n(aSlot)),
+		cond: fmt.Sprintf("%s = %s AND %s = %s", e.n(aState), e.v("stopped", avS(string(Stopped))),
+			e.n(aSlot), e.v("gen", avN(ref.Generation))),
+	}
+	_, err := s.api.TransactWriteItems(ctx, s.slotTx(w, -1))
+	return settle(err, nil, func(r refusal) (outcome, error) {
+		if !r.failed(slotRecord) {
+			return done, unavailable(r.err)
+		}
+		*cur = r.sandbox(slotRecord)
+		return retryNow, r.err
+	})
+}
+
+// CapacityCheck is what ReconcileCapacity found and did.
+type CapacityCheck struct {
+	// Counter is the capacity counter as read; Held the records that hold a slot.
+	Counter, Held int
+	// Corrected reports that the counter was set to Held.
+	Corrected bool
+	// Moved reports that the counter changed while the records were counted (a start
+	// or a stop meanwhile): nothing was written, and the next check decides again.
+	Moved bool
+}
+
+// Drift is how far the counter was from the records: Held - Counter.
+func (c CapacityCheck) Drift() int { return c.Held - c.Counter }
+
+// ReconcileCapacity recomputes the capacity counter from the records and corrects it:
+// it reads the counter (consistently), counts the records that hold a slot with a
+// consistent Scan, and when they differ writes the count, conditional on the counter
+// not having been written since it was read (its write count, aChanges, so a start
+// and a stop in between cannot cancel out unseen). Every write that changes how many
+// records hold a slot writes the counter in the same transaction, so a counter that
+// did not change during the scan means the records did not either, and the count is
+// exact; a counter that did change leaves it alone (Moved), never undercounting a
+// start that raced the check.
+//
+// Calls: one GetItem, one Scan per page, at most one UpdateItem.
+func (s *Store) ReconcileCapacity(ctx context.Context) (CapacityCheck, error) {
+	out, err := s.api.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName: aws.String(s.table), Key: capacityKey(), ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return CapacityCheck{}, fmt.Errorf("reconcile capacity: %w", unavailable(err))
+	}
+	c := CapacityCheck{Counter: int(getN(out.Item, aLive))}
+	_, counted := out.Item[aChanges]
+	changes := getN(out.Item, aChanges)
+	err = s.listSandboxes(ctx, true, func(sb *Sandbox) error {
+		if sb.HoldsSlot() {
+			c.Held++
+		}
+		return nil
+	})
+	if err != nil {
+		return c, fmt.Errorf("reconcile capacity: %w", err)
+	}
+	if c.Held == c.Counter {
+		return c, nil
+	}
+	e := newExpr()
+	w := write{key: capacityKey(), e: e,
+		update: fmt.Sprintf("SET %s = %s ADD %s %s", e.n(aLive), e.v("held", avN(int64(c.Held))), e.n(aChanges), e.v("one", avN(1)))}
+	if counted {
+		w.cond = fmt.Sprintf("%s = %s", e.n(aChanges), e.v("changes", avN(changes)))
+	} else {
+		// A counter no write has counted yet (none at all, or one written before
+		// writes were counted): the value itself is what the check read.
+		w.cond = fmt.Sprintf("attribute_not_exists(%s) AND (attribute_not_exists(%s) OR %s = %s)",
+			e.n(aChanges), e.n(aLive), e.n(aLive), e.v("live", avN(int64(c.Counter))))
+	}
+	_, err = s.api.UpdateItem(ctx, w.item(s.table))
+	if _, refused := refusalOf(err); refused {
+		c.Moved = true
+		s.Logger.Info("capacity counter moved during its check; not corrected", logCounter, c.Counter, logHeld, c.Held)
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("reconcile capacity: %w", unavailable(err))
+	}
+	c.Corrected = true
+	s.Logger.Warn("capacity counter corrected", logCounter, c.Counter, logHeld, c.Held)
+	return c, nil
+}
