@@ -7,6 +7,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/sandgate/sandgate/internal/config"
@@ -24,10 +25,16 @@ const (
 	// EnvSessionDuration is the sessions' length, between MinSessionDuration and
 	// MaxSessionDuration (DefaultSessionDuration when unset).
 	EnvSessionDuration = "SESSION_DURATION"
+	// With R2 storage (all three set, or none): the secret holding the parent API
+	// token's S3 key (accessKeyId, secretAccessKey), the R2 endpoint and the bucket
+	// the minted credentials are for.
+	EnvStorageSecret   = "STORAGE_CREDENTIALS_SECRET"
+	EnvStorageEndpoint = "STORAGE_ENDPOINT"
+	EnvBucket          = "BUCKET"
 )
 
-// Optional lists the variables LoadConfig reads with a default.
-var Optional = []string{EnvLogLevel, EnvSessionDuration}
+// Optional lists the variables LoadConfig reads with a default, or only with R2.
+var Optional = []string{EnvLogLevel, EnvSessionDuration, EnvStorageSecret, EnvStorageEndpoint, EnvBucket}
 
 // Config is the vendor's configuration.
 type Config struct {
@@ -36,6 +43,8 @@ type Config struct {
 	Cluster               string
 	SessionDuration       time.Duration
 	LogLevel              slog.Level
+	// StorageSecret, StorageEndpoint and Bucket are set with R2 storage only.
+	StorageSecret, StorageEndpoint, Bucket string
 }
 
 // LoadConfig reads the configuration from env; problems are collected in env.
@@ -47,6 +56,17 @@ func LoadConfig(env *config.Env) Config {
 		Cluster:         env.Required(EnvCluster),
 		SessionDuration: env.Duration(EnvSessionDuration, DefaultSessionDuration),
 		LogLevel:        env.Level(EnvLogLevel, slog.LevelInfo),
+		StorageSecret:   env.String(EnvStorageSecret, ""),
+		StorageEndpoint: env.String(EnvStorageEndpoint, ""),
+		Bucket:          env.String(EnvBucket, ""),
+	}
+	if set := btoi(c.StorageSecret != "") + btoi(c.StorageEndpoint != "") + btoi(c.Bucket != ""); set != 0 && set != 3 {
+		env.Check(EnvStorageSecret, fmt.Errorf("set %s, %s and %s together (R2 storage), or none", EnvStorageSecret, EnvStorageEndpoint, EnvBucket))
+	}
+	if c.StorageEndpoint != "" {
+		if _, err := AccountOf(c.StorageEndpoint); err != nil {
+			env.Check(EnvStorageEndpoint, err)
+		}
 	}
 	for name, arn := range map[string]string{EnvTaskRole: c.TaskRole, EnvSandboxRole: c.SandboxRole} {
 		if arn != "" {
@@ -69,9 +89,21 @@ func New(c Config, awsCfg aws.Config, log *slog.Logger) (*Handler, error) {
 	}
 	store := state.New(dynamodb.NewFromConfig(awsCfg), c.Table)
 	store.Logger = log
-	return &Handler{
+	h := &Handler{
 		Records: store, STS: sts.NewFromConfig(awsCfg),
 		TaskRole: name, Account: account, SandboxRole: c.SandboxRole, Cluster: c.Cluster,
 		Duration: c.SessionDuration, Log: log,
-	}, nil
+	}
+	if c.StorageSecret != "" {
+		h.Storage = &R2Minter{Secrets: secretsmanager.NewFromConfig(awsCfg), SecretID: c.StorageSecret,
+			Endpoint: c.StorageEndpoint, Bucket: c.Bucket}
+	}
+	return h, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
