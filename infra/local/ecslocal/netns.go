@@ -47,18 +47,20 @@ var hostNetns = sync.OnceValues(func() (*os.File, error) {
 	return f, nil
 })
 
-// onLockedThread runs fn on an OS thread of its own, which is ended afterwards if fn
-// left it changed (fn reports that by returning an error wrapping errThreadTainted).
+// onLockedThread runs fn on an OS thread of its own. A thread fn left changed (fn
+// reports that by returning an error wrapping errThreadTainted) is never used again:
+// its goroutine parks for good, locked to it. (Not ended: the thread may have forked a
+// child once, which the kernel would then send its parent-death signal; spawner.go.)
 func onLockedThread(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		err := fn()
 		errc <- err
-		if !errors.Is(err, errThreadTainted) {
-			runtime.UnlockOSThread()
+		if errors.Is(err, errThreadTainted) {
+			select {}
 		}
-		// A goroutine that exits locked ends its thread.
+		runtime.UnlockOSThread()
 	}()
 	return <-errc
 }

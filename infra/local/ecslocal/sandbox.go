@@ -9,12 +9,8 @@ import (
 	"net/netip"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"strings"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/sandgate/sandgate/infra/local/proc"
 	"github.com/sandgate/sandgate/internal/logging"
@@ -126,51 +122,10 @@ func parsePositive(s string) (int, error) {
 }
 
 // start starts cmd as the task's process: PID 1 of a PID namespace of its own, inside
-// the task's network namespace and cgroups, with the task's bounding set. It forks on
-// a thread that has joined all three, and that thread is never used for anything else:
-// its bounding set cannot be made whole again, and the kernel sends the process its
-// parent-death signal when the thread that forked it ends, so the thread waits for the
-// process and ends with it.
+// the task's network namespace and cgroups, with the task's bounding set. A spawner
+// forks it (spawner.go).
 func (sb *sandbox) start(cmd *exec.Cmd) (*proc.Process, error) {
-	type started struct {
-		p   *proc.Process
-		err error
-	}
-	res := make(chan started, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
-		p, err := sb.spawn(cmd)
-		res <- started{p, err}
-		if p != nil {
-			<-p.Done()
-		}
-	}()
-	r := <-res
-	return r.p, r.err
-}
-
-func (sb *sandbox) spawn(cmd *exec.Cmd) (*proc.Process, error) {
-	if err := unix.Setns(sb.ns.fd, unix.CLONE_NEWNET); err != nil {
-		return nil, fmt.Errorf("join the task's network namespace: %w", err)
-	}
-	if sb.cg != nil {
-		if err := sb.cg.enterThread(); err != nil {
-			return nil, err
-		}
-		defer func() {
-			if err := sb.cg.leaveThread(); err != nil {
-				sb.log.Warn("a thread of the stack stays in a task's cgroups", logging.Error, err.Error())
-			}
-		}()
-	}
-	if err := dropBoundingSet(sb.keep); err != nil {
-		return nil, err
-	}
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
-	cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWPID
-	return proc.Start(cmd)
+	return spawnerFor(sb.keep).spawn(sb, cmd)
 }
 
 // close tears the sandbox down: the listeners and forwarded connections, the
