@@ -56,14 +56,14 @@ func newEnv(t *testing.T) *env {
 
 // task is what an event says of one task.
 type task struct {
-	user              string
-	gen               int64
-	arn               string
-	last, desired     string
-	stopCode, reason  string
-	exitCode          *int
-	cluster, starter  string
-	noUser            bool
+	user             string
+	gen              int64
+	arn              string
+	last, desired    string
+	stopCode, reason string
+	exitCode         *int
+	cluster, starter string
+	noUser           bool
 }
 
 func taskOf(l state.Lease) task {
@@ -92,8 +92,8 @@ func event(tk task) events.CloudWatchEvent {
 		"clusterArn": clusterARN, "taskArn": tk.arn, "lastStatus": tk.last, "desiredStatus": tk.desired,
 		"startedBy": launcher.DefaultStartedBy, "group": "family:sandbox", "version": 3,
 		"taskDefinitionArn": "arn:aws:ecs:us-east-1:000000000000:task-definition/sandbox:1",
-		"containers": []any{c},
-		"overrides":  map[string]any{"containerOverrides": []any{map[string]any{"name": "agent", "environment": env}}},
+		"containers":        []any{c},
+		"overrides":         map[string]any{"containerOverrides": []any{map[string]any{"name": "agent", "environment": env}}},
 	}
 	if tk.stopCode != "" {
 		d["stopCode"], d["stoppedReason"] = tk.stopCode, tk.reason

@@ -5,5 +5,5 @@
 // execution role, its image pull and awslogs stream authorised with that role. With Isolate it keeps tasks
 // apart as Fargate's micro-VMs do, as far as the machine allows (isolation.go): network and PID namespaces,
 // the metadata and credentials endpoints at 169.254.170.2 inside, a bounding set, cgroups and a workload uid
-// per task.
+// per task. With Events set it sends each task state change as ECS sends it to EventBridge (events.go).
 package ecslocal

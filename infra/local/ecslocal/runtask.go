@@ -209,6 +209,7 @@ func (s *Server) newTaskLocked(cluster string, p *runPlan, now time.Time, id str
 		s.creds[ident.credID] = t
 	}
 	s.log.Info("task state", logging.TaskARN, t.arn, logging.State, statusProvisioning)
+	s.emitLocked(t)
 	s.wg.Add(1)
 	go s.lifecycle(t, s.faults.launchDelay)
 	return t, true

@@ -146,6 +146,9 @@ type Server struct {
 	// when this process is root (tasks share one kernel: the same uid in two tasks would
 	// be one user), this process's own otherwise. They win over the definition's.
 	WorkloadUIDVariable, WorkloadGIDVariable string
+	// Events, when set, receives each task state change event ECS would send to
+	// EventBridge (events.go), in order, from a goroutine of its own.
+	Events func(event []byte)
 
 	dataRoot string
 
@@ -174,6 +177,7 @@ type Server struct {
 	sessDur  time.Duration
 	secrets  string
 	iso      *isolation // nil without Isolate
+	events   eventQueue
 	uidVar   string
 	gidVar   string
 

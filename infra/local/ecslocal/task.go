@@ -96,11 +96,15 @@ type task struct {
 // setStatusLocked moves the task to status and bumps its version, as ECS does on every
 // state change.
 func (s *Server) setStatusLocked(t *task, status string) {
-	if t.lastStatus != status {
+	changed := t.lastStatus != status
+	if changed {
 		t.lastStatus = status
 		s.log.Info("task state", logging.TaskARN, t.arn, logging.State, status)
 	}
 	t.version++
+	if changed {
+		s.emitLocked(t)
+	}
 }
 
 // requestStopLocked sets the desired status to STOPPED; the lifecycle does the rest. A task
@@ -116,6 +120,7 @@ func (s *Server) requestStopLocked(t *task, now time.Time, code, reason string) 
 	}
 	t.version++
 	s.log.Info("task stop requested", logging.TaskARN, t.arn, logging.Reason, reason)
+	s.emitLocked(t)
 	close(t.stop)
 }
 
