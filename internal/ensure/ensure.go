@@ -20,6 +20,9 @@ const logGeneration = "generation"
 // DefaultReleaseReserve is Ensurer.ReleaseReserve when zero.
 const DefaultReleaseReserve = 2 * time.Second
 
+// DefaultStopTimeout is Ensurer.StopTimeout when zero.
+const DefaultStopTimeout = 3 * time.Second
+
 // Errors of Ensure. Each wraps the cause (a state or launcher error) as well.
 var (
 	// ErrCapacity: MaxSandboxes are live, or Fargate had no capacity for the task.
@@ -33,14 +36,16 @@ var (
 
 // Store is the part of the state store Ensure uses.
 type Store interface {
-	Acquire(ctx context.Context, userID string) (state.Lease, error)
+	AcquireReplacing(ctx context.Context, userID string) (state.Lease, *state.Sandbox, error)
 	SetTask(ctx context.Context, l state.Lease, taskARN string) error
 	Release(ctx context.Context, l state.Lease, reason string) error
 }
 
-// Launcher starts sandbox tasks; *launcher.Launcher is one.
+// Launcher starts sandbox tasks, and stops the task of a lease taken over;
+// *launcher.Launcher is one.
 type Launcher interface {
 	Launch(ctx context.Context, spec launcher.Spec) (string, error)
+	Stop(ctx context.Context, arn, reason string) error
 }
 
 var (
@@ -61,6 +66,10 @@ type Ensurer struct {
 	// without it a start that failed by running out of time would hold both until the
 	// start lease expires (minutes). DefaultReleaseReserve when zero.
 	ReleaseReserve time.Duration
+	// StopTimeout bounds the StopTask of the task whose lease a start took over, which
+	// is best effort (cleanup stops a task no live lease names); DefaultStopTimeout
+	// when zero.
+	StopTimeout time.Duration
 }
 
 // Result is what Ensure found or did.
@@ -78,17 +87,21 @@ func (r Result) State() state.State { return r.Sandbox.State }
 // Ensure reuses the user's live sandbox (RUNNING, or STARTING or STOPPING under
 // another caller's lease), or takes the lease (no record, STOPPED, or a dead holder)
 // and launches the task with the lease token as RunTask's clientToken. It never
-// waits for the task.
+// waits for the task. When it took over a dead holder's lease whose record names a
+// task, it then asks ECS to stop that task (StopTask, best effort): a sandbox that
+// lost its lease without knowing it — cut off from DynamoDB, or paused — is stopped
+// rather than left to write (objsync's conditional writes and the marker's
+// generation fence what it still writes meanwhile).
 //
 // Errors: ErrPurging; ErrCapacity (no lease was taken, or the launch found no Fargate
 // capacity and the lease was released); ErrStartFailed (the launch failed and the
 // lease was released); otherwise the store's error (state.ErrUnavailable, …).
 //
 // Calls: one GetItem when a sandbox is live; one GetItem, one write, RunTask and
-// SetTask when this call starts it.
+// SetTask when this call starts it, and StopTask after a takeover.
 func (e *Ensurer) Ensure(ctx context.Context, userID string) (Result, error) {
 	log := e.Log.With(logging.UserID, userID)
-	lease, err := e.Store.Acquire(ctx, userID)
+	lease, replaced, err := e.Store.AcquireReplacing(ctx, userID)
 	var held *state.HeldError
 	switch {
 	case errors.As(err, &held):
@@ -120,6 +133,8 @@ func (e *Ensurer) Ensure(ctx context.Context, userID string) (Result, error) {
 		defer cancel()
 	}
 	arn, err := e.Launcher.Launch(launchCtx, launcher.Spec{UserID: userID, LeaseToken: lease.Token, Generation: lease.Generation})
+	// The replaced task goes whether or not the new one started: its lease is gone.
+	defer e.stopReplaced(ctx, log, replaced, lease.Generation)
 	if err != nil {
 		kind := ErrStartFailed
 		reason := frames.ReasonStartFailed
@@ -145,6 +160,28 @@ func (e *Ensurer) Ensure(ctx context.Context, userID string) (Result, error) {
 	}
 	log.InfoContext(ctx, "sandbox starting", logging.TaskARN, arn, logGeneration, lease.Generation)
 	return Result{Sandbox: sb, Started: true}, nil
+}
+
+// stopReplaced asks ECS to stop the task of the record a takeover replaced, if it
+// names one; a failure is logged, not returned: cleanup stops a task no live lease
+// names, and the store's conditions fence whatever it writes meanwhile.
+func (e *Ensurer) stopReplaced(ctx context.Context, log *slog.Logger, replaced *state.Sandbox, gen int64) {
+	if replaced == nil || replaced.TaskARN == "" {
+		return
+	}
+	timeout := e.StopTimeout
+	if timeout == 0 {
+		timeout = DefaultStopTimeout
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	reason := fmt.Sprintf("sandgate: lease taken over by generation %d", gen)
+	if err := e.Launcher.Stop(sctx, replaced.TaskARN, reason); err != nil {
+		log.WarnContext(ctx, "stop the replaced sandbox's task failed", logging.TaskARN, replaced.TaskARN,
+			logGeneration, replaced.Generation, logging.Error, err.Error())
+		return
+	}
+	log.InfoContext(ctx, "stopped the replaced sandbox's task", logging.TaskARN, replaced.TaskARN, logGeneration, replaced.Generation)
 }
 
 // Reason returns the reason an error frame gives for an Ensure error.

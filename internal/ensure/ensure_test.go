@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
@@ -212,6 +213,126 @@ func TestEnsurer_Ensure_TakesOverDeadSandbox(t *testing.T) {
 	}
 	if len(e.ecs.RunTasks()) != 2 || e.capacity(t) != 1 {
 		t.Fatalf("RunTask %d, capacity %d", len(e.ecs.RunTasks()), e.capacity(t))
+	}
+}
+
+// stopSpy records the launcher's StopTask calls, and can fail them.
+type stopSpy struct {
+	*launcher.Launcher
+	mu    sync.Mutex
+	stops []string // "arn reason"
+	fail  error
+}
+
+func (s *stopSpy) Stop(ctx context.Context, arn, reason string) error {
+	s.mu.Lock()
+	s.stops = append(s.stops, arn+" "+reason)
+	fail := s.fail
+	s.mu.Unlock()
+	if fail != nil {
+		return fail
+	}
+	return s.Launcher.Stop(ctx, arn, reason)
+}
+
+func (s *stopSpy) calls() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.stops...)
+}
+
+func (e *env) spyStops() *stopSpy {
+	spy := &stopSpy{Launcher: e.ens.Launcher.(*launcher.Launcher)}
+	e.ens.Launcher = spy
+	return spy
+}
+
+// A takeover of a dead holder's lease asks ECS to stop the task its record named,
+// with the reason, once the new lease is won and the new task launched; a start that
+// replaces no live holder stops nothing.
+func TestEnsurer_Ensure_TakeoverStopsTheReplacedTask(t *testing.T) {
+	e := newEnv(t)
+	spy := e.spyStops()
+	ctx := context.Background()
+	first, err := e.ens.Ensure(ctx, "user_a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(spy.calls()) != 0 {
+		t.Fatalf("a fresh start stopped %v", spy.calls())
+	}
+	e.db.Clock.Advance(state.DefaultStartTTL)
+	res, err := e.ens.Ensure(ctx, "user_a")
+	if err != nil || !res.Started || res.Sandbox.Generation != 2 {
+		t.Fatalf("takeover: %+v, %v", res, err)
+	}
+	want := first.Sandbox.TaskARN + " sandgate: lease taken over by generation 2"
+	if got := spy.calls(); len(got) != 1 || got[0] != want {
+		t.Fatalf("StopTask calls %q, want [%q]", got, want)
+	}
+	out, err := e.ecs.Client.DescribeTasks(ctx, &ecs.DescribeTasksInput{Cluster: aws.String(testkit.Cluster), Tasks: []string{first.Sandbox.TaskARN, res.Sandbox.TaskARN}})
+	if err != nil || len(out.Tasks) != 2 {
+		t.Fatalf("DescribeTasks: %+v, %v", out, err)
+	}
+	for _, task := range out.Tasks {
+		switch aws.ToString(task.TaskArn) {
+		case first.Sandbox.TaskARN:
+			if aws.ToString(task.DesiredStatus) != "STOPPED" || aws.ToString(task.StoppedReason) != "sandgate: lease taken over by generation 2" {
+				t.Errorf("replaced task: desired %s, reason %q", aws.ToString(task.DesiredStatus), aws.ToString(task.StoppedReason))
+			}
+		default:
+			if aws.ToString(task.DesiredStatus) != "RUNNING" {
+				t.Errorf("new task: desired %s", aws.ToString(task.DesiredStatus))
+			}
+		}
+	}
+	if lines := e.logs.With(t, "msg", "stopped the replaced sandbox's task"); len(lines) != 1 ||
+		lines[0][logging.TaskARN] != first.Sandbox.TaskARN || lines[0]["generation"] != 1.0 || lines[0][logging.UserID] != "user_a" {
+		t.Fatalf("log of the stop: %v", lines)
+	}
+
+	// A start after a stop replaces no holder.
+	if err := e.store.Stop(ctx, state.Lease{UserID: "user_a", Token: e.get(t, "user_a").LeaseToken, Generation: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := e.ens.Ensure(ctx, "user_a"); err != nil || !res.Started {
+		t.Fatalf("start after the stop: %+v, %v", res, err)
+	}
+	if got := spy.calls(); len(got) != 1 {
+		t.Fatalf("a start after a stop stopped %q", got[1:])
+	}
+}
+
+// The stop is best effort: ECS refusing it (the role without ecs:StopTask, an outage)
+// is logged and the start stands; a launch that fails still stops the replaced task,
+// whose lease is gone either way.
+func TestEnsurer_Ensure_ReplacedTaskStopIsBestEffort(t *testing.T) {
+	e := newEnv(t)
+	spy := e.spyStops()
+	ctx := context.Background()
+	first, err := e.ens.Ensure(ctx, "user_a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.db.Clock.Advance(state.DefaultStartTTL)
+	spy.fail = errors.New("AccessDeniedException: not authorized to perform ecs:StopTask")
+	res, err := e.ens.Ensure(ctx, "user_a")
+	if err != nil || !res.Started {
+		t.Fatalf("takeover with a refused stop: %+v, %v", res, err)
+	}
+	if lines := e.logs.With(t, "msg", "stop the replaced sandbox's task failed"); len(lines) != 1 ||
+		lines[0]["level"] != "WARN" || lines[0][logging.TaskARN] != first.Sandbox.TaskARN {
+		t.Fatalf("refused stop not logged as a warning: %v", lines)
+	}
+
+	spy.fail = nil
+	e.db.Clock.Advance(state.DefaultStartTTL)
+	e.ecs.Server.FailRunTask(ecslocal.ServerException, 1)
+	if _, err := e.ens.Ensure(ctx, "user_a"); !errors.Is(err, ensure.ErrStartFailed) {
+		t.Fatalf("failed launch: %v", err)
+	}
+	if got := spy.calls(); len(got) != 2 || !strings.HasPrefix(got[1], res.Sandbox.TaskARN+" ") {
+		t.Fatalf("StopTask calls %q, want the second generation's task stopped after the failed launch", got)
 	}
 }
 

@@ -260,14 +260,25 @@ func (s *Store) Capacity(ctx context.Context) (int, error) {
 // Calls: one GetItem, then one write (a TransactWriteItems to take a slot, an
 // UpdateItem to take one over); a caller that loses the race needs no further read.
 func (s *Store) Acquire(ctx context.Context, userID string) (Lease, error) {
+	l, _, err := s.AcquireReplacing(ctx, userID)
+	return l, err
+}
+
+// AcquireReplacing is Acquire that also returns the record it took over when the
+// lease it replaced had run out (nil otherwise: no record, STOPPED), so that the
+// caller can stop the task that record names.
+func (s *Store) AcquireReplacing(ctx context.Context, userID string) (Lease, *Sandbox, error) {
 	if err := checkID("user id", userID); err != nil {
-		return Lease{}, fmt.Errorf("acquire sandbox: %w", err)
+		return Lease{}, nil, fmt.Errorf("acquire sandbox: %w", err)
 	}
 	cur, err := s.get(ctx, userID)
 	if err != nil {
-		return Lease{}, fmt.Errorf("acquire sandbox %s: %w", userID, err)
+		return Lease{}, nil, fmt.Errorf("acquire sandbox %s: %w", userID, err)
 	}
-	var lease Lease
+	var (
+		lease    Lease
+		replaced *Sandbox
+	)
 	err = s.retry(ctx, "acquire", func() (outcome, error) {
 		now := s.now()
 		admit := false
@@ -308,15 +319,16 @@ func (s *Store) Acquire(ctx context.Context, userID string) (Lease, error) {
 			} else {
 				s.Logger.Warn("sandbox taken over", logging.UserID, userID, logGeneration, l.Generation,
 					logging.State, string(cur.State), logDeadline, cur.LeaseDeadline)
+				replaced = cur // a holder whose lease ran out
 			}
 			lease = l
 		}
 		return out, err
 	})
 	if err != nil {
-		return Lease{}, fmt.Errorf("acquire sandbox %s: %w", userID, err)
+		return Lease{}, nil, fmt.Errorf("acquire sandbox %s: %w", userID, err)
 	}
-	return lease, nil
+	return lease, replaced, nil
 }
 
 // newLease draws a lease on userID's sandbox over cur (nil: no record): a fresh token,
