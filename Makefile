@@ -122,7 +122,7 @@ clean: ## remove build output
 	rm -rf $(BUILD) .aws-sam
 
 # ------------------------------------------------------------------ deploy (docs/DEPLOY.md)
-.PHONY: validate image deploy
+.PHONY: validate image deploy preflight
 validate: ## lint template.yaml and infra/network with cfn-lint (Python, 1.x) and run the template tests
 	@command -v cfn-lint >/dev/null || { echo "cfn-lint not found: pip install cfn-lint (the Python one; npm's cfn-lint is a different, outdated linter)"; exit 1; }
 	cfn-lint -- template.yaml infra/network/template.yaml
@@ -149,6 +149,13 @@ image: ## build and push the sandbox image (linux/arm64) to ECR: make image [IMA
 		echo "pushed $$image"; \
 	fi; \
 	echo "set the stack's SandboxImage parameter to $$image (sam deploy --guided, or parameter_overrides in samconfig.toml)"
+
+# Read-only checks of the account before sam deploy (infra/preflight): parameters from
+# samconfig.toml's parameter_overrides, under ARGS' -parameter-overrides; the usual AWS
+# credentials (AWS_PROFILE, SSO, ...). Built first, so a failed check exits 1 without go run's noise.
+preflight: ## check the AWS account before sam deploy, read-only: make preflight [ARGS="-parameter-overrides 'SandboxImage=… SubnetIds=…' -json"]
+	@$(GO) build -o $(BUILD)/preflight ./infra/preflight/cmd
+	@$(BUILD)/preflight $(ARGS)
 
 deploy: ## sam build && sam deploy (samconfig.toml; first time: sam deploy --guided, see docs/DEPLOY.md)
 	sam build
