@@ -12,6 +12,7 @@ import (
 	"github.com/sandgate/sandgate/internal/message"
 	"github.com/sandgate/sandgate/internal/prewarm"
 	"github.com/sandgate/sandgate/internal/status"
+	"github.com/sandgate/sandgate/internal/taskevents"
 )
 
 // loader is a function's configuration loader, as its main calls it.
@@ -34,6 +35,7 @@ var loaders = map[string]loader{
 	"StatusFunction":     {load: func(e *config.Env) { status.LoadConfig(e) }, optional: status.Optional},
 	"PrewarmFunction":    {load: func(e *config.Env) { prewarm.LoadConfig(e) }, optional: prewarm.Optional},
 	"CleanupFunction":    {load: func(e *config.Env) { cleanup.LoadConfig(e) }, optional: cleanup.Optional},
+	"TaskEventsFunction": {load: func(e *config.Env) { taskevents.LoadConfig(e) }, optional: taskevents.Optional},
 }
 
 // sdkVariables are read by aws-sdk-go-v2's own configuration, not by a loader.
@@ -73,6 +75,9 @@ func contract(fn, scenario string) map[string]bool {
 	case "CleanupFunction":
 		names = append(names, "ECS_CLUSTER", "BUCKET", "RETENTION_DAYS", "DRY_RUN", "MANAGEMENT_ENDPOINT")
 		names = append(names, envStorage[scenario]...)
+	case "TaskEventsFunction":
+		// The cluster whose events it takes, and the stage whose clients it tells.
+		names = append(names, "ECS_CLUSTER", "MANAGEMENT_ENDPOINT")
 	}
 	return set(names...)
 }

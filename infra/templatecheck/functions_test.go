@@ -15,7 +15,7 @@ import (
 // allFunctions is every function the design has; the template must declare exactly these.
 var allFunctions = []string{
 	"AuthorizeFunction", "ConnectFunction", "MessageFunction", "DisconnectFunction",
-	"StatusFunction", "PrewarmFunction", "CleanupFunction",
+	"StatusFunction", "PrewarmFunction", "CleanupFunction", "TaskEventsFunction",
 }
 
 // Every function has its code at functions/<name>/main.go, every main there is one the

@@ -99,6 +99,10 @@ func expectedGrants(scenario string) map[string][]string {
 				post(),
 			}),
 		"CleanupScheduleRole": {"lambda:InvokeFunction ${CleanupFunction.Arn}"},
+		// A task's end: its sandbox's record and the capacity counter, its user's
+		// connections told (a gone one's record removed).
+		"TaskEventsRole": concat(logs("TaskEventsLogGroup"), tableGrants("GetItem", "UpdateItem", "Query", "DeleteItem"),
+			[]string{post()}),
 		"TaskExecutionRole": concat([]string{
 			"ecr:GetAuthorizationToken *", // no resource type: "*" only
 			"ecr:BatchCheckLayerAvailability " + arn + ":ecr:${AWS::Region}:${AWS::AccountId}:repository/*",
@@ -127,6 +131,7 @@ var trust = map[string]string{
 	"AuthorizeRole": "lambda.amazonaws.com", "ConnectRole": "lambda.amazonaws.com", "MessageRole": "lambda.amazonaws.com",
 	"DisconnectRole": "lambda.amazonaws.com", "StatusRole": "lambda.amazonaws.com", "PrewarmRole": "lambda.amazonaws.com",
 	"CleanupRole": "lambda.amazonaws.com", "CleanupScheduleRole": "scheduler.amazonaws.com",
+	"TaskEventsRole":    "lambda.amazonaws.com",
 	"TaskExecutionRole": "ecs-tasks.amazonaws.com", "TaskRole": "ecs-tasks.amazonaws.com",
 	// The region's API Gateway logging role; AWS's managed policy, see the template.
 	"ApiGatewayCloudWatchRole": "apigateway.amazonaws.com",

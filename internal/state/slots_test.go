@@ -39,7 +39,9 @@ func wantSlot(tb testing.TB, e *env, user string, st state.State, slot int64) *s
 	return sb
 }
 
-func ref(l state.Lease) state.TaskRef { return state.TaskRef{UserID: l.UserID, Generation: l.Generation} }
+func ref(l state.Lease) state.TaskRef {
+	return state.TaskRef{UserID: l.UserID, Generation: l.Generation}
+}
 
 // Fresh start +1; the agent's Stop 0 (the slot waits for the task); the task's stop
 // event -1; the same event delivered again 0.

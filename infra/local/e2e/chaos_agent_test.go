@@ -14,8 +14,8 @@ import (
 // An agent paused (SIGSTOP) past its lease is replaced: the user's next frame after the
 // lease expired is delivered by a new sandbox that restored every synced note. Resumed
 // (SIGCONT), the paused agent writes nothing (the record, the marker and the slot stay
-// the replacement's) and exits. Then the replacement is killed (SIGKILL): the same
-// takeover happens again and still nothing synced is lost.
+// the replacement's) and exits. Then the replacement is killed (SIGKILL): its task's
+// end ends its lease, the next sandbox starts and still nothing synced is lost.
 func TestChaos_AgentPausedThenKilled_ReplacedNothingLost(t *testing.T) {
 	t.Parallel()
 	// LEASE_TTL stays at Fast's 15 s, the least the functions accept.
@@ -55,11 +55,12 @@ func TestChaos_AgentPausedThenKilled_ReplacedNothingLost(t *testing.T) {
 	}
 	s.ExactCapacity(t, 1)
 
-	// kill -9: no final sync, no release; the lease runs out and the next frame takes over.
+	// kill -9: no final sync, no release; the task's end (its container exited) ends
+	// the lease, and the next frame starts the next sandbox.
 	if err := syscall.Kill(s.TaskPid(t, repl.TaskARN), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	s.WaitState(t, user, coldStart, "expired", func(sb *state.Sandbox) bool { return sb.Expired(time.Now()) })
+	s.WaitState(t, user, coldStart, "ended", func(sb *state.Sandbox) bool { return !sb.Live(time.Now()) })
 	c.Send(`{"type":"notes"}`)
 	c.Status(frames.Ready, coldStart)
 	if n := testkit.NotesOf(c.JSONFrame("notes", reply)); !slices.Equal(n, []string{"before the pause", "on the replacement"}) {

@@ -93,6 +93,8 @@ func (r *resolver) GetAtt(id, attr string) (string, error) {
 	case "AWS::Logs::LogGroup":
 		name, _ := r.Ref(id)
 		return fmt.Sprintf("arn:aws:logs:%s:%s:log-group:%s:*", Region, AccountID, name), nil
+	case "AWS::Events::Rule":
+		return ruleARN(id), nil
 	case "AWS::SNS::Topic":
 		return fmt.Sprintf("arn:aws:sns:%s:%s:%s-%s", Region, AccountID, StackName, id), nil
 	case "AWS::Serverless::Function", "AWS::Lambda::Function":

@@ -127,6 +127,7 @@ type Stack struct {
 
 	ids      *identities
 	image    string
+	events   *eventRouter      // the template's EventBridge rules (events.go)
 	urlAddrs map[string]string // function logical id → its function URL's address
 	log      *slog.Logger
 	tempRoot bool
@@ -214,6 +215,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	s.Template = tpl
+	if s.events, err = loadEvents(o.Template, template.Options{Parameters: params, Resolver: res}, tpl, s.log); err != nil {
+		return nil, err
+	}
 	if err := s.ids.addRoles(tpl); err != nil {
 		return nil, err
 	}
@@ -229,6 +233,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}
 	if err := s.startLambda(o, tpl); err != nil {
 		return nil, err
+	}
+	if o.Functions {
+		s.events.attach(s.Runtime)
 	}
 	cfg, err := s.operatorConfig(ctx)
 	if err != nil {
@@ -327,6 +334,7 @@ func (s *Stack) startECS(o Options, tpl *template.Template) error {
 	// Tasks run native binaries, which need a PATH (a workload may be a script).
 	env["PATH"] = os.Getenv("PATH")
 	e.Env = env
+	e.Events = s.events.deliver
 	s.ECS = e
 	if err := e.Start(); err != nil {
 		s.ECS = nil

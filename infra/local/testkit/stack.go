@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -446,24 +445,33 @@ func (s *Stack) Capacity(tb testing.TB) int {
 	return n
 }
 
-// ExactCapacity fails the test unless the capacity counter and the sandbox records
-// that hold a slot (STARTING, RUNNING or STOPPING) both equal want.
+// ExactCapacity waits until the capacity counter and the sandbox records that hold a
+// slot (state.Sandbox.HoldsSlot: a lease, or a STOPPED record whose task's stop event
+// has not come yet) both equal want, and fails the test if they do not within
+// CapacityWait: a stopped task's slot comes back when its stop event has been handled.
 func (s *Stack) ExactCapacity(tb testing.TB, want int) {
 	tb.Helper()
-	held := 0
-	err := s.Store.ListSandboxes(context.Background(), func(sb *state.Sandbox) error {
-		if slices.Contains([]state.State{state.Starting, state.Running, state.Stopping}, sb.State) {
-			held++
+	var c, held int
+	Eventually(tb, CapacityWait, func() bool {
+		held = 0
+		err := s.Store.ListSandboxes(context.Background(), func(sb *state.Sandbox) error {
+			if sb.HoldsSlot() {
+				held++
+			}
+			return nil
+		})
+		if err != nil {
+			tb.Fatal(err)
 		}
-		return nil
+		c = s.Capacity(tb)
+		return c == want && held == want
+	}, func() string {
+		return fmt.Sprintf("capacity counter %d, records holding a slot %d; want %d", c, held, want)
 	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if c := s.Capacity(tb); c != want || held != want {
-		tb.Fatalf("capacity counter %d, records holding a slot %d; want %d", c, held, want)
-	}
 }
+
+// CapacityWait bounds ExactCapacity's wait for the task events in flight.
+const CapacityWait = 30 * time.Second
 
 // TableKeys returns the key ("pk/sk") of every item in the table.
 func (s *Stack) TableKeys(tb testing.TB) map[string]bool {
