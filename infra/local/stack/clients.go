@@ -28,6 +28,7 @@ func (s *Stack) ECSClient() *ecs.Client {
 
 // ServeDemoPage serves the demo page and its dev-only endpoints (signing, restarting a
 // sandbox, listing its files) on the gateway, signed with the local development secret.
+// The dev-only endpoints refuse requests from tasks (notFromTasks).
 func (s *Stack) ServeDemoPage(log *slog.Logger) error {
 	signer, err := auth.NewSigner(local.DevSecret)
 	if err != nil {
@@ -37,6 +38,6 @@ func (s *Stack) ServeDemoPage(log *slog.Logger) error {
 		Signer: signer, WSURL: s.Gateway.WebSocketURL(), HTTPURL: s.Gateway.HTTPURL(),
 		Sandboxes: s.Store, Objects: s.S3Client(), Bucket: s.Bucket, Log: log,
 		Tasks: launcher.New(s.ECSClient(), launcher.Config{Cluster: s.Cluster}, log),
-	}).Register(s.Gateway)
+	}).Register(devOnlyMux{gateway: s.Gateway, tasks: s.ECS.TaskAddresses()})
 	return nil
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/sandgate/sandgate/infra/local/lambdart"
 	"github.com/sandgate/sandgate/infra/local/s3local"
 	"github.com/sandgate/sandgate/infra/local/template"
+	"github.com/sandgate/sandgate/internal/agent"
 	"github.com/sandgate/sandgate/internal/auth"
 	"github.com/sandgate/sandgate/internal/state"
 )
@@ -315,11 +316,21 @@ func (s *Stack) baseEnv(o Options) map[string]string {
 }
 
 func (s *Stack) startECS(o Options, tpl *template.Template) error {
-	tasks := filepath.Join(s.Root, "tasks")
+	tasks := filepath.Join(s.Root, tasksDir)
 	if err := os.MkdirAll(tasks, 0o755); err != nil {
 		return fmt.Errorf("task root: %w", err)
 	}
 	e := ecslocal.NewServer(tasks)
+	// Each task apart from the others and from this machine, as on Fargate, wherever
+	// this process may (it says at start what it cannot): the workload under ids of
+	// its task's own, the task's files and the stack's out of every other's reach.
+	e.Isolate = true
+	e.WorkloadUIDVariable, e.WorkloadGIDVariable = agent.EnvWorkloadUID, agent.EnvWorkloadGID
+	if os.Geteuid() == 0 {
+		if err := lockDownRoot(s.Root); err != nil {
+			return err
+		}
+	}
 	e.Logger = s.log
 	e.Clusters = []string{s.Cluster}
 	e.LaunchDelay = o.LaunchDelay
@@ -363,6 +374,7 @@ func (s *Stack) startECS(o Options, tpl *template.Template) error {
 		CPU: td.Cpu, Memory: td.Memory,
 		TaskRole: td.TaskRole, ExecutionRole: td.ExecutionRole, Secrets: c.Secrets,
 		LogGroup: c.LogGroup, LogStreamPrefix: sandboxLogStreamPrefix,
+		User: c.User, AddCapabilities: c.AddCapabilities, DropCapabilities: c.DropCapabilities,
 	})
 	if err != nil {
 		return fmt.Errorf("register %s: %w", sandboxTaskDefinition, err)

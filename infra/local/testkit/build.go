@@ -234,3 +234,50 @@ func Leftovers(dir string) []string {
 	}
 	return out
 }
+
+// workloads are the programs BuildWorkload built, by package.
+var workloads struct {
+	mu    sync.Mutex
+	built map[string]string
+}
+
+// BuildWorkload builds the program in path (a package relative to the test's, as go
+// build takes it) once per test binary, where a sandbox's workload can run it: in a
+// directory every uid may search, under Main's directory (so Main fails the run if one
+// of its processes outlives the tests). It returns the program, for SANDBOX_COMMAND.
+// It needs Main in the package's TestMain.
+func BuildWorkload(tb testing.TB, path string) string {
+	tb.Helper()
+	if pkg.dir == "" {
+		tb.Fatal("testkit: call testkit.Main from TestMain")
+	}
+	workloads.mu.Lock()
+	defer workloads.mu.Unlock()
+	if p, ok := workloads.built[path]; ok {
+		return p
+	}
+	// Main's directory is private; the workloads' below it is searchable by all.
+	dir := filepath.Join(pkg.dir, "workloads")
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{pkg.dir, 0o711}, {dir, 0o755}} {
+		if err := os.MkdirAll(d.path, d.mode); err != nil {
+			tb.Fatal(err)
+		}
+		if err := os.Chmod(d.path, d.mode); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	out := filepath.Join(dir, strings.ReplaceAll(strings.Trim(path, "./"), "/", "-"))
+	cmd := exec.Command(goBin(), "build", "-trimpath", "-o", out, path)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("testkit: build workload %s: %v\n%s", path, err, b)
+	}
+	if workloads.built == nil {
+		workloads.built = map[string]string{}
+	}
+	workloads.built[path] = out
+	return out
+}
