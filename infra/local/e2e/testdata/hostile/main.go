@@ -851,7 +851,7 @@ func (a *attacker) guessedAgents(ev map[string]string) (bool, string) {
 			hosts = append(hosts, netip.AddrFrom4([4]byte{vb[0], vb[1], vb[2], byte(i)}).String())
 		}
 	}
-	hosts = append(hosts, "127.0.0.1", "localhost", "169.254.170.2", "0.0.0.0")
+	hosts = append(hosts, "127.0.0.1", "localhost", "0.0.0.0")
 	var reached []string
 	for _, h := range hosts {
 		if h == a.t.OwnTaskIP {
