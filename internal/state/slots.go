@@ -26,17 +26,36 @@ import (
 // agent's own) write the record alone and leave the slot to the task's stop.
 
 // TaskRef names the task a stop event is about: the user whose sandbox it runs, the
-// lease generation it was started for, and its ARN (empty when unknown).
+// lease generation and token it was started with, and its ARN (the token and the ARN
+// empty when unknown).
 type TaskRef struct {
 	UserID     string
 	Generation int64
+	Token      string
 	TaskARN    string
 }
 
-// names reports whether sb can be the record of the task: the same generation, and
-// the same task when both name one.
+// names reports whether sb can be the record of the task: the same generation, the
+// same lease token and the same task, each when both sides know it. A task launched
+// with another token (a stale or duplicate launch) is not the record's, whatever
+// generation it claims.
 func (r TaskRef) names(sb *Sandbox) bool {
-	return sb != nil && sb.Generation == r.Generation && (sb.TaskARN == "" || r.TaskARN == "" || sb.TaskARN == r.TaskARN)
+	return sb != nil && sb.Generation == r.Generation &&
+		(sb.LeaseToken == "" || r.Token == "" || sb.LeaseToken == r.Token) &&
+		(sb.TaskARN == "" || r.TaskARN == "" || sb.TaskARN == r.TaskARN)
+}
+
+// condition appends to w's condition that the record is still the task's: its
+// generation, and its token and task where known (the expression ends with them).
+func (r TaskRef) condition(w *write) {
+	e := w.e
+	w.cond += fmt.Sprintf(" AND %s = %s", e.n(aGen), e.v("gen", avN(r.Generation)))
+	if r.Token != "" {
+		w.cond += fmt.Sprintf(" AND %s = %s", e.n(aToken), e.v("tok", avS(r.Token)))
+	}
+	if r.TaskARN != "" {
+		w.cond += fmt.Sprintf(" AND (attribute_not_exists(%s) OR %s = %s)", e.n(aTask), e.n(aTask), e.v("task", avS(r.TaskARN)))
+	}
 }
 
 // TaskEnd is what TaskExited or TaskStopped did.
@@ -150,11 +169,8 @@ func (s *Store) taskEnd(ctx context.Context, op string, ref TaskRef, reason stri
 // A record that changed since the read is put in *cur (retryNow).
 func (s *Store) endLease(ctx context.Context, ref TaskRef, reason string, mode endMode, now time.Time, cur **Sandbox) (outcome, error) {
 	e := newExpr()
-	w := write{key: sandboxKey(ref.UserID), e: e}
-	w.cond = fmt.Sprintf("%s = %s AND %s", e.n(aGen), e.v("gen", avN(ref.Generation)), inStates(e, counted...))
-	if ref.TaskARN != "" {
-		w.cond += fmt.Sprintf(" AND (attribute_not_exists(%s) OR %s = %s)", e.n(aTask), e.n(aTask), e.v("task", avS(ref.TaskARN)))
-	}
+	w := write{key: sandboxKey(ref.UserID), e: e, cond: inStates(e, counted...)}
+	ref.condition(&w)
 	var err error
 	if mode == stopped {
 		w.update = stopUpdate(e, now, reason, "") + ", " + e.n(aSlot)
@@ -193,6 +209,7 @@ func (s *Store) returnSlot(ctx context.Context, ref TaskRef, cur **Sandbox) (out
 		cond: fmt.Sprintf("%s = %s AND %s = %s", e.n(aState), e.v("stopped", avS(string(Stopped))),
 			e.n(aSlot), e.v("gen", avN(ref.Generation))),
 	}
+	ref.condition(&w)
 	_, err := s.api.TransactWriteItems(ctx, s.slotTx(w, -1))
 	return settle(err, nil, func(r refusal) (outcome, error) {
 		if !r.failed(slotRecord) {

@@ -88,7 +88,7 @@ func TestSlots_StartFailure(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := ref(l)
-			r.TaskARN = "arn:task/1"
+			r.TaskARN, r.Token = "arn:task/1", l.Token
 			exited := func() state.TaskEnd {
 				end, err := e.store.TaskExited(ctx, r, "start failed: CannotPullContainerError")
 				if err != nil {
@@ -338,8 +338,9 @@ func TestSlots_AbortThenEvents(t *testing.T) {
 	e.checkInvariants(t)
 }
 
-// An event that names another task than the record (same generation) changes
-// nothing; nor does one for a user without a record. Bad input is refused unwritten.
+// An event that names another task than the record, or a launch with another lease
+// token (same generation), changes nothing; nor does one for a user without a record.
+// Bad input is refused unwritten.
 func TestSlots_EventsForOtherTasks(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -348,12 +349,16 @@ func TestSlots_EventsForOtherTasks(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := state.TaskRef{UserID: "user_a", Generation: l.Generation, TaskARN: "arn:task/other"}
+	staleToken := state.TaskRef{UserID: "user_a", Generation: l.Generation, Token: "another-token"}
 	for _, f := range []func(state.TaskRef) (state.TaskEnd, error){
 		func(r state.TaskRef) (state.TaskEnd, error) { return e.store.TaskExited(ctx, r, "x") },
 		func(r state.TaskRef) (state.TaskEnd, error) { return e.store.TaskStopped(ctx, r, "x") },
 	} {
 		if end, err := f(other); err != nil || end != (state.TaskEnd{}) {
 			t.Fatalf("event of another task = %+v, %v", end, err)
+		}
+		if end, err := f(staleToken); err != nil || end != (state.TaskEnd{}) {
+			t.Fatalf("event of a launch with another token = %+v, %v", end, err)
 		}
 		if end, err := f(state.TaskRef{UserID: "user_none", Generation: 1}); err != nil || end != (state.TaskEnd{}) {
 			t.Fatalf("event of a user without a record = %+v, %v", end, err)

@@ -86,3 +86,8 @@ func (d *Detail) UserID() string { return d.env(taskenv.UserID) }
 // Generation is the lease generation the task was started for, as written in its
 // overrides ("" when absent).
 func (d *Detail) Generation() string { return d.env(taskenv.Generation) }
+
+// LeaseToken is the lease token the task was started with ("" when absent). It is
+// what tells a launch of the record's lease from a stale or duplicate one; never log
+// it.
+func (d *Detail) LeaseToken() string { return d.env(taskenv.LeaseToken) }

@@ -158,7 +158,7 @@ func taskRef(d *Detail) (state.TaskRef, error) {
 	if err != nil || gen < 1 {
 		return state.TaskRef{}, fmt.Errorf("%w: the task's overrides name no generation", ErrMalformed)
 	}
-	return state.TaskRef{UserID: user, Generation: gen, TaskARN: d.TaskArn}, nil
+	return state.TaskRef{UserID: user, Generation: gen, Token: d.LeaseToken(), TaskARN: d.TaskArn}, nil
 }
 
 // exitedEarly reports a task on its way down because it never ran or its container

@@ -12,6 +12,8 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
 	"github.com/sandgate/sandgate/infra/local/testkit"
@@ -58,6 +60,7 @@ func newEnv(t *testing.T) *env {
 type task struct {
 	user             string
 	gen              int64
+	token            string
 	arn              string
 	last, desired    string
 	stopCode, reason string
@@ -67,7 +70,7 @@ type task struct {
 }
 
 func taskOf(l state.Lease) task {
-	return task{user: l.UserID, gen: l.Generation, arn: "arn:aws:ecs:us-east-1:000000000000:task/" + cluster + "/" + strconv.FormatInt(l.Generation, 10) + "0123456789abcdef0123456789abcde"}
+	return task{user: l.UserID, gen: l.Generation, token: l.Token, arn: "arn:aws:ecs:us-east-1:000000000000:task/" + cluster + "/" + strconv.FormatInt(l.Generation, 10) + "0123456789abcdef0123456789abcde"}
 }
 
 func (tk task) with(last, desired, stopCode, reason string) task {
@@ -81,7 +84,7 @@ func event(tk task) events.CloudWatchEvent {
 	if !tk.noUser {
 		env = append(env,
 			map[string]string{"name": taskenv.UserID, "value": tk.user},
-			map[string]string{"name": taskenv.LeaseToken, "value": "token-" + tk.user},
+			map[string]string{"name": taskenv.LeaseToken, "value": tk.token},
 			map[string]string{"name": taskenv.Generation, "value": strconv.FormatInt(tk.gen, 10)})
 	}
 	c := map[string]any{"name": "agent", "lastStatus": tk.last, "taskArn": tk.arn}
@@ -338,6 +341,24 @@ func TestHandler_OldTaskAfterTakeover(t *testing.T) {
 	}
 }
 
+// A task launched with a token that is not the record's (a stale or duplicate launch,
+// claiming the record's generation) ends nothing and gives nothing back when it dies.
+func TestHandler_StaleLaunchEndsNothing(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	l, err := e.store.Acquire(ctx, "user_a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := taskOf(l)
+	stale.token = "stale-token"
+	e.handle(t, event(stale.with("DEPROVISIONING", "STOPPED", "EssentialContainerExited", "Essential container in task exited")))
+	e.handle(t, event(stale.with("STOPPED", "STOPPED", "EssentialContainerExited", "Essential container in task exited")))
+	if sb, _ := e.store.Get(ctx, "user_a"); sb.State != state.Starting || sb.Slot != l.Generation || e.capacity(t) != 1 {
+		t.Fatalf("record %+v, capacity %d", sb, e.capacity(t))
+	}
+}
+
 // Events not about one of this stack's sandbox tasks, or not about an end, change
 // nothing and are not retried.
 func TestHandler_IgnoresWhatIsNotOurs(t *testing.T) {
@@ -417,6 +438,16 @@ func TestHandler_SampleEvent(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+	}
+	// The sample's task was launched with its own token: make it the record's.
+	if _, err := e.db.Raw.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: aws.String(e.db.Table),
+		Key: map[string]types.AttributeValue{
+			state.AttrPK: &types.AttributeValueMemberS{Value: "USER#user_abc"}, state.AttrSK: &types.AttributeValueMemberS{Value: "SANDBOX"}},
+		UpdateExpression:          aws.String("SET leaseToken = :t"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":t": &types.AttributeValueMemberS{Value: d.LeaseToken()}},
+	}); err != nil {
+		t.Fatal(err)
 	}
 	e.handle(t, ev)
 	sb, _ := e.store.Get(ctx, "user_abc")

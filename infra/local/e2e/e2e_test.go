@@ -52,6 +52,7 @@ func TestE2E_CapacityFullReportedAsFrame(t *testing.T) {
 	}
 	first.Close()
 	s.Stopped(t, "user_erin", coldStart)
+	s.ExactCapacity(t, 0) // the slot comes back once the stopped sandbox's task has stopped
 	second.Send("now?")
 	second.Status(frames.Ready, coldStart)
 }

@@ -317,6 +317,10 @@ func stoppedUser(t *testing.T, s *state.Store, user string) {
 	if err := s.Stop(ctx, l); err != nil {
 		t.Fatal(err)
 	}
+	// Its (pretend) task has stopped too: the slot is back.
+	if _, err := s.TaskStopped(ctx, state.TaskRef{UserID: user, Generation: l.Generation, Token: l.Token}, "test: task stopped"); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func putFiles(t *testing.T, s *testkit.Stack, user string, n int) {

@@ -63,7 +63,9 @@ func TestTaskEvents_ImagePullFails_StartFailedAtOnce(t *testing.T) {
 	if reason := c2.ErrorFrame(reply); reason != frames.ReasonStartFailed {
 		t.Fatalf("second attempt: error frame %q", reason)
 	}
-	if rec2 := s.Stopped(t, user, reply); rec2.Generation != rec.Generation+1 {
+	// (Connect's notice may have tried once more in between: a start that failed before
+	// the notice ran is ensured again while the client is there.)
+	if rec2 := s.Stopped(t, user, reply); rec2.Generation <= rec.Generation {
 		t.Fatalf("second attempt's generation %d after %d", rec2.Generation, rec.Generation)
 	}
 	s.ExactCapacity(t, 0)
@@ -83,16 +85,24 @@ func TestTaskEvents_TaskDies_LeaseEndsAtOnce(t *testing.T) {
 	if reason := c.ErrorFrame(reply); reason != frames.ReasonStartFailed {
 		t.Fatalf("error frame %q, want start_failed", reason)
 	}
-	crashed := s.Stopped(t, "user_crashstart", reply)
-	if !strings.Contains(crashed.Reason, "EssentialContainerExited") {
-		t.Fatalf("reason %q", crashed.Reason)
+	// The crashed task's end ended the STARTING lease. (Connect's notice, finding the
+	// start gone while the client is there, may already be starting the next one.)
+	ctx, cancel := context.WithTimeout(context.Background(), reply)
+	defer cancel()
+	if _, err := s.Output.Await(ctx, func(l testkit.Line) bool {
+		return l.Source == s.Name("TaskEventsFunction") && l.Msg == "task event" && l.Str("userId") == "user_crashstart" &&
+			l.Str("ended") == string(state.Starting) && l.Str("stopCode") == "EssentialContainerExited"
+	}); err != nil {
+		t.Fatalf("no task event ended the crashed start: %v", err)
 	}
-	s.ExactCapacity(t, 0)
+	c.Send("again")
+	c.Status(frames.Ready, coldStart)
+	s.ExactCapacity(t, 1) // the crashed task's slot is back; the next start holds one
 
 	const user = "user_killed"
 	c = s.DialReady(t, user, coldStart)
 	sb := s.Running(t, user, reply)
-	s.ExactCapacity(t, 1)
+	s.ExactCapacity(t, 2)
 	if err := syscall.Kill(s.TaskPid(t, sb.TaskARN), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -102,12 +112,12 @@ func TestTaskEvents_TaskDies_LeaseEndsAtOnce(t *testing.T) {
 		t.Fatalf("record %+v: want the lease ended by the task's end, before its deadline", rec)
 	}
 	taskEvent(t, s, sb.TaskARN, "STOPPED")
-	s.ExactCapacity(t, 0)
+	s.ExactCapacity(t, 1)
 	c.Send("wake up")
 	c.Status(frames.Ready, coldStart)
 	c.Next(reply, "echo", func(f string) bool { return f == "wake up" })
 	replaced(t, s, user, sb)
-	s.ExactCapacity(t, 1)
+	s.ExactCapacity(t, 2)
 }
 
 // A takeover keeps the dead sandbox's slot for the new generation: the old task's
