@@ -497,7 +497,7 @@ func (s *Store) end(ctx context.Context, op string, l Lease, reason string) erro
 		e := newExpr()
 		w := write{
 			key: sandboxKey(l.UserID), e: e,
-			update: stopUpdate(e, s.now(), reason, fmt.Sprintf("%s = if_not_exists(%s, %s)", e.n(aSlot), e.n(aSlot), e.v("gen", avN(l.Generation)))),
+			update: stopUpdate(e, s.now(), reason, fmt.Sprintf("%s = if_not_exists(%s, %s)", e.n(aSlot), e.n(aSlot), e.n(aGen))),
 			cond:   fmt.Sprintf("%s = %s AND %s", e.n(aToken), e.v("tok", avS(l.Token)), inStates(e, counted...)),
 		}
 		_, err := s.api.UpdateItem(ctx, w.item(s.table))
