@@ -25,12 +25,12 @@ import (
 	"github.com/sandgate/sandgate/internal/agent"
 	"github.com/sandgate/sandgate/internal/awsconf"
 	"github.com/sandgate/sandgate/internal/config"
+	"github.com/sandgate/sandgate/internal/connrelay"
 	"github.com/sandgate/sandgate/internal/demoworkload"
 	"github.com/sandgate/sandgate/internal/logging"
-	"github.com/sandgate/sandgate/internal/relay"
 	"github.com/sandgate/sandgate/internal/s3bucket"
 	"github.com/sandgate/sandgate/internal/state"
-	"github.com/sandgate/sandgate/internal/taskenv"
+	"github.com/sandgate/sandgate/internal/vend"
 	"github.com/sandgate/sandgate/internal/workload"
 )
 
@@ -74,9 +74,7 @@ func runAgent(ctx context.Context, env *config.Env, stdout, stderr io.Writer) er
 		return fmt.Errorf("protect the agent from the workload: %w", err)
 	}
 	cfg := agent.LoadConfig(env)
-	// Until the task definition names the relay (RELAY_URL), replies go to the
-	// management API directly.
-	mgmtEndpoint := env.Required(taskenv.ManagementEndpoint)
+	services := agent.LoadServices(env)
 	log := logging.New(stdout, cfg.LogLevel)
 	if cfg.UserID != "" {
 		log = log.With(logging.UserID, cfg.UserID)
@@ -85,16 +83,36 @@ func runAgent(ctx context.Context, env *config.Env, stdout, stderr io.Writer) er
 		log.Error("bad configuration", logging.Error, err.Error())
 		return err
 	}
-	aws, err := awsconf.Load(ctx)
+	// The task role (the container credentials) signs one thing: the requests to the
+	// credential vendor. Every other client signs with the scoped credentials it hands
+	// out, which reach only this user's items, objects and (through the relay) its
+	// connections.
+	taskRole, err := awsconf.Load(ctx)
 	if err != nil {
 		log.Error("aws configuration", logging.Error, err.Error())
 		return err
 	}
-	store := state.New(dynamodb.NewFromConfig(aws), cfg.Table)
+	vendor, err := vend.NewClient(services.VendURL, taskRole.Credentials, taskRole.Region, nil)
+	if err != nil {
+		log.Error("credential vendor", logging.Error, err.Error())
+		return err
+	}
+	creds := agent.NewCredentials(vendor, vend.Request{UserID: cfg.UserID, Generation: cfg.Generation, LeaseToken: cfg.LeaseToken}, log)
+	scoped := taskRole.Copy()
+	scoped.Credentials = creds
+	storage := scoped.Copy()
+	storage.Credentials = creds.Storage()
+	store := state.New(dynamodb.NewFromConfig(scoped), cfg.Table)
 	store.LeaseTTL = cfg.LeaseTTL
 	store.Logger = log
-	bucket := s3bucket.New(s3bucket.NewClient(aws, cfg.Storage), cfg.Bucket)
-	a := agent.New(cfg, store, bucket, relay.NewClient(aws, mgmtEndpoint), log)
+	bucket := s3bucket.New(s3bucket.NewClient(storage, cfg.Storage), cfg.Bucket)
+	replies, err := connrelay.NewClient(services.RelayURL, cfg.UserID, creds, scoped.Region, nil)
+	if err != nil {
+		log.Error("relay", logging.Error, err.Error())
+		return err
+	}
+	a := agent.New(cfg, store, bucket, replies, log)
+	a.Credentials = creds
 	a.WorkloadOutput = stderr
 	// This binary, reached through the magic link from the launcher (which is this
 	// binary too), so the workload's uid needs no access to where it is installed.

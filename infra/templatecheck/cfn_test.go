@@ -114,6 +114,12 @@ func (r *plausibleResolver) Ref(id string) (string, error) {
 }
 
 func (r *plausibleResolver) GetAtt(id, attr string) (string, error) {
+	switch {
+	case attr == "Arn" && strings.HasSuffix(id, "Role"):
+		return fmt.Sprintf("arn:aws:iam::%s:role/%s-%s-1ABCDEF", testAccount, testStack, id), nil
+	case attr == "FunctionUrl":
+		return fmt.Sprintf("https://%s.lambda-url.%s.on.aws/", strings.ToLower(id), testRegion), nil
+	}
 	return fmt.Sprintf("arn:aws:test:%s:%s:%s/%s", testRegion, testAccount, id, attr), nil
 }
 

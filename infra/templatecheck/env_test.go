@@ -8,11 +8,13 @@ import (
 	"github.com/sandgate/sandgate/internal/cleanup"
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/connect"
+	"github.com/sandgate/sandgate/internal/connrelay"
 	"github.com/sandgate/sandgate/internal/disconnect"
 	"github.com/sandgate/sandgate/internal/message"
 	"github.com/sandgate/sandgate/internal/prewarm"
 	"github.com/sandgate/sandgate/internal/status"
 	"github.com/sandgate/sandgate/internal/taskevents"
+	"github.com/sandgate/sandgate/internal/vend"
 )
 
 // loader is a function's configuration loader, as its main calls it.
@@ -36,6 +38,8 @@ var loaders = map[string]loader{
 	"PrewarmFunction":    {load: func(e *config.Env) { prewarm.LoadConfig(e) }, optional: prewarm.Optional},
 	"CleanupFunction":    {load: func(e *config.Env) { cleanup.LoadConfig(e) }, optional: cleanup.Optional},
 	"TaskEventsFunction": {load: func(e *config.Env) { taskevents.LoadConfig(e) }, optional: taskevents.Optional},
+	"VendFunction":       {load: func(e *config.Env) { vend.LoadConfig(e) }, optional: vend.Optional},
+	"RelayFunction":      {load: func(e *config.Env) { connrelay.LoadConfig(e) }, optional: connrelay.Optional},
 }
 
 // sdkVariables are read by aws-sdk-go-v2's own configuration, not by a loader.
@@ -78,6 +82,14 @@ func contract(fn, scenario string) map[string]bool {
 	case "TaskEventsFunction":
 		// The cluster whose events it takes, and the stage whose clients it tells.
 		names = append(names, "ECS_CLUSTER", "MANAGEMENT_ENDPOINT")
+	case "VendFunction":
+		names = append(names, "TASK_ROLE_ARN", "SANDBOX_ROLE_ARN", "ECS_CLUSTER")
+		if scenario == "r2" {
+			// It mints the sandboxes' R2 credentials from the parent key it alone reads.
+			names = append(names, "STORAGE_CREDENTIALS_SECRET", "STORAGE_ENDPOINT", "BUCKET")
+		}
+	case "RelayFunction":
+		names = append(names, "MANAGEMENT_ENDPOINT", "SANDBOX_ROLE_ARN", "ECS_CLUSTER")
 	}
 	return set(names...)
 }

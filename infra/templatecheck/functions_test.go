@@ -15,8 +15,12 @@ import (
 // allFunctions is every function the design has; the template must declare exactly these.
 var allFunctions = []string{
 	"AuthorizeFunction", "ConnectFunction", "MessageFunction", "DisconnectFunction",
-	"StatusFunction", "PrewarmFunction", "CleanupFunction", "TaskEventsFunction",
+	"StatusFunction", "PrewarmFunction", "CleanupFunction", "TaskEventsFunction", "VendFunction", "RelayFunction",
 }
+
+// urlFunctions are the functions a sandbox calls through an IAM-authenticated function
+// URL (the caller's role session is what they check); no other function has a URL.
+var urlFunctions = set("VendFunction", "RelayFunction")
 
 // Every function has its code at functions/<name>/main.go, every main there is one the
 // template runs, and each builds as sam build builds it: through the Makefile's
@@ -149,6 +153,9 @@ func TestFunctions_Runtime(t *testing.T) {
 		// would run a failed pass again while the next scheduled one starts.
 		if id == "CleanupFunction" && (retries == nil || *retries != 0) {
 			t.Errorf("%s: EventInvokeConfig.MaximumRetryAttempts %v, want 0", id, retries)
+		}
+		if urlFunctions[id] != (fn.URLAuthType != "") || fn.URLAuthType != "" && fn.URLAuthType != "AWS_IAM" {
+			t.Errorf("%s: function URL auth type %q; want AWS_IAM exactly for %v", id, fn.URLAuthType, urlFunctions)
 		}
 		if vpc := template.Lookup(r.Properties, "VpcConfig"); agentCallers[id] != (vpc != nil) {
 			t.Errorf("%s: VpcConfig present = %v, want %v", id, vpc != nil, agentCallers[id])

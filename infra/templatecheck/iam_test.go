@@ -61,6 +61,22 @@ func post() string        { return "execute-api:ManageConnections " + fmt.Sprint
 func deleteConns() string { return "execute-api:ManageConnections " + fmt.Sprintf(conns, "DELETE") }
 func getConns() string    { return "execute-api:ManageConnections " + fmt.Sprintf(conns, "GET") }
 
+// invokeURL is what calling function fn's IAM-authenticated function URL takes, and
+// nothing more: InvokeFunctionUrl for an AWS_IAM URL, and InvokeFunction (which Lambda
+// also requires) only through the URL, never the Invoke API, whose event, caller
+// included, the caller writes.
+func invokeURL(fn string) []string {
+	a := arn + ":lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-" + fn
+	return []string{
+		"lambda:InvokeFunctionUrl " + a + ` {"StringEquals":{"lambda:FunctionUrlAuthType":"AWS_IAM"}}`,
+		"lambda:InvokeFunction " + a + ` {"Bool":{"lambda:InvokedViaFunctionUrl":"true"}}`,
+	}
+}
+
+// ownUser is the condition that holds a sandbox session to its user's table items: the
+// partition key of every item named is USER#<the session's userId tag>, and one is named.
+const ownUser = ` {"ForAllValues:StringEquals":{"dynamodb:LeadingKeys":["USER#${aws:PrincipalTag/userId}"]},"Null":{"dynamodb:LeadingKeys":"false"}}`
+
 // invokeConnect lets a function send the Connect function its notices: Connect's own
 // asynchronous ones, and Message's (synchronous ensure notices, asynchronous restarts).
 var invokeConnect = "lambda:InvokeFunction " + arn + ":lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-connect"
@@ -109,15 +125,29 @@ func expectedGrants(scenario string) map[string][]string {
 			"ecr:GetDownloadUrlForLayer " + arn + ":ecr:${AWS::Region}:${AWS::AccountId}:repository/*",
 			"ecr:BatchGetImage " + arn + ":ecr:${AWS::Region}:${AWS::AccountId}:repository/*",
 		}, logs("SandboxLogGroup")),
-		"TaskRole": concat(tableGrants("GetItem", "UpdateItem", "DeleteItem", "Query"),
+		// A task's own role asks the vendor, and nothing else.
+		"TaskRole": invokeURL("vend"),
+		// The vendor reads the user's record; SandboxRole's trust lets it assume that.
+		"VendRole": concat(logs("VendLogGroup"), tableGrants("GetItem")),
+		"RelayRole": concat(logs("RelayLogGroup"), tableGrants("GetItem", "DeleteItem"),
 			[]string{post(), deleteConns(), getConns()}),
+		// Every sandbox's session: its user's items only (no Scan, PartiQL or Batch
+		// action), replies through the relay.
+		"SandboxRole": concat([]string{
+			"dynamodb:GetItem " + table + ownUser, "dynamodb:UpdateItem " + table + ownUser,
+			"dynamodb:DeleteItem " + table + ownUser, "dynamodb:Query " + table + ownUser,
+		}, invokeURL("relay")),
 	}
 	if s3 {
 		g["CleanupRole"] = append(g["CleanupRole"], "s3:ListBucket "+bucket+usersOnly, "s3:DeleteObject "+bucket+"/users/*")
-		g["TaskRole"] = append(g["TaskRole"], "s3:ListBucket "+bucket+usersOnly,
-			"s3:GetObject "+bucket+"/users/*", "s3:PutObject "+bucket+"/users/*", "s3:DeleteObject "+bucket+"/users/*")
+		// The user's prefix with its trailing slash: user_a's never reaches user_ab's.
+		// In !Sub, ${!…} is a literal ${…}: IAM's policy variable.
+		own := bucket + "/users/${!aws:PrincipalTag/userId}/*"
+		g["SandboxRole"] = append(g["SandboxRole"], "s3:ListBucket "+bucket+` {"StringLike":{"s3:prefix":["users/${aws:PrincipalTag/userId}/*"]}}`,
+			"s3:GetObject "+own, "s3:PutObject "+own, "s3:DeleteObject "+own)
 	} else {
-		g["TaskExecutionRole"] = append(g["TaskExecutionRole"], "secretsmanager:GetSecretValue ${StorageCredentialsSecretArn}")
+		// The parent R2 key: only the vendor reads it, to mint prefix-scoped credentials.
+		g["VendRole"] = append(g["VendRole"], "secretsmanager:GetSecretValue ${StorageCredentialsSecretArn}")
 	}
 	return g
 }
@@ -133,6 +163,7 @@ var trust = map[string]string{
 	"CleanupRole": "lambda.amazonaws.com", "CleanupScheduleRole": "scheduler.amazonaws.com",
 	"TaskEventsRole":    "lambda.amazonaws.com",
 	"TaskExecutionRole": "ecs-tasks.amazonaws.com", "TaskRole": "ecs-tasks.amazonaws.com",
+	"VendRole": "lambda.amazonaws.com", "RelayRole": "lambda.amazonaws.com",
 	// The region's API Gateway logging role; AWS's managed policy, see the template.
 	"ApiGatewayCloudWatchRole": "apigateway.amazonaws.com",
 }
@@ -238,6 +269,10 @@ func grants(t *testing.T, raw rawTemplate, r *template.Resource) (map[string]boo
 func checkTrust(t *testing.T, raw rawTemplate, r *template.Resource) {
 	t.Helper()
 	doc, _ := raw.render(t, template.Lookup(r.Properties, "AssumeRolePolicyDocument")).(map[string]any)
+	if r.LogicalID == "SandboxRole" {
+		checkSandboxTrust(t, doc)
+		return
+	}
 	sts := list(doc["Statement"])
 	if len(sts) != 1 {
 		t.Errorf("%s: want one trust statement, got %d", r.LogicalID, len(sts))
@@ -286,5 +321,18 @@ Policies:
 	_, bad := grants(t, raw, &template.Resource{LogicalID: "BadRole", Properties: doc.Content[0]})
 	if len(bad) != 4 {
 		t.Fatalf("want 4 violations, got %d:\n%s", len(bad), strings.Join(bad, "\n"))
+	}
+}
+
+// sandboxTrust is SandboxRole's whole trust policy: the vendor's role alone may assume
+// it, and only tagging the session with a user id (the key of every grant above).
+const sandboxTrust = `{"Statement":[{"Action":["sts:AssumeRole","sts:TagSession"],` +
+	`"Condition":{"ForAllValues:StringEquals":{"aws:TagKeys":["userId"]},"StringLike":{"aws:RequestTag/userId":"user_?*"}},` +
+	`"Effect":"Allow","Principal":{"AWS":"${VendRole.Arn}"}}],"Version":"2012-10-17"}`
+
+func checkSandboxTrust(t *testing.T, doc map[string]any) {
+	t.Helper()
+	if got := canonical(doc); got != sandboxTrust {
+		t.Errorf("SandboxRole trusts\n  %s\nwant\n  %s", got, sandboxTrust)
 	}
 }

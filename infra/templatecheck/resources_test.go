@@ -88,6 +88,10 @@ func secretRef(name string) bool {
 // resource naming, the secret parameter.
 var secretUse = regexp.MustCompile(`^\{\{resolve:secretsmanager:\$\{(\w+)\}:SecretString(:\w+|:::\$\{(\w+)\})?\}\}$|^\$\{(\w+)\}:\w+::$`)
 
+// secretIDVariables are the function variables that may hold a secret's ARN, for a
+// function that reads the secret itself with its role at run time (never its value).
+var secretIDVariables = set("VendFunction.Properties.Environment.Variables.STORAGE_CREDENTIALS_SECRET")
+
 // checkSecretUse fails where a parameter holding a secret's name or ARN is used as
 // anything but a reference to the secret.
 func checkSecretUse(t *testing.T, id, param string, root *yaml.Node) {
@@ -100,7 +104,7 @@ func checkSecretUse(t *testing.T, id, param string, root *yaml.Node) {
 		if name, arg, ok := template.Intrinsic(n); ok {
 			switch name {
 			case "Ref":
-				if arg.Value == param && !strings.HasSuffix(path, ".Resource") && !strings.HasSuffix(path, ".Condition") {
+				if arg.Value == param && !strings.HasSuffix(path, ".Resource") && !strings.HasSuffix(path, ".Condition") && !secretIDVariables[id+path] {
 					t.Errorf("%s%s: !Ref %s outside an IAM resource", id, path, param)
 				}
 			case "Fn::Sub":
@@ -204,11 +208,15 @@ func TestSandboxTaskDefinition(t *testing.T) {
 				}
 			}
 			wantEnv := set("AGENT_PORT", "DATA_DIR", "SLEEP_AFTER", "MAX_LIFETIME", "SYNC_INTERVAL", "LEASE_TTL",
-				"MESSAGE_RATE_LIMIT", "LOG_LEVEL", "STORAGE_REGION", "STORAGE_PATH_STYLE")
+				"MESSAGE_RATE_LIMIT", "LOG_LEVEL", "STORAGE_REGION", "STORAGE_PATH_STYLE", "VEND_URL", "RELAY_URL")
+			// No storage key reaches a task: with R2 the vendor mints each one temporary
+			// credentials for its user's prefix.
 			wantSecrets := set()
 			if sc.name == "r2" {
 				wantEnv["AWS_ENDPOINT_URL_S3"], wantEnv["SANDBOX_COMMAND"] = true, true
-				wantSecrets = set("STORAGE_ACCESS_KEY_ID", "STORAGE_SECRET_ACCESS_KEY")
+			}
+			if env["VEND_URL"] != "${VendFunctionUrl.FunctionUrl}" || env["RELAY_URL"] != "${RelayFunctionUrl.FunctionUrl}" {
+				t.Errorf("VEND_URL %q, RELAY_URL %q: want the vendor's and the relay's function URLs", env["VEND_URL"], env["RELAY_URL"])
 			}
 			if missing, extra := diff(wantEnv, set(slices.Collect(maps.Keys(env))...)); len(missing)+len(extra) > 0 {
 				t.Errorf("container environment lacks %v, has unexpected %v", missing, extra)

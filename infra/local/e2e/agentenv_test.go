@@ -74,6 +74,10 @@ func newAgentEnv(t *testing.T, over timings) *agentEnv {
 	vars["DATA_DIR"] = "mnt/data"
 	vars["AWS_ENDPOINT_URL_S3"] = e.s3.URL
 	vars["AWS_ENDPOINT_URL_DYNAMODB"] = e.ddb.URL
+	// The agent's replies reach the test's gateway through a relay of the test's own
+	// (the stack's relay function posts to the stack's gateway); its credentials come
+	// from the stack's vendor, as in AWS.
+	vars[agent.EnvRelayURL] = s.StartRelay(t, e.gw.Server.ManagementEndpoint(), quietLog())
 	maps.Copy(vars, defaults)
 	for k, v := range over {
 		if v == "" {

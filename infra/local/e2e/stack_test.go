@@ -393,6 +393,9 @@ func TestEvents_SamplesRunThroughTheirFunctions(t *testing.T) {
 		{"DisconnectFunction", "disconnect.json", 200},
 		{"StatusFunction", "status.json", 401},
 		{"PrewarmFunction", "prewarm.json", 401},
+		// Their callers are another account's roles: refused.
+		{"VendFunction", "vend.json", 403},
+		{"RelayFunction", "relay.json", 403},
 	} {
 		out, err := s.Runtime.Invoke(context.Background(), s.Name(c.fn), event(t, c.file))
 		if err != nil {
