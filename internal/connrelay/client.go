@@ -21,8 +21,11 @@ import (
 const (
 	// DefaultMaxInFlight is how many batches may be on their way at once. Whatever is
 	// asked while they are goes into the next batch: an idle sandbox's post goes out at
-	// once, a busy one's are batched.
-	DefaultMaxInFlight = 4
+	// once, a busy one's are batched. Each batch on its way is one concurrent execution
+	// of the relay function, which shares the account's Lambda concurrency with every
+	// other function: two keep a busy sandbox's replies flowing without one slow call
+	// holding the rest up, and keep the relay's instances (and their caches) few.
+	DefaultMaxInFlight = 2
 	// DefaultTimeout bounds one batch, retries included.
 	DefaultTimeout = 15 * time.Second
 	// DefaultAttempts is how often a batch is sent when the function cannot be
