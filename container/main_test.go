@@ -31,7 +31,7 @@ func TestMain_BadConfiguration_EveryProblemNamed(t *testing.T) {
 		"SANDGATE_GENERATION=zero",
 		"SANDGATE_TABLE=t", "SANDGATE_BUCKET=b",
 		"SANDGATE_PREFIX=users/user_someoneelse/",
-		"SANDGATE_MANAGEMENT_ENDPOINT=not a url",
+		"VEND_URL=not a url",
 		"LEASE_TTL=abc", "SYNC_INTERVAL=10ms", "SLEEP_AFTER=-5s", "AGENT_PORT=70000",
 		"MESSAGE_RATE_LIMIT=0", "LOG_LEVEL=loud",
 		"STORAGE_SECRET_ACCESS_KEY=storage-secret-must-not-be-printed",
@@ -39,7 +39,7 @@ func TestMain_BadConfiguration_EveryProblemNamed(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("exit code %d, want 1; output:\n%s", code, out)
 	}
-	for _, name := range []string{"SANDGATE_GENERATION", "SANDGATE_PREFIX", "SANDGATE_MANAGEMENT_ENDPOINT",
+	for _, name := range []string{"SANDGATE_GENERATION", "SANDGATE_PREFIX", "VEND_URL", "RELAY_URL",
 		"ECS_CONTAINER_METADATA_URI_V4", "LEASE_TTL", "SYNC_INTERVAL", "SLEEP_AFTER", "AGENT_PORT",
 		"MESSAGE_RATE_LIMIT", "LOG_LEVEL", "STORAGE_ACCESS_KEY_ID"} {
 		if !strings.Contains(out, name) {

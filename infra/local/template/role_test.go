@@ -73,26 +73,32 @@ func TestLoad_Roles_EveryPrincipalHasItsRole(t *testing.T) {
 }
 
 // Conditions drop statements through AWS::NoValue: with storage credentials in a
-// secret, the task role has no bucket statement and the container reads its keys
-// as Secrets.
+// secret (R2), the sandbox role has no bucket statement, no task reads the keys (the
+// vendor mints each sandbox temporary ones) and the vendor's role reads the secret.
 func TestLoad_Roles_ConditionalStatements(t *testing.T) {
 	withKeys := requiredParams(t, map[string]string{"StorageCredentialsSecretArn": "arn:aws:secretsmanager:us-east-1:000000000000:secret:r2-AbCdEf"})
 	tpl, err := template.Load("../../../template.yaml", template.Options{Resolver: localResolver(), Parameters: withKeys, TaskDefinitions: true, Roles: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if doc := string(tpl.Roles["TaskRole"].Policies[0].Document); strings.Contains(doc, "s3:") {
-		t.Errorf("task role with storage keys still grants S3: %s", doc)
+	if doc := string(tpl.Roles["SandboxRole"].Policies[0].Document); strings.Contains(doc, "s3:") {
+		t.Errorf("sandbox role with storage keys still grants S3: %s", doc)
 	}
-	if s := tpl.TaskDefinitions["SandboxTaskDefinition"].Containers[0].Secrets; len(s) == 0 {
-		t.Error("storage keys are not read as container secrets")
+	if s := tpl.TaskDefinitions["SandboxTaskDefinition"].Containers[0].Secrets; len(s) != 0 {
+		t.Errorf("the storage keys reach the task: %v", s)
+	}
+	if doc := string(tpl.Roles["VendRole"].Policies[0].Document); !strings.Contains(doc, "secretsmanager:GetSecretValue") {
+		t.Errorf("the vendor cannot read the storage keys: %s", doc)
 	}
 	plain, err := template.Load("../../../template.yaml", template.Options{Resolver: localResolver(), Parameters: requiredParams(t, nil), TaskDefinitions: true, Roles: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if doc := string(plain.Roles["TaskRole"].Policies[0].Document); !strings.Contains(doc, "s3:GetObject") {
-		t.Errorf("task role without storage keys grants no S3: %s", doc)
+	if doc := string(plain.Roles["SandboxRole"].Policies[0].Document); !strings.Contains(doc, "s3:GetObject") {
+		t.Errorf("sandbox role without storage keys grants no S3: %s", doc)
+	}
+	if doc := string(plain.Roles["VendRole"].Policies[0].Document); strings.Contains(doc, "secretsmanager:") {
+		t.Errorf("the vendor reads a secret it has no use for: %s", doc)
 	}
 }
 
