@@ -39,13 +39,15 @@ func tableGrants(actions ...string) []string {
 }
 
 // ensure is what a function that starts sandboxes needs: RunTask of this stack's task
-// definition in this cluster, tagging only as part of RunTask, and passing only the two
-// sandbox roles, only to ECS.
+// definition in this cluster, tagging only as part of RunTask, passing only the two
+// sandbox roles, only to ECS, and stopping this cluster's tasks (the task of a lease a
+// start took over).
 var ensure = []string{
 	"ecs:RunTask " + taskDefs + inCluster,
 	"ecs:TagResource " + tasks + ` {"StringEquals":{"ecs:CreateAction":"RunTask"}}`,
 	"iam:PassRole ${TaskExecutionRole.Arn}" + toECS,
 	"iam:PassRole ${TaskRole.Arn}" + toECS,
+	"ecs:StopTask " + tasks,
 }
 
 // vpc is what Lambda needs to attach a function to the VPC. AWS requires "*" for the
