@@ -279,7 +279,7 @@ func (s *Store) ReconcileCapacity(ctx context.Context) (CapacityCheck, error) {
 			e.n(aChanges), e.n(aLive), e.n(aLive), e.v("live", avN(int64(c.Counter))))
 	}
 	_, err = s.api.UpdateItem(ctx, w.item(s.table))
-	if _, refused := refusalOf(err); refused {
+	if _, refused := refusalOf(err); refused || isConflict(err) {
 		c.Moved = true
 		s.Logger.Info("capacity counter moved during its check; not corrected", logCounter, c.Counter, logHeld, c.Held)
 		return c, nil
