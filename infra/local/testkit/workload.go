@@ -9,8 +9,10 @@ import (
 )
 
 // EnvWorkload names the workload a test binary plays when an agent runs it as its
-// SANDBOX_COMMAND (the variable reaches it through the agent's environment): TestMain
-// checks it first and serves the workload instead of running the tests.
+// SANDBOX_COMMAND: TestMain checks it first and serves the workload instead of running
+// the tests. The workload's environment is an allowlist, so the variable reaches it
+// only when the agent's WORKLOAD_ENV declares it; and the workload, under a uid of its
+// own, can run only a copy of the binary that uid may reach.
 const EnvWorkload = "SANDGATE_TEST_WORKLOAD"
 
 // WorkloadCrashy names ServeCrashy.
