@@ -488,6 +488,10 @@ type TaskInfo struct {
 	// NetNS names the task's own network namespace as /proc/<pid>/ns/net does
 	// ("net:[<inode>]"); "" when the task is not isolated or has not started.
 	NetNS string
+	// Environment is what the container's process was started with (KEY=VALUE, sorted:
+	// the definition's, the overrides', the secrets' values and what ECS adds), so a
+	// test can tell what a task holds; nil before the process starts.
+	Environment []string
 }
 
 // TaskAddresses is the prefix task addresses come from: a connection from inside it
@@ -520,6 +524,7 @@ func (s *Server) infoLocked(t *task) TaskInfo {
 		LastStatus: t.lastStatus, DesiredStatus: t.desiredStatus, IP: t.ip, Pid: t.pid,
 		DataDir: t.dataDir, MetadataURI: t.metadataURI,
 		WorkloadUID: t.workloadUID, WorkloadGID: t.workloadGID, NetNS: t.netns,
+		Environment: slices.Clone(t.environ),
 	}
 }
 

@@ -91,6 +91,7 @@ type task struct {
 	version                                     int64
 	pid                                         int
 	netns                                       string // while the sandbox stands
+	environ                                     []string
 }
 
 // setStatusLocked moves the task to status and bumps its version, as ECS does on every
@@ -254,8 +255,9 @@ func (s *Server) startContainer(t *task) (p *proc.Process, crashed bool, failure
 		return nil, false, failure
 	}
 	s.mu.Lock()
-	info := s.infoLocked(t)
 	env := s.environLocked(t, secrets)
+	t.environ = env
+	info := s.infoLocked(t)
 	output := s.output
 	iso := s.iso
 	s.mu.Unlock()

@@ -2,6 +2,7 @@ package iampolicy
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -57,6 +58,7 @@ type Recorder struct {
 	mu      sync.Mutex
 	records map[string]*Record // by recordKey
 	roles   map[string][]StatementRef
+	bodies  map[string]map[StatementRef]string // role → statement → its JSON
 }
 
 // NewRecorder returns an empty Recorder.
@@ -65,64 +67,100 @@ func NewRecorder() *Recorder {
 }
 
 // Register adds roles whose statements Report lists: every statement of every
-// identity policy, and of the trust policy.
+// identity policy, and of the trust policy. A role registered again (another stack of
+// the same template, deployed with other parameters: S3 and R2) adds the statements it
+// has that were not registered yet; a statement registered twice must be the same
+// statement, since a record names it by its Sid or position only.
 func (r *Recorder) Register(roles ...*identity.Role) error {
 	for _, role := range roles {
 		var refs []StatementRef
+		bodies := map[StatementRef]string{}
 		for _, p := range role.Policies {
-			ids, err := statementIDs(p.Document)
+			ids, docs, err := statementIDs(p.Document)
 			if err != nil {
 				return fmt.Errorf("register %s: policy %s: %w", role.Name, p.Name, err)
 			}
-			for _, id := range ids {
-				refs = append(refs, StatementRef{PolicyType: IdentityPolicy, Policy: p.Name, Statement: id})
+			for i, id := range ids {
+				ref := StatementRef{PolicyType: IdentityPolicy, Policy: p.Name, Statement: id}
+				refs, bodies[ref] = append(refs, ref), docs[i]
 			}
 		}
 		if len(role.Trust) > 0 {
-			ids, err := statementIDs(role.Trust)
+			ids, docs, err := statementIDs(role.Trust)
 			if err != nil {
 				return fmt.Errorf("register %s: trust policy: %w", role.Name, err)
 			}
-			for _, id := range ids {
-				refs = append(refs, StatementRef{PolicyType: ResourcePolicy, Policy: TrustPolicyName(role), Statement: id})
+			for i, id := range ids {
+				ref := StatementRef{PolicyType: ResourcePolicy, Policy: TrustPolicyName(role), Statement: id}
+				refs, bodies[ref] = append(refs, ref), docs[i]
 			}
 		}
-		r.mu.Lock()
-		r.roles[role.Name] = refs
-		r.mu.Unlock()
+		if err := r.addRole(role.Name, refs, bodies); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addRole merges a role's statements into those registered.
+func (r *Recorder) addRole(name string, refs []StatementRef, bodies map[StatementRef]string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.bodies == nil {
+		r.bodies = map[string]map[StatementRef]string{}
+	}
+	have := r.bodies[name]
+	for _, ref := range refs {
+		if old, ok := have[ref]; ok && old != bodies[ref] {
+			return fmt.Errorf("register %s: %s is another statement than the one registered under that name before: give the statements of this policy Sids", name, ref)
+		}
+	}
+	if have == nil {
+		have = map[StatementRef]string{}
+		r.bodies[name] = have
+	}
+	for _, ref := range refs {
+		if _, ok := have[ref]; !ok {
+			have[ref] = bodies[ref]
+			r.roles[name] = append(r.roles[name], ref)
+		}
 	}
 	return nil
 }
 
 // statementIDs lists a policy's statements as iam-simulate names them: the Sid, or
-// the 1-based index.
-func statementIDs(doc json.RawMessage) ([]string, error) {
+// the 1-based index; and each statement's JSON, compacted.
+func statementIDs(doc json.RawMessage) (ids, bodies []string, err error) {
 	var p struct {
 		Statement json.RawMessage
 	}
 	if err := json.Unmarshal(doc, &p); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var list []struct{ Sid string }
+	var raw []json.RawMessage
 	if len(p.Statement) > 0 && p.Statement[0] == '{' {
-		var one struct{ Sid string }
-		if err := json.Unmarshal(p.Statement, &one); err != nil {
-			return nil, err
-		}
-		list = append(list, one)
+		raw = append(raw, p.Statement)
 	} else if len(p.Statement) > 0 {
-		if err := json.Unmarshal(p.Statement, &list); err != nil {
-			return nil, err
+		if err := json.Unmarshal(p.Statement, &raw); err != nil {
+			return nil, nil, err
 		}
 	}
-	ids := make([]string, len(list))
-	for i, s := range list {
-		ids[i] = s.Sid
-		if ids[i] == "" {
-			ids[i] = strconv.Itoa(i + 1)
+	for i, st := range raw {
+		var one struct{ Sid string }
+		if err := json.Unmarshal(st, &one); err != nil {
+			return nil, nil, err
 		}
+		id := one.Sid
+		if id == "" {
+			id = strconv.Itoa(i + 1)
+		}
+		var b bytes.Buffer
+		if err := json.Compact(&b, st); err != nil {
+			return nil, nil, err
+		}
+		ids, bodies = append(ids, id), append(bodies, b.String())
 	}
-	return ids, nil
+	return ids, bodies, nil
 }
 
 // record files one allowed request. Session-policy statements are left out: they

@@ -147,3 +147,38 @@ func TestRecorder_MergesFilesOfSeveralProcesses(t *testing.T) {
 		t.Errorf("round trip: %+v, want %+v", a, b)
 	}
 }
+
+// Two stacks of one template deployed with other parameters (S3 and R2) register the
+// same roles with statements added or left out at the end: the report lists every
+// statement either had, once; a statement that differs under the same position is an
+// error, since records could not tell the two apart.
+func TestRecorder_RegisterMergesAStackOfOtherParameters(t *testing.T) {
+	read := map[string]any{"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": tableARN}
+	secret := map[string]any{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*"}
+	// Each stack has an account of its own.
+	role := func(statements ...map[string]any) *identity.Role {
+		r, err := stackAuthority().AddRole(identity.Role{Name: "Vend", Policies: []identity.Policy{{Name: "Vend/vend", Document: doc(statements...)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	rec := iampolicy.NewRecorder()
+	s3Mode, r2Mode := role(read), role(read, secret)
+	if err := rec.Register(s3Mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Register(r2Mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Register(s3Mode); err != nil {
+		t.Fatal(err)
+	}
+	got := uses(t, rec)
+	if len(got) != 2 || got["Vend/vend#1"].Role != "Vend" || got["Vend/vend#2"].Role != "Vend" {
+		t.Fatalf("report %v, want Vend/vend#1 and #2 once each", got)
+	}
+	if err := rec.Register(role(secret)); err == nil {
+		t.Fatal("a different statement 1 was registered over the first")
+	}
+}

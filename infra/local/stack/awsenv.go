@@ -25,7 +25,8 @@ var cliServices = map[string]string{
 
 // AWSEnv returns a shell file that points the AWS CLI and every SDK at the stack as its
 // operator: `source .sandgate/aws.env && aws dynamodb scan --table-name "$SANDGATE_TABLE"`.
-// It holds the operator's secret key: write it readable by its owner only.
+// It holds the operator's secret key (in R2 mode the parent R2 key too): write it
+// readable by its owner only.
 func (s *Stack) AWSEnv() string {
 	var b strings.Builder
 	op := s.ids.operator
@@ -46,6 +47,11 @@ func (s *Stack) AWSEnv() string {
 		fmt.Fprintf(&b, "export %s=%s\n", k, s.Endpoints[k])
 	}
 	fmt.Fprintf(&b, "export SANDGATE_TABLE=%s SANDGATE_BUCKET=%s SANDGATE_CLUSTER=%s\n", s.Table, s.Bucket, s.Cluster)
+	if s.R2 != nil {
+		// R2 mode: the bucket answers the parent API token's key only (region auto), as
+		// R2 does; the aws function below signs s3 and s3api with it.
+		fmt.Fprintf(&b, "export SANDGATE_R2_ACCESS_KEY_ID=%s SANDGATE_R2_SECRET_ACCESS_KEY=%s\n", s.R2.AccessKeyID, s.R2.SecretAccessKey)
+	}
 	fmt.Fprintf(&b, "aws() {\n\tlocal ep=\n\tcase \"$1\" in\n")
 	svcs := make([]string, 0, len(cliServices))
 	for svc := range cliServices {
@@ -55,7 +61,12 @@ func (s *Stack) AWSEnv() string {
 	for _, svc := range svcs {
 		fmt.Fprintf(&b, "\t%s) ep=\"$%s\" ;;\n", svc, cliServices[svc])
 	}
-	fmt.Fprintf(&b, "\tesac\n\tcommand aws ${ep:+--endpoint-url \"$ep\"} \"$@\"\n}\n")
+	fmt.Fprintf(&b, "\tesac\n")
+	if s.R2 != nil {
+		fmt.Fprintf(&b, "\tcase \"$1\" in\n\ts3|s3api) AWS_ACCESS_KEY_ID=\"$SANDGATE_R2_ACCESS_KEY_ID\" AWS_SECRET_ACCESS_KEY=\"$SANDGATE_R2_SECRET_ACCESS_KEY\" "+
+			"AWS_REGION=%s AWS_DEFAULT_REGION=%s command aws --endpoint-url \"$ep\" \"$@\"; return ;;\n\tesac\n", R2Region, R2Region)
+	}
+	fmt.Fprintf(&b, "\tcommand aws ${ep:+--endpoint-url \"$ep\"} \"$@\"\n}\n")
 	return b.String()
 }
 

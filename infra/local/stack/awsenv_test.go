@@ -60,3 +60,33 @@ func TestStack_AWSEnv_DrivesTheAWSCLI(t *testing.T) {
 		t.Fatalf("a wrong secret was not refused: %v\n%s", err, out)
 	}
 }
+
+// In R2 mode the file signs the CLI's s3 and s3api with the parent R2 key (region auto),
+// the only key the bucket answers, and everything else as the operator.
+func TestStack_AWSEnv_R2_DrivesTheAWSCLI(t *testing.T) {
+	if _, err := exec.LookPath("aws"); err != nil {
+		t.Fatal("the AWS CLI is not installed (apt-get install awscli; make deps installs it)")
+	}
+	ctx := context.Background()
+	s, err := stack.Start(ctx, stack.Options{Template: "../../../template.yaml", R2: true, Log: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	path := filepath.Join(t.TempDir(), stack.AWSEnvFile)
+	if err := s.WriteAWSEnv(path); err != nil {
+		t.Fatal(err)
+	}
+	run := func(script string) (string, error) {
+		cmd := exec.Command("bash", "-c", "source "+path+" && "+script)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run(`echo hi > /tmp/sandgate-awsenv-$$ && aws s3 cp /tmp/sandgate-awsenv-$$ "s3://$SANDGATE_BUCKET/users/user_cli/x" >/dev/null && aws s3api list-objects-v2 --bucket "$SANDGATE_BUCKET" --prefix users/user_cli/ --query 'Contents[].Key' --output text`); err != nil || strings.TrimSpace(out) != "users/user_cli/x" {
+		t.Fatalf("s3 cp and s3api list-objects-v2: %v\n%s", err, out)
+	}
+	if out, err := run(`aws dynamodb describe-table --table-name "$SANDGATE_TABLE" --output text --query Table.TableStatus`); err != nil || strings.TrimSpace(out) != "ACTIVE" {
+		t.Fatalf("describe-table: %v\n%s", err, out)
+	}
+}

@@ -13,8 +13,12 @@ import (
 	"github.com/sandgate/sandgate/internal/launcher"
 )
 
-// S3Client returns a client of the stack's bucket endpoint.
+// S3Client returns a client of the stack's bucket endpoint, signed as the operator (in
+// R2 mode with the parent API token's key).
 func (s *Stack) S3Client() *s3.Client {
+	if s.R2 != nil {
+		return s.r2Client()
+	}
 	return s3.NewFromConfig(s.AWS, func(o *s3.Options) {
 		o.BaseEndpoint = aws.String(s.Endpoints["AWS_ENDPOINT_URL_S3"])
 		o.UsePathStyle = true

@@ -29,6 +29,7 @@ import (
 	"github.com/sandgate/sandgate/infra/local/template"
 	"github.com/sandgate/sandgate/internal/agent"
 	"github.com/sandgate/sandgate/internal/auth"
+	"github.com/sandgate/sandgate/internal/r2creds"
 	"github.com/sandgate/sandgate/internal/state"
 )
 
@@ -92,6 +93,11 @@ type Options struct {
 	// frames one at a time, in order. API Gateway does not (see apigw.Server); tests of
 	// the order sandgate keeps turn it on so the order frames arrive in is defined.
 	SequentialDispatch bool
+	// R2 serves the bucket as Cloudflare R2 and deploys the template for R2 (r2.go):
+	// the parent API token's key in Secrets Manager, the vendor minting each sandbox
+	// temporary credentials for its prefix, Cleanup using the parent key. No IAM
+	// decides storage requests then, as none does in R2.
+	R2 bool
 	// NoIAM turns policy enforcement off, for debugging only: every signed caller may
 	// do anything. Signatures are still checked. No test sets it.
 	NoIAM bool
@@ -125,6 +131,10 @@ type Stack struct {
 	Endpoints map[string]string
 	// Root is where the stack keeps its files.
 	Root string
+	// R2 is the parent R2 API token (its S3 key, the account and the public endpoint)
+	// in R2 mode (Options.R2), nil otherwise: what an operator of an R2 deployment
+	// holds, and the stack's S3Client signs with.
+	R2 *r2creds.Parent
 
 	ids      *identities
 	image    string
@@ -178,7 +188,13 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	// Read the template twice: first to learn the task definition's family and the
 	// functions' names, which references elsewhere resolve to; then with every
 	// reference answered.
-	params := localParams(s.Bucket, o.Params)
+	var storage map[string]string
+	if o.R2 {
+		if storage, err = s.startR2(); err != nil {
+			return nil, err
+		}
+	}
+	params := localParams(s.Bucket, storage, o.Params)
 	s.image = params["SandboxImage"]
 	res := &resolver{stack: s, secrets: s.ids.secrets, types: map[string]string{}, functionNames: map[string]string{},
 		functionURLs: map[string]string{}}
@@ -254,7 +270,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	return s, nil
 }
 
-func localParams(bucket string, extra map[string]string) map[string]string {
+func localParams(bucket string, storage, extra map[string]string) map[string]string {
 	p := map[string]string{
 		"StageName":  Stage,
 		"BucketName": bucket,
@@ -265,6 +281,9 @@ func localParams(bucket string, extra map[string]string) map[string]string {
 		"FunctionSecurityGroupIds": "sg-0localfunctions",
 		"SandboxSecurityGroupIds":  "sg-0localsandboxes",
 		"StoragePathStyle":         "true",
+	}
+	for k, v := range storage {
+		p[k] = v
 	}
 	for k, v := range extra {
 		p[k] = v
@@ -277,6 +296,9 @@ func (s *Stack) startStorage(ctx context.Context, o Options) error {
 	dopts := dynamodblocal.Options{Logger: s.log, Output: prefixed(o.Output, "[dynamodb] "),
 		Authority: id.authority, Authorizer: id.authorizer}
 	sopts := s3local.Config{Bucket: s.Bucket, Log: s.log, Authority: id.authority, Authorizer: id.authorizer}
+	if s.R2 != nil {
+		sopts.Authority, sopts.Authorizer, sopts.R2 = nil, nil, s.r2Config()
+	}
 	if o.Persist {
 		dopts.DBPath = filepath.Join(s.Root, "dynamodb")
 		sopts.Dir = filepath.Join(s.Root, "s3")
@@ -365,6 +387,7 @@ func (s *Stack) startECS(o Options, tpl *template.Template) error {
 		agent = filepath.Join(s.Root, "no-agent-built")
 	}
 	tenv := localMounts(c)
+	s.dialedEndpoints(tenv)
 	for k, v := range o.Overrides {
 		tenv[k] = v
 	}
@@ -461,6 +484,7 @@ func (s *Stack) startLambda(o Options, tpl *template.Template) error {
 			// locally that API is served by the gateway.
 			fenv[k] = strings.ReplaceAll(v, awsEndpoint, local)
 		}
+		s.dialedEndpoints(fenv)
 		for k, v := range o.Overrides {
 			fenv[k] = v
 		}

@@ -39,6 +39,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	delay := fs.Duration("launch-delay", 3*time.Second, "emulated time from RunTask to the task starting (Fargate takes 30-90 s)")
 	quiet := fs.Bool("quiet", false, "do not print the functions' and tasks' output")
 	noIAM := fs.Bool("no-iam", false, "debugging only: allow every signed call instead of enforcing template.yaml's policies")
+	r2 := fs.Bool("r2", false, "serve the bucket as Cloudflare R2 and deploy the template for R2 (parent key in Secrets Manager, vended temporary credentials)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -64,7 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	s, err := stack.Start(ctx, stack.Options{
 		Root: *root, Persist: true, Template: *tpl, BuildDir: *build, Agent: agent,
 		Functions: true, Schedules: true, Addr: *addr, HTTPAddr: *httpAddr, LaunchDelay: *delay, Log: log, Output: output,
-		NoIAM: *noIAM,
+		NoIAM: *noIAM, R2: *r2,
 	})
 	if err != nil {
 		return err
@@ -91,8 +92,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := s.WriteAWSEnv(awsEnv); err != nil {
 		return err
 	}
+	storage := "S3"
+	if s.R2 != nil {
+		storage = "R2 (" + s.R2.Endpoint + ", served at " + s.S3.URL() + "; the aws function signs s3 with the parent key)"
+	}
 	fmt.Fprintf(stdout, `
 sandgate is running locally.
+
+  storage          %s
 
   demo page        %s/
   WebSocket stage  %s
@@ -106,7 +113,7 @@ sandgate is running locally.
            then send: {"type":"note","text":"hello"}   or   {"type":"notes"}
 
 Ctrl-C stops everything (each sandbox syncs first).
-`, s.Gateway.BaseURL(), s.Gateway.WebSocketURL(), s.Gateway.HTTPURL(), s.Gateway.ManagementEndpoint(), s.Root, awsEnvShown(awsEnv), url)
+`, storage, s.Gateway.BaseURL(), s.Gateway.WebSocketURL(), s.Gateway.HTTPURL(), s.Gateway.ManagementEndpoint(), s.Root, awsEnvShown(awsEnv), url)
 	<-ctx.Done()
 	return nil
 }
