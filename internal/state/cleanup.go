@@ -81,11 +81,21 @@ func (s *Store) ListSandboxes(ctx context.Context, fn func(*Sandbox) error) erro
 
 // listSandboxes is ListSandboxes, with strongly consistent pages when consistent.
 func (s *Store) listSandboxes(ctx context.Context, consistent bool, fn func(*Sandbox) error) error {
-	e := newExpr()
-	in := &dynamodb.ScanInput{
-		TableName:        aws.String(s.table),
-		FilterExpression: aws.String(fmt.Sprintf("%s = %s", e.n(AttrSK), e.v("sk", avS(skSandbox)))),
+	err := s.scan(ctx, consistent, func(e *expr) string {
+		return fmt.Sprintf("%s = %s", e.n(AttrSK), e.v("sk", avS(skSandbox)))
+	}, func(item map[string]types.AttributeValue) error { return fn(decodeSandbox(item)) })
+	if err != nil {
+		return fmt.Errorf("list sandboxes: %w", err)
 	}
+	return nil
+}
+
+// scan calls fn with every item filter selects, one Scan call per page (ScanPageSize
+// items evaluated each when set), strongly consistent when consistent. fn's error
+// stops the scan and is returned as it is.
+func (s *Store) scan(ctx context.Context, consistent bool, filter func(*expr) string, fn func(map[string]types.AttributeValue) error) error {
+	e := newExpr()
+	in := &dynamodb.ScanInput{TableName: aws.String(s.table), FilterExpression: aws.String(filter(e))}
 	if consistent {
 		in.ConsistentRead = aws.Bool(true)
 	}
@@ -96,10 +106,10 @@ func (s *Store) listSandboxes(ctx context.Context, consistent bool, fn func(*San
 	for {
 		out, err := s.api.Scan(ctx, in)
 		if err != nil {
-			return fmt.Errorf("list sandboxes: %w", unavailable(err))
+			return unavailable(err)
 		}
 		for _, item := range out.Items {
-			if err := fn(decodeSandbox(item)); err != nil {
+			if err := fn(item); err != nil {
 				return err
 			}
 		}

@@ -80,6 +80,7 @@ func decodeSandbox(item map[string]types.AttributeValue) *Sandbox {
 		Reason:        getS(item, aReason),
 		PurgeStarted:  getMs(item, aPurgeStarted),
 		Slot:          getN(item, aSlot),
+		Warm:          getBool(item, aWarm),
 		Version:       getN(item, aVersion),
 	}
 }
@@ -193,7 +194,7 @@ func takeWrite(userID string, cur *Sandbox, l Lease, st State, now time.Time, ac
 	if st == Starting {
 		set = append(set, e.n(aSlot)+" = "+e.v("gen", avN(l.Generation)))
 	}
-	remove := []string{e.n(aTask), e.n(aEndpoint), e.n(aGateway), e.n(aHeartbeat), e.n(aReason)}
+	remove := []string{e.n(aTask), e.n(aEndpoint), e.n(aGateway), e.n(aHeartbeat), e.n(aReason), e.n(aWarm)}
 	if st != Purging {
 		// A purge that has begun deleting keeps its mark when cleanup retakes the
 		// lock, so the resumed purge knows it may no longer give the data back.
@@ -268,16 +269,31 @@ func (s *Store) Acquire(ctx context.Context, userID string) (Lease, error) {
 // lease it replaced had run out (nil otherwise: no record, STOPPED), so that the
 // caller can stop the task that record names.
 func (s *Store) AcquireReplacing(ctx context.Context, userID string) (Lease, *Sandbox, error) {
+	a, err := s.AcquireClaim(ctx, userID, nil)
+	return a.Lease, a.Replaced, err
+}
+
+// AcquireClaim is AcquireReplacing that first tries to claim a task of the warm pool
+// with the lease: when it is about to take the lease, it asks candidates (nil: no
+// pool) for the pool tasks it may claim, once, and tries each in turn in one
+// transaction with the lease (see claim): a task another start claimed or the refill
+// drained meanwhile is passed over, a record that changed is decided again. Only when
+// no candidate is left does it take the lease as AcquireReplacing does, and the
+// caller launches a task. A candidates error is logged and treated as an empty pool.
+//
+// Calls: one GetItem; then the pool's Query and one TransactWriteItems per candidate
+// tried (all when every one is taken meanwhile), then AcquireReplacing's write.
+func (s *Store) AcquireClaim(ctx context.Context, userID string, candidates PoolCandidates) (Acquisition, error) {
 	if err := checkID("user id", userID); err != nil {
-		return Lease{}, nil, fmt.Errorf("acquire sandbox: %w", err)
+		return Acquisition{}, fmt.Errorf("acquire sandbox: %w", err)
 	}
 	cur, err := s.get(ctx, userID)
 	if err != nil {
-		return Lease{}, nil, fmt.Errorf("acquire sandbox %s: %w", userID, err)
+		return Acquisition{}, fmt.Errorf("acquire sandbox %s: %w", userID, err)
 	}
 	var (
-		lease    Lease
-		replaced *Sandbox
+		acq  Acquisition
+		pool []PoolTask
 	)
 	err = s.retry(ctx, "acquire", func() (outcome, error) {
 		now := s.now()
@@ -294,6 +310,36 @@ func (s *Store) AcquireReplacing(ctx context.Context, userID string) (Lease, *Sa
 			return done, &HeldError{Sandbox: cur}
 		}
 		l := newLease(userID, cur, now, s.StartTTL)
+		if candidates != nil {
+			if pool == nil {
+				got, err := candidates(ctx)
+				if err != nil {
+					s.Logger.Warn("pool not read; starting without it", logging.UserID, userID, logging.Error, err.Error())
+				}
+				pool = append(got, PoolTask{}) // never nil again: read once
+			}
+			for len(pool) > 0 && pool[0].ID != "" {
+				p := pool[0]
+				out, err, lostTask, latest := s.claim(ctx, userID, cur, l, p, now)
+				if lostTask {
+					pool = pool[1:]
+					continue
+				}
+				if out == done && err == nil {
+					s.Logger.Info("pool task claimed", logging.UserID, userID, logGeneration, l.Generation,
+						logPoolID, p.ID, logging.TaskARN, p.TaskARN, logSlot, cur.HoldsSlot())
+					acq = Acquisition{Lease: l, Claimed: &p}
+					if cur != nil && cur.State.Counted() {
+						acq.Replaced = cur
+					}
+					return done, nil
+				}
+				if out == retryNow {
+					cur = latest
+				}
+				return out, err
+			}
+		}
 		w := takeWrite(userID, cur, l, Starting, now, true)
 		if admit {
 			_, err := s.api.TransactWriteItems(ctx, s.slotTx(w, 1))
@@ -307,28 +353,28 @@ func (s *Store) AcquireReplacing(ctx context.Context, userID string) (Lease, *Sa
 				return done, &CapacityError{Live: int(getN(r.old(slotCounter), aLive)), Max: s.MaxSandboxes}
 			})
 			if out == done && err == nil {
-				lease = l
+				acq = Acquisition{Lease: l}
 			}
 			return out, err
 		}
 		out, err := s.writeLease(ctx, w, l, &cur)
 		if out == done && err == nil { // cur is still the record taken over
+			acq = Acquisition{Lease: l}
 			if cur.State == Stopped {
 				s.Logger.Info("slot taken over from a stopped sandbox whose task was not yet seen to stop",
 					logging.UserID, userID, logGeneration, l.Generation, logSlot, cur.Slot)
 			} else {
 				s.Logger.Warn("sandbox taken over", logging.UserID, userID, logGeneration, l.Generation,
 					logging.State, string(cur.State), logDeadline, cur.LeaseDeadline)
-				replaced = cur // a holder whose lease ran out
+				acq.Replaced = cur // a holder whose lease ran out
 			}
-			lease = l
 		}
 		return out, err
 	})
 	if err != nil {
-		return Lease{}, nil, fmt.Errorf("acquire sandbox %s: %w", userID, err)
+		return Acquisition{}, fmt.Errorf("acquire sandbox %s: %w", userID, err)
 	}
-	return lease, replaced, nil
+	return acq, nil
 }
 
 // newLease draws a lease on userID's sandbox over cur (nil: no record): a fresh token,

@@ -69,6 +69,9 @@ type Sandbox struct {
 	// back to the counter: by TaskStopped (the task's stop event), Reap, Release or
 	// ReturnSlot (cleanup, for a stop event that never came), whichever is first.
 	Slot int64
+	// Warm reports that the lease's task came from the warm pool (AcquireClaim) rather
+	// than a launch of its own.
+	Warm bool
 	// Version increases on every write to the record.
 	Version int64
 }

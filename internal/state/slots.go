@@ -7,6 +7,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/sandgate/sandgate/internal/logging"
 )
@@ -220,6 +221,25 @@ func (s *Store) returnSlot(ctx context.Context, ref TaskRef, cur **Sandbox) (out
 	})
 }
 
+// CountSlots counts what holds a capacity slot, with one consistent Scan: the sandbox
+// records that hold one (Sandbox.HoldsSlot) and the pool items (every pool item holds
+// one). The capacity counter equals it whenever no write is under way.
+func (s *Store) CountSlots(ctx context.Context) (int, error) {
+	n := 0
+	err := s.scan(ctx, true, func(e *expr) string {
+		return fmt.Sprintf("%s = %s OR %s = %s", e.n(AttrSK), e.v("sk", avS(skSandbox)), e.n(AttrPK), e.v("pool", avS(pkPool)))
+	}, func(item map[string]types.AttributeValue) error {
+		if getS(item, AttrPK) == pkPool || decodeSandbox(item).HoldsSlot() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count slots: %w", err)
+	}
+	return n, nil
+}
+
 // CapacityCheck is what ReconcileCapacity found and did.
 type CapacityCheck struct {
 	// Counter is the capacity counter as read; Held the records that hold a slot.
@@ -236,7 +256,7 @@ func (c CapacityCheck) Drift() int { return c.Held - c.Counter }
 
 // ReconcileCapacity recomputes the capacity counter from the records and corrects it:
 // it reads the counter (consistently), counts the records that hold a slot with a
-// consistent Scan, and when they differ writes the count, conditional on the counter
+// consistent Scan, the pool items with them (CountSlots), and when they differ writes the count, conditional on the counter
 // not having been written since it was read (its write count, aChanges, so a start
 // and a stop in between cannot cancel out unseen). Every write that changes how many
 // records hold a slot writes the counter in the same transaction, so a counter that
@@ -255,15 +275,11 @@ func (s *Store) ReconcileCapacity(ctx context.Context) (CapacityCheck, error) {
 	c := CapacityCheck{Counter: int(getN(out.Item, aLive))}
 	_, counted := out.Item[aChanges]
 	changes := getN(out.Item, aChanges)
-	err = s.listSandboxes(ctx, true, func(sb *Sandbox) error {
-		if sb.HoldsSlot() {
-			c.Held++
-		}
-		return nil
-	})
+	held, err := s.CountSlots(ctx)
 	if err != nil {
 		return c, fmt.Errorf("reconcile capacity: %w", err)
 	}
+	c.Held = held
 	if c.Held == c.Counter {
 		return c, nil
 	}

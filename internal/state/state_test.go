@@ -77,10 +77,10 @@ func (e *env) raw(tb testing.TB, pk, sk string) map[string]types.AttributeValue 
 }
 
 // checkInvariants asserts what must hold between operations: the capacity counter
-// equals the number of records that hold a slot and is never negative, a lease holds
-// its own generation's slot, a STOPPED record at most its own generation's, a purge
-// lock none, and every counted or PURGING record is a complete lease (no
-// half-acquired state). It returns the records that hold a slot.
+// equals the number of records that hold a slot plus the pool items and is never
+// negative, a lease holds its own generation's slot, a STOPPED record at most its own
+// generation's, a purge lock none, and every counted or PURGING record is a complete
+// lease (no half-acquired state). It returns what holds a slot.
 func (e *env) checkInvariants(tb testing.TB) (held int) {
 	tb.Helper()
 	ctx := context.Background()
@@ -111,6 +111,12 @@ func (e *env) checkInvariants(tb testing.TB) (held int) {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	// Every pool item holds a slot too.
+	pool, err := e.store.PoolTasks(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n += len(pool)
 	c, err := e.store.Capacity(ctx)
 	if err != nil {
 		tb.Fatal(err)

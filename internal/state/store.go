@@ -308,3 +308,8 @@ func getB(item map[string]types.AttributeValue, a string) []byte {
 	}
 	return nil
 }
+
+func getBool(item map[string]types.AttributeValue, a string) bool {
+	v, ok := item[a].(*types.AttributeValueMemberBOOL)
+	return ok && v.Value
+}
