@@ -196,7 +196,7 @@ func (e *Evaluator) Authorize(ctx context.Context, r identity.Request) error {
 		return errors.New("authorize: request has no principal")
 	}
 	d, err := e.Decide(ctx, r)
-	return e.conclude(ctx, r.Principal.ARN, principalKey(r.Principal), r.Action, r.Resource, d, err)
+	return e.conclude(ctx, r.Principal.ARN, principalKey(r.Principal), r.Action, r.Resource, d, err, r.Principal.Role)
 }
 
 // Decide returns iam-simulate's decision on r without logging or recording it.
@@ -218,8 +218,9 @@ func (e *Evaluator) Decide(ctx context.Context, r identity.Request) (*Decision, 
 	return e.decideWire(ctx, w, "")
 }
 
-// conclude turns a decision into Authorize's answer, logging and recording it.
-func (e *Evaluator) conclude(ctx context.Context, principalARN, recordAs, action, resource string, d *Decision, err error) error {
+// conclude turns a decision into Authorize's answer, logging and recording it; roles
+// hold the policies the decision weighed.
+func (e *Evaluator) conclude(ctx context.Context, principalARN, recordAs, action, resource string, d *Decision, err error, roles ...*identity.Role) error {
 	if err != nil {
 		var ue *identity.UnsupportedError
 		if errors.As(err, &ue) {
@@ -231,7 +232,7 @@ func (e *Evaluator) conclude(ctx context.Context, principalARN, recordAs, action
 	}
 	if d.Allowed() {
 		if e.opts.Recorder != nil {
-			e.opts.Recorder.record(recordAs, action, resource, d.Allowing)
+			e.opts.Recorder.record(recordAs, action, resource, d.Allowing, roles...)
 		}
 		return nil
 	}

@@ -57,20 +57,28 @@ func (u StatementUse) Needed() bool { return u.Alone > 0 }
 type Recorder struct {
 	mu      sync.Mutex
 	records map[string]*Record // by recordKey
-	roles   map[string][]StatementRef
-	bodies  map[string]map[StatementRef]string // role → statement → its JSON
+	// roles lists each role's statements by name (canonical refs, in the order
+	// registered) and bodies their JSON; names maps each registered role (a stack's)
+	// from the refs its own documents give to the canonical ones.
+	roles  map[string][]StatementRef
+	bodies map[string]map[StatementRef]string
+	names  map[*identity.Role]map[StatementRef]StatementRef
 }
 
 // NewRecorder returns an empty Recorder.
 func NewRecorder() *Recorder {
-	return &Recorder{records: map[string]*Record{}, roles: map[string][]StatementRef{}}
+	return &Recorder{records: map[string]*Record{}, roles: map[string][]StatementRef{},
+		bodies: map[string]map[StatementRef]string{}, names: map[*identity.Role]map[StatementRef]StatementRef{}}
 }
 
 // Register adds roles whose statements Report lists: every statement of every
-// identity policy, and of the trust policy. A role registered again (another stack of
-// the same template, deployed with other parameters: S3 and R2) adds the statements it
-// has that were not registered yet; a statement registered twice must be the same
-// statement, since a record names it by its Sid or position only.
+// identity policy, and of the trust policy. A role of the same name registered again
+// (another stack of the same template deployed with other parameters: S3 and R2) adds
+// the statements it has that were not registered yet, and its calls count for the
+// statements they match by content, whatever position a condition gave each in its
+// policy; a new statement whose name (its Sid or position) is taken by another is
+// listed as "<name> (variant N)". Records saved to files carry these names, so merge
+// them only into a recorder that registered the same stacks in the same order.
 func (r *Recorder) Register(roles ...*identity.Role) error {
 	for _, role := range roles {
 		var refs []StatementRef
@@ -95,37 +103,61 @@ func (r *Recorder) Register(roles ...*identity.Role) error {
 				refs, bodies[ref] = append(refs, ref), docs[i]
 			}
 		}
-		if err := r.addRole(role.Name, refs, bodies); err != nil {
-			return err
-		}
+		r.addRole(role, refs, bodies)
 	}
 	return nil
 }
 
-// addRole merges a role's statements into those registered.
-func (r *Recorder) addRole(name string, refs []StatementRef, bodies map[StatementRef]string) error {
+// addRole merges a role's statements into those registered under its name.
+func (r *Recorder) addRole(role *identity.Role, refs []StatementRef, bodies map[StatementRef]string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.bodies == nil {
-		r.bodies = map[string]map[StatementRef]string{}
-	}
-	have := r.bodies[name]
-	for _, ref := range refs {
-		if old, ok := have[ref]; ok && old != bodies[ref] {
-			return fmt.Errorf("register %s: %s is another statement than the one registered under that name before: give the statements of this policy Sids", name, ref)
-		}
-	}
+	have := r.bodies[role.Name]
 	if have == nil {
 		have = map[StatementRef]string{}
-		r.bodies[name] = have
+		r.bodies[role.Name] = have
 	}
+	names := map[StatementRef]StatementRef{}
 	for _, ref := range refs {
-		if _, ok := have[ref]; !ok {
-			have[ref] = bodies[ref]
-			r.roles[name] = append(r.roles[name], ref)
+		canon, found := ref, false
+		for _, c := range r.roles[role.Name] {
+			if c.PolicyType == ref.PolicyType && c.Policy == ref.Policy && have[c] == bodies[ref] {
+				canon, found = c, true
+				break
+			}
+		}
+		if !found {
+			for n := 2; ; n++ {
+				if _, taken := have[canon]; !taken {
+					break
+				}
+				canon.Statement = fmt.Sprintf("%s (variant %d)", ref.Statement, n)
+			}
+			have[canon] = bodies[ref]
+			r.roles[role.Name] = append(r.roles[role.Name], canon)
+		}
+		names[ref] = canon
+	}
+	r.names[role] = names
+}
+
+// canonical names refs as the registered roles' statements: each ref of one of roles
+// (the principal's and, for an AssumeRole, the role assumed) becomes the name Register
+// gave its statement. Refs of roles not registered stay as they are.
+func (r *Recorder) canonical(refs []StatementRef, roles ...*identity.Role) []StatementRef {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]StatementRef, len(refs))
+	for i, ref := range refs {
+		out[i] = ref
+		for _, role := range roles {
+			if c, ok := r.names[role][ref]; ok {
+				out[i] = c
+				break
+			}
 		}
 	}
-	return nil
+	return out
 }
 
 // statementIDs lists a policy's statements as iam-simulate names them: the Sid, or
@@ -163,15 +195,17 @@ func statementIDs(doc json.RawMessage) (ids, bodies []string, err error) {
 	return ids, bodies, nil
 }
 
-// record files one allowed request. Session-policy statements are left out: they
-// bound a session, they are not the template's grants.
-func (r *Recorder) record(principal, action, resource string, allowing []StatementRef) {
+// record files one allowed request, whose allowing statements are those of roles.
+// Session-policy statements are left out: they bound a session, they are not the
+// template's grants.
+func (r *Recorder) record(principal, action, resource string, allowing []StatementRef, roles ...*identity.Role) {
 	var refs []StatementRef
 	for _, a := range allowing {
 		if a.PolicyType == IdentityPolicy || a.PolicyType == ResourcePolicy {
 			refs = append(refs, a)
 		}
 	}
+	refs = r.canonical(refs, roles...)
 	r.Add(Record{Principal: principal, Action: action, Resource: resource, Allowing: refs, Count: 1})
 }
 

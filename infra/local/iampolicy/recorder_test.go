@@ -149,36 +149,57 @@ func TestRecorder_MergesFilesOfSeveralProcesses(t *testing.T) {
 }
 
 // Two stacks of one template deployed with other parameters (S3 and R2) register the
-// same roles with statements added or left out at the end: the report lists every
-// statement either had, once; a statement that differs under the same position is an
-// error, since records could not tell the two apart.
+// same role, a condition having put a statement in the middle of one's policy: the
+// report lists every statement either had, once, named by the first registration (a
+// new statement whose position is taken is a variant), and a call counts for the
+// statement that allowed it in its own stack, matched by content.
 func TestRecorder_RegisterMergesAStackOfOtherParameters(t *testing.T) {
 	read := map[string]any{"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": tableARN}
 	secret := map[string]any{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*"}
+	rec := iampolicy.NewRecorder()
+	e := iampolicy.StartForTest(t, iampolicy.Options{Logger: slog.New(slog.DiscardHandler), Recorder: rec})
+	ctx := context.Background()
 	// Each stack has an account of its own.
-	role := func(statements ...map[string]any) *identity.Role {
-		r, err := stackAuthority().AddRole(identity.Role{Name: "Vend", Policies: []identity.Policy{{Name: "Vend/vend", Document: doc(statements...)}}})
+	stackRole := func(statements ...map[string]any) (*identity.Authority, *identity.Role) {
+		a := stackAuthority()
+		r, err := a.AddRole(identity.Role{Name: "Vend", Policies: []identity.Policy{{Name: "Vend/vend", Document: doc(statements...)}}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return r
+		if err := rec.Register(r); err != nil {
+			t.Fatal(err)
+		}
+		return a, r
 	}
-	rec := iampolicy.NewRecorder()
-	s3Mode, r2Mode := role(read), role(read, secret)
-	if err := rec.Register(s3Mode); err != nil {
-		t.Fatal(err)
+	call := func(a *identity.Authority, r *identity.Role, action, resource string) {
+		t.Helper()
+		_, p, err := a.Issue(identity.SessionSpec{RoleARN: r.ARN, SessionName: "fn"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Authorize(ctx, identity.Request{Principal: p, Action: action, Resource: resource}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := rec.Register(r2Mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := rec.Register(s3Mode); err != nil {
-		t.Fatal(err)
-	}
+	s3a, s3Role := stackRole(read)
+	r2a, r2Role := stackRole(secret, read)
+	stackRole(read) // a third stack like the first adds nothing
+
+	call(r2a, r2Role, "dynamodb:GetItem", tableARN) // statement 2 of its policy
 	got := uses(t, rec)
-	if len(got) != 2 || got["Vend/vend#1"].Role != "Vend" || got["Vend/vend#2"].Role != "Vend" {
-		t.Fatalf("report %v, want Vend/vend#1 and #2 once each", got)
+	if len(got) != 2 {
+		t.Fatalf("report %v, want Vend/vend#1 and its variant", got)
 	}
-	if err := rec.Register(role(secret)); err == nil {
-		t.Fatal("a different statement 1 was registered over the first")
+	if u := got["Vend/vend#1"]; u.Alone != 1 {
+		t.Errorf("the R2 stack's GetItem was not counted for the read statement: %+v", u)
+	}
+	if u := got["Vend/vend#1 (variant 2)"]; u.Allowed != 0 {
+		t.Errorf("the secret statement: %+v, want nothing allowed yet", u)
+	}
+	call(r2a, r2Role, "secretsmanager:GetSecretValue", "arn:aws:secretsmanager:us-east-1:123456789012:secret:s-abcdef")
+	call(s3a, s3Role, "dynamodb:GetItem", tableARN)
+	got = uses(t, rec)
+	if u := got["Vend/vend#1 (variant 2)"]; u.Alone != 1 || got["Vend/vend#1"].Alone != 2 {
+		t.Errorf("report %v", got)
 	}
 }

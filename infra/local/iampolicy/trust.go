@@ -63,9 +63,11 @@ func (e *Evaluator) Trust(ctx context.Context, t TrustRequest) error {
 	for _, r := range reqs {
 		w := wireRequest{Action: r.Action, Resource: r.Resource, Account: roleAccount, ResourcePolicy: t.Role.Trust}
 		var name, recordAs string
+		roles := []*identity.Role{t.Role}
 		if t.Caller != nil {
 			p := t.Caller
 			w.Principal, name, recordAs = p.ARN, p.ARN, principalKey(p)
+			roles = append(roles, p.Role)
 			w.SessionPolicy = p.SessionPolicy
 			w.Context = merge(identity.PrincipalContext(p), r.Context)
 			for _, pol := range p.Policies() {
@@ -84,7 +86,7 @@ func (e *Evaluator) Trust(ctx context.Context, t TrustRequest) error {
 			}, r.Context)
 		}
 		d, err := e.decideWire(ctx, w, TrustPolicyName(t.Role))
-		if err := e.conclude(ctx, name, recordAs, r.Action, r.Resource, d, err); err != nil {
+		if err := e.conclude(ctx, name, recordAs, r.Action, r.Resource, d, err, roles...); err != nil {
 			return err
 		}
 	}
