@@ -47,6 +47,10 @@ func (s *Server) runTask(ctx context.Context, in *RunTaskRequest) (any, *APIErro
 		s.mu.Unlock()
 		return nil, apiErr(ServerException, "ecslocal is shutting down")
 	}
+	if !s.limits.call(time.Now()) {
+		s.mu.Unlock()
+		return nil, throttledError()
+	}
 	s.purgeLocked(time.Now())
 	cluster, e := s.clusterLocked(in.Cluster)
 	if e != nil {
@@ -102,6 +106,11 @@ func (s *Server) runTask(ctx context.Context, in *RunTaskRequest) (any, *APIErro
 		return out, e
 	}
 	now := time.Now()
+	// Fargate's launch rate: the call's tasks all start, or none (no token for them).
+	if !s.limits.launch(plan.count, now) {
+		revoke(0)
+		return nil, throttledError()
+	}
 	out := runTaskResponse{Tasks: []wireTask{}, Failures: []wireFailure{}}
 	refuse := takeCount(&s.faults.capacityCount)
 	var started []string

@@ -149,6 +149,9 @@ type Server struct {
 	// Events, when set, receives each task state change event ECS would send to
 	// EventBridge (events.go), in order, from a goroutine of its own.
 	Events func(event []byte)
+	// Limits, when set, are the RunTask call and task launch rates enforced
+	// (limits.go; FargateLimits are AWS's); nil enforces none.
+	Limits *Limits
 
 	dataRoot string
 
@@ -178,6 +181,7 @@ type Server struct {
 	secrets  string
 	iso      *isolation // nil without Isolate
 	events   eventQueue
+	limits   *limiter
 	uidVar   string
 	gidVar   string
 
@@ -318,6 +322,7 @@ func (s *Server) configure() error {
 		errs = append(errs, errors.New("launch delay is negative"))
 	}
 	s.faults.launchDelay = max(s.LaunchDelay, 0)
+	s.limits = newLimiter(s.Limits, time.Now())
 	if s.defs == nil {
 		s.defs = map[string]map[int]*taskDef{}
 	}
