@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	"github.com/aws/aws-sdk-go-v2/service/ecs/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/taskenv"
@@ -118,10 +120,71 @@ type Spec struct {
 }
 
 // Launch runs the sandbox task for spec and returns its ARN. RunTask is idempotent on the
-// lease token: a retry after a lost response returns the same task.
+// lease token: a retry after a lost response returns the same task. A user's launch
+// that ECS throttles (RunTask's 20 calls a second, Fargate's launch rate) beyond the
+// SDK's own retries is tried again with jittered backoff until ctx ends: the user is
+// waiting, and the same token can start the task only once.
 func (l *Launcher) Launch(ctx context.Context, spec Spec) (string, error) {
 	in := l.runTaskInput(spec)
-	out, err := l.API.RunTask(ctx, in)
+	arn, err := l.run(ctx, in, true)
+	if err != nil {
+		return "", err
+	}
+	l.Log.InfoContext(ctx, "task launched", logging.UserID, spec.UserID, logging.TaskARN, arn)
+	return arn, nil
+}
+
+// LaunchPool runs a warm pool task, with no user, for pool item id (its clientToken
+// too) and returns its ARN. It is not retried on throttling: the refill gives way to
+// users' launches and tries later (ErrThrottled).
+func (l *Launcher) LaunchPool(ctx context.Context, id string) (string, error) {
+	in := l.baseInput(id, []types.KeyValuePair{kv(taskenv.PoolID, id)},
+		[]types.Tag{{Key: aws.String(taskenv.TagPool), Value: aws.String(id)}})
+	arn, err := l.run(ctx, in, false)
+	if err != nil {
+		return "", err
+	}
+	l.Log.InfoContext(ctx, "pool task launched", logPoolID, id, logging.TaskARN, arn)
+	return arn, nil
+}
+
+// logPoolID is this package's log key for a pool task's id.
+const logPoolID = "poolId"
+
+// ErrThrottled: ECS refused the call for its rate (ThrottlingException) after the
+// SDK's retries.
+var ErrThrottled = errors.New("run task throttled")
+
+// run calls RunTask, again after throttling when patient, and reads its answer.
+func (l *Launcher) run(ctx context.Context, in *ecs.RunTaskInput, patient bool) (string, error) {
+	delay := 200 * time.Millisecond
+	var (
+		out *ecs.RunTaskOutput
+		err error
+	)
+	for {
+		out, err = l.API.RunTask(ctx, in)
+		if err == nil || !isThrottling(err) {
+			break
+		}
+		err = fmt.Errorf("%w: %w", ErrThrottled, err)
+		if !patient {
+			return "", fmt.Errorf("run task: %w", err)
+		}
+		wait := delay/2 + rand.N(delay/2+1)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			return "", fmt.Errorf("run task: %w", err)
+		}
+		l.Log.WarnContext(ctx, "run task throttled; trying again", logging.Error, err.Error())
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return "", fmt.Errorf("run task: %w", errors.Join(err, ctx.Err()))
+		case <-t.C:
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
 	if err != nil {
 		return "", fmt.Errorf("run task: %w", err)
 	}
@@ -136,21 +199,35 @@ func (l *Launcher) Launch(ctx context.Context, spec Spec) (string, error) {
 	if len(out.Tasks) == 0 || out.Tasks[0].TaskArn == nil {
 		return "", &LaunchError{Reason: "RunTask returned neither a task nor a failure", kind: ErrLaunch}
 	}
-	arn := aws.ToString(out.Tasks[0].TaskArn)
-	l.Log.InfoContext(ctx, "task launched", logging.UserID, spec.UserID, logging.TaskARN, arn)
-	return arn, nil
+	return aws.ToString(out.Tasks[0].TaskArn), nil
+}
+
+// isThrottling reports ECS's refusal for its rate.
+func isThrottling(err error) bool {
+	var ae smithy.APIError
+	return errors.As(err, &ae) && ae.ErrorCode() == "ThrottlingException"
 }
 
 func (l *Launcher) runTaskInput(spec Spec) *ecs.RunTaskInput {
-	env := []types.KeyValuePair{
+	return l.baseInput(spec.LeaseToken, []types.KeyValuePair{
 		kv(taskenv.UserID, spec.UserID),
 		kv(taskenv.LeaseToken, spec.LeaseToken),
 		kv(taskenv.Generation, strconv.FormatInt(spec.Generation, 10)),
+		kv(taskenv.Prefix, taskenv.UserPrefix(spec.UserID)),
+	}, []types.Tag{
+		{Key: aws.String(taskenv.TagUserID), Value: aws.String(spec.UserID)},
+		{Key: aws.String(taskenv.TagLease), Value: aws.String(strconv.FormatInt(spec.Generation, 10))},
+	})
+}
+
+// baseInput is a sandbox task's RunTask input: clientToken token, the overrides env
+// and what every task gets (table, bucket, management endpoint), tagged with tags.
+func (l *Launcher) baseInput(token string, env []types.KeyValuePair, tags []types.Tag) *ecs.RunTaskInput {
+	env = append(env,
 		kv(taskenv.Table, l.Config.Table),
 		kv(taskenv.Bucket, l.Config.Bucket),
-		kv(taskenv.Prefix, taskenv.UserPrefix(spec.UserID)),
 		kv(taskenv.ManagementEndpoint, l.Config.ManagementEndpoint),
-	}
+	)
 	public := types.AssignPublicIpDisabled
 	if l.Config.AssignPublicIP {
 		public = types.AssignPublicIpEnabled
@@ -158,7 +235,7 @@ func (l *Launcher) runTaskInput(spec Spec) *ecs.RunTaskInput {
 	in := &ecs.RunTaskInput{
 		Cluster:        aws.String(l.Config.Cluster),
 		TaskDefinition: aws.String(l.Config.TaskDefinition),
-		ClientToken:    aws.String(spec.LeaseToken),
+		ClientToken:    aws.String(token),
 		Count:          aws.Int32(1),
 		StartedBy:      aws.String(l.startedBy()),
 		NetworkConfiguration: &types.NetworkConfiguration{AwsvpcConfiguration: &types.AwsVpcConfiguration{
@@ -170,10 +247,7 @@ func (l *Launcher) runTaskInput(spec Spec) *ecs.RunTaskInput {
 			Name:        aws.String(l.Config.Container),
 			Environment: env,
 		}}},
-		Tags: []types.Tag{
-			{Key: aws.String(taskenv.TagUserID), Value: aws.String(spec.UserID)},
-			{Key: aws.String(taskenv.TagLease), Value: aws.String(strconv.FormatInt(spec.Generation, 10))},
-		},
+		Tags:          tags,
 		PropagateTags: types.PropagateTagsTaskDefinition,
 	}
 	if l.Config.CapacityProvider == "" {
@@ -192,7 +266,9 @@ type Task struct {
 	UserID string // from the task's tags; empty when DescribeTasks did not include them
 	// Generation is the lease generation the task was started for, from its tags; 0
 	// when they do not say.
-	Generation    int64
+	Generation int64
+	// PoolID is a warm pool task's pool item (its tag); empty for a user's task.
+	PoolID        string
 	LastStatus    string // PROVISIONING, PENDING, ACTIVATING, RUNNING, …, STOPPED
 	DesiredStatus string
 	PrivateIP     string // the awsvpc ENI address, once attached
@@ -309,6 +385,8 @@ func toTask(t types.Task) Task {
 			out.UserID = aws.ToString(tag.Value)
 		case taskenv.TagLease:
 			out.Generation, _ = strconv.ParseInt(aws.ToString(tag.Value), 10, 64)
+		case taskenv.TagPool:
+			out.PoolID = aws.ToString(tag.Value)
 		}
 	}
 	for _, a := range t.Attachments {

@@ -185,12 +185,67 @@ func TestLauncher_Launch_Failures(t *testing.T) {
 		t.Fatalf("%d tasks", n)
 	}
 
-	// Past the SDK's attempts, the throttling error comes back wrapped.
+	// Past the SDK's attempts a user's launch is tried again with the same token,
+	// until it starts: one task.
+	e.srv.FailRunTask(ecslocal.ThrottlingException, 7)
+	other := launcher.Spec{UserID: "user_b", LeaseToken: "0000000000000000000000000000000b", Generation: 1}
+	if _, err := e.l.Launch(context.Background(), other); err != nil {
+		t.Fatalf("throttled past the SDK's attempts, then fine: %v", err)
+	}
+	if n := len(e.srv.Tasks()); n != 2 {
+		t.Fatalf("%d tasks", n)
+	}
+
+	// Throttled until the caller's deadline: the throttling error, wrapped.
 	e.srv.FailRunTask(ecslocal.ThrottlingException, -1)
 	defer e.srv.ClearFaults()
-	other := launcher.Spec{UserID: "user_b", LeaseToken: "0000000000000000000000000000000b", Generation: 1}
-	if _, err := e.l.Launch(context.Background(), other); err == nil || errors.Is(err, launcher.ErrCapacity) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	third := launcher.Spec{UserID: "user_c", LeaseToken: "0000000000000000000000000000000c", Generation: 1}
+	if _, err := e.l.Launch(ctx, third); !errors.Is(err, launcher.ErrThrottled) || errors.Is(err, launcher.ErrCapacity) {
 		t.Fatalf("persistent throttling: %v", err)
+	}
+	// A pool launch is not tried again: the refill gives way.
+	before := len(e.srv.RunTaskRequests())
+	if _, err := e.l.LaunchPool(context.Background(), "pool0000000000000000000001"); !errors.Is(err, launcher.ErrThrottled) {
+		t.Fatalf("throttled pool launch: %v", err)
+	}
+	if n := len(e.srv.RunTaskRequests()) - before; n != 3 {
+		t.Fatalf("a throttled pool launch made %d requests, want the SDK's 3 attempts", n)
+	}
+}
+
+// A pool task's RunTask: its pool id as clientToken, in its overrides and its tag, and
+// nothing of any user.
+func TestLauncher_LaunchPool_SendsNoUser(t *testing.T) {
+	e := setup(t, nil)
+	const id = "poolABCDEFGHIJKLMNOPQRSTU"
+	arn, err := e.l.LaunchPool(context.Background(), id)
+	if err != nil || arn == "" {
+		t.Fatalf("launch pool: %q, %v", arn, err)
+	}
+	reqs := e.srv.RunTaskRequests()
+	in := reqs[len(reqs)-1]
+	if aws.ToString(in.ClientToken) != id {
+		t.Fatalf("clientToken %q", aws.ToString(in.ClientToken))
+	}
+	env := map[string]string{}
+	for _, kv := range in.Overrides.ContainerOverrides[0].Environment {
+		env[aws.ToString(kv.Name)] = aws.ToString(kv.Value)
+	}
+	want := map[string]string{taskenv.PoolID: id, taskenv.Table: "sandgate-table", taskenv.Bucket: "sandgate-bucket",
+		taskenv.ManagementEndpoint: "http://127.0.0.1:8700/local"}
+	if len(env) != len(want) {
+		t.Fatalf("overrides %v, want %v", env, want)
+	}
+	for k, v := range want {
+		if env[k] != v {
+			t.Fatalf("overrides %v, want %v", env, want)
+		}
+	}
+	tasks, err := e.l.List(context.Background())
+	if err != nil || len(tasks) != 1 || tasks[0].PoolID != id || tasks[0].UserID != "" || tasks[0].Generation != 0 {
+		t.Fatalf("listed %+v, %v", tasks, err)
 	}
 }
 
