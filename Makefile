@@ -110,9 +110,14 @@ dev: deps build-local ## run the whole application locally: demo page, WebSocket
 dev-reset: ## delete the local stack's data (.sandgate/)
 	rm -rf .sandgate
 
-invoke: build-local ## invoke one function with an event: make invoke FN=AuthorizeFunction EVENT=events/authorize.json [ENV="K=V ..."] [ARGS=-fresh-signature=false]
+# While make dev runs, its env-vars file and operator credentials point the function at the
+# local stack, as `sam local invoke --env-vars` would; without them it runs on its own.
+SAM_ENV ?= .sandgate/sam-env.json
+invoke: build-local ## invoke one function with an event against make dev's stack: make invoke FN=ConnectFunction EVENT=events/connect.json [ENV="K=V ..."] [ARGS=-fresh-signature=false]
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=<LogicalId> EVENT=events/<file>.json"; exit 2; }
-	@$(GO) run ./infra/local/cmd/invoke -template template.yaml -fn "$(FN)" -event "$(EVENT)" -build $(BUILD)/local $(foreach e,$(ENV),-env "$(e)") $(ARGS)
+	@$(GO) build -o $(BUILD)/local/invoke ./infra/local/cmd/invoke
+	@if [ -f "$(SAM_ENV)" ]; then set -a; . .sandgate/aws.env; set +a; envvars=(-env-vars "$(SAM_ENV)"); fi; \
+	$(BUILD)/local/invoke -template template.yaml -fn "$(FN)" -event "$(EVENT)" -build $(BUILD)/local "$${envvars[@]}" $(foreach e,$(ENV),-env "$(e)") $(ARGS)
 
 sign: ## print a signed URL: make sign USER=user_abc [ENDPOINT=wss://...]
 	@$(GO) run ./infra/local/cmd/sign -user "$(USER)" $(if $(ENDPOINT),-endpoint "$(ENDPOINT)")

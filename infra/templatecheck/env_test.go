@@ -43,7 +43,8 @@ var loaders = map[string]loader{
 }
 
 // sdkVariables are read by aws-sdk-go-v2's own configuration, not by a loader.
-var sdkVariables = set("AWS_ENDPOINT_URL_S3")
+// AWS_ENDPOINT_URL is declared empty for `sam local invoke` (TestEnvironment_EndpointEmpty).
+var sdkVariables = set("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 // globalsNotRead are Globals variables a function receives but has no use for.
 var globalsNotRead = map[string]map[string]bool{
@@ -52,7 +53,7 @@ var globalsNotRead = map[string]map[string]bool{
 
 // The environment contract the functions are written against, per scenario.
 var (
-	envGlobals = []string{"TABLE_NAME", "LOG_LEVEL"}
+	envGlobals = []string{"TABLE_NAME", "LOG_LEVEL", "AWS_ENDPOINT_URL"}
 	envEnsure  = []string{"ECS_CLUSTER", "TASK_DEFINITION", "SANDBOX_CONTAINER", "SUBNET_IDS",
 		"SECURITY_GROUP_IDS", "CAPACITY_PROVIDER", "MAX_SANDBOXES", "LEASE_TTL", "BUCKET", "MANAGEMENT_ENDPOINT"}
 	envStorage = map[string][]string{
@@ -163,6 +164,23 @@ func TestEnvironment_SecretsFromSecretsManager(t *testing.T) {
 	for _, k := range []string{"SIGNING_SECRETS", "STORAGE_ACCESS_KEY_ID", "STORAGE_SECRET_ACCESS_KEY"} {
 		if !seen[k] {
 			t.Errorf("no function receives %s in any scenario", k)
+		}
+	}
+}
+
+// Deployed, every function declares AWS_ENDPOINT_URL empty — which the SDKs ignore — so
+// that a local env-vars file may set it (SAM CLI sets only declared variables); any value
+// here would send a deployed function's AWS calls elsewhere.
+func TestEnvironment_EndpointEmpty(t *testing.T) {
+	for _, sc := range scenarios {
+		tpl, _ := loadModel(t, sc)
+		for id, fn := range tpl.Functions {
+			v, ok := fn.Environment["AWS_ENDPOINT_URL"]
+			if !ok {
+				t.Errorf("%s/%s does not declare AWS_ENDPOINT_URL, so sam local invoke cannot point it at the local stack", sc.name, id)
+			} else if v != "" {
+				t.Errorf("%s/%s: AWS_ENDPOINT_URL = %q, want empty", sc.name, id, v)
+			}
 		}
 	}
 }

@@ -135,6 +135,9 @@ type Stack struct {
 	// in R2 mode (Options.R2), nil otherwise: what an operator of an R2 deployment
 	// holds, and the stack's S3Client signs with.
 	R2 *r2creds.Parent
+	// AWSEndpoint serves every emulated service at one address, routed by the service
+	// a request's signature names (samenv.go): what AWS_ENDPOINT_URL points at in SAMEnv.
+	AWSEndpoint string
 
 	ids      *identities
 	image    string
@@ -143,8 +146,12 @@ type Stack struct {
 	log      *slog.Logger
 	tempRoot bool
 	invoke   *http.Server
-	stop     context.CancelFunc
-	sched    sync.WaitGroup
+	// awsEndpoint serves AWSEndpoint; functionEnv is each function's environment as
+	// the runtime runs it, by logical id (SAMEnv).
+	awsEndpoint *http.Server
+	functionEnv map[string]map[string]string
+	stop        context.CancelFunc
+	sched       sync.WaitGroup
 }
 
 // Start runs the stack. On error everything started so far is stopped.
@@ -249,6 +256,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	if err := s.startLambda(o, tpl); err != nil {
+		return nil, err
+	}
+	if err := s.startAWSEndpoint(); err != nil {
 		return nil, err
 	}
 	if o.Functions {
@@ -488,6 +498,10 @@ func (s *Stack) startLambda(o Options, tpl *template.Template) error {
 		for k, v := range o.Overrides {
 			fenv[k] = v
 		}
+		if s.functionEnv == nil {
+			s.functionEnv = map[string]map[string]string{}
+		}
+		s.functionEnv[f.LogicalID] = fenv
 		if err := rt.Add(lambdart.Function{
 			Name: FunctionName(f), Path: path, Handler: f.Handler, Timeout: f.Timeout,
 			MemoryMB: f.MemorySize, LogFormat: f.LogFormat, LogLevel: f.LogLevel, Env: fenv,
@@ -571,6 +585,10 @@ func (s *Stack) Close(ctx context.Context) error {
 	if s.invoke != nil {
 		add(s.invoke.Close())
 		s.invoke = nil
+	}
+	if s.awsEndpoint != nil {
+		add(s.awsEndpoint.Close())
+		s.awsEndpoint = nil
 	}
 	if s.Runtime != nil {
 		add(s.Runtime.Close())

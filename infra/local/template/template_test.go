@@ -103,7 +103,7 @@ func TestLoad_RepositoryTemplate(t *testing.T) {
 	if auth == nil {
 		t.Fatalf("no AuthorizeFunction among %v", keys(tpl.Functions))
 	}
-	want := map[string]string{"TABLE_NAME": "sandgate-table", "LOG_LEVEL": "INFO", "SIGNING_SECRETS": "dev-secret"}
+	want := map[string]string{"TABLE_NAME": "sandgate-table", "LOG_LEVEL": "INFO", "AWS_ENDPOINT_URL": "", "SIGNING_SECRETS": "dev-secret"}
 	if !reflect.DeepEqual(auth.Environment, want) {
 		t.Errorf("AuthorizeFunction environment = %v, want %v (Globals merged, references resolved)", auth.Environment, want)
 	}

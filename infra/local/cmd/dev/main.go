@@ -92,6 +92,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := s.WriteAWSEnv(awsEnv); err != nil {
 		return err
 	}
+	samEnv := filepath.Join(s.Root, stack.SAMEnvFile)
+	if err := s.WriteSAMEnv(samEnv); err != nil {
+		return err
+	}
+	// Its endpoints die with this run: a later make invoke must not send calls there.
+	defer os.Remove(samEnv)
 	storage := "S3"
 	if s.R2 != nil {
 		storage = "R2 (" + s.R2.Endpoint + ", served at " + s.S3.URL() + "; the aws function signs s3 with the parent key)"
@@ -108,12 +114,16 @@ sandgate is running locally.
   data             %s  (DynamoDB, S3 and task directories; make dev-reset clears it)
   AWS CLI / SDKs   source %s   (endpoints and an operator's credentials)
                    then: aws dynamodb scan --table-name "$SANDGATE_TABLE"
+  one function     make invoke FN=ConnectFunction EVENT=events/connect.json
+                   or with SAM CLI, after sourcing the AWS env file above:
+                   sam local invoke ConnectFunction -e events/connect.json \
+                     --env-vars %s --docker-network host
 
   try it:  npx wscat -c '%s'
            then send: {"type":"note","text":"hello"}   or   {"type":"notes"}
 
 Ctrl-C stops everything (each sandbox syncs first).
-`, storage, s.Gateway.BaseURL(), s.Gateway.WebSocketURL(), s.Gateway.HTTPURL(), s.Gateway.ManagementEndpoint(), s.Root, awsEnvShown(awsEnv), url)
+`, storage, s.Gateway.BaseURL(), s.Gateway.WebSocketURL(), s.Gateway.HTTPURL(), s.Gateway.ManagementEndpoint(), s.Root, awsEnvShown(awsEnv), awsEnvShown(samEnv), url)
 	<-ctx.Done()
 	return nil
 }

@@ -4,6 +4,11 @@
 // It builds nothing (make build-local does), starts the function's bootstrap under the
 // local Lambda runtime with the template's environment (local defaults for what only
 // a deployed stack knows), prints the response to stdout and exits 1 on a function error.
+//
+// With -env-vars (the file `make dev` writes for `sam local invoke --env-vars`) the
+// function runs against the running local stack as SAM CLI would run it: the file's
+// values for the variables the template declares, and the caller's AWS credentials
+// from the environment (source .sandgate/aws.env).
 package main
 
 import (
@@ -23,6 +28,7 @@ import (
 
 	"github.com/sandgate/sandgate/infra/local"
 	"github.com/sandgate/sandgate/infra/local/lambdart"
+	"github.com/sandgate/sandgate/infra/local/stack"
 	"github.com/sandgate/sandgate/infra/local/template"
 	"github.com/sandgate/sandgate/internal/logging"
 )
@@ -55,6 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	env, params := pairs{}, pairs{}
 	fs.Var(env, "env", "KEY=VALUE added to the function's environment (repeatable; wins over the template)")
 	fs.Var(params, "param", "Name=Value template parameter override (repeatable)")
+	envVars := fs.String("env-vars", "", "a SAM CLI env-vars file (make dev writes .sandgate/"+samEnvFile+"): run against the local stack with the caller's AWS credentials")
 	fresh := fs.Bool("fresh-signature", true, "sign the event's connection query anew (a fresh exp and sig under the local development secret), so an old sample event is not refused as expired")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -82,7 +89,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "invoke: signed %s's query anew with the local development secret (-fresh-signature=false keeps the event's own)\n", who)
 		}
 	}
-	tpl, err := template.Load(*tplPath, template.Options{Parameters: params, Resolver: LocalResolver(), Functions: []string{*fn}})
+	tpl, err := template.Load(*tplPath, template.Options{Parameters: stack.LocalParams(params), Resolver: LocalResolver(), Functions: []string{*fn}})
 	if err != nil {
 		return fail(err)
 	}
@@ -91,12 +98,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 	for k, v := range f.Environment {
 		vars[k] = v
 	}
+	// Without a stack the function has nothing to call: credentials that sign, for a
+	// function that calls nothing.
+	base := map[string]string{"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+	if *envVars != "" {
+		ignored, err := applyEnvVars(*envVars, f.LogicalID, vars)
+		if err != nil {
+			return fail(err)
+		}
+		for _, k := range ignored {
+			fmt.Fprintf(stderr, "invoke: %s is not declared on %s in the template; SAM CLI would ignore it too\n", k, f.LogicalID)
+		}
+		if base, err = callerCredentials(os.Getenv); err != nil {
+			return fail(err)
+		}
+		if err := reachable(vars["AWS_ENDPOINT_URL"]); err != nil {
+			return fail(err)
+		}
+	}
 	for k, v := range env {
 		vars[k] = v
 	}
 	log := logging.New(stderr, slog.LevelWarn)
 	rt := lambdart.New(log, stderr)
-	rt.Env = map[string]string{"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+	rt.Env = base
 	defer rt.Close()
 	if err := rt.Add(lambdart.Function{
 		Name: f.LogicalID, Path: filepath.Join(*build, f.Name, "bootstrap"), Handler: f.Handler,
