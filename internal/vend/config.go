@@ -7,6 +7,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
@@ -31,10 +32,13 @@ const (
 	EnvStorageSecret   = "STORAGE_CREDENTIALS_SECRET"
 	EnvStorageEndpoint = "STORAGE_ENDPOINT"
 	EnvBucket          = "BUCKET"
+	// EnvAgentPort is the agent's port, for a registered pool task's endpoint
+	// (DefaultAgentPort when unset).
+	EnvAgentPort = "AGENT_PORT"
 )
 
 // Optional lists the variables LoadConfig reads with a default, or only with R2.
-var Optional = []string{EnvLogLevel, EnvSessionDuration, EnvStorageSecret, EnvStorageEndpoint, EnvBucket}
+var Optional = []string{EnvLogLevel, EnvSessionDuration, EnvStorageSecret, EnvStorageEndpoint, EnvBucket, EnvAgentPort}
 
 // Config is the vendor's configuration.
 type Config struct {
@@ -42,6 +46,7 @@ type Config struct {
 	TaskRole, SandboxRole string
 	Cluster               string
 	SessionDuration       time.Duration
+	AgentPort             int
 	LogLevel              slog.Level
 	// StorageSecret, StorageEndpoint and Bucket are set with R2 storage only.
 	StorageSecret, StorageEndpoint, Bucket string
@@ -55,6 +60,7 @@ func LoadConfig(env *config.Env) Config {
 		SandboxRole:     env.Required(EnvSandboxRole),
 		Cluster:         env.Required(EnvCluster),
 		SessionDuration: env.Duration(EnvSessionDuration, DefaultSessionDuration),
+		AgentPort:       env.Int(EnvAgentPort, DefaultAgentPort, 1, 65535),
 		LogLevel:        env.Level(EnvLogLevel, slog.LevelInfo),
 		StorageSecret:   env.String(EnvStorageSecret, ""),
 		StorageEndpoint: env.String(EnvStorageEndpoint, ""),
@@ -93,6 +99,7 @@ func New(c Config, awsCfg aws.Config, log *slog.Logger) (*Handler, error) {
 		Records: store, STS: sts.NewFromConfig(awsCfg),
 		TaskRole: name, Account: account, SandboxRole: c.SandboxRole, Cluster: c.Cluster,
 		Duration: c.SessionDuration, Log: log,
+		ECS: ecs.NewFromConfig(awsCfg), Pool: store, AgentPort: c.AgentPort,
 	}
 	if c.StorageSecret != "" {
 		h.Storage = &R2Minter{Secrets: secretsmanager.NewFromConfig(awsCfg), SecretID: c.StorageSecret,

@@ -70,7 +70,15 @@ type Handler struct {
 	Cluster string
 	// Duration is the session's length (DefaultSessionDuration).
 	Duration time.Duration
-	Log      *slog.Logger
+	// ECS and Pool, when both set, let warm pool tasks register (PathPoolRegister):
+	// ECS describes the caller's task, Pool records its pool item.
+	ECS  ECS
+	Pool Pool
+	// AgentPort is the agent's port in a registered pool task's endpoint
+	// (DefaultAgentPort); StartedBy marks the launcher's tasks (DefaultStartedBy).
+	AgentPort int
+	StartedBy string
+	Log       *slog.Logger
 	// Now is the clock (time.Now).
 	Now func() time.Time
 }
@@ -81,7 +89,7 @@ func (h *Handler) Handle(ctx context.Context, ev events.LambdaFunctionURLRequest
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if ev.RequestContext.HTTP.Method != http.MethodPost || ev.RawPath != PathCredentials {
+	if ev.RequestContext.HTTP.Method != http.MethodPost || ev.RawPath != PathCredentials && ev.RawPath != PathPoolRegister {
 		log.WarnContext(ctx, "not a credentials request", logMethod, ev.RequestContext.HTTP.Method, logPath, ev.RawPath)
 		return refuse(http.StatusNotFound, CodeBadRequest, false), nil
 	}
@@ -94,6 +102,9 @@ func (h *Handler) Handle(ctx context.Context, ev events.LambdaFunctionURLRequest
 	if !caller.Is(h.TaskRole, h.Account) {
 		log.WarnContext(ctx, "credentials refused", logging.Reason, ReasonNotTask)
 		return refuse(http.StatusForbidden, CodeRefused, false), nil
+	}
+	if ev.RawPath == PathPoolRegister {
+		return h.register(ctx, log, caller, ev), nil
 	}
 	req, err := decode(ev)
 	if err != nil {
