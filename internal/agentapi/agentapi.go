@@ -152,18 +152,42 @@ func (c *Client) Close(ctx context.Context, t Target, connectionID string) error
 }
 
 func (c *Client) do(ctx context.Context, method string, t Target, path string, body []byte) error {
+	err := c.send(ctx, method, t.Endpoint, path, t.Token, t.UserID, bytes.NewReader(body))
+	var st statusError
+	if errors.As(err, &st) {
+		for _, s := range statusOf {
+			if st.code == s.code {
+				return s.err
+			}
+		}
+		return fmt.Errorf("%w: status %d", ErrUnavailable, st.code)
+	}
+	return err
+}
+
+// statusError is an agent's answer other than 2xx.
+type statusError struct{ code int }
+
+func (e statusError) Error() string { return fmt.Sprintf("agent answered status %d", e.code) }
+
+// send makes one call with the bearer token (and the user header unless userID is
+// empty): nil for a 2xx answer, a statusError for another, ErrUnavailable (with
+// ErrNoAnswer once the request was written) when no answer came.
+func (c *Client) send(ctx context.Context, method, endpoint, path, token, userID string, body io.Reader) error {
 	timeout := c.Timeout
 	if timeout == 0 {
 		timeout = DefaultTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(t.Endpoint, "/")+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(endpoint, "/")+path, body)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
-	req.Header.Set("Authorization", "Bearer "+t.Token)
-	req.Header.Set(HeaderUser, t.UserID)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if userID != "" {
+		req.Header.Set(HeaderUser, userID)
+	}
 	req.Header.Set("Content-Type", "application/octet-stream")
 	hc := c.HTTP
 	if hc == nil {
@@ -188,10 +212,5 @@ func (c *Client) do(ctx context.Context, method string, t Target, path string, b
 	if resp.StatusCode/100 == 2 {
 		return nil
 	}
-	for _, s := range statusOf {
-		if resp.StatusCode == s.code {
-			return s.err
-		}
-	}
-	return fmt.Errorf("%w: status %d", ErrUnavailable, resp.StatusCode)
+	return statusError{code: resp.StatusCode}
 }
