@@ -2,6 +2,7 @@
 // and, in its subpackages, the emulators of API Gateway, Lambda, ECS, S3 and DynamoDB.
 package local
 
-// DevSecret signs and verifies URLs in the local stack and sample events when
-// SIGNING_SECRETS is unset. It is public, so it must never be configured in AWS.
+// DevSecret signs and verifies URLs in the local stack (its Secrets Manager holds it as
+// the signing secret) and sample events. It is public, so it must never be configured
+// in AWS.
 const DevSecret = "sandgate-local-development-secret-do-not-deploy"

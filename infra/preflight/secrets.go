@@ -13,42 +13,24 @@ import (
 	"github.com/sandgate/sandgate/internal/auth"
 )
 
-// lambdaEnvironmentLimit is the total size of a function's environment variables
-// (https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html); the
-// signing secrets travel in SIGNING_SECRETS next to the function's other variables.
-const lambdaEnvironmentLimit = 4096
-
-// signingSecretWarnBytes leaves the other variables of the authorize, status and
-// prewarm functions room under lambdaEnvironmentLimit.
-const signingSecretWarnBytes = 3072
-
-// checkSigningSecret reads the signing secret the template resolves (its name, and
-// the version when SigningSecretVersionId is set) and checks its shape with the
+// checkSigningSecret reads the signing secret the functions read at run time (its
+// current version, by the name the template gives them) and checks its shape with the
 // verifier's own parser. The value is never reported, only how many secrets it holds.
 func (c *Checker) checkSigningSecret(ctx context.Context) Result {
 	name, skip := c.need(ParamSigningSecretName)
 	if skip != nil {
 		return *skip
 	}
-	version, _ := c.Stack.Value(ParamSigningSecretVersion)
 	in := &secretsmanager.GetSecretValueInput{SecretId: aws.String(name)}
 	what := name
-	if version != "" {
-		in.VersionId = aws.String(version)
-		what = fmt.Sprintf("%s (version %s)", name, version)
-	}
 	const create = `umask 077; openssl rand -base64 48 | tr -d '\n' > /tmp/signing; aws secretsmanager create-secret --name %s --secret-string file:///tmp/signing (keep the value for your backend's signer, then rm /tmp/signing)`
 	out, err := c.Secrets.GetSecretValue(ctx, in)
 	var missing *smtypes.ResourceNotFoundException
 	var decrypt *smtypes.DecryptionFailure
 	switch {
-	case errors.As(err, &missing) && version != "":
-		return Result{Status: Fail,
-			Summary: fmt.Sprintf("%s: no such secret or version in %s", what, c.Stack.Region),
-			Fix:     "set SigningSecretVersionId to a version listed by aws secretsmanager describe-secret --secret-id " + name + ", or to empty for the current one"}
 	case errors.As(err, &missing):
 		return Result{Status: Fail,
-			Summary: fmt.Sprintf("no secret %s in %s: the functions' dynamic reference would fail the deploy", name, c.Stack.Region),
+			Summary: fmt.Sprintf("no secret %s in %s: the authorize, status and prewarm functions would not start", name, c.Stack.Region),
 			Fix:     fmt.Sprintf(create, name)}
 	case errors.As(err, &decrypt):
 		return Result{Status: Fail,
@@ -59,7 +41,7 @@ func (c *Checker) checkSigningSecret(ctx context.Context) Result {
 	}
 	if out.SecretString == nil {
 		return Result{Status: Fail,
-			Summary: what + " holds a binary value; the template resolves its SecretString",
+			Summary: what + " holds a binary value; the functions read its SecretString",
 			Fix:     "aws secretsmanager put-secret-value --secret-id " + name + " --secret-string file:///tmp/signing (comma-separated secrets, each at least 32 bytes)"}
 	}
 	value := aws.ToString(out.SecretString)
@@ -70,14 +52,8 @@ func (c *Checker) checkSigningSecret(ctx context.Context) Result {
 			Summary: fmt.Sprintf("%s is not a list of signing secrets: %v (each must be at least %d bytes)", what, err, auth.MinSecretBytes),
 			Fix:     fmt.Sprintf(`umask 077; openssl rand -base64 48 | tr -d '\n' > /tmp/signing; aws secretsmanager put-secret-value --secret-id %s --secret-string file:///tmp/signing`, name)}
 	}
-	res := Result{Status: OK,
+	return Result{Status: OK,
 		Summary: fmt.Sprintf("%s: %d secret(s) of at least %d bytes (the first signs); version %s", name, len(secrets), auth.MinSecretBytes, aws.ToString(out.VersionId))}
-	if len(value) > signingSecretWarnBytes {
-		res.Status = Warn
-		res.Details = append(res.Details, fmt.Sprintf("the value is %d bytes: with the functions' other variables it may pass Lambda's %d-byte environment limit and fail the deploy", len(value), lambdaEnvironmentLimit))
-		res.Fix = "keep two secrets at most (the new and the old) during a rotation"
-	}
-	return res
 }
 
 // checkStorageCredentials checks the R2 (or other S3-compatible store) keys secret:

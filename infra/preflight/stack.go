@@ -17,7 +17,6 @@ import (
 // The template's parameters the checks read.
 const (
 	ParamSigningSecretName     = "SigningSecretName"
-	ParamSigningSecretVersion  = "SigningSecretVersionId"
 	ParamSandboxImage          = "SandboxImage"
 	ParamSubnetIDs             = "SubnetIds"
 	ParamBucketName            = "BucketName"

@@ -39,8 +39,6 @@ var required = map[string]string{
 	"BucketName":               "sandgate-test-bucket",
 }
 
-const signingVersion = "0b9d1c7e-1234-4a5b-9c8d-0123456789ab"
-
 const r2SecretArn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:sandgate/r2-AbCdEf"
 
 var scenarios = []scenario{
@@ -50,7 +48,7 @@ var scenarios = []scenario{
 		"StorageRegion":               "auto",
 		"StorageCredentialsSecretArn": r2SecretArn,
 		"SandboxCommand":              "/usr/local/bin/my-gateway --port 9000",
-		"SigningSecretVersionId":      signingVersion,
+		"SigningSecretName":           "sandgate/other-signing-secrets",
 	})},
 }
 

@@ -1,6 +1,8 @@
 package templatecheck_test
 
 import (
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -58,7 +60,7 @@ var (
 		"SECURITY_GROUP_IDS", "CAPACITY_PROVIDER", "MAX_SANDBOXES", "LEASE_TTL", "BUCKET", "MANAGEMENT_ENDPOINT"}
 	envStorage = map[string][]string{
 		"s3": {"STORAGE_REGION", "STORAGE_PATH_STYLE"},
-		"r2": {"STORAGE_REGION", "STORAGE_PATH_STYLE", "AWS_ENDPOINT_URL_S3", "STORAGE_ACCESS_KEY_ID", "STORAGE_SECRET_ACCESS_KEY"},
+		"r2": {"STORAGE_REGION", "STORAGE_PATH_STYLE", "AWS_ENDPOINT_URL_S3", "STORAGE_CREDENTIALS_SECRET"},
 	}
 )
 
@@ -66,7 +68,7 @@ func contract(fn, scenario string) map[string]bool {
 	names := append([]string{}, envGlobals...)
 	switch fn {
 	case "AuthorizeFunction", "StatusFunction":
-		names = append(names, "SIGNING_SECRETS")
+		names = append(names, "SIGNING_SECRET_ID")
 	case "ConnectFunction":
 		names = append(names, envEnsure...)
 	case "MessageFunction":
@@ -75,7 +77,7 @@ func contract(fn, scenario string) map[string]bool {
 	case "DisconnectFunction":
 		// Only the globals: it removes a record and tells the agent; it never posts.
 	case "PrewarmFunction":
-		names = append(names, "SIGNING_SECRETS")
+		names = append(names, "SIGNING_SECRET_ID")
 		names = append(names, envEnsure...)
 	case "CleanupFunction":
 		names = append(names, "ECS_CLUSTER", "BUCKET", "RETENTION_DAYS", "DRY_RUN", "MANAGEMENT_ENDPOINT")
@@ -133,35 +135,56 @@ func TestEnvironment_Contract(t *testing.T) {
 	}
 }
 
-// Secrets reach functions only through Secrets Manager dynamic references, resolved by
-// CloudFormation at deploy time; no secret is a template literal or a parameter value.
-func TestEnvironment_SecretsFromSecretsManager(t *testing.T) {
+// secretNames are the only variables whose name says "secret": each names a Secrets
+// Manager secret (its name or ARN), which the function reads at run time, and is set
+// from the parameter that names it.
+var secretNames = map[string]string{
+	"SIGNING_SECRET_ID":          "SigningSecretName",
+	"STORAGE_CREDENTIALS_SECRET": "StorageCredentialsSecretArn",
+}
+
+// secretLike is what a variable's name would say if it held a secret.
+var secretLike = regexp.MustCompile(`(?i)secret|password|passwd|token|private|credential|(^|_)key($|_)|signing`)
+
+// No secret is in any function's environment: nothing there comes from a dynamic
+// reference (CloudFormation would write the value into the function's configuration,
+// which lambda:GetFunctionConfiguration — part of ReadOnlyAccess — shows), no
+// variable named like a secret holds anything but the name of one, and the template
+// has no dynamic reference at all.
+func TestEnvironment_NoSecrets(t *testing.T) {
+	raw, err := os.ReadFile(templatePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(raw), "{{resolve:") {
+		t.Error("template.yaml holds a dynamic reference ({{resolve:…}}): its value would land in a resource's configuration")
+	}
 	seen := set()
 	for _, sc := range scenarios {
-		secrets := map[string]string{
-			"SIGNING_SECRETS":           "resolve:secretsmanager:sandgate/signing-secrets:SecretString",
-			"STORAGE_ACCESS_KEY_ID":     "resolve:secretsmanager:" + r2SecretArn + ":SecretString:accessKeyId",
-			"STORAGE_SECRET_ACCESS_KEY": "resolve:secretsmanager:" + r2SecretArn + ":SecretString:secretAccessKey",
-		}
-		if v := sc.params["SigningSecretVersionId"]; v != "" {
-			// A pinned version changes the reference, so CloudFormation updates the functions.
-			secrets["SIGNING_SECRETS"] += ":::" + v
-		}
 		tpl, res := loadModel(t, sc)
 		for _, fn := range tpl.Functions {
 			for k, v := range fn.Environment {
-				if want, ok := secrets[k]; ok {
+				if ref, ok := res.dynamics[v]; ok {
+					t.Errorf("%s/%s: %s comes from the dynamic reference {{%s}}", sc.name, fn.LogicalID, k, ref)
+				}
+				param, named := secretNames[k]
+				switch {
+				case named:
 					seen[k] = true
-					if got := res.dynamics[v]; got != want {
-						t.Errorf("%s/%s: %s comes from %q, want the dynamic reference {{%s}}", sc.name, fn.LogicalID, k, got, want)
+					if want := sc.params[param]; want == "" && param == "SigningSecretName" {
+						if v != "sandgate/signing-secrets" {
+							t.Errorf("%s/%s: %s = %q, want the default secret name", sc.name, fn.LogicalID, k, v)
+						}
+					} else if v != want {
+						t.Errorf("%s/%s: %s = %q, want the %s parameter %q", sc.name, fn.LogicalID, k, v, param, want)
 					}
-				} else if ref, ok := res.dynamics[v]; ok {
-					t.Errorf("%s/%s: %s is a secret ({{%s}}) under a name not known to be one", sc.name, fn.LogicalID, k, ref)
+				case secretLike.MatchString(k):
+					t.Errorf("%s/%s: %s is named like a secret; only the names in secretNames may be, and they name one", sc.name, fn.LogicalID, k)
 				}
 			}
 		}
 	}
-	for _, k := range []string{"SIGNING_SECRETS", "STORAGE_ACCESS_KEY_ID", "STORAGE_SECRET_ACCESS_KEY"} {
+	for k := range secretNames {
 		if !seen[k] {
 			t.Errorf("no function receives %s in any scenario", k)
 		}
@@ -232,17 +255,17 @@ func TestEnvironment_LoaderCheckNoticesMissingVariable(t *testing.T) {
 	tpl, _ := loadModel(t, scenarios[0])
 	envMap := map[string]string{}
 	for k, v := range tpl.Functions["AuthorizeFunction"].Environment {
-		if !strings.HasPrefix(k, "SIGNING_") {
+		if k != authorizer.EnvSigningSecretID {
 			envMap[k] = v
 		}
 	}
 	env := config.New(config.Map(envMap))
 	loaders["AuthorizeFunction"].load(env)
 	if env.Err() == nil {
-		t.Fatal("the authorizer's loader accepted an environment without SIGNING_SECRETS")
+		t.Fatal("the authorizer's loader accepted an environment without SIGNING_SECRET_ID")
 	}
 	read := set(env.Names()...)
-	if !read[authorizer.EnvSigningSecrets] {
-		t.Fatalf("config.Env did not record the read of %s: the loader check would be blind", authorizer.EnvSigningSecrets)
+	if !read[authorizer.EnvSigningSecretID] {
+		t.Fatalf("config.Env did not record the read of %s: the loader check would be blind", authorizer.EnvSigningSecretID)
 	}
 }

@@ -24,6 +24,8 @@ const (
 	inCluster = ` {"ArnEquals":{"ecs:cluster":"${Cluster.Arn}"}}`
 	toECS     = ` {"StringEquals":{"iam:PassedToService":"ecs-tasks.amazonaws.com"}}`
 	usersOnly = ` {"StringLike":{"s3:prefix":["users/*"]}}`
+	// signing is the signing secret, by its name (its ARN ends in a random suffix).
+	signing = "secretsmanager:GetSecretValue " + arn + ":secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SigningSecretName}-??????"
 )
 
 func logs(group string) []string {
@@ -97,7 +99,8 @@ func concat(parts ...[]string) []string {
 func expectedGrants(scenario string) map[string][]string {
 	s3 := scenario == "s3" // AWS S3 through the roles; R2 through stored credentials
 	g := map[string][]string{
-		"AuthorizeRole": logs("AuthorizeLogGroup"),
+		// The functions that verify signed URLs read the signing secret, and nothing else does.
+		"AuthorizeRole": concat(logs("AuthorizeLogGroup"), []string{signing}),
 		"ConnectRole": concat(logs("ConnectLogGroup"),
 			tableGrants("GetItem", "PutItem", "UpdateItem", "DeleteItem"), ensure,
 			[]string{post(), invokeConnect}, vpc),
@@ -106,8 +109,8 @@ func expectedGrants(scenario string) map[string][]string {
 			tableGrants("GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"),
 			[]string{post(), invokeConnect}, vpc),
 		"DisconnectRole": concat(logs("DisconnectLogGroup"), tableGrants("GetItem", "DeleteItem"), vpc),
-		"StatusRole":     concat(logs("StatusLogGroup"), tableGrants("GetItem")),
-		"PrewarmRole":    concat(logs("PrewarmLogGroup"), tableGrants("GetItem", "UpdateItem"), ensure),
+		"StatusRole":     concat(logs("StatusLogGroup"), []string{signing}, tableGrants("GetItem")),
+		"PrewarmRole":    concat(logs("PrewarmLogGroup"), []string{signing}, tableGrants("GetItem", "UpdateItem"), ensure),
 		"CleanupRole": concat(logs("CleanupLogGroup"),
 			tableGrants("GetItem", "UpdateItem", "DeleteItem", "Query", "Scan"),
 			[]string{
@@ -148,8 +151,10 @@ func expectedGrants(scenario string) map[string][]string {
 		g["SandboxRole"] = append(g["SandboxRole"], "s3:ListBucket "+bucket+` {"StringLike":{"s3:prefix":["users/${aws:PrincipalTag/userId}/*"]}}`,
 			"s3:GetObject "+own, "s3:PutObject "+own, "s3:DeleteObject "+own)
 	} else {
-		// The parent R2 key: only the vendor reads it, to mint prefix-scoped credentials.
+		// The parent R2 key: the vendor reads it to mint prefix-scoped credentials, and
+		// Cleanup to delete a purged user's prefix.
 		g["VendRole"] = append(g["VendRole"], "secretsmanager:GetSecretValue ${StorageCredentialsSecretArn}")
+		g["CleanupRole"] = append(g["CleanupRole"], "secretsmanager:GetSecretValue ${StorageCredentialsSecretArn}")
 	}
 	return g
 }

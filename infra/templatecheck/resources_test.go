@@ -79,18 +79,25 @@ func TestParameters(t *testing.T) {
 	}
 }
 
-// secretRef reports whether a parameter names a secret, points at one or pins its version.
+// secretRef reports whether a parameter names a secret or points at one.
 func secretRef(name string) bool {
-	return strings.HasSuffix(name, "SecretName") || strings.HasSuffix(name, "SecretArn") || strings.HasSuffix(name, "SecretVersionId")
+	return strings.HasSuffix(name, "SecretName") || strings.HasSuffix(name, "SecretArn")
 }
 
-// secretUse matches a dynamic reference to, an ECS secret valueFrom of, or an IAM
-// resource naming, the secret parameter.
-var secretUse = regexp.MustCompile(`^\{\{resolve:secretsmanager:\$\{(\w+)\}:SecretString(:\w+|:::\$\{(\w+)\})?\}\}$|^\$\{(\w+)\}:\w+::$`)
+// secretUse matches an ECS secret valueFrom of, or an IAM resource naming (by name: the
+// ARN's random suffix matched by ??????), the secret parameter. No dynamic reference:
+// its value would land in the resource's configuration (TestEnvironment_NoSecrets).
+var secretUse = regexp.MustCompile(`^\$\{(\w+)\}:\w+::$|^arn:\$\{AWS::Partition\}:secretsmanager:\$\{AWS::Region\}:\$\{AWS::AccountId\}:secret:\$\{(\w+)\}-\?\?\?\?\?\?$`)
 
-// secretIDVariables are the function variables that may hold a secret's ARN, for a
-// function that reads the secret itself with its role at run time (never its value).
-var secretIDVariables = set("VendFunction.Properties.Environment.Variables.STORAGE_CREDENTIALS_SECRET")
+// secretIDVariables are the function variables that may hold a secret's name or ARN,
+// for a function that reads the secret itself with its role at run time (never its value).
+var secretIDVariables = set(
+	"VendFunction.Properties.Environment.Variables.STORAGE_CREDENTIALS_SECRET",
+	"CleanupFunction.Properties.Environment.Variables.STORAGE_CREDENTIALS_SECRET",
+	"AuthorizeFunction.Properties.Environment.Variables.SIGNING_SECRET_ID",
+	"StatusFunction.Properties.Environment.Variables.SIGNING_SECRET_ID",
+	"PrewarmFunction.Properties.Environment.Variables.SIGNING_SECRET_ID",
+)
 
 // checkSecretUse fails where a parameter holding a secret's name or ARN is used as
 // anything but a reference to the secret.
@@ -110,7 +117,7 @@ func checkSecretUse(t *testing.T, id, param string, root *yaml.Node) {
 			case "Fn::Sub":
 				if refersTo(n, param) {
 					m := secretUse.FindStringSubmatch(arg.Value)
-					if m == nil || m[1] != param && m[3] != param && m[4] != param {
+					if m == nil || m[1] != param && m[2] != param {
 						t.Errorf("%s%s: %s used in %q, which is not a Secrets Manager reference", id, path, param, arg.Value)
 					}
 				}

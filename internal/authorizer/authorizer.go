@@ -3,6 +3,7 @@ package authorizer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -11,20 +12,27 @@ import (
 	"github.com/sandgate/sandgate/internal/auth"
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/logging"
+	"github.com/sandgate/sandgate/internal/secretcache"
 	"github.com/sandgate/sandgate/internal/userid"
 )
 
 // Environment variables read by LoadConfig.
 const (
-	EnvSigningSecrets = "SIGNING_SECRETS"
+	// EnvSigningSecretID names the Secrets Manager secret (its name or ARN, not its
+	// value) whose SecretString is the comma-separated list of signing secrets: the
+	// first signs, all verify. The value is read at run time, never from the
+	// environment, where anyone allowed lambda:GetFunctionConfiguration could read it.
+	EnvSigningSecretID = "SIGNING_SECRET_ID"
+	// EnvSecretsRefresh is how often the secret is read again (secretcache.DefaultRefresh).
+	EnvSecretsRefresh = secretcache.EnvRefresh
 	EnvMaxLifetime    = "SIGNATURE_MAX_LIFETIME"
 	EnvClockSkew      = "SIGNATURE_CLOCK_SKEW"
 	EnvLogLevel       = "LOG_LEVEL"
 )
 
 // Optional lists the variables LoadConfig reads that have defaults
-// (auth.DefaultMaxLifetime, auth.DefaultClockSkew, INFO).
-var Optional = []string{EnvMaxLifetime, EnvClockSkew, EnvLogLevel}
+// (secretcache.DefaultRefresh, auth.DefaultMaxLifetime, auth.DefaultClockSkew, INFO).
+var Optional = []string{EnvSecretsRefresh, EnvMaxLifetime, EnvClockSkew, EnvLogLevel}
 
 // ContextUserID is the authorizer context key that carries the verified user id to
 // every route; nothing downstream parses the URL again.
@@ -32,33 +40,99 @@ const ContextUserID = "userId"
 
 // Config is the authorizer's configuration.
 type Config struct {
-	Secrets     []string
+	// SecretID is the signing secrets' Secrets Manager secret.
+	SecretID string
+	// Refresh is how often the secret is read again.
+	Refresh     time.Duration
 	MaxLifetime time.Duration
 	ClockSkew   time.Duration
 	LogLevel    slog.Level
+	// MaxStale bounds how long secrets read earlier serve while they cannot be read
+	// again (secretcache.DefaultMaxStale when zero; not read from the environment).
+	MaxStale time.Duration
+	// Now is the verifier's clock (time.Now when nil); tests set it.
+	Now func() time.Time
 }
 
-// LoadConfig reads the configuration from env. No secret, or a short one, is an error:
-// the authorizer fails closed rather than admit anyone.
+// LoadConfig reads the configuration from env; problems are collected in env.
 func LoadConfig(env *config.Env) Config {
 	var c Config
-	var err error
-	c.Secrets, err = auth.ParseSecrets(env.Required(EnvSigningSecrets))
-	env.Check(EnvSigningSecrets, err)
+	c.SecretID = env.Required(EnvSigningSecretID)
+	c.Refresh = env.Duration(EnvSecretsRefresh, secretcache.DefaultRefresh)
+	if c.Refresh <= 0 || c.Refresh > time.Hour {
+		env.Check(EnvSecretsRefresh, fmt.Errorf("%s is outside (0, 1h]", c.Refresh))
+	}
 	c.MaxLifetime = env.Duration(EnvMaxLifetime, auth.DefaultMaxLifetime)
 	c.ClockSkew = env.Duration(EnvClockSkew, auth.DefaultClockSkew)
 	c.LogLevel = env.Level(EnvLogLevel, slog.LevelInfo)
 	return c
 }
 
-// NewVerifier builds the verifier c describes.
-func (c Config) NewVerifier() (*auth.Verifier, error) {
-	v, err := auth.NewVerifier(c.Secrets)
+// ParseVerifier returns the verifier of the signing secret's value (the comma-separated
+// list) under c's lifetime and skew. No secret, or a short one, is an error that never
+// contains a secret.
+func (c Config) ParseVerifier(list string) (*auth.Verifier, error) {
+	secrets, err := auth.ParseSecrets(list)
+	if err != nil {
+		return nil, err
+	}
+	v, err := auth.NewVerifier(secrets)
 	if err != nil {
 		return nil, err
 	}
 	v.MaxLifetime, v.ClockSkew = c.MaxLifetime, c.ClockSkew
+	if c.Now != nil {
+		v.Now = c.Now
+	}
 	return v, nil
+}
+
+// NewVerifier reads the signing secrets from Secrets Manager and returns the verifier
+// that keeps them current. It fails closed: a secret that cannot be read, or holds no
+// usable secret, is an error, and the function does not start.
+func (c Config) NewVerifier(ctx context.Context, api secretcache.API, log *slog.Logger) (*Verifier, error) {
+	v := &Verifier{keys: &secretcache.Cache[*auth.Verifier]{
+		API: api, SecretID: c.SecretID, Parse: c.ParseVerifier, Refresh: c.Refresh, MaxStale: c.MaxStale, Log: log,
+	}}
+	if _, err := v.keys.Get(ctx); err != nil {
+		return nil, fmt.Errorf("signing secrets: %w", err)
+	}
+	return v, nil
+}
+
+// QueryVerifier verifies a signed query string (url.Values, or API Gateway's
+// multiValueQueryStringParameters) and returns the verified user id.
+type QueryVerifier interface {
+	VerifyQuery(ctx context.Context, q map[string][]string) (string, error)
+}
+
+// Verifier verifies signed URLs with the signing secrets as Secrets Manager holds them
+// now: read at start-up, read again every Refresh, so a rotation (put "new,old", then
+// "new") reaches the functions within that time, without a deploy.
+type Verifier struct {
+	keys *secretcache.Cache[*auth.Verifier]
+}
+
+var _ QueryVerifier = (*Verifier)(nil)
+
+// VerifyQuery verifies q with the current secrets. When they cannot be read (and the
+// ones held are older than secretcache.DefaultMaxStale) the error is
+// secretcache.ErrUnavailable: no one is admitted, and no URL is called bad for it.
+func (v *Verifier) VerifyQuery(ctx context.Context, q map[string][]string) (string, error) {
+	av, err := v.keys.Get(ctx)
+	if err != nil {
+		return "", err
+	}
+	return av.VerifyQuery(q)
+}
+
+// Static verifies with fixed secrets (tests and tools).
+func Static(v *auth.Verifier) QueryVerifier { return static{v} }
+
+type static struct{ v *auth.Verifier }
+
+func (s static) VerifyQuery(_ context.Context, q map[string][]string) (string, error) {
+	return s.v.VerifyQuery(q)
 }
 
 // Request is API Gateway's WebSocket REQUEST authorizer event. Its request context is
@@ -71,13 +145,15 @@ type Request struct {
 
 // Handler answers authorizer invocations.
 type Handler struct {
-	Verifier *auth.Verifier
+	Verifier QueryVerifier
 	Log      *slog.Logger
 }
 
 // Handle returns an Allow policy for the $connect route with userId in the context,
 // or a Deny policy. API Gateway refuses the handshake on Deny; the client learns
-// nothing more, and the reason goes to the log only, never the signature.
+// nothing more, and the reason goes to the log only, never the signature. Signing
+// secrets that cannot be read fail the invocation (API Gateway answers 500) rather
+// than call a good URL bad.
 func (h *Handler) Handle(ctx context.Context, req Request) (events.APIGatewayCustomAuthorizerResponse, error) {
 	log := h.Log.With(logging.ConnectionID, req.RequestContext.ConnectionID)
 	q := req.MultiValueQueryStringParameters
@@ -87,7 +163,11 @@ func (h *Handler) Handle(ctx context.Context, req Request) (events.APIGatewayCus
 			q[k] = []string{v}
 		}
 	}
-	userID, err := h.Verifier.VerifyQuery(q)
+	userID, err := h.Verifier.VerifyQuery(ctx, q)
+	if errors.Is(err, secretcache.ErrUnavailable) {
+		log.ErrorContext(ctx, "connect not decided", logging.Reason, Reason(err), logging.Error, err.Error())
+		return events.APIGatewayCustomAuthorizerResponse{}, err
+	}
 	if err != nil {
 		attrs := []any{logging.Reason, Reason(err), logging.Error, err.Error()}
 		// Name the user only when the id is well-formed: a refused id is attacker
@@ -129,6 +209,7 @@ func Reason(err error) string {
 		{auth.ErrExpired, "expired"},
 		{auth.ErrTooFarAhead, "too_far_ahead"},
 		{auth.ErrBadSignature, "bad_signature"},
+		{secretcache.ErrUnavailable, "unavailable"},
 	} {
 		if errors.Is(err, r.err) {
 			return r.name

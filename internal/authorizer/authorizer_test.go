@@ -17,6 +17,7 @@ import (
 	"github.com/sandgate/sandgate/internal/authorizer"
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/logging"
+	"github.com/sandgate/sandgate/internal/secretcache"
 )
 
 // The sample event is signed with the local development secret for this instant.
@@ -37,15 +38,20 @@ func loadEvent(t *testing.T) authorizer.Request {
 
 func newHandler(t *testing.T, logs *bytes.Buffer) *authorizer.Handler {
 	t.Helper()
+	return newHandlerAt(t, logs, time.Unix(eventExp-300, 0))
+}
+
+func newHandlerAt(t *testing.T, logs *bytes.Buffer, now time.Time) *authorizer.Handler {
+	t.Helper()
 	cfg := authorizer.LoadConfig(config.New(config.Map(map[string]string{
-		authorizer.EnvSigningSecrets: local.DevSecret,
+		authorizer.EnvSigningSecretID: "sandgate/signing-secrets",
 	})))
-	v, err := cfg.NewVerifier()
+	cfg.Now = func() time.Time { return now }
+	v, err := cfg.ParseVerifier(local.DevSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v.Now = func() time.Time { return time.Unix(eventExp-300, 0) }
-	return &authorizer.Handler{Verifier: v, Log: logging.New(logs, slog.LevelDebug)}
+	return &authorizer.Handler{Verifier: authorizer.Static(v), Log: logging.New(logs, slog.LevelDebug)}
 }
 
 func TestHandler_Handle_Allow(t *testing.T) {
@@ -103,8 +109,7 @@ func TestHandler_Handle_Deny(t *testing.T) {
 
 func TestHandler_Handle_Expired(t *testing.T) {
 	var logs bytes.Buffer
-	h := newHandler(t, &logs)
-	h.Verifier.Now = func() time.Time { return time.Unix(eventExp+3600, 0) }
+	h := newHandlerAt(t, &logs, time.Unix(eventExp+3600, 0))
 	resp, _ := h.Handle(context.Background(), loadEvent(t))
 	if resp.PolicyDocument.Statement[0].Effect != "Deny" {
 		t.Fatal("expired URL allowed")
@@ -140,35 +145,37 @@ func TestHandler_Handle_LogsNoSecrets(t *testing.T) {
 
 func TestLoadConfig_FailsClosed(t *testing.T) {
 	for name, env := range map[string]map[string]string{
-		"unset":        {},
-		"empty":        {authorizer.EnvSigningSecrets: " , "},
-		"short secret": {authorizer.EnvSigningSecrets: local.DevSecret + ",short"},
+		"unset":          {},
+		"refresh zero":   {authorizer.EnvSigningSecretID: "s", authorizer.EnvSecretsRefresh: "0s"},
+		"refresh a week": {authorizer.EnvSigningSecretID: "s", authorizer.EnvSecretsRefresh: "168h"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := config.New(config.Map(env))
 			authorizer.LoadConfig(e)
-			err := e.Err()
-			if err == nil {
+			if e.Err() == nil {
 				t.Fatal("configuration accepted")
-			}
-			if !strings.Contains(err.Error(), authorizer.EnvSigningSecrets) || strings.Contains(err.Error(), "short,") {
-				t.Fatalf("error = %v", err)
 			}
 		})
 	}
 	e := config.New(config.Map(map[string]string{
-		authorizer.EnvSigningSecrets: local.DevSecret,
-		authorizer.EnvMaxLifetime:    "5m",
+		authorizer.EnvSigningSecretID: "sandgate/signing-secrets",
+		authorizer.EnvMaxLifetime:     "5m",
 	}))
 	cfg := authorizer.LoadConfig(e)
-	if err := e.Err(); err != nil || cfg.MaxLifetime != 5*time.Minute {
+	if err := e.Err(); err != nil || cfg.MaxLifetime != 5*time.Minute || cfg.SecretID != "sandgate/signing-secrets" {
 		t.Fatalf("cfg = %+v, err = %v", cfg, err)
 	}
-	if _, err := cfg.NewVerifier(); err != nil {
-		t.Fatal(err)
+	for name, value := range map[string]string{"empty": " , ", "short secret": local.DevSecret + ",short"} {
+		_, err := cfg.ParseVerifier(value)
+		if err == nil || strings.Contains(err.Error(), "short,") {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
-	if _, err := (authorizer.Config{}).NewVerifier(); !errors.Is(err, auth.ErrNoSecret) {
-		t.Fatalf("empty config: %v", err)
+	if v, err := cfg.ParseVerifier(local.DevSecret); err != nil || v.MaxLifetime != 5*time.Minute {
+		t.Fatalf("verifier %+v, %v", v, err)
+	}
+	if _, err := cfg.ParseVerifier(""); !errors.Is(err, auth.ErrNoSecret) {
+		t.Fatalf("no secret: %v", err)
 	}
 }
 
@@ -192,9 +199,9 @@ func decodeOneLine(t *testing.T, b []byte) map[string]any {
 // Every variable listed as optional has a default: an environment with the secret
 // alone loads, and each optional one is really read.
 func TestLoadConfig_Optional(t *testing.T) {
-	env := config.New(config.Map(map[string]string{authorizer.EnvSigningSecrets: local.DevSecret}))
+	env := config.New(config.Map(map[string]string{authorizer.EnvSigningSecretID: "sandgate/signing-secrets"}))
 	c := authorizer.LoadConfig(env)
-	if err := env.Err(); err != nil || c.MaxLifetime != auth.DefaultMaxLifetime || c.ClockSkew != auth.DefaultClockSkew || c.LogLevel != slog.LevelInfo {
+	if err := env.Err(); err != nil || c.Refresh != secretcache.DefaultRefresh || c.MaxLifetime != auth.DefaultMaxLifetime || c.ClockSkew != auth.DefaultClockSkew || c.LogLevel != slog.LevelInfo {
 		t.Fatalf("config %+v, %v", c, err)
 	}
 	read := map[string]bool{}
@@ -212,6 +219,7 @@ func TestReason_Names(t *testing.T) {
 	for err, want := range map[error]string{
 		auth.ErrMalformed: "malformed", auth.ErrBadUserID: "bad_user_id", auth.ErrExpired: "expired",
 		auth.ErrTooFarAhead: "too_far_ahead", auth.ErrBadSignature: "bad_signature", errors.New("other"): "error",
+		secretcache.ErrUnavailable: "unavailable",
 	} {
 		if got := authorizer.Reason(fmt.Errorf("wrapped: %w", err)); got != want {
 			t.Errorf("Reason(%v) = %q, want %q", err, got, want)

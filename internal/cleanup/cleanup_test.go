@@ -453,12 +453,12 @@ func TestLoadConfig_Environment(t *testing.T) {
 	m["MANAGEMENT_ENDPOINT"] = "https://abc.execute-api.eu-west-1.amazonaws.com"
 	m["RETENTION_DAYS"] = "0"
 	m["DRY_RUN"] = "maybe"
-	m["STORAGE_ACCESS_KEY_ID"] = "only-one-half"
+	m["SECRETS_REFRESH"] = "0s"
 	delete(m, "BUCKET")
 	env = config.New(config.Map(m))
 	cleanup.LoadConfig(env)
 	err := env.Err()
-	for _, k := range []string{"MANAGEMENT_ENDPOINT", "RETENTION_DAYS", "DRY_RUN", "STORAGE_ACCESS_KEY_ID", "BUCKET"} {
+	for _, k := range []string{"MANAGEMENT_ENDPOINT", "RETENTION_DAYS", "DRY_RUN", "SECRETS_REFRESH", "BUCKET"} {
 		if err == nil || !strings.Contains(err.Error(), k) {
 			t.Errorf("error does not name %s: %v", k, err)
 		}

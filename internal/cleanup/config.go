@@ -1,6 +1,7 @@
 package cleanup
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"time"
@@ -8,17 +9,20 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/launcher"
+	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/metrics"
 	"github.com/sandgate/sandgate/internal/relay"
 	"github.com/sandgate/sandgate/internal/s3bucket"
+	"github.com/sandgate/sandgate/internal/secretcache"
 	"github.com/sandgate/sandgate/internal/state"
 )
 
 // Environment variables read by LoadConfig, besides the storage options
-// (s3bucket.LoadOptions; the endpoint is the SDK's AWS_ENDPOINT_URL_S3).
+// (s3bucket.EnvRegion and EnvPathStyle; the endpoint is the SDK's AWS_ENDPOINT_URL_S3).
 const (
 	EnvTable              = "TABLE_NAME"
 	EnvCluster            = "ECS_CLUSTER"
@@ -27,6 +31,13 @@ const (
 	EnvDryRun             = "DRY_RUN"
 	EnvManagementEndpoint = "MANAGEMENT_ENDPOINT"
 	EnvLogLevel           = "LOG_LEVEL"
+	// EnvStorageSecret, with R2 (or another S3-compatible store), names the Secrets
+	// Manager secret holding the store's keys (JSON accessKeyId, secretAccessKey). The
+	// keys are read at run time, never from the environment; unset, the bucket is S3,
+	// reached with the function's role.
+	EnvStorageSecret = "STORAGE_CREDENTIALS_SECRET"
+	// EnvSecretsRefresh is how often the keys are read again (a rotation needs no deploy).
+	EnvSecretsRefresh = secretcache.EnvRefresh
 )
 
 // DefaultRetentionDays is how long a user may stay inactive before their data is deleted.
@@ -34,7 +45,7 @@ const DefaultRetentionDays = 90
 
 // Optional lists the variables LoadConfig reads that have defaults.
 var Optional = []string{EnvRetentionDays, EnvDryRun, EnvLogLevel,
-	s3bucket.EnvRegion, s3bucket.EnvPathStyle, s3bucket.EnvAccessKeyID, s3bucket.EnvSecretAccessKey}
+	s3bucket.EnvRegion, s3bucket.EnvPathStyle, EnvStorageSecret, EnvSecretsRefresh}
 
 // Config is the Cleanup function's configuration.
 type Config struct {
@@ -45,7 +56,10 @@ type Config struct {
 	Retention          time.Duration
 	DryRun             bool
 	Storage            s3bucket.Options
-	LogLevel           slog.Level
+	// StorageSecret names the store's keys in Secrets Manager ("" for S3 through the role).
+	StorageSecret  string
+	SecretsRefresh time.Duration
+	LogLevel       slog.Level
 }
 
 // LoadConfig reads the configuration from env; problems are collected in env.
@@ -57,8 +71,16 @@ func LoadConfig(env *config.Env) Config {
 		ManagementEndpoint: env.Required(EnvManagementEndpoint),
 		Retention:          time.Duration(env.Int(EnvRetentionDays, DefaultRetentionDays, 1, 36500)) * 24 * time.Hour,
 		DryRun:             env.Bool(EnvDryRun, false),
-		Storage:            s3bucket.LoadOptions(env),
-		LogLevel:           env.Level(EnvLogLevel, slog.LevelInfo),
+		Storage: s3bucket.Options{
+			Region:       env.String(s3bucket.EnvRegion, ""),
+			UsePathStyle: env.Bool(s3bucket.EnvPathStyle, false),
+		},
+		StorageSecret:  env.String(EnvStorageSecret, ""),
+		SecretsRefresh: env.Duration(EnvSecretsRefresh, secretcache.DefaultRefresh),
+		LogLevel:       env.Level(EnvLogLevel, slog.LevelInfo),
+	}
+	if c.SecretsRefresh <= 0 || c.SecretsRefresh > time.Hour {
+		env.Check(EnvSecretsRefresh, fmt.Errorf("%s is outside (0, 1h]", c.SecretsRefresh))
 	}
 	if c.ManagementEndpoint != "" && metrics.StageOf(c.ManagementEndpoint) == "" {
 		env.Check(EnvManagementEndpoint, fmt.Errorf("want https://<api>.execute-api.<region>.amazonaws.com/<stage>, got no stage in %q", c.ManagementEndpoint))
@@ -66,10 +88,20 @@ func LoadConfig(env *config.Env) Config {
 	return c
 }
 
-// New builds the Cleaner c describes over the AWS configuration.
+// New builds the Cleaner c describes over the AWS configuration. With stored keys, it
+// reads them now; a failure is logged, not fatal: reaping and orphan stops need no
+// storage, and a purge that cannot get the keys fails with the reason.
 func New(c Config, awsCfg aws.Config, log *slog.Logger, m *metrics.Emitter) *Cleaner {
 	store := state.New(dynamodb.NewFromConfig(awsCfg), c.Table)
 	store.Logger = log
+	if c.StorageSecret != "" {
+		keys := &secretcache.Cache[secretcache.Keys]{API: secretsmanager.NewFromConfig(awsCfg), SecretID: c.StorageSecret,
+			Parse: secretcache.ParseKeys, Refresh: c.SecretsRefresh, Log: log}
+		if _, err := keys.Get(context.Background()); err != nil {
+			log.Warn("storage keys not read", logging.Error, err.Error())
+		}
+		c.Storage.Credentials = &secretcache.Credentials{Cache: keys}
+	}
 	return &Cleaner{
 		Store:     store,
 		Tasks:     launcher.New(ecs.NewFromConfig(awsCfg), launcher.Config{Cluster: c.Cluster}, log),

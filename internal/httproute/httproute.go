@@ -14,16 +14,13 @@ import (
 	"github.com/sandgate/sandgate/internal/auth"
 	"github.com/sandgate/sandgate/internal/authorizer"
 	"github.com/sandgate/sandgate/internal/logging"
+	"github.com/sandgate/sandgate/internal/secretcache"
 	"github.com/sandgate/sandgate/internal/state"
 	"github.com/sandgate/sandgate/internal/userid"
 )
 
-// Verifier checks the signed query string; *auth.Verifier is one.
-type Verifier interface {
-	VerifyQuery(q map[string][]string) (string, error)
-}
-
-var _ Verifier = (*auth.Verifier)(nil)
+// Verifier checks the signed query string; *authorizer.Verifier is one.
+type Verifier = authorizer.QueryVerifier
 
 // Body is the JSON the HTTP API's functions answer with: the caller's sandbox.
 type Body struct {
@@ -78,14 +75,15 @@ func Refuse(status int, reason string) events.APIGatewayV2HTTPResponse {
 	return Respond(status, errorBody{Error: reason})
 }
 
-// Verify returns the signed user of req, or the 401 response. The raw query string is
+// Verify returns the signed user of req, or the 401 response (503 when the signing
+// secrets cannot be read: no URL is called bad for that). The raw query string is
 // parsed here: API Gateway's queryStringParameters joins repeated parameters with
 // commas, which would hide a duplicate the verifier must refuse.
 func Verify(ctx context.Context, v Verifier, log *slog.Logger, req events.APIGatewayV2HTTPRequest) (string, *events.APIGatewayV2HTTPResponse) {
 	q, err := url.ParseQuery(req.RawQueryString)
 	userID := ""
 	if err == nil {
-		userID, err = v.VerifyQuery(q)
+		userID, err = v.VerifyQuery(ctx, q)
 	} else {
 		err = errors.Join(auth.ErrMalformed, err)
 	}
@@ -96,6 +94,10 @@ func Verify(ctx context.Context, v Verifier, log *slog.Logger, req events.APIGat
 			attrs = append(attrs, logging.UserID, ids[0])
 		}
 		log.WarnContext(ctx, "request refused", attrs...)
+		if errors.Is(err, secretcache.ErrUnavailable) {
+			resp := Refuse(http.StatusServiceUnavailable, "unavailable")
+			return "", &resp
+		}
 		resp := Refuse(http.StatusUnauthorized, "unauthorized")
 		return "", &resp
 	}

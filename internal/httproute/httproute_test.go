@@ -16,8 +16,6 @@ import (
 	"github.com/sandgate/sandgate/infra/local/apigw"
 	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/auth"
-	"github.com/sandgate/sandgate/internal/authorizer"
-	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/httproute"
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/state"
@@ -44,11 +42,7 @@ func (p *probe) Handle(ctx context.Context, req events.APIGatewayV2HTTPRequest) 
 func startProbe(t *testing.T) (base string, logs *testkit.Logs) {
 	t.Helper()
 	logs = &testkit.Logs{}
-	acfg := authorizer.LoadConfig(config.New(config.Map(map[string]string{authorizer.EnvSigningSecrets: local.DevSecret})))
-	v, err := acfg.NewVerifier()
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := testkit.DevVerifier(t)
 	p := &probe{v: v, log: logs}
 	gw := apigw.New(apigw.Config{HTTP: &apigw.HTTPAPI{Stage: testkit.Stage, Routes: []apigw.HTTPRoute{
 		{Method: "GET", Path: "/probe", Function: "probe"},

@@ -1,9 +1,11 @@
 package prewarm
 
 import (
+	"context"
 	"log/slog"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/sandgate/sandgate/internal/authorizer"
 	"github.com/sandgate/sandgate/internal/config"
@@ -28,7 +30,7 @@ func LoadConfig(env *config.Env) Config {
 
 // New builds the Handler c describes.
 func New(c Config, awsCfg aws.Config, log *slog.Logger, m *metrics.Emitter) (*Handler, error) {
-	v, err := c.Auth.NewVerifier()
+	v, err := c.Auth.NewVerifier(context.Background(), secretsmanager.NewFromConfig(awsCfg), log)
 	if err != nil {
 		return nil, err
 	}

@@ -15,7 +15,6 @@ import (
 	"github.com/sandgate/sandgate/infra/local/ecslocal"
 	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/auth"
-	"github.com/sandgate/sandgate/internal/authorizer"
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/logging"
@@ -42,11 +41,8 @@ func newEnv(t *testing.T) *env {
 	e.db = testkit.NewDB(t)
 	e.store = e.db.Store()
 	e.ecs = testkit.StartECS(t, log, func(s *ecslocal.Server) { s.LaunchDelay = time.Hour })
-	acfg := authorizer.LoadConfig(config.New(config.Map(map[string]string{authorizer.EnvSigningSecrets: local.DevSecret})))
-	v, err := acfg.NewVerifier()
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := testkit.DevVerifier(t)
+	var err error
 	if e.signer, err = auth.NewSigner(local.DevSecret); err != nil {
 		t.Fatal(err)
 	}
@@ -170,12 +166,12 @@ func TestHandler_Handle_WrongMethod(t *testing.T) {
 
 func TestLoadConfig_Environment(t *testing.T) {
 	m := map[string]string{
-		"TABLE_NAME": "t", "SIGNING_SECRETS": local.DevSecret, "ECS_CLUSTER": "c", "TASK_DEFINITION": "td",
+		"TABLE_NAME": "t", "SIGNING_SECRET_ID": "sandgate/signing-secrets", "ECS_CLUSTER": "c", "TASK_DEFINITION": "td",
 		"SANDBOX_CONTAINER": "agent", "SUBNET_IDS": "subnet-1", "BUCKET": "b", "MANAGEMENT_ENDPOINT": "https://x/prod",
 	}
 	env := config.New(config.Map(m))
 	c := prewarm.LoadConfig(env)
-	if err := env.Err(); err != nil || c.Sandbox.Table != "t" || len(c.Auth.Secrets) != 1 {
+	if err := env.Err(); err != nil || c.Sandbox.Table != "t" || c.Auth.SecretID != "sandgate/signing-secrets" {
 		t.Fatalf("%+v, %v", c, err)
 	}
 	read := map[string]bool{}
@@ -187,10 +183,10 @@ func TestLoadConfig_Environment(t *testing.T) {
 			t.Errorf("optional %s not read", n)
 		}
 	}
-	delete(m, "SIGNING_SECRETS")
+	delete(m, "SIGNING_SECRET_ID")
 	env = config.New(config.Map(m))
 	prewarm.LoadConfig(env)
 	if env.Err() == nil {
-		t.Fatal("prewarm without secrets accepted")
+		t.Fatal("prewarm without its signing secret's id accepted")
 	}
 }

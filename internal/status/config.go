@@ -1,10 +1,12 @@
 package status
 
 import (
+	"context"
 	"log/slog"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/sandgate/sandgate/internal/authorizer"
 	"github.com/sandgate/sandgate/internal/config"
@@ -32,7 +34,7 @@ func LoadConfig(env *config.Env) Config {
 
 // New builds the Handler c describes.
 func New(c Config, awsCfg aws.Config, log *slog.Logger) (*Handler, error) {
-	v, err := c.Auth.NewVerifier()
+	v, err := c.Auth.NewVerifier(context.Background(), secretsmanager.NewFromConfig(awsCfg), log)
 	if err != nil {
 		return nil, err
 	}

@@ -14,7 +14,6 @@ import (
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
 	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/auth"
-	"github.com/sandgate/sandgate/internal/authorizer"
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/state"
@@ -36,11 +35,8 @@ func newEnv(t *testing.T) *env {
 	e := &env{logs: &testkit.Logs{}}
 	e.db = testkit.NewDB(t)
 	e.store = e.db.Store()
-	acfg := authorizer.LoadConfig(config.New(config.Map(map[string]string{authorizer.EnvSigningSecrets: local.DevSecret})))
-	v, err := acfg.NewVerifier()
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := testkit.DevVerifier(t)
+	var err error
 	if e.signer, err = auth.NewSigner(local.DevSecret); err != nil {
 		t.Fatal(err)
 	}
@@ -192,9 +188,9 @@ func TestHandler_Handle_WrongMethod(t *testing.T) {
 }
 
 func TestLoadConfig_Environment(t *testing.T) {
-	env := config.New(config.Map(map[string]string{"TABLE_NAME": "t", "SIGNING_SECRETS": local.DevSecret}))
+	env := config.New(config.Map(map[string]string{"TABLE_NAME": "t", "SIGNING_SECRET_ID": "sandgate/signing-secrets"}))
 	c := status.LoadConfig(env)
-	if err := env.Err(); err != nil || c.Table != "t" || len(c.Auth.Secrets) != 1 {
+	if err := env.Err(); err != nil || c.Table != "t" || c.Auth.SecretID != "sandgate/signing-secrets" {
 		t.Fatalf("%+v, %v", c, err)
 	}
 	read := map[string]bool{}
@@ -206,9 +202,9 @@ func TestLoadConfig_Environment(t *testing.T) {
 			t.Errorf("optional %s not read", n)
 		}
 	}
-	env = config.New(config.Map(map[string]string{"SIGNING_SECRETS": "short"}))
+	env = config.New(config.Map(map[string]string{}))
 	status.LoadConfig(env)
-	if err := env.Err(); err == nil || !strings.Contains(err.Error(), "TABLE_NAME") || !strings.Contains(err.Error(), "SIGNING_SECRETS") {
+	if err := env.Err(); err == nil || !strings.Contains(err.Error(), "TABLE_NAME") || !strings.Contains(err.Error(), "SIGNING_SECRET_ID") {
 		t.Fatalf("err = %v", err)
 	}
 }

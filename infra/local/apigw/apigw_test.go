@@ -23,6 +23,7 @@ import (
 	"github.com/sandgate/sandgate/infra/local"
 	"github.com/sandgate/sandgate/infra/local/apigw"
 	"github.com/sandgate/sandgate/infra/local/lambdart"
+	"github.com/sandgate/sandgate/infra/local/secretslocal"
 	"github.com/sandgate/sandgate/internal/auth"
 )
 
@@ -440,10 +441,19 @@ func TestServer_Dispatch_Concurrent(t *testing.T) {
 
 // The project's own authorizer, built from functions/authorize, behind the gateway.
 func TestServer_RealAuthorizer_SignedURL(t *testing.T) {
+	// It reads the signing secret from Secrets Manager at start-up.
+	sm, err := secretslocal.StartDev(map[string]string{"sandgate/signing-secrets": local.DevSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sm.Close() })
 	st := newStack(t, func(_ *apigw.Server, fns map[string]lambdart.Function) {
 		fn := fns["AuthFunction"]
 		fn.Path = authorizeBin
-		fn.Env = map[string]string{"SIGNING_SECRETS": local.DevSecret}
+		fn.Env = map[string]string{"SIGNING_SECRET_ID": "sandgate/signing-secrets"}
+		for k, v := range sm.Env {
+			fn.Env[k] = v
+		}
 		fns["AuthFunction"] = fn
 	})
 	signer, err := auth.NewSigner(local.DevSecret)

@@ -549,7 +549,7 @@ func ensureTable(ctx context.Context, ddb *dynamodb.Client, name string) error {
 }
 
 // SignURL returns a signed WebSocket URL for userID, signed with the local development
-// secret the template's SIGNING_SECRETS resolves to.
+// secret the stack's Secrets Manager holds under the template's SigningSecretName.
 func (s *Stack) SignURL(userID string) (string, error) {
 	signer, err := auth.NewSigner(local.DevSecret)
 	if err != nil {

@@ -23,7 +23,7 @@ var (
 )
 
 // PathError is an error at one property path, such as
-// Resources.AuthorizeFunction.Properties.Environment.Variables.SIGNING_SECRETS.
+// Resources.AuthorizeFunction.Properties.Environment.Variables.SIGNING_SECRET_ID.
 type PathError struct {
 	Path string
 	Err  error

@@ -79,12 +79,7 @@ type Gateway struct {
 // authorizer (signed with local.DevSecret) and whose routes run fns.
 func StartGateway(tb testing.TB, log *slog.Logger, routes Routes, fns Funcs, configure ...func(*apigw.Server)) *Gateway {
 	tb.Helper()
-	acfg := authorizer.LoadConfig(config.New(config.Map(map[string]string{authorizer.EnvSigningSecrets: local.DevSecret})))
-	v, err := acfg.NewVerifier()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	all := Funcs{"authorize": Handler((&authorizer.Handler{Verifier: v, Log: log}).Handle)}
+	all := Funcs{"authorize": Handler((&authorizer.Handler{Verifier: DevVerifier(tb), Log: log}).Handle)}
 	for k, f := range fns {
 		all[k] = f
 	}
@@ -330,4 +325,16 @@ func (r *Recorder) Events() [][]byte {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([][]byte(nil), r.events...)
+}
+
+// DevVerifier verifies URLs signed with local.DevSecret, as the functions do with the
+// secret the local stack keeps in its Secrets Manager.
+func DevVerifier(tb testing.TB) authorizer.QueryVerifier {
+	tb.Helper()
+	acfg := authorizer.LoadConfig(config.New(config.Map(map[string]string{authorizer.EnvSigningSecretID: "local"})))
+	v, err := acfg.ParseVerifier(local.DevSecret)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return authorizer.Static(v)
 }

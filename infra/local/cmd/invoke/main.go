@@ -28,8 +28,10 @@ import (
 
 	"github.com/sandgate/sandgate/infra/local"
 	"github.com/sandgate/sandgate/infra/local/lambdart"
+	"github.com/sandgate/sandgate/infra/local/secretslocal"
 	"github.com/sandgate/sandgate/infra/local/stack"
 	"github.com/sandgate/sandgate/infra/local/template"
+	"github.com/sandgate/sandgate/internal/authorizer"
 	"github.com/sandgate/sandgate/internal/logging"
 )
 
@@ -123,6 +125,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	rt := lambdart.New(log, stderr)
 	rt.Env = base
 	defer rt.Close()
+	// Functions read their secrets from Secrets Manager at start-up. Without the local
+	// stack, a Secrets Manager of this run holds the development signing secret under
+	// the name the template gives the function.
+	if id := f.Environment[authorizer.EnvSigningSecretID]; id != "" && vars["AWS_ENDPOINT_URL"] == "" {
+		sm, err := secretslocal.StartDev(map[string]string{id: local.DevSecret})
+		if err != nil {
+			return fail(err)
+		}
+		defer sm.Close()
+		for k, v := range sm.Env {
+			rt.Env[k] = v
+		}
+	}
 	if err := rt.Add(lambdart.Function{
 		Name: f.LogicalID, Path: filepath.Join(*build, f.Name, "bootstrap"), Handler: f.Handler,
 		Timeout: f.Timeout, MemoryMB: f.MemorySize, LogFormat: f.LogFormat, LogLevel: f.LogLevel,

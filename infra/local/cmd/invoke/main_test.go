@@ -65,11 +65,12 @@ func TestRun_AuthorizeFunction(t *testing.T) {
 		t.Fatalf("effect %s, want Deny for the expired recorded signature", e)
 	}
 
-	// A -env override reaches the function: a short secret makes it fail to start.
+	// A -env override reaches the function: a signing secret that does not exist makes
+	// it fail to start.
 	stdout.Reset()
 	stderr.Reset()
 	code = run([]string{"-template", "../../../../template.yaml", "-fn", "AuthorizeFunction",
-		"-event", "../../../../events/authorize.json", "-build", build, "-env", "SIGNING_SECRETS=short"}, &stdout, &stderr)
+		"-event", "../../../../events/authorize.json", "-build", build, "-env", "SIGNING_SECRET_ID=sandgate/absent"}, &stdout, &stderr)
 	if code != 1 || !strings.Contains(stdout.String(), "Runtime.ExitError") {
 		t.Fatalf("exit %d, stdout %s, stderr %s", code, stdout.String(), stderr.String())
 	}
