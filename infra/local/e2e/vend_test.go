@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/connrelay"
@@ -84,7 +86,14 @@ func sessionOf(s *testkit.Stack, c vend.Credentials) aws.Config {
 // user's record and nobody else's.
 func TestVend_OnlyTheRecordedTaskWithTheCurrentLease(t *testing.T) {
 	t.Parallel()
-	s := apps.Get(t)
+	vendsOnlyToTheHolder(t, apps.Get(t))
+}
+
+// vendsOnlyToTheHolder checks the vendor of s: credentials for the recorded task with
+// the current lease (with storage credentials in R2 mode, none with S3), refusals for
+// every other task, generation, user and lease.
+func vendsOnlyToTheHolder(t *testing.T, s *testkit.Stack) {
+	t.Helper()
 	ctx := context.Background()
 	alice, bob, carol := "user_vend"+randomHex(4), "user_vendb"+randomHex(4), "user_vendc"+randomHex(4)
 	taskA, arnA := fakeTask(s)
@@ -97,8 +106,8 @@ func TestVend_OnlyTheRecordedTaskWithTheCurrentLease(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the recorded task: %v", err)
 	}
-	if creds.Storage != nil || creds.Expiration.IsZero() {
-		t.Errorf("credentials %+v", creds)
+	if (creds.Storage != nil) != (s.R2 != nil) || creds.Expiration.IsZero() {
+		t.Errorf("credentials: storage %v (R2 mode %v), expiration %v", creds.Storage != nil, s.R2 != nil, creds.Expiration)
 	}
 	ddb := s.DynamoDBAs(sessionOf(s, creds))
 	if _, err := ddb.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(s.Table), Key: itemKey(alice, "SANDBOX")}); err != nil {
@@ -192,30 +201,51 @@ func itemKey(user, sk string) map[string]types.AttributeValue {
 func TestSandboxSession_CannotTouchAnotherUser(t *testing.T) {
 	t.Parallel()
 	s := apps.Get(t)
-	ctx := context.Background()
-	// The victim's id extends the attacker's: users/<attacker>/ must not cover it.
-	attacker := "user_scope" + randomHex(4)
-	victim := attacker + "b"
-	task, arn := fakeTask(s)
-	leaseFor(t, s, attacker, arn)
-	victimTask, victimARN := fakeTask(s)
-	leaseFor(t, s, victim, victimARN)
-	if _, err := s.Store.AddConnection(ctx, victim, "victimconn"+randomHex(4)); err != nil {
-		t.Fatal(err)
-	}
-	admin := s.S3Client()
-	victimKey := "users/" + victim + "/files/secret.txt"
-	if _, err := admin.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(victimKey), Body: strings.NewReader("victim's")}); err != nil {
-		t.Fatal(err)
-	}
-	items, objects := victimState(t, s, victim), victimObjects(t, s, victim)
+	f := newVictim(t, s)
+	cfg := s.SandboxSession(t, f.attacker, f.task)
+	attackAnotherUser(t, s, f, cfg, s.StorageAs(cfg.Credentials))
+}
 
-	cfg := s.SandboxSession(t, attacker, task)
+// victim is an attacker and a victim whose id extends the attacker's (users/<attacker>/
+// must not cover users/<victim>/), each holding a lease recorded for a task of its own;
+// the victim has a connection and an object.
+type victim struct {
+	attacker, victim string
+	task, victimTask string // task ids
+	lease            state.Lease
+	key              string // the victim's object
+}
+
+func newVictim(t *testing.T, s *testkit.Stack) *victim {
+	t.Helper()
+	ctx := context.Background()
+	attacker := "user_scope" + randomHex(4)
+	f := &victim{attacker: attacker, victim: attacker + "b", key: "users/" + attacker + "b/files/secret.txt"}
+	var arn, victimARN string
+	f.task, arn = fakeTask(s)
+	f.lease = leaseFor(t, s, f.attacker, arn)
+	f.victimTask, victimARN = fakeTask(s)
+	leaseFor(t, s, f.victim, victimARN)
+	if _, err := s.Store.AddConnection(ctx, f.victim, "victimconn"+randomHex(4)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.S3Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(f.key), Body: strings.NewReader("victim's")}); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// attackAnotherUser has what a compromised agent of f.attacker's task holds — cfg, its
+// AWS session, and bucket, a client of the storage signed with its storage credentials
+// — go after f.victim's items, objects and connections. It checks that the attacker's
+// own are within reach, that every attempt on the victim's fails, that the task role
+// reaches no data, and that the victim's items and objects are unchanged, byte for byte.
+func attackAnotherUser(t *testing.T, s *testkit.Stack, f *victim, cfg aws.Config, bucket *s3.Client) {
+	t.Helper()
+	ctx := context.Background()
+	attacker, victim, victimKey := f.attacker, f.victim, f.key
+	items, objects := victimState(t, s, victim), victimObjects(t, s, victim)
 	ddb := s.DynamoDBAs(cfg)
-	bucket := s3.NewFromConfig(cfg, func(o *s3.Options) {
-		o.BaseEndpoint = aws.String(s.Endpoints["AWS_ENDPOINT_URL_S3"])
-		o.UsePathStyle = true
-	})
 	table := aws.String(s.Table)
 	denied := func(what string, err error, code string) {
 		t.Helper()
@@ -228,8 +258,10 @@ func TestSandboxSession_CannotTouchAnotherUser(t *testing.T) {
 		t.Errorf("own record: %v", err)
 	}
 	own := "users/" + attacker + "/files/mine.txt"
-	if _, err := bucket.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(own), Body: strings.NewReader("mine")}); err != nil {
-		t.Errorf("own object: %v", err)
+	for _, k := range []string{own, own + ".2"} {
+		if _, err := bucket.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(k), Body: strings.NewReader("mine")}); err != nil {
+			t.Errorf("own object: %v", err)
+		}
 	}
 	if _, err := bucket.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(s.Bucket), Prefix: aws.String("users/" + attacker + "/")}); err != nil {
 		t.Errorf("own prefix: %v", err)
@@ -268,16 +300,46 @@ func TestSandboxSession_CannotTouchAnotherUser(t *testing.T) {
 	}})
 	denied("TransactWriteItems with the victim's record", err, ddbDenied)
 
-	_, err = bucket.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(victimKey)})
+	// Objects: by key, by copy either way, by a batch delete, by multipart, by listing.
+	b := aws.String(s.Bucket)
+	_, err = bucket.GetObject(ctx, &s3.GetObjectInput{Bucket: b, Key: aws.String(victimKey)})
 	denied("GetObject of the victim's", err, s3Denied)
-	_, err = bucket.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(victimKey), Body: strings.NewReader("overwritten")})
+	if _, err = bucket.HeadObject(ctx, &s3.HeadObjectInput{Bucket: b, Key: aws.String(victimKey)}); testkit.StatusCode(err) != http.StatusForbidden {
+		t.Errorf("HeadObject of the victim's: %v, want 403", err)
+	}
+	_, err = bucket.PutObject(ctx, &s3.PutObjectInput{Bucket: b, Key: aws.String(victimKey), Body: strings.NewReader("overwritten")})
 	denied("PutObject over the victim's", err, s3Denied)
-	_, err = bucket.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(victimKey)})
+	_, err = bucket.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: b, Key: aws.String(victimKey)})
 	denied("DeleteObject of the victim's", err, s3Denied)
-	for _, prefix := range []string{"users/" + victim + "/", "users/" + attacker, "users/", ""} {
-		_, err = bucket.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(s.Bucket), Prefix: aws.String(prefix)})
+	stolen := "users/" + attacker + "/files/stolen.txt"
+	_, err = bucket.CopyObject(ctx, &s3.CopyObjectInput{Bucket: b, Key: aws.String(stolen), CopySource: aws.String(s.Bucket + "/" + victimKey)})
+	denied("CopyObject from the victim's into its own prefix", err, s3Denied)
+	if _, err := s.S3Client().HeadObject(ctx, &s3.HeadObjectInput{Bucket: b, Key: aws.String(stolen)}); testkit.StatusCode(err) != http.StatusNotFound {
+		t.Errorf("the copy of the victim's object exists: %v", err)
+	}
+	_, err = bucket.CopyObject(ctx, &s3.CopyObjectInput{Bucket: b, Key: aws.String(victimKey), CopySource: aws.String(s.Bucket + "/" + own)})
+	denied("CopyObject of its own over the victim's", err, s3Denied)
+	_, err = bucket.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: b, Key: aws.String(victimKey)})
+	denied("CreateMultipartUpload over the victim's", err, s3Denied)
+	// A batch naming its own key and the victim's: S3 decides key by key, R2 (locally)
+	// refuses the whole request; either way the victim's key is not deleted.
+	del, err := bucket.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: b, Delete: &s3types.Delete{Objects: []s3types.ObjectIdentifier{
+		{Key: aws.String(own + ".2")}, {Key: aws.String(victimKey)}}}})
+	switch {
+	case err != nil:
+		denied("DeleteObjects naming the victim's key", err, s3Denied)
+	case slices.ContainsFunc(del.Deleted, func(d s3types.DeletedObject) bool { return aws.ToString(d.Key) == victimKey }) ||
+		!slices.ContainsFunc(del.Errors, func(e s3types.Error) bool {
+			return aws.ToString(e.Key) == victimKey && aws.ToString(e.Code) == s3Denied
+		}):
+		t.Errorf("DeleteObjects naming the victim's key: deleted %d, errors %d; want the victim's key refused", len(del.Deleted), len(del.Errors))
+	}
+	for _, prefix := range []string{"users/" + victim + "/", "users/" + victim, "users/" + attacker, "users/", ""} {
+		_, err = bucket.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: b, Prefix: aws.String(prefix)})
 		denied("ListObjectsV2 of "+prefix, err, s3Denied)
 	}
+	_, err = bucket.ListObjects(ctx, &s3.ListObjectsInput{Bucket: b, Prefix: aws.String("users/")})
+	denied("ListObjects of users/", err, s3Denied)
 
 	// Connections: no management API right at all, and the relay acts for the user's
 	// recorded task only.
@@ -288,6 +350,10 @@ func TestSandboxSession_CannotTouchAnotherUser(t *testing.T) {
 	_, err = mgmt.PostToConnection(ctx, &apigatewaymanagementapi.PostToConnectionInput{ConnectionId: aws.String(conns[0].ConnectionID), Data: []byte("x")})
 	if code := testkit.ErrorCode(err); code != "AccessDeniedException" && code != "ForbiddenException" {
 		t.Errorf("PostToConnection with the session: %v", err)
+	}
+	_, err = mgmt.DeleteConnection(ctx, &apigatewaymanagementapi.DeleteConnectionInput{ConnectionId: aws.String(conns[0].ConnectionID)})
+	if code := testkit.ErrorCode(err); code != "AccessDeniedException" && code != "ForbiddenException" {
+		t.Errorf("DeleteConnection with the session: %v", err)
 	}
 	rc, err := connrelay.NewClient(s.FunctionURL(t, "RelayFunction"), victim, cfg.Credentials, cfg.Region, nil)
 	if err != nil {
@@ -305,22 +371,25 @@ func TestSandboxSession_CannotTouchAnotherUser(t *testing.T) {
 		t.Errorf("the relay, as itself, to the victim's connection: %v, want ErrGone", err)
 	}
 	// The victim's task's own session is refused by the relay for the attacker too.
-	vcfg := s.SandboxSession(t, victim, victimTask)
+	vcfg := s.SandboxSession(t, victim, f.victimTask)
 	rc, _ = connrelay.NewClient(s.FunctionURL(t, "RelayFunction"), attacker, vcfg.Credentials, vcfg.Region, nil)
 	if err := (&relay.Relay{API: rc, Conns: s.Store}).Send(ctx, "x", []byte("x")); !errors.Is(err, connrelay.ErrRefused) {
 		t.Errorf("a task claiming another user at the relay: %v, want ErrRefused", err)
 	}
 
-	// The task role reaches no data at all.
-	troles := s.DynamoDBAs(s.TaskRoleSession(t, task))
+	// The task role reaches no data at all. R2 knows no AWS key: the task role and the
+	// sandbox's AWS session are strangers to it.
+	troles := s.DynamoDBAs(s.TaskRoleSession(t, f.task))
 	_, err = troles.GetItem(ctx, &dynamodb.GetItemInput{TableName: table, Key: itemKey(attacker, "SANDBOX")})
 	denied("the task role's GetItem", err, ddbDenied)
-	tb := s3.NewFromConfig(s.TaskRoleSession(t, task), func(o *s3.Options) {
-		o.BaseEndpoint = aws.String(s.Endpoints["AWS_ENDPOINT_URL_S3"])
-		o.UsePathStyle = true
-	})
-	_, err = tb.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(own)})
-	denied("the task role's GetObject", err, s3Denied)
+	storageDenied := s3Denied
+	if s.R2 != nil {
+		storageDenied = "Unauthorized"
+		_, err = s.StorageAs(cfg.Credentials).GetObject(ctx, &s3.GetObjectInput{Bucket: b, Key: aws.String(own)})
+		denied("the sandbox's AWS session at R2", err, storageDenied)
+	}
+	_, err = s.StorageAs(s.TaskRoleSession(t, f.task).Credentials).GetObject(ctx, &s3.GetObjectInput{Bucket: b, Key: aws.String(own)})
+	denied("the task role's GetObject", err, storageDenied)
 
 	if got := victimState(t, s, victim); !bytes.Equal(got, items) {
 		t.Errorf("the victim's items changed:\n%s\nwas\n%s", got, items)
