@@ -66,7 +66,7 @@ func decodeSandbox(item map[string]types.AttributeValue) *Sandbox {
 		return nil
 	}
 	return &Sandbox{
-		UserID:        getS(item, aUserID),
+		UserID:        recordUser(item),
 		State:         State(getS(item, aState)),
 		LeaseToken:    getS(item, aToken),
 		LeaseDeadline: getMs(item, aDeadline),
