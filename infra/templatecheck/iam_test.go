@@ -1,6 +1,7 @@
 package templatecheck_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/sandgate/sandgate/infra/local/template"
+	"github.com/sandgate/sandgate/internal/state"
 )
 
 // Grants are written "action resource [condition]", with references as the template
@@ -81,6 +83,16 @@ func invokeURL(fn string) []string {
 // partition key of every item named is USER#<the session's userId tag>, and one is named.
 const ownUser = ` {"ForAllValues:StringEquals":{"dynamodb:LeadingKeys":["USER#${aws:PrincipalTag/userId}"]},"Null":{"dynamodb:LeadingKeys":"false"}}`
 
+// ownUpdate is ownUser for an update, which also names only the attributes the agent's
+// own writes name (state.HolderAttributes, in its order), and must tell IAM which: a
+// sandbox can rewrite neither the task its record names (which cleanup and a takeover
+// stop) nor the user it claims.
+func ownUpdate() string {
+	attrs, _ := json.Marshal(state.HolderAttributes)
+	return ` {"ForAllValues:StringEquals":{"dynamodb:Attributes":` + string(attrs) +
+		`,"dynamodb:LeadingKeys":["USER#${aws:PrincipalTag/userId}"]},"Null":{"dynamodb:Attributes":"false","dynamodb:LeadingKeys":"false"}}`
+}
+
 // invokeConnect lets a function send the Connect function its notices: Connect's own
 // asynchronous ones, and Message's (synchronous ensure notices, asynchronous restarts).
 var invokeConnect = "lambda:InvokeFunction " + arn + ":lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-connect"
@@ -139,7 +151,7 @@ func expectedGrants(scenario string) map[string][]string {
 		// Every sandbox's session: its user's items only (no Scan, PartiQL or Batch
 		// action), replies through the relay.
 		"SandboxRole": concat([]string{
-			"dynamodb:GetItem " + table + ownUser, "dynamodb:UpdateItem " + table + ownUser,
+			"dynamodb:GetItem " + table + ownUser, "dynamodb:UpdateItem " + table + ownUpdate(),
 			"dynamodb:DeleteItem " + table + ownUser, "dynamodb:Query " + table + ownUser,
 		}, invokeURL("relay")),
 	}
