@@ -64,6 +64,14 @@ func TestStart_R2Mode(t *testing.T) {
 	if cleanup := s.Template.Functions["CleanupFunction"].Environment; cleanup["AWS_ENDPOINT_URL_S3"] != stack.R2Endpoint() || cleanup["STORAGE_REGION"] != stack.R2Region {
 		t.Errorf("cleanup's storage is not R2: endpoint %q, region %q", cleanup["AWS_ENDPOINT_URL_S3"], cleanup["STORAGE_REGION"])
 	}
+	// The parent key lives in the secret only: the functions that need it read it.
+	for id, f := range s.Template.Functions {
+		for k, v := range f.Environment {
+			if strings.Contains(v, s.R2.SecretAccessKey) {
+				t.Errorf("%s's environment holds the parent secret key in %s", id, k)
+			}
+		}
+	}
 
 	// A task: the R2 endpoint dialed at the local server, region auto, no storage key.
 	ecsc := ecs.NewFromConfig(s.AWS, func(o *ecs.Options) { o.BaseEndpoint = aws.String(s.Endpoints["AWS_ENDPOINT_URL_ECS"]) })
