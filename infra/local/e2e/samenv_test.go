@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sandgate/sandgate/infra/local"
 	"github.com/sandgate/sandgate/infra/local/stack"
 	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/state"
@@ -49,8 +50,10 @@ func TestStack_SAMEnv_RunsTheFunctionsAgainstTheStack(t *testing.T) {
 			t.Errorf("%s: AWS_ENDPOINT_URL = %q, want the stack's endpoint %s", id, vars["AWS_ENDPOINT_URL"], s.AWSEndpoint)
 		}
 	}
-	if strings.Contains(string(raw), s.Operator().SecretAccessKey) {
-		t.Fatalf("the env-vars file holds the operator's secret key")
+	for name, secret := range map[string]string{"the operator's secret key": s.Operator().SecretAccessKey, "the signing secret": local.DevSecret} {
+		if strings.Contains(string(raw), secret) {
+			t.Fatalf("the env-vars file holds %s", name)
+		}
 	}
 
 	invoke := filepath.Join(dir, "invoke")
