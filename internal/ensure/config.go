@@ -3,14 +3,18 @@ package ensure
 import (
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
 
+	"github.com/sandgate/sandgate/internal/agentapi"
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/launcher"
+	"github.com/sandgate/sandgate/internal/metrics"
 	"github.com/sandgate/sandgate/internal/state"
 )
 
@@ -28,6 +32,19 @@ const (
 	EnvLeaseTTL           = "LEASE_TTL" // seconds, or a Go duration
 	EnvBucket             = "BUCKET"
 	EnvManagementEndpoint = "MANAGEMENT_ENDPOINT"
+	// The warm pool: its size (0, or unset, is no pool), the oldest a pool task may be
+	// (seconds, or a Go duration), and the pool function asked to refill it.
+	EnvPoolSize     = "POOL_SIZE"
+	EnvPoolMaxAge   = "POOL_MAX_AGE"
+	EnvPoolFunction = "POOL_FUNCTION"
+)
+
+// Bounds of the pool, as template.yaml's PoolSize and PoolMaxAge parameters allow.
+const (
+	MaxPoolSize       = 1000
+	DefaultPoolMaxAge = time.Hour
+	MinPoolMaxAge     = 5 * time.Minute
+	MaxPoolMaxAge     = 24 * time.Hour
 )
 
 // Bounds of LEASE_TTL, as template.yaml's LeaseTtl parameter allows.
@@ -37,7 +54,8 @@ const (
 )
 
 // Optional lists the ensure set's variables that have defaults.
-var Optional = []string{EnvSecurityGroups, EnvCapacityProvider, EnvMaxSandboxes, EnvLeaseTTL}
+var Optional = []string{EnvSecurityGroups, EnvCapacityProvider, EnvMaxSandboxes, EnvLeaseTTL,
+	EnvPoolSize, EnvPoolMaxAge, EnvPoolFunction}
 
 // Config is the ensure set.
 type Config struct {
@@ -45,6 +63,12 @@ type Config struct {
 	Launcher     launcher.Config
 	MaxSandboxes int
 	LeaseTTL     time.Duration
+	// PoolSize is the warm pool's size (0: no pool); PoolMaxAge the oldest a pool
+	// task may be; PoolFunction the function that refills it (empty: only its
+	// schedule does).
+	PoolSize     int
+	PoolMaxAge   time.Duration
+	PoolFunction string
 }
 
 // LoadConfig reads the ensure set from env; problems are collected in env.
@@ -63,6 +87,12 @@ func LoadConfig(env *config.Env) Config {
 		},
 		MaxSandboxes: env.Int(EnvMaxSandboxes, state.DefaultMaxSandboxes, 1, 100000),
 		LeaseTTL:     env.Duration(EnvLeaseTTL, state.DefaultLeaseTTL),
+		PoolSize:     env.Int(EnvPoolSize, 0, 0, MaxPoolSize),
+		PoolMaxAge:   env.Duration(EnvPoolMaxAge, DefaultPoolMaxAge),
+		PoolFunction: env.String(EnvPoolFunction, ""),
+	}
+	if c.PoolMaxAge < MinPoolMaxAge || c.PoolMaxAge > MaxPoolMaxAge {
+		env.Check(EnvPoolMaxAge, fmt.Errorf("want %s to %s, got %s", MinPoolMaxAge, MaxPoolMaxAge, c.PoolMaxAge))
 	}
 	c.Launcher.Table = c.Table
 	if len(c.Launcher.Subnets) == 0 {
@@ -97,5 +127,13 @@ func (c Config) NewEnsurer(awsCfg aws.Config, log *slog.Logger) (*Ensurer, *stat
 	store := c.NewStore(dynamodb.NewFromConfig(awsCfg))
 	store.Logger = log
 	l := launcher.New(ecs.NewFromConfig(awsCfg), c.Launcher, log)
-	return &Ensurer{Store: store, Launcher: l, Log: log}, store
+	e := &Ensurer{Store: store, Launcher: l, Log: log}
+	if c.PoolSize > 0 {
+		e.Pool = &Pool{Store: store, TaskDefinition: c.Launcher.TaskDefinition, MaxAge: c.PoolMaxAge,
+			Claimer: &agentapi.Client{}, Metrics: metrics.New(os.Stdout), Stage: metrics.StageOf(c.Launcher.ManagementEndpoint)}
+		if c.PoolFunction != "" {
+			e.Pool.Refill = &LambdaRefiller{Lambda: lambda.NewFromConfig(awsCfg), Function: c.PoolFunction}
+		}
+	}
+	return e, store
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/sandgate/sandgate/internal/agentapi"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/launcher"
 	"github.com/sandgate/sandgate/internal/logging"
@@ -36,7 +37,7 @@ var (
 
 // Store is the part of the state store Ensure uses.
 type Store interface {
-	AcquireReplacing(ctx context.Context, userID string) (state.Lease, *state.Sandbox, error)
+	AcquireClaim(ctx context.Context, userID string, candidates state.PoolCandidates) (state.Acquisition, error)
 	SetTask(ctx context.Context, l state.Lease, taskARN string) error
 	Release(ctx context.Context, l state.Lease, reason string) error
 }
@@ -70,6 +71,9 @@ type Ensurer struct {
 	// is best effort (cleanup stops a task no live lease names); DefaultStopTimeout
 	// when zero.
 	StopTimeout time.Duration
+	// Pool, when set, is the warm pool: a start claims a waiting pool task with its
+	// lease before it launches one.
+	Pool *Pool
 }
 
 // Result is what Ensure found or did.
@@ -77,8 +81,11 @@ type Result struct {
 	// Sandbox is the user's record: the live holder's as Acquire returned it, or, when
 	// this call started the sandbox, the new STARTING lease (without its token).
 	Sandbox *state.Sandbox
-	// Started reports that this call won the lease and launched the task.
+	// Started reports that this call won the lease and launched the task (or claimed
+	// a pool task).
 	Started bool
+	// Warm reports that the start claimed a warm pool task: no launch to wait for.
+	Warm bool
 }
 
 // State is the sandbox's state as the result describes it.
@@ -101,7 +108,16 @@ func (r Result) State() state.State { return r.Sandbox.State }
 // SetTask when this call starts it, and StopTask after a takeover.
 func (e *Ensurer) Ensure(ctx context.Context, userID string) (Result, error) {
 	log := e.Log.With(logging.UserID, userID)
-	lease, replaced, err := e.Store.AcquireReplacing(ctx, userID)
+	now := time.Now
+	if e.Now != nil {
+		now = e.Now
+	}
+	var candidates state.PoolCandidates
+	if e.Pool != nil {
+		candidates = e.Pool.candidates(now())
+	}
+	acq, err := e.Store.AcquireClaim(ctx, userID, candidates)
+	lease, replaced := acq.Lease, acq.Replaced
 	var held *state.HeldError
 	switch {
 	case errors.As(err, &held):
@@ -114,12 +130,30 @@ func (e *Ensurer) Ensure(ctx context.Context, userID string) (Result, error) {
 	case err != nil:
 		return Result{}, fmt.Errorf("ensure sandbox %s: %w", userID, err)
 	}
-	now := time.Now
-	if e.Now != nil {
-		now = e.Now
-	}
 	sb := &state.Sandbox{UserID: userID, State: state.Starting, Generation: lease.Generation,
 		LeaseDeadline: lease.Deadline, StateSince: now()}
+	pool := PoolOff
+	if e.Pool != nil {
+		pool = PoolMiss
+		defer e.Pool.refill(context.WithoutCancel(ctx), log, "start")
+	}
+	if p := acq.Claimed; p != nil {
+		// The replaced task goes whether or not the claim reaches its task.
+		defer e.stopReplaced(ctx, log, replaced, lease.Generation)
+		if e.claim(ctx, log, lease, p) {
+			sb.TaskARN, sb.Warm = p.TaskARN, true
+			e.Pool.count(ctx, log, PoolHit)
+			log.InfoContext(ctx, "sandbox starting", logging.TaskARN, p.TaskARN, logGeneration, lease.Generation, logPool, PoolHit)
+			return Result{Sandbox: sb, Started: true, Warm: true}, nil
+		}
+		// Not delivered: launch a task under the same lease, which the record will
+		// name instead, so the claimed task is refused its user's credentials if the
+		// claim reached it after all.
+		replaced = nil
+	}
+	if e.Pool != nil {
+		e.Pool.count(ctx, log, PoolMiss)
+	}
 	// The launch may not use the caller's whole deadline: a launch that runs out of
 	// time (RunTask throttled and retried) must still leave time to give the lease back.
 	reserve := e.ReleaseReserve
@@ -158,8 +192,31 @@ func (e *Ensurer) Ensure(ctx context.Context, userID string) (Result, error) {
 		// while the record names none.
 		log.ErrorContext(ctx, "record task failed", logging.TaskARN, arn, logging.Error, err.Error())
 	}
-	log.InfoContext(ctx, "sandbox starting", logging.TaskARN, arn, logGeneration, lease.Generation)
+	log.InfoContext(ctx, "sandbox starting", logging.TaskARN, arn, logGeneration, lease.Generation, logPool, pool)
 	return Result{Sandbox: sb, Started: true}, nil
+}
+
+// claim hands the claimed pool task p its user, lease and generation, and reports
+// whether it took them. When it did not (unreachable, died, refused), the task is
+// asked to stop: its claim item names the user, so its stop changes nothing of a
+// record that names another task by then.
+func (e *Ensurer) claim(ctx context.Context, log *slog.Logger, l state.Lease, p *state.PoolTask) bool {
+	err := e.Pool.Claimer.Claim(ctx, p.Endpoint, p.ClaimSecret, agentapi.Claim{UserID: l.UserID, Generation: l.Generation, LeaseToken: l.Token})
+	if err == nil {
+		return true
+	}
+	log.WarnContext(ctx, "pool task did not take its claim; launching a task instead", logging.TaskARN, p.TaskARN,
+		logGeneration, l.Generation, logging.Error, err.Error())
+	timeout := e.StopTimeout
+	if timeout == 0 {
+		timeout = DefaultStopTimeout
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	if err := e.Launcher.Stop(sctx, p.TaskARN, "sandgate: pool task did not take its claim"); err != nil {
+		log.WarnContext(ctx, "stop the unclaimed pool task failed", logging.TaskARN, p.TaskARN, logging.Error, err.Error())
+	}
+	return false
 }
 
 // stopReplaced asks ECS to stop the task of the record a takeover replaced, if it

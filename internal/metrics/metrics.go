@@ -34,6 +34,17 @@ const (
 	// CapacityCorrections counts the capacity slots cleanup put right: slots of tasks
 	// whose stop event never came, and drift of the counter from the records.
 	CapacityCorrections = "CapacityCorrections"
+	// PoolHits counts starts that claimed a warm pool task, PoolMisses starts that
+	// found none to claim (or whose claim did not reach its task) and launched one.
+	PoolHits   = "PoolHits"
+	PoolMisses = "PoolMisses"
+	// PoolRefills counts pool tasks the refill launched, PoolDrains those it took
+	// out of the pool (too old, an older task definition, never registered).
+	PoolRefills = "PoolRefills"
+	PoolDrains  = "PoolDrains"
+	// PoolSize is the number of pool tasks waiting to be claimed, as the refill found
+	// them.
+	PoolSize = "PoolSize"
 )
 
 // UnitCount is the unit of every sandgate metric.

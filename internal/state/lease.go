@@ -442,13 +442,16 @@ func lostOrState(l Lease, cur *Sandbox) error {
 	return fmt.Errorf("%w: sandbox is %s", ErrState, cur.State)
 }
 
-// SetTask records the task started for the lease (STARTING or RUNNING).
+// SetTask records the task started for the lease (STARTING or RUNNING): a launched
+// one, so the start is not warm (a claim whose pool task did not take it launches
+// one instead, and the record then names that).
 func (s *Store) SetTask(ctx context.Context, l Lease, taskARN string) error {
 	if taskARN == "" {
 		return fmt.Errorf("set task: %w: empty task ARN", ErrInvalid)
 	}
 	return s.fenced(ctx, "set task", l, []State{Starting, Running}, func(e *expr) []string {
-		return []string{e.n(aTask) + " = " + e.v("task", avS(taskARN))}
+		return []string{e.n(aTask) + " = " + e.v("task", avS(taskARN)),
+			e.n(aWarm) + " = " + e.v("cold", &types.AttributeValueMemberBOOL{Value: false})}
 	})
 }
 
