@@ -36,10 +36,11 @@ import (
 
 const usage = "usage: sandgate-agent [demo | healthcheck]"
 
-// Log keys of the reaper's lines.
+// Log keys of the reaper's lines, and a pool task's.
 const (
 	logPID    = "pid"
 	logStatus = "waitStatus"
+	logPoolID = "poolId"
 )
 
 func main() {
@@ -96,6 +97,25 @@ func runAgent(ctx context.Context, env *config.Env, stdout, stderr io.Writer) er
 	if err != nil {
 		log.Error("credential vendor", logging.Error, err.Error())
 		return err
+	}
+	if cfg.PoolID != "" {
+		// A warm pool task: no user, no user's credentials, nothing restored, until a
+		// claim names the user; then the sandbox starts as a launched one does, and
+		// the vendor decides whether the claim is true.
+		log = log.With(logPoolID, cfg.PoolID)
+		claim, err := (&agent.PoolWait{Config: cfg, Vendor: vendor, Log: log}).Wait(ctx)
+		if errors.Is(err, agent.ErrNotClaimed) {
+			return nil
+		}
+		if err != nil {
+			log.Error("pool task exits unclaimed", logging.Error, err.Error())
+			return err
+		}
+		if cfg, err = cfg.Claimed(claim); err != nil {
+			log.Error("bad claim", logging.Error, err.Error())
+			return err
+		}
+		log = log.With(logging.UserID, cfg.UserID)
 	}
 	creds := agent.NewCredentials(vendor, vend.Request{UserID: cfg.UserID, Generation: cfg.Generation, LeaseToken: cfg.LeaseToken}, log)
 	scoped := taskRole.Copy()

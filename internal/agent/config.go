@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/sandgate/sandgate/internal/agentapi"
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/s3bucket"
 	"github.com/sandgate/sandgate/internal/taskenv"
@@ -62,7 +63,7 @@ var Optional = append([]string{EnvStopTimeout, EnvWorkloadGrace, EnvCommand,
 // launcher may still set it: it stays here, never to be declared for the workload.
 var (
 	PerTask = []string{taskenv.UserID, taskenv.LeaseToken, taskenv.Generation, taskenv.Table,
-		taskenv.Bucket, taskenv.Prefix, taskenv.ManagementEndpoint}
+		taskenv.Bucket, taskenv.Prefix, taskenv.ManagementEndpoint, taskenv.PoolID}
 	Platform = []string{EnvMetadataURI}
 )
 
@@ -102,12 +103,15 @@ const (
 
 // Config is the agent's configuration, read once at start-up.
 type Config struct {
-	// From RunTask overrides.
+	// From RunTask overrides, or for a pool task from its claim (Claimed).
 	UserID        string
 	LeaseToken    string
 	Generation    int64
 	Table, Bucket string
 	Prefix        string
+	// PoolID is set for a warm pool task (taskenv.PoolID): it starts with no user,
+	// waits for a claim (PoolWait) and takes the user from it (Claimed).
+	PoolID string
 	// From the platform.
 	MetadataURI string
 	// From the task definition.
@@ -149,25 +153,36 @@ func (c Config) Heartbeat() time.Duration { return c.LeaseTTL / 3 }
 // working directory.
 func LoadConfig(env *config.Env) Config {
 	var c Config
-	c.UserID = env.Required(taskenv.UserID)
-	if c.UserID != "" && !userid.Valid(c.UserID) {
-		env.Check(taskenv.UserID, fmt.Errorf("%q is not a valid user id", c.UserID))
-	}
-	c.LeaseToken = env.Required(taskenv.LeaseToken)
-	if len(c.LeaseToken) > 256 {
-		env.Check(taskenv.LeaseToken, errors.New("longer than 256 bytes"))
-	}
-	c.Generation = int64(env.Int(taskenv.Generation, 0, 1, math.MaxInt))
-	if c.Generation == 0 {
-		env.Check(taskenv.Generation, errors.New("required: the lease generation, at least 1"))
+	c.PoolID = env.String(taskenv.PoolID, "")
+	if c.PoolID != "" {
+		// A pool task has no user until it is claimed: one that names a user was not
+		// started as the launcher starts pool tasks, and is refused.
+		for _, name := range []string{taskenv.UserID, taskenv.LeaseToken, taskenv.Generation, taskenv.Prefix} {
+			if env.String(name, "") != "" {
+				env.Check(name, fmt.Errorf("set on a pool task (%s): a pool task takes its user from its claim", taskenv.PoolID))
+			}
+		}
+	} else {
+		c.UserID = env.Required(taskenv.UserID)
+		if c.UserID != "" && !userid.Valid(c.UserID) {
+			env.Check(taskenv.UserID, fmt.Errorf("%q is not a valid user id", c.UserID))
+		}
+		c.LeaseToken = env.Required(taskenv.LeaseToken)
+		if len(c.LeaseToken) > 256 {
+			env.Check(taskenv.LeaseToken, errors.New("longer than 256 bytes"))
+		}
+		c.Generation = int64(env.Int(taskenv.Generation, 0, 1, math.MaxInt))
+		if c.Generation == 0 {
+			env.Check(taskenv.Generation, errors.New("required: the lease generation, at least 1"))
+		}
+		c.Prefix = env.Required(taskenv.Prefix)
+		if c.Prefix != "" && c.UserID != "" && c.Prefix != taskenv.UserPrefix(c.UserID) {
+			// Never sync one user's files under another's prefix.
+			env.Check(taskenv.Prefix, fmt.Errorf("%q is not the prefix of %s (%s)", c.Prefix, c.UserID, taskenv.UserPrefix(c.UserID)))
+		}
 	}
 	c.Table = env.Required(taskenv.Table)
 	c.Bucket = env.Required(taskenv.Bucket)
-	c.Prefix = env.Required(taskenv.Prefix)
-	if c.Prefix != "" && c.UserID != "" && c.Prefix != taskenv.UserPrefix(c.UserID) {
-		// Never sync one user's files under another's prefix.
-		env.Check(taskenv.Prefix, fmt.Errorf("%q is not the prefix of %s (%s)", c.Prefix, c.UserID, taskenv.UserPrefix(c.UserID)))
-	}
 	c.MetadataURI = env.Required(EnvMetadataURI)
 	if c.MetadataURI != "" {
 		env.Check(EnvMetadataURI, checkURL(c.MetadataURI))
@@ -202,6 +217,21 @@ func LoadConfig(env *config.Env) Config {
 	c.LogLevel = env.Level(EnvLogLevel, slog.LevelInfo)
 	c.Storage = s3bucket.LoadOptions(env)
 	return c
+}
+
+// Claimed returns a pool task's configuration for the user its claim names: the
+// claim's user, lease token and generation, and that user's prefix. The claim is
+// believed only once the credential vendor has checked it against the user's record.
+func (c Config) Claimed(claim agentapi.Claim) (Config, error) {
+	if c.PoolID == "" {
+		return Config{}, errors.New("a claim for a task that is not a pool task")
+	}
+	if err := claim.Validate(); err != nil {
+		return Config{}, err
+	}
+	c.UserID, c.LeaseToken, c.Generation = claim.UserID, claim.LeaseToken, claim.Generation
+	c.Prefix = taskenv.UserPrefix(claim.UserID)
+	return c, nil
 }
 
 // MaxID is the highest uid or gid the workload may be given: (uid_t)-1 means "none".
