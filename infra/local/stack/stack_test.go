@@ -29,7 +29,7 @@ func TestStart_EmulatorsFromTemplate(t *testing.T) {
 	// A stand-in agent: a script that records its environment and waits.
 	dir := t.TempDir()
 	agent := filepath.Join(dir, "agent")
-	if err := os.WriteFile(agent, []byte("#!/bin/sh\nenv > env.txt\nexec "+sleep+" 60\n"), 0o755); err != nil {
+	if err := os.WriteFile(agent, []byte("#!/bin/sh\nenv > env.txt\n"+standIn(sleep)), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -114,7 +114,7 @@ func TestStart_TaskAddressPool(t *testing.T) {
 		t.Fatal(err)
 	}
 	agent := filepath.Join(t.TempDir(), "agent")
-	if err := os.WriteFile(agent, []byte("#!/bin/sh\nexec "+sleep+" 60\n"), 0o755); err != nil {
+	if err := os.WriteFile(agent, []byte("#!/bin/sh\n"+standIn(sleep)), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -143,4 +143,12 @@ func TestStart_TaskAddressPool(t *testing.T) {
 			t.Fatalf("task address %s (pool %v)", ip, want)
 		}
 	}
+}
+
+// standIn is the body of a stand-in agent's script that waits until its task is
+// stopped: the task's PID 1 in its namespace, it must handle SIGTERM itself (the
+// kernel ignores unhandled signals to a namespace's init), or every Close waits for the
+// stop timeout.
+func standIn(sleep string) string {
+	return "trap 'exit 0' TERM\n" + sleep + " 60 &\nwait\n"
 }
