@@ -517,3 +517,63 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// The refill's lock (pk POOLLOCK, sk REFILL): one refill at a time, so that refills
+// asked for by many starts at once do not each fill the pool; and a refill that ECS
+// throttled leaves the lock held by no one until its back-off ends.
+const (
+	pkPoolLock = "POOLLOCK"
+	skRefill   = "REFILL"
+	aHolder    = "holder"
+	aUntil     = "until"
+)
+
+// LockRefill takes the refill's lock for holder until now+term, unless another holder
+// has it, or a back-off keeps it, until later. It reports whether holder has it.
+func (s *Store) LockRefill(ctx context.Context, holder string, term time.Duration) (bool, error) {
+	now := s.now()
+	e := newExpr()
+	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: aws.String(s.table), Key: key(pkPoolLock, skRefill),
+		UpdateExpression: aws.String(fmt.Sprintf("SET %s = %s, %s = %s", e.n(aHolder), e.v("holder", avS(holder)),
+			e.n(aUntil), e.v("until", avMs(now.Add(term))))),
+		ConditionExpression: aws.String(fmt.Sprintf("attribute_not_exists(%s) OR %s < %s OR %s = %s",
+			e.n(aUntil), e.n(aUntil), e.v("now", avMs(now)), e.n(aHolder), e.v("holder", avS(holder)))),
+		ExpressionAttributeNames: e.Names(), ExpressionAttributeValues: e.Values(),
+	})
+	if _, refused := refusalOf(err); refused {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("lock refill: %w", unavailable(err))
+	}
+	return true, nil
+}
+
+// UnlockRefill gives the refill's lock back: at once, or, when backoff is positive,
+// to no one until backoff has passed (ECS throttled the refill: the next one waits).
+func (s *Store) UnlockRefill(ctx context.Context, holder string, backoff time.Duration) error {
+	e := newExpr()
+	var err error
+	cond := aws.String(fmt.Sprintf("%s = %s", e.n(aHolder), e.v("holder", avS(holder))))
+	if backoff > 0 {
+		_, err = s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+			TableName: aws.String(s.table), Key: key(pkPoolLock, skRefill),
+			UpdateExpression: aws.String(fmt.Sprintf("SET %s = %s, %s = %s", e.n(aHolder), e.v("none", avS("")),
+				e.n(aUntil), e.v("until", avMs(s.now().Add(backoff))))),
+			ConditionExpression: cond, ExpressionAttributeNames: e.Names(), ExpressionAttributeValues: e.Values(),
+		})
+	} else {
+		_, err = s.api.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+			TableName: aws.String(s.table), Key: key(pkPoolLock, skRefill),
+			ConditionExpression: cond, ExpressionAttributeNames: e.Names(), ExpressionAttributeValues: e.Values(),
+		})
+	}
+	if _, refused := refusalOf(err); refused {
+		return nil // lapsed and taken by another refill
+	}
+	if err != nil {
+		return fmt.Errorf("unlock refill: %w", unavailable(err))
+	}
+	return nil
+}
