@@ -87,6 +87,10 @@ func (d *Detail) UserID() string { return d.env(taskenv.UserID) }
 // overrides ("" when absent).
 func (d *Detail) Generation() string { return d.env(taskenv.Generation) }
 
+// PoolID is the pool item of a warm pool task ("" for a user's task): such a task
+// names no user in its overrides; its claim item does once it is claimed.
+func (d *Detail) PoolID() string { return d.env(taskenv.PoolID) }
+
 // LeaseToken is the lease token the task was started with ("" when absent). It is
 // what tells a launch of the record's lease from a stale or duplicate one; never log
 // it.

@@ -28,6 +28,7 @@ const (
 	logEnded        = "ended"
 	logSlotReturned = "slotReturned"
 	logVersion      = "taskVersion"
+	logPoolID       = "poolId"
 )
 
 // maxReason bounds the reason recorded on the record.
@@ -41,6 +42,11 @@ var ErrMalformed = errors.New("malformed task state change")
 type Store interface {
 	TaskExited(ctx context.Context, ref state.TaskRef, reason string) (state.TaskEnd, error)
 	TaskStopped(ctx context.Context, ref state.TaskRef, reason string) (state.TaskEnd, error)
+	// A warm pool task's: its claim (the user it serves), and its pool item.
+	PoolClaimOf(ctx context.Context, id string) (*state.PoolClaim, error)
+	ForgetPoolClaim(ctx context.Context, id string) error
+	DrainPool(ctx context.Context, id, reason string) (bool, error)
+	RemovePool(ctx context.Context, id, reason string) (bool, error)
 }
 
 // Broadcaster posts to every connection of a user; *relay.Relay is one.
@@ -97,21 +103,32 @@ func (h *Handler) Handle(ctx context.Context, ev events.CloudWatchEvent) error {
 		log.DebugContext(ctx, "event ignored", logging.Reason, why)
 		return nil
 	}
-	ref, err := taskRef(d)
-	if err != nil {
+	if !(d.LastStatus == StatusStopped || exitedEarly(d)) {
+		log.DebugContext(ctx, "event ignored", logging.Reason, "the task is not down yet, or its agent is stopping it")
+		return nil
+	}
+	var ref state.TaskRef
+	if id := d.PoolID(); id != "" {
+		log = log.With(logPoolID, id)
+		c, err := h.poolTask(ctx, log, d, id)
+		if err != nil {
+			log.ErrorContext(ctx, "task event not recorded; it will be retried", logging.Error, err.Error())
+			return fmt.Errorf("task event %s: %w", ev.ID, err)
+		}
+		if c == nil {
+			return nil // it never served anyone
+		}
+		ref = c.Ref()
+	} else if ref, err = taskRef(d); err != nil {
 		log.WarnContext(ctx, "event dropped", logging.Reason, err.Error())
 		return nil
 	}
 	log = log.With(logging.UserID, ref.UserID, logGeneration, ref.Generation)
 	var end state.TaskEnd
-	switch {
-	case d.LastStatus == StatusStopped:
+	if d.LastStatus == StatusStopped {
 		end, err = h.Store.TaskStopped(ctx, ref, reason(d))
-	case exitedEarly(d):
+	} else {
 		end, err = h.Store.TaskExited(ctx, ref, reason(d))
-	default:
-		log.DebugContext(ctx, "event ignored", logging.Reason, "the task is not down yet, or its agent is stopping it")
-		return nil
 	}
 	if err != nil {
 		log.ErrorContext(ctx, "task event not recorded; it will be retried", logging.Error, err.Error())
@@ -119,7 +136,56 @@ func (h *Handler) Handle(ctx context.Context, ev events.CloudWatchEvent) error {
 	}
 	log.InfoContext(ctx, "task event", logEnded, string(end.Ended), logSlotReturned, end.SlotReturned)
 	h.tell(ctx, log, ref.UserID, end)
+	if id := d.PoolID(); id != "" && d.LastStatus == StatusStopped {
+		// The claimed task's stop is recorded on its user's record: its claim has
+		// nothing more to say.
+		if err := h.Store.ForgetPoolClaim(ctx, id); err != nil {
+			log.WarnContext(ctx, "pool claim not forgotten; it expires", logging.Error, err.Error())
+		}
+	}
 	return nil
+}
+
+// poolTask acts on a warm pool task's end. A claimed task's is its user's sandbox's
+// end: poolTask returns its claim, and the caller ends that lease as for any task. An
+// unclaimed one's gives its pool item's slot back once it has stopped, and takes it
+// out of the pool at once when it failed to start or its container exited, so that no
+// start claims a dead task.
+func (h *Handler) poolTask(ctx context.Context, log *slog.Logger, d *Detail, id string) (*state.PoolClaim, error) {
+	c, err := h.Store.PoolClaimOf(ctx, id)
+	if err == nil {
+		log.InfoContext(ctx, "claimed pool task ended", logging.UserID, c.UserID, logGeneration, c.Generation)
+		return c, nil
+	}
+	if !errors.Is(err, state.ErrNotFound) {
+		return nil, err
+	}
+	if d.LastStatus != StatusStopped {
+		drained, err := h.Store.DrainPool(ctx, id, reason(d))
+		if err != nil {
+			return nil, err
+		}
+		log.InfoContext(ctx, "pool task on its way down", "drained", drained)
+	} else {
+		removed, err := h.Store.RemovePool(ctx, id, reason(d))
+		if err != nil {
+			return nil, err
+		}
+		log.InfoContext(ctx, "pool task stopped", logSlotReturned, removed)
+		if removed {
+			return nil, nil
+		}
+	}
+	// Not in the pool (any more): claimed meanwhile?
+	c, err = h.Store.PoolClaimOf(ctx, id)
+	switch {
+	case err == nil:
+		log.InfoContext(ctx, "pool task claimed as it ended", logging.UserID, c.UserID, logGeneration, c.Generation)
+		return c, nil
+	case errors.Is(err, state.ErrNotFound):
+		return nil, nil
+	}
+	return nil, err
 }
 
 // read decodes the event's detail.

@@ -67,6 +67,7 @@ type task struct {
 	exitCode         *int
 	cluster, starter string
 	noUser           bool
+	pool             string // a warm pool task's id: no user in its overrides
 }
 
 func taskOf(l state.Lease) task {
@@ -81,7 +82,9 @@ func (tk task) with(last, desired, stopCode, reason string) task {
 // event is the ECS Task State Change EventBridge delivers for tk.
 func event(tk task) events.CloudWatchEvent {
 	env := []map[string]string{}
-	if !tk.noUser {
+	if tk.pool != "" {
+		env = append(env, map[string]string{"name": taskenv.PoolID, "value": tk.pool})
+	} else if !tk.noUser {
 		env = append(env,
 			map[string]string{"name": taskenv.UserID, "value": tk.user},
 			map[string]string{"name": taskenv.LeaseToken, "value": tk.token},
