@@ -456,6 +456,26 @@ func TestLambda(t *testing.T) {
 	}
 	checkDerived(t, reqs, "lambda:InvokeFunction arn:aws:lambda:eu-west-1:123456789012:function:sandgate-cleanup")
 
+	// Reserved concurrency: the action of the operation's name, on the function itself.
+	zero := int32(0)
+	_, _ = c.PutFunctionConcurrency(context.Background(), &lambda.PutFunctionConcurrencyInput{
+		FunctionName: aws.String("sandgate-connect"), ReservedConcurrentExecutions: &zero})
+	if reqs, err = iampolicy.Lambda(env, cap.next(t)); err != nil {
+		t.Fatal(err)
+	}
+	checkDerived(t, reqs, "lambda:PutFunctionConcurrency arn:aws:lambda:eu-west-1:123456789012:function:sandgate-connect")
+	_, _ = c.GetFunctionConcurrency(context.Background(), &lambda.GetFunctionConcurrencyInput{
+		FunctionName: aws.String("arn:aws:lambda:eu-west-1:123456789012:function:sandgate-prewarm")})
+	if reqs, err = iampolicy.Lambda(env, cap.next(t)); err != nil {
+		t.Fatal(err)
+	}
+	checkDerived(t, reqs, "lambda:GetFunctionConcurrency arn:aws:lambda:eu-west-1:123456789012:function:sandgate-prewarm")
+	_, _ = c.DeleteFunctionConcurrency(context.Background(), &lambda.DeleteFunctionConcurrencyInput{FunctionName: aws.String("sandgate-connect")})
+	if reqs, err = iampolicy.Lambda(env, cap.next(t)); err != nil {
+		t.Fatal(err)
+	}
+	checkDerived(t, reqs, "lambda:DeleteFunctionConcurrency arn:aws:lambda:eu-west-1:123456789012:function:sandgate-connect")
+
 	checkDerived(t, iampolicy.LambdaFunctionURL(env, true, "sandgate-status", "", "AWS_IAM"),
 		"lambda:InvokeFunctionUrl arn:aws:lambda:eu-west-1:123456789012:function:sandgate-status lambda:FunctionUrlAuthType=AWS_IAM",
 		"lambda:InvokeFunction arn:aws:lambda:eu-west-1:123456789012:function:sandgate-status lambda:InvokedViaFunctionUrl=true")

@@ -18,7 +18,10 @@ const (
 // Invoke (POST /2015-03-31/functions/<name>/invocations) needs lambda:InvokeFunction
 // on the function's ARN, qualified when the call names a qualifier (?Qualifier= or
 // name:qualifier); InvokeAsync lambda:InvokeAsync; GetFunction lambda:GetFunction;
-// ListFunctions lambda:ListFunctions on "*".
+// ListFunctions lambda:ListFunctions on "*"; PutFunctionConcurrency (PUT
+// /2017-10-31/functions/<name>/concurrency), DeleteFunctionConcurrency (DELETE, the
+// same path) and GetFunctionConcurrency (GET /2019-09-30/…/concurrency) the action of
+// their name on the unqualified function.
 func Lambda(env Env, c Call) ([]identity.Request, error) {
 	p := c.URL.EscapedPath()
 	segs := strings.Split(strings.TrimPrefix(p, "/"), "/")
@@ -44,6 +47,13 @@ func Lambda(env Env, c Call) ([]identity.Request, error) {
 	case c.Method == http.MethodGet && rest == "":
 		r := LambdaInvoke(env, c.TLS, name, qualifier)
 		r.Action = "lambda:GetFunction"
+		return []identity.Request{r}, nil
+	case rest == "concurrency" && (segs[0] == "2017-10-31" && (c.Method == http.MethodPut || c.Method == http.MethodDelete) ||
+		segs[0] == "2019-09-30" && c.Method == http.MethodGet):
+		// Reserved concurrency belongs to the function, never to a version or alias.
+		r := LambdaInvoke(env, c.TLS, functionName(name), "")
+		r.Action = map[string]string{http.MethodPut: "lambda:PutFunctionConcurrency",
+			http.MethodDelete: "lambda:DeleteFunctionConcurrency", http.MethodGet: "lambda:GetFunctionConcurrency"}[c.Method]
 		return []identity.Request{r}, nil
 	}
 	return nil, unsupported("lambda:?", functionARN(env, name, qualifier), "the local stack does not derive Lambda %s %s", c.Method, p)
@@ -82,4 +92,19 @@ func functionARN(env Env, function, qualifier string) string {
 		arn += ":" + qualifier
 	}
 	return arn
+}
+
+// functionName strips a qualifier (name:qualifier) from a function name; an ARN stays
+// whole, less a qualifier after its seventh field.
+func functionName(s string) string {
+	if strings.HasPrefix(s, "arn:") {
+		parts := strings.SplitN(s, ":", 8)
+		return strings.Join(parts[:min(len(parts), 7)], ":")
+	}
+	if strings.Contains(s, ":function:") { // 123456789012:function:name[:qualifier]
+		parts := strings.SplitN(s, ":", 4)
+		return strings.Join(parts[:min(len(parts), 3)], ":")
+	}
+	name, _, _ := strings.Cut(s, ":")
+	return name
 }

@@ -123,6 +123,8 @@ func (p *pool) serveURL(w http.ResponseWriter, r *http.Request) {
 		urlError(w, http.StatusBadGateway, "Internal Server Error")
 	case errors.Is(err, ErrPayloadTooLarge):
 		urlError(w, http.StatusRequestEntityTooLarge, "Request must be smaller than 6291456 bytes for the InvokeFunction operation")
+	case errors.Is(err, ErrThrottled):
+		urlError(w, http.StatusTooManyRequests, "Too Many Requests")
 	case err != nil:
 		p.log.Warn("function url invocation failed", logging.Error, err.Error())
 		urlError(w, http.StatusServiceUnavailable, "Service Unavailable")

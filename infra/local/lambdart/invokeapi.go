@@ -14,13 +14,19 @@ import (
 
 // Handler serves the Lambda Invoke API (POST /2015-03-31/functions/{name}/invocations)
 // so the aws-sdk-go-v2 lambda client, pointed at the local stack, can invoke functions:
-// RequestResponse (default), Event (202, asynchronous) and DryRun (204). With
+// RequestResponse (default), Event (202, asynchronous) and DryRun (204); and the
+// reserved concurrency operations (Put, Get and DeleteFunctionConcurrency), of which
+// the runtime enforces 0: a throttled function's synchronous invocations are answered
+// 429 TooManyRequestsException, its asynchronous ones queued and retried. With
 // Authority set every request must be SigV4-signed for "lambda"; with Authorizer set
 // too it must be allowed lambda:InvokeFunction on the function's ARN (qualified when
 // the call names a qualifier), before the function is even looked up, as in AWS.
 func (r *Runtime) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /2015-03-31/functions/{name}/invocations", r.serveInvoke)
+	mux.HandleFunc("PUT /2017-10-31/functions/{name}/concurrency", r.serveConcurrency)
+	mux.HandleFunc("DELETE /2017-10-31/functions/{name}/concurrency", r.serveConcurrency)
+	mux.HandleFunc("GET /2019-09-30/functions/{name}/concurrency", r.serveConcurrency)
 	return mux
 }
 
@@ -67,6 +73,9 @@ func (r *Runtime) serveInvoke(w http.ResponseWriter, req *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	var fe *FunctionError
 	switch {
+	case errors.Is(err, ErrThrottled):
+		w.Header().Del("X-Amz-Executed-Version")
+		throttledError(w)
 	case errors.As(err, &fe):
 		// Lambda answers 200 for a failed function; the header tells it apart.
 		w.Header().Set("X-Amz-Function-Error", "Unhandled")

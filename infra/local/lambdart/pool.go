@@ -25,9 +25,15 @@ type pool struct {
 	idle   []*instance
 	all    map[*instance]struct{}
 	closed bool
+	// reserved is the function's reserved concurrency (SetReservedConcurrency); nil
+	// when none is set.
+	reserved *int
 }
 
 func (p *pool) invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	if p.throttled() {
+		return nil, fmt.Errorf("invoke %s: %w", p.fn.Name, ErrThrottled)
+	}
 	select {
 	case p.slots <- struct{}{}:
 	case <-ctx.Done():

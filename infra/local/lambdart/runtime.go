@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -42,6 +43,9 @@ const (
 	MaxResponseBytes = 6291556
 	// MaxAsyncPayloadBytes is Lambda's limit on an asynchronous (Event) request.
 	MaxAsyncPayloadBytes = 1024 * 1024
+	// MaxEventAge is how long Lambda keeps an asynchronous event it could not yet run
+	// (throttled) before it drops it: the default MaximumEventAgeInSeconds, 6 hours.
+	MaxEventAge = 6 * time.Hour
 
 	// DefaultSessionDuration is the length of each process's execution-role session
 	// (a role's default maximum).
@@ -297,7 +301,8 @@ func (r *Runtime) Invoke(ctx context.Context, function string, payload []byte) (
 // InvokeAsync queues an asynchronous (Event) invocation and returns at once, as
 // Lambda answers 202. A failure is retried AsyncRetries times (the function's own
 // AsyncRetries when set), each failure logged, then the invocation is dropped and
-// logged once more.
+// logged once more. An attempt throttled by a reserved concurrency of 0 is tried
+// again without counting, as Lambda keeps such an event, until MaxEventAge.
 func (r *Runtime) InvokeAsync(function string, payload []byte) error {
 	p, err := r.pool(function)
 	if err != nil {
@@ -310,20 +315,31 @@ func (r *Runtime) InvokeAsync(function string, payload []byte) error {
 	r.async.Add(1)
 	go func() {
 		defer r.async.Done()
+		queued := time.Now()
 		for attempt := 0; ; attempt++ {
 			_, err := p.invoke(r.ctx, body)
 			if err == nil || r.ctx.Err() != nil {
 				return
 			}
-			p.log.Warn("async invocation failed", logging.Error, err.Error(), "attempt", attempt+1)
-			retries := r.AsyncRetries
-			if p.fn.AsyncRetries != nil {
-				retries = *p.fn.AsyncRetries
-			}
-			if attempt >= retries {
-				// Lambda would send the event to the function's on-failure destination.
-				p.log.Error("async invocation dropped", "attempts", attempt+1)
-				return
+			if errors.Is(err, ErrThrottled) {
+				// Lambda keeps a throttled event and tries it again, without counting
+				// the attempt, until the event's maximum age.
+				attempt--
+				if time.Since(queued) > MaxEventAge {
+					p.log.Error("async invocation dropped: throttled past the maximum event age", "age", time.Since(queued).String())
+					return
+				}
+			} else {
+				p.log.Warn("async invocation failed", logging.Error, err.Error(), "attempt", attempt+1)
+				retries := r.AsyncRetries
+				if p.fn.AsyncRetries != nil {
+					retries = *p.fn.AsyncRetries
+				}
+				if attempt >= retries {
+					// Lambda would send the event to the function's on-failure destination.
+					p.log.Error("async invocation dropped", "attempts", attempt+1)
+					return
+				}
 			}
 			select {
 			case <-time.After(r.AsyncRetryDelay):
