@@ -39,6 +39,7 @@ const (
 	logStoppedAt    = "stoppedAt"    // when a record became STOPPED
 	logSlotsHeld    = "slotsHeld"    // records that hold a capacity slot
 	logDrift        = "counterDrift" // slots held minus the counter
+	logPoolID       = "poolId"       // a warm pool task's id
 )
 
 // DefaultOrphanGrace is how old a task must be before cleanup may call it an orphan: a
@@ -61,6 +62,10 @@ type Store interface {
 	ReconcileCapacity(ctx context.Context) (state.CapacityCheck, error)
 	Connections(ctx context.Context, userID string) ([]state.Connection, error)
 	AcquirePurgeIfInactive(ctx context.Context, userID string, cutoff time.Time) (state.Lease, error)
+	// The warm pool's items and claims.
+	PoolTasks(ctx context.Context) ([]state.PoolTask, error)
+	PoolClaimOf(ctx context.Context, id string) (*state.PoolClaim, error)
+	RemovePool(ctx context.Context, id, reason string) (bool, error)
 	BeginPurge(ctx context.Context, l state.Lease) error
 	ReleasePurge(ctx context.Context, l state.Lease) error
 	FinishPurge(ctx context.Context, l state.Lease) error
@@ -153,6 +158,9 @@ type pass struct {
 	// the listing succeeded.
 	tasks  []launcher.Task
 	listed bool
+	// pool is the warm pool's items by id, as stopOrphans read them; nil when they
+	// could not be read (then no pool task is judged).
+	pool map[string]state.PoolTask
 	// cutoff is now minus the retention: activity before it is old enough to purge.
 	cutoff time.Time
 }
@@ -285,12 +293,25 @@ func (c *Cleaner) stopOrphans(ctx context.Context, p *pass) {
 		return
 	}
 	p.tasks, p.listed = tasks, true
+	if items, err := c.Store.PoolTasks(ctx); err != nil {
+		p.fail(err)
+		c.Log.ErrorContext(ctx, "list pool tasks failed", logging.Error, err.Error())
+	} else {
+		p.pool = make(map[string]state.PoolTask, len(items))
+		for _, it := range items {
+			p.pool[it.ID] = it
+		}
+	}
 	grace := c.OrphanGrace
 	if grace == 0 {
 		grace = DefaultOrphanGrace
 	}
 	for _, t := range tasks {
 		if t.Stopped() || time.Since(t.CreatedAt) < grace {
+			continue
+		}
+		if t.PoolID != "" {
+			c.judgePoolTask(ctx, p, t)
 			continue
 		}
 		if owns(p.live[t.UserID], t.ARN, c.now()) {
@@ -316,6 +337,45 @@ func (c *Cleaner) stopOrphans(ctx context.Context, p *pass) {
 		p.sum.Orphans++
 		c.Log.WarnContext(ctx, "orphan task stopped", logging.UserID, t.UserID, logging.TaskARN, t.ARN, logCreatedAt, t.CreatedAt)
 	}
+}
+
+// judgePoolTask stops a warm pool task that nothing keeps: one whose pool item is
+// gone and whose claim names no live lease of that task (an item drained whose stop
+// failed is stopped again). A waiting or launching one is the pool's.
+func (c *Cleaner) judgePoolTask(ctx context.Context, p *pass, t launcher.Task) {
+	if p.pool == nil {
+		return
+	}
+	reason := "sandgate: orphan pool task, no pool item or live claim names it"
+	if it, ok := p.pool[t.PoolID]; ok {
+		if it.State != state.PoolDraining {
+			return
+		}
+		reason = "sandgate: pool drain: " + it.Reason
+	} else {
+		claim, err := c.Store.PoolClaimOf(ctx, t.PoolID)
+		switch {
+		case err == nil:
+			sb, err := c.Store.Get(ctx, claim.UserID)
+			if err != nil && !errors.Is(err, state.ErrNotFound) {
+				p.fail(err)
+				return
+			}
+			if owns(sb, t.ARN, c.now()) {
+				return
+			}
+		case !errors.Is(err, state.ErrNotFound):
+			p.fail(err)
+			return
+		}
+	}
+	if err := c.Tasks.Stop(ctx, t.ARN, reason); err != nil {
+		p.fail(err)
+		c.Log.ErrorContext(ctx, "stop orphan pool task failed", logging.TaskARN, t.ARN, logPoolID, t.PoolID, logging.Error, err.Error())
+		return
+	}
+	p.sum.Orphans++
+	c.Log.WarnContext(ctx, "orphan pool task stopped", logging.TaskARN, t.ARN, logPoolID, t.PoolID, logging.Reason, reason)
 }
 
 // owns reports whether sb is a live lease that names the task, or names none yet.

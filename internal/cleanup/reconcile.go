@@ -44,6 +44,14 @@ func (c *Cleaner) Reconcile(ctx context.Context) (Reconciliation, error) {
 		return Reconciliation{}, fmt.Errorf("reconcile: %w", err)
 	}
 	p.tasks, p.listed = tasks, true
+	items, err := c.Store.PoolTasks(ctx)
+	if err != nil {
+		return Reconciliation{}, fmt.Errorf("reconcile: %w", err)
+	}
+	p.pool = make(map[string]state.PoolTask, len(items))
+	for _, it := range items {
+		p.pool[it.ID] = it
+	}
 	err = c.Store.ListSandboxes(ctx, func(sb *state.Sandbox) error {
 		if sb.State == state.Stopped && sb.HoldsSlot() {
 			p.slotted = append(p.slotted, sb)
@@ -88,8 +96,47 @@ func (c *Cleaner) returnLostSlots(ctx context.Context, p *pass) int {
 				logging.UserID, sb.UserID, logGeneration, sb.Slot, logging.TaskARN, sb.TaskARN, logStoppedAt, sb.StateSince)
 		}
 	}
+	n += c.returnLostPoolSlots(ctx, p)
 	p.sum.Corrections += n
 	return n
+}
+
+// returnLostPoolSlots gives back the slots of pool items whose task ECS no longer runs
+// (its stop event was lost, or RunTask never started it) once they are older than the
+// grace, and returns how many it gave back.
+func (c *Cleaner) returnLostPoolSlots(ctx context.Context, p *pass) int {
+	grace := max(c.StopEventGrace, c.OrphanGrace)
+	if grace <= 0 {
+		grace = max(DefaultStopEventGrace, DefaultOrphanGrace)
+	}
+	n := 0
+	for _, it := range p.pool {
+		if c.now().Sub(it.ReservedAt) < grace || runsPoolTask(p.tasks, it) {
+			continue
+		}
+		back, err := c.Store.RemovePool(ctx, it.ID, "ECS runs no such task")
+		if err != nil {
+			p.fail(err)
+			c.Log.ErrorContext(ctx, "return a lost pool task's slot failed", logPoolID, it.ID, logging.Error, err.Error())
+			continue
+		}
+		if back {
+			n++
+			c.Log.WarnContext(ctx, "capacity slot given back: ECS runs no such pool task and its stop event never came",
+				logPoolID, it.ID, logging.TaskARN, it.TaskARN, logging.State, string(it.State))
+		}
+	}
+	return n
+}
+
+// runsPoolTask reports whether ECS still runs pool item it's task.
+func runsPoolTask(tasks []launcher.Task, it state.PoolTask) bool {
+	for _, t := range tasks {
+		if t.LastStatus != "STOPPED" && (t.PoolID == it.ID || it.TaskARN != "" && t.ARN == it.TaskARN) {
+			return true
+		}
+	}
+	return false
 }
 
 // running reports whether ECS still runs the task that holds sb's slot: the task the
