@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sandgate/sandgate/infra/local/template"
 	"github.com/sandgate/sandgate/internal/metrics"
 )
 
@@ -222,24 +223,29 @@ func TestAlarms_ExpressionsFillEverySeries(t *testing.T) {
 	}
 }
 
-// lambdaAlarm checks that alarm id reads metric name with stat for exactly the
-// template's functions, and returns the metric ids by function.
-func lambdaAlarm(t *testing.T, all map[string]*alarm, id, name, stat string, functions []string) map[string]string {
+// lambdaAlarm checks that the alarms of family id (id, id2, id3…: one alarm reads at
+// most maxAlarmMetrics metrics, so more functions than that take a second alarm) read
+// metric name with stat for exactly the template's functions, each function once, and
+// returns the metric ids by function, and the alarm that reads each.
+func lambdaAlarm(t *testing.T, all map[string]*alarm, id, name, stat string, functions []string) (map[string]string, map[string]*alarm) {
 	t.Helper()
-	a := all[id]
-	if a == nil {
+	ids := family(all, id)
+	if len(ids) == 0 {
 		t.Fatalf("no %s", id)
 	}
-	byFunction := map[string]string{}
-	for _, m := range a.metrics {
-		if m.namespace != "AWS/Lambda" || m.name != name || m.stat != stat {
-			t.Errorf("%s: metric %s is %s/%s %s, want AWS/Lambda/%s %s", id, m.id, m.namespace, m.name, m.stat, name, stat)
-			continue
+	byFunction, alarmOf := map[string]string{}, map[string]*alarm{}
+	for _, aid := range ids {
+		a := all[aid]
+		for _, m := range a.metrics {
+			if m.namespace != "AWS/Lambda" || m.name != name || m.stat != stat {
+				t.Errorf("%s: metric %s is %s/%s %s, want AWS/Lambda/%s %s", aid, m.id, m.namespace, m.name, m.stat, name, stat)
+				continue
+			}
+			if prev, dup := byFunction[m.function]; dup {
+				t.Errorf("%s: %s counted twice (%s, %s)", aid, m.function, prev, m.id)
+			}
+			byFunction[m.function], alarmOf[m.function] = m.id, a
 		}
-		if prev, dup := byFunction[m.function]; dup {
-			t.Errorf("%s: %s counted twice (%s, %s)", id, m.function, prev, m.id)
-		}
-		byFunction[m.function] = m.id
 	}
 	got := set()
 	for fn := range byFunction {
@@ -248,7 +254,19 @@ func lambdaAlarm(t *testing.T, all map[string]*alarm, id, name, stat string, fun
 	if missing, extra := diff(set(functions...), got); len(missing)+len(extra) > 0 {
 		t.Errorf("%s: %s of functions: missing %v, not in the template %v", id, name, missing, extra)
 	}
-	return byFunction
+	return byFunction, alarmOf
+}
+
+// family returns id and the alarms that continue it (id2, id3…), in order.
+func family(all map[string]*alarm, id string) []string {
+	var ids []string
+	if all[id] != nil {
+		ids = append(ids, id)
+	}
+	for n := 2; all[id+strconv.Itoa(n)] != nil; n++ {
+		ids = append(ids, id+strconv.Itoa(n))
+	}
+	return ids
 }
 
 // sumOf is the expression that adds terms in order.
@@ -269,13 +287,15 @@ func TestAlarms_FunctionErrorsAndThrottles_EveryFunctionFilled(t *testing.T) {
 	})
 	all := alarms(t, raw)
 	for id, name := range map[string]string{"FunctionErrorsAlarm": "Errors", "FunctionThrottlesAlarm": "Throttles"} {
-		byFunction := lambdaAlarm(t, all, id, name, "Sum", functions)
-		var terms []string
-		for _, m := range all[id].metrics {
-			terms = append(terms, "FILL("+m.id+", 0)")
-		}
-		if len(byFunction) == len(functions) && all[id].expr != sumOf(terms) {
-			t.Errorf("%s: expression %q, want the sum of every function's filled %s: %q", id, all[id].expr, name, sumOf(terms))
+		lambdaAlarm(t, all, id, name, "Sum", functions)
+		for _, aid := range family(all, id) {
+			var terms []string
+			for _, m := range all[aid].metrics {
+				terms = append(terms, "FILL("+m.id+", 0)")
+			}
+			if all[aid].expr != sumOf(terms) {
+				t.Errorf("%s: expression %q, want the sum of its functions' filled %s: %q", aid, all[aid].expr, name, sumOf(terms))
+			}
 		}
 	}
 }
@@ -295,10 +315,28 @@ func TestAlarms_NearTimeout_ThresholdsFromTheTimeouts(t *testing.T) {
 		functions = append(functions, id)
 	}
 	all := alarms(t, raw)
-	const id = "FunctionsNearTimeoutAlarm"
-	byFunction := lambdaAlarm(t, all, id, "Duration", "Maximum", functions)
-	a := all[id]
+	const family = "FunctionsNearTimeoutAlarm"
+	byFunction, alarmOf := lambdaAlarm(t, all, family, "Duration", "Maximum", functions)
 	seen := set()
+	for _, a := range alarmOf {
+		if seen[a.id] {
+			continue
+		}
+		seen[a.id] = true
+		nearTimeoutTerms(t, a, tpl, seen)
+	}
+	for fn, metricID := range byFunction {
+		if !seen[alarmOf[fn].id+"/"+metricID] {
+			t.Errorf("%s: %s's Duration (%s) is read but not compared", alarmOf[fn].id, fn, metricID)
+		}
+	}
+}
+
+// nearTimeoutTerms checks each term of near-timeout alarm a and marks the metrics it
+// compares in seen ("<alarm>/<metric>").
+func nearTimeoutTerms(t *testing.T, a *alarm, tpl *template.Template, seen map[string]bool) {
+	t.Helper()
+	id := a.id
 	for term := range strings.SplitSeq(a.expr, " + ") {
 		m := nearTerm.FindStringSubmatch(term)
 		if m == nil {
@@ -310,7 +348,7 @@ func TestAlarms_NearTimeout_ThresholdsFromTheTimeouts(t *testing.T) {
 			t.Errorf("%s: term %q names no metric of the alarm", id, term)
 			continue
 		}
-		seen[m[1]] = true
+		seen[id+"/"+m[1]] = true
 		fn := tpl.Functions[metric.function]
 		if fn == nil {
 			continue // reported by lambdaAlarm
@@ -318,11 +356,6 @@ func TestAlarms_NearTimeout_ThresholdsFromTheTimeouts(t *testing.T) {
 		want := fn.Timeout.Milliseconds() * nearTimeout / 1000
 		if got, _ := strconv.ParseInt(m[2], 10, 64); got != want {
 			t.Errorf("%s: %s at %s ms; its Timeout is %s, so 80%% is %d ms", id, metric.function, m[2], fn.Timeout, want)
-		}
-	}
-	for fn, metricID := range byFunction {
-		if !seen[metricID] {
-			t.Errorf("%s: %s's Duration (%s) is read but not compared", id, fn, metricID)
 		}
 	}
 	if a.prop("ComparisonOperator") != "GreaterThanOrEqualToThreshold" || a.prop("Threshold") != "1" {

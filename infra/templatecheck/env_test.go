@@ -13,6 +13,7 @@ import (
 	"github.com/sandgate/sandgate/internal/connrelay"
 	"github.com/sandgate/sandgate/internal/disconnect"
 	"github.com/sandgate/sandgate/internal/message"
+	"github.com/sandgate/sandgate/internal/pool"
 	"github.com/sandgate/sandgate/internal/prewarm"
 	"github.com/sandgate/sandgate/internal/status"
 	"github.com/sandgate/sandgate/internal/taskevents"
@@ -42,6 +43,7 @@ var loaders = map[string]loader{
 	"TaskEventsFunction": {load: func(e *config.Env) { taskevents.LoadConfig(e) }, optional: taskevents.Optional},
 	"VendFunction":       {load: func(e *config.Env) { vend.LoadConfig(e) }, optional: vend.Optional},
 	"RelayFunction":      {load: func(e *config.Env) { connrelay.LoadConfig(e) }, optional: connrelay.Optional},
+	"PoolFunction":       {load: func(e *config.Env) { pool.LoadConfig(e) }, optional: pool.Optional},
 }
 
 // sdkVariables are read by aws-sdk-go-v2's own configuration, not by a loader.
@@ -57,7 +59,8 @@ var globalsNotRead = map[string]map[string]bool{
 var (
 	envGlobals = []string{"TABLE_NAME", "LOG_LEVEL", "AWS_ENDPOINT_URL"}
 	envEnsure  = []string{"ECS_CLUSTER", "TASK_DEFINITION", "SANDBOX_CONTAINER", "SUBNET_IDS",
-		"SECURITY_GROUP_IDS", "CAPACITY_PROVIDER", "MAX_SANDBOXES", "LEASE_TTL", "BUCKET", "MANAGEMENT_ENDPOINT"}
+		"SECURITY_GROUP_IDS", "CAPACITY_PROVIDER", "MAX_SANDBOXES", "LEASE_TTL", "BUCKET", "MANAGEMENT_ENDPOINT",
+		"POOL_SIZE", "POOL_MAX_AGE"}
 	envStorage = map[string][]string{
 		"s3": {"STORAGE_REGION", "STORAGE_PATH_STYLE"},
 		"r2": {"STORAGE_REGION", "STORAGE_PATH_STYLE", "AWS_ENDPOINT_URL_S3", "STORAGE_CREDENTIALS_SECRET"},
@@ -71,6 +74,7 @@ func contract(fn, scenario string) map[string]bool {
 		names = append(names, "SIGNING_SECRET_ID")
 	case "ConnectFunction":
 		names = append(names, envEnsure...)
+		names = append(names, "POOL_FUNCTION") // a start asks for a refill
 	case "MessageFunction":
 		// Not the ensure set: it starts no task, it asks the Connect function to.
 		names = append(names, "MANAGEMENT_ENDPOINT", "CONNECT_FUNCTION", "INBOX_MAX_FRAMES", "INBOX_MAX_BYTES", "AGENT_TIMEOUT")
@@ -79,6 +83,10 @@ func contract(fn, scenario string) map[string]bool {
 	case "PrewarmFunction":
 		names = append(names, "SIGNING_SECRET_ID")
 		names = append(names, envEnsure...)
+		names = append(names, "POOL_FUNCTION")
+	case "PoolFunction":
+		// Where and how pool tasks run, the capacity they count against, the pool.
+		names = append(names, envEnsure...)
 	case "CleanupFunction":
 		names = append(names, "ECS_CLUSTER", "BUCKET", "RETENTION_DAYS", "DRY_RUN", "MANAGEMENT_ENDPOINT")
 		names = append(names, envStorage[scenario]...)
@@ -86,7 +94,7 @@ func contract(fn, scenario string) map[string]bool {
 		// The cluster whose events it takes, and the stage whose clients it tells.
 		names = append(names, "ECS_CLUSTER", "MANAGEMENT_ENDPOINT")
 	case "VendFunction":
-		names = append(names, "TASK_ROLE_ARN", "SANDBOX_ROLE_ARN", "ECS_CLUSTER")
+		names = append(names, "TASK_ROLE_ARN", "SANDBOX_ROLE_ARN", "ECS_CLUSTER", "AGENT_PORT")
 		if scenario == "r2" {
 			// It mints the sandboxes' R2 credentials from the parent key it alone reads.
 			names = append(names, "STORAGE_CREDENTIALS_SECRET", "STORAGE_ENDPOINT", "BUCKET")

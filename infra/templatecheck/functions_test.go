@@ -16,6 +16,7 @@ import (
 var allFunctions = []string{
 	"AuthorizeFunction", "ConnectFunction", "MessageFunction", "DisconnectFunction",
 	"StatusFunction", "PrewarmFunction", "CleanupFunction", "TaskEventsFunction", "VendFunction", "RelayFunction",
+	"PoolFunction",
 }
 
 // urlFunctions are the functions a sandbox calls through an IAM-authenticated function
@@ -114,7 +115,8 @@ func funcIDs(tpl *template.Template) map[string]bool {
 
 // agentCallers are the functions that reach the agent's private address and so need the
 // VPC; the others stay out of it (no ENIs, no NAT dependency for their AWS calls).
-var agentCallers = set("ConnectFunction", "MessageFunction", "DisconnectFunction")
+// Prewarm is one because a start that claims a warm pool task hands it its user.
+var agentCallers = set("ConnectFunction", "MessageFunction", "DisconnectFunction", "PrewarmFunction")
 
 // Each function runs as sam build and Lambda expect, with its own timeout and memory,
 // its own log group with a retention and its own role.
@@ -152,6 +154,11 @@ func TestFunctions_Runtime(t *testing.T) {
 		// The scheduler invokes Cleanup asynchronously: Lambda's default two retries
 		// would run a failed pass again while the next scheduled one starts.
 		if id == "CleanupFunction" && (retries == nil || *retries != 0) {
+			t.Errorf("%s: EventInvokeConfig.MaximumRetryAttempts %v, want 0", id, retries)
+		}
+		// A refill asked for again a minute later would find the pool as the next
+		// start or the schedule does: no retry.
+		if id == "PoolFunction" && (retries == nil || *retries != 0) {
 			t.Errorf("%s: EventInvokeConfig.MaximumRetryAttempts %v, want 0", id, retries)
 		}
 		if urlFunctions[id] != (fn.URLAuthType != "") || fn.URLAuthType != "" && fn.URLAuthType != "AWS_IAM" {

@@ -93,6 +93,21 @@ func ownUpdate() string {
 		`,"dynamodb:LeadingKeys":["USER#${aws:PrincipalTag/userId}"]},"Null":{"dynamodb:Attributes":"false","dynamodb:LeadingKeys":"false"}}`
 }
 
+// leading is the condition that holds table actions to items of the partitions keys.
+func leading(keys ...string) string {
+	b, _ := json.Marshal(keys)
+	return ` {"ForAllValues:StringEquals":{"dynamodb:LeadingKeys":` + string(b) + `}}`
+}
+
+// claim is what a start that may claim a warm pool task needs beside its table
+// grants: the pool's waiting tasks read, and a refill asked of the pool function.
+func claim() []string {
+	return []string{
+		"dynamodb:Query " + table + leading("POOL"),
+		"lambda:InvokeFunction " + arn + ":lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-pool",
+	}
+}
+
 // invokeConnect lets a function send the Connect function its notices: Connect's own
 // asynchronous ones, and Message's (synchronous ensure notices, asynchronous restarts).
 var invokeConnect = "lambda:InvokeFunction " + arn + ":lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-connect"
@@ -114,7 +129,7 @@ func expectedGrants(scenario string) map[string][]string {
 		// The functions that verify signed URLs read the signing secret, and nothing else does.
 		"AuthorizeRole": concat(logs("AuthorizeLogGroup"), []string{signing}),
 		"ConnectRole": concat(logs("ConnectLogGroup"),
-			tableGrants("GetItem", "PutItem", "UpdateItem", "DeleteItem"), ensure,
+			tableGrants("GetItem", "PutItem", "UpdateItem", "DeleteItem"), ensure, claim(),
 			[]string{post(), invokeConnect}, vpc),
 		// No ensure: the Message function starts no task; Connect does it for it.
 		"MessageRole": concat(logs("MessageLogGroup"),
@@ -122,7 +137,18 @@ func expectedGrants(scenario string) map[string][]string {
 			[]string{post(), invokeConnect}, vpc),
 		"DisconnectRole": concat(logs("DisconnectLogGroup"), tableGrants("GetItem", "DeleteItem"), vpc),
 		"StatusRole":     concat(logs("StatusLogGroup"), []string{signing}, tableGrants("GetItem")),
-		"PrewarmRole":    concat(logs("PrewarmLogGroup"), []string{signing}, tableGrants("GetItem", "UpdateItem"), ensure),
+		// A claim deletes the pool item and writes the claim item in the lease's
+		// transaction; Connect's table grants cover both, Prewarm's are held to them.
+		"PrewarmRole": concat(logs("PrewarmLogGroup"), []string{signing}, tableGrants("GetItem", "UpdateItem"), ensure, claim(),
+			[]string{"dynamodb:DeleteItem " + table + leading("POOL"), "dynamodb:PutItem " + table + leading("POOLCLAIM")}, vpc),
+		// The refill: the pool's items, its lock and the counter, nothing of a user;
+		// launching and stopping pool tasks.
+		"PoolRole": concat(logs("PoolLogGroup"), []string{
+			"dynamodb:Query " + table + leading("POOL", "POOLLOCK", "CAPACITY"),
+			"dynamodb:UpdateItem " + table + leading("POOL", "POOLLOCK", "CAPACITY"),
+			"dynamodb:DeleteItem " + table + leading("POOL", "POOLLOCK", "CAPACITY"),
+		}, ensure),
+		"PoolScheduleRole": {"lambda:InvokeFunction ${PoolFunction.Arn}"},
 		"CleanupRole": concat(logs("CleanupLogGroup"),
 			tableGrants("GetItem", "UpdateItem", "DeleteItem", "Query", "Scan"),
 			[]string{
@@ -145,7 +171,9 @@ func expectedGrants(scenario string) map[string][]string {
 		// A task's own role asks the vendor, and nothing else.
 		"TaskRole": invokeURL("vend"),
 		// The vendor reads the user's record; SandboxRole's trust lets it assume that.
-		"VendRole": concat(logs("VendLogGroup"), tableGrants("GetItem")),
+		// A pool task's registration: its task described, its pool item written.
+		"VendRole": concat(logs("VendLogGroup"), tableGrants("GetItem"),
+			[]string{"ecs:DescribeTasks " + tasks, "dynamodb:UpdateItem " + table + leading("POOL")}),
 		"RelayRole": concat(logs("RelayLogGroup"), tableGrants("GetItem", "DeleteItem"),
 			[]string{post(), deleteConns(), getConns()}),
 		// Every sandbox's session: its user's items only (no Scan, PartiQL or Batch
@@ -180,6 +208,7 @@ var trust = map[string]string{
 	"AuthorizeRole": "lambda.amazonaws.com", "ConnectRole": "lambda.amazonaws.com", "MessageRole": "lambda.amazonaws.com",
 	"DisconnectRole": "lambda.amazonaws.com", "StatusRole": "lambda.amazonaws.com", "PrewarmRole": "lambda.amazonaws.com",
 	"CleanupRole": "lambda.amazonaws.com", "CleanupScheduleRole": "scheduler.amazonaws.com",
+	"PoolRole": "lambda.amazonaws.com", "PoolScheduleRole": "scheduler.amazonaws.com",
 	"TaskEventsRole":    "lambda.amazonaws.com",
 	"TaskExecutionRole": "ecs-tasks.amazonaws.com", "TaskRole": "ecs-tasks.amazonaws.com",
 	"VendRole": "lambda.amazonaws.com", "RelayRole": "lambda.amazonaws.com",
