@@ -34,6 +34,9 @@ type Body struct {
 	Ready bool `json:"ready"`
 	// Queued is how many frames wait for the sandbox (Status only).
 	Queued *int `json:"queued,omitempty"`
+	// Warm reports that the sandbox's start claimed a warm pool task instead of
+	// waiting for a launch of its own.
+	Warm bool `json:"warm"`
 }
 
 // Describe returns the Body of userID's sandbox sb (nil: no sandbox) at now.
@@ -52,6 +55,7 @@ func Describe(userID string, sb *state.Sandbox, now time.Time) Body {
 		b.Since = &since
 	}
 	b.Ready = sb.State == state.Running && sb.Live(now)
+	b.Warm = sb.Warm
 	return b
 }
 
