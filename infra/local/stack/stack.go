@@ -366,6 +366,9 @@ func (s *Stack) startECS(o Options, tpl *template.Template) error {
 	e.Logger = s.log
 	e.Clusters = []string{s.Cluster}
 	e.LaunchDelay = o.LaunchDelay
+	// RunTask's and Fargate's rates, as AWS enforces them: a storm, or a refill that
+	// does not give way, meets ThrottlingException here as it would there.
+	e.Limits = &ecslocal.FargateLimits
 	e.AddressPool = o.AddressPool
 	if !e.AddressPool.IsValid() {
 		e.AddressPool = ecslocal.RandomAddressPool()

@@ -127,7 +127,20 @@ func (o *Output) Lines(match func(Line) bool) []Line {
 
 // Await returns the first line that matches, waiting for it until ctx ends.
 func (o *Output) Await(ctx context.Context, match func(Line) bool) (Line, error) {
-	seen := 0
+	return o.AwaitAfter(ctx, 0, match)
+}
+
+// Mark returns how many lines the Output holds: AwaitAfter with it waits for a line
+// written after this call.
+func (o *Output) Mark() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.lines)
+}
+
+// AwaitAfter is Await over the lines after the first mark ones (Mark).
+func (o *Output) AwaitAfter(ctx context.Context, mark int, match func(Line) bool) (Line, error) {
+	seen := mark
 	for {
 		o.mu.Lock()
 		lines, changed := o.lines[seen:], o.changed

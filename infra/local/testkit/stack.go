@@ -445,29 +445,56 @@ func (s *Stack) Capacity(tb testing.TB) int {
 	return n
 }
 
-// ExactCapacity waits until the capacity counter and the sandbox records that hold a
-// slot (state.Sandbox.HoldsSlot: a lease, or a STOPPED record whose task's stop event
-// has not come yet) both equal want, and fails the test if they do not within
-// CapacityWait: a stopped task's slot comes back when its stop event has been handled.
+// ExactCapacity waits until the capacity counter and what holds a slot (state.Store.
+// CountSlots: the records that hold one — a lease, or a STOPPED record whose task's
+// stop event has not come yet — and the warm pool's items) both equal want, and fails
+// the test if they do not within CapacityWait: a stopped task's slot comes back when
+// its stop event has been handled.
 func (s *Stack) ExactCapacity(tb testing.TB, want int) {
 	tb.Helper()
 	var c, held int
 	Eventually(tb, CapacityWait, func() bool {
-		held = 0
-		err := s.Store.ListSandboxes(context.Background(), func(sb *state.Sandbox) error {
-			if sb.HoldsSlot() {
-				held++
-			}
-			return nil
-		})
-		if err != nil {
+		var err error
+		if held, err = s.Store.CountSlots(context.Background()); err != nil {
 			tb.Fatal(err)
 		}
 		c = s.Capacity(tb)
 		return c == want && held == want
 	}, func() string {
-		return fmt.Sprintf("capacity counter %d, records holding a slot %d; want %d", c, held, want)
+		return fmt.Sprintf("capacity counter %d, records and pool items holding a slot %d; want %d", c, held, want)
 	})
+}
+
+// Pool returns the warm pool's items.
+func (s *Stack) Pool(tb testing.TB) []state.PoolTask {
+	tb.Helper()
+	p, err := s.Store.PoolTasks(context.Background())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+// WaitPool waits until the warm pool has n tasks waiting to be claimed (and none
+// launching), and returns them.
+func (s *Stack) WaitPool(tb testing.TB, n int, timeout time.Duration) []state.PoolTask {
+	tb.Helper()
+	var waiting, launching []state.PoolTask
+	Eventually(tb, timeout, func() bool {
+		waiting, launching = nil, nil
+		for _, p := range s.Pool(tb) {
+			switch p.State {
+			case state.PoolWaiting:
+				waiting = append(waiting, p)
+			case state.PoolLaunching:
+				launching = append(launching, p)
+			}
+		}
+		return len(waiting) == n && len(launching) == 0
+	}, func() string {
+		return fmt.Sprintf("pool: %d waiting, %d launching; want %d waiting", len(waiting), len(launching), n)
+	})
+	return waiting
 }
 
 // CapacityWait bounds ExactCapacity's wait for the task events in flight.
