@@ -230,3 +230,48 @@ func TestEnsurer_Ensure_PoolRace(t *testing.T) {
 		t.Fatalf("%d warm starts, %d launches, capacity %d", warm, e.userRunTasks(), e.capacity(t))
 	}
 }
+
+// lostClaims stands in for a network that loses the claim after the start's write: it
+// says the claim was taken and sends nothing.
+type lostClaims struct{}
+
+func (lostClaims) Claim(context.Context, string, string, agentapi.Claim) error { return nil }
+
+// A claim that never reaches its task (the start died between its write and the
+// claim, or the answer lied): the pool task keeps waiting and the lease runs out; the
+// next start takes it over, stops the pool task and is served; the counter counts one
+// sandbox throughout, and the pool task never served anyone.
+func TestEnsurer_Ensure_ClaimNeverArrives(t *testing.T) {
+	e := newEnv(t)
+	e.withPool(t)
+	e.ens.Pool.Claimer = lostClaims{}
+	e.ens.Now = e.db.Clock.Now
+	pt := e.poolTask(t, e.taskDef(t), e.db.Clock.Now())
+	res, err := e.ens.Ensure(context.Background(), "user_a")
+	if err != nil || !res.Warm {
+		t.Fatalf("first start %+v %v", res, err)
+	}
+	if len(pt.claims) != 0 || e.capacity(t) != 1 {
+		t.Fatal("setup")
+	}
+	// Within the start lease the start is the user's: nothing else starts.
+	if res, err := e.ens.Ensure(context.Background(), "user_a"); err != nil || res.Started {
+		t.Fatalf("second start within the lease %+v %v", res, err)
+	}
+	e.db.Clock.Advance(state.DefaultStartTTL + time.Second)
+	res, err = e.ens.Ensure(context.Background(), "user_a")
+	if err != nil || !res.Started || res.Warm || res.Sandbox.TaskARN == pt.TaskARN {
+		t.Fatalf("start after the lease ran out %+v %v", res, err)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		for _, ti := range e.ecs.Server.Tasks() {
+			if ti.ARN == pt.TaskARN {
+				return ti.DesiredStatus == "STOPPED"
+			}
+		}
+		return true
+	}, func() string { return "the pool task whose claim never came was not stopped" })
+	if len(pt.claims) != 0 || e.capacity(t) != 1 {
+		t.Fatalf("%d claims reached the pool task, capacity %d", len(pt.claims), e.capacity(t))
+	}
+}
