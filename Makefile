@@ -154,7 +154,9 @@ image: ## build and push the sandbox image (linux/arm64) to ECR: make image [IMA
 		docker buildx build --platform linux/arm64 -f container/Dockerfile -t $$image --push . || exit 1; \
 		echo "pushed $$image"; \
 	fi; \
-	echo "set the stack's SandboxImage parameter to $$image (sam deploy --guided, or parameter_overrides in samconfig.toml)"
+	digest=$$(aws ecr describe-images --region $$region --repository-name $(IMAGE_REPO) --image-ids imageTag=$(IMAGE_TAG) \
+		--query 'imageDetails[0].imageDigest' --output text) || exit 1; \
+	echo "set the stack's SandboxImage parameter to $$registry/$(IMAGE_REPO)@$$digest (pinned by digest: sam deploy --guided, or parameter_overrides in samconfig.toml)"
 
 # Read-only checks of the account before sam deploy (infra/preflight): parameters from
 # samconfig.toml's parameter_overrides, under ARGS' -parameter-overrides; the usual AWS
