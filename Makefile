@@ -128,7 +128,7 @@ clean: ## remove build output
 	rm -rf $(BUILD) .aws-sam
 
 # ------------------------------------------------------------------ deploy (docs/DEPLOY.md)
-.PHONY: validate image deploy preflight
+.PHONY: validate image deploy preflight undeploy
 validate: ## lint template.yaml and infra/network with cfn-lint (Python, 1.x) and run the template tests
 	@command -v cfn-lint >/dev/null || { echo "cfn-lint not found: pip install cfn-lint (the Python one; npm's cfn-lint is a different, outdated linter)"; exit 1; }
 	cfn-lint -- template.yaml infra/network/template.yaml
@@ -168,3 +168,10 @@ preflight: ## check the AWS account before sam deploy, read-only: make preflight
 deploy: ## sam build && sam deploy (samconfig.toml; first time: sam deploy --guided, see docs/DEPLOY.md)
 	sam build
 	sam deploy $(DEPLOY_ARGS)
+
+# Deleting the stack (infra/undeploy): the start functions are throttled, every sandbox
+# stopped gracefully (each syncs its user's files) and awaited, then sam delete runs, or
+# is printed where SAM CLI is missing. Stack name, region and profile as samconfig.toml says.
+undeploy: ## stop every sandbox gracefully, then sam delete the stack: make undeploy [ARGS="-stack-name sandgate -yes -print-delete -timeout 10m"]
+	@$(GO) build -o $(BUILD)/undeploy ./infra/undeploy/cmd
+	@$(BUILD)/undeploy $(ARGS)
