@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sandgate/sandgate/internal/apiproxy"
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/objsync"
 	"github.com/sandgate/sandgate/internal/relay"
@@ -56,6 +57,12 @@ type Agent struct {
 	// start every child through it, so tests that run the agent inside a test binary
 	// leave it nil.
 	Reaper *workload.Reaper
+	// SpendLedger keeps the user's spend on the upstreams (Config.Upstreams) across
+	// the sandbox's restarts; nil keeps it in memory, for this sandbox only.
+	SpendLedger apiproxy.Ledger
+	// UpstreamTransport, when set, sends the upstream proxies' calls (tests that
+	// trust their own TLS server).
+	UpstreamTransport http.RoundTripper
 
 	// MaxRestarts is how often a crashed workload is restarted (DefaultMaxRestarts;
 	// negative: never).
@@ -120,8 +127,9 @@ type sandbox struct {
 	connectGrace, progressEvery            time.Duration
 	restartBackoff, fenceMargin, idleCheck time.Duration
 
-	activity atomic.Int64 // unix nanoseconds of the last client frame or open
+	activity atomic.Int64 // unix nanoseconds of the last client frame or open, or the workload's word
 	acks     *ackQueue
+	wapi     *workloadAPI // what the agent serves the workload (workloadapi.go)
 	srv      *http.Server
 	srvDone  chan struct{}
 
@@ -225,6 +233,10 @@ func (s *sandbox) run(ctx context.Context) error {
 	if err := s.prepare(); err != nil {
 		return s.failStart(ctx, "prepare", err)
 	}
+	if err := s.startWorkloadAPI(); err != nil {
+		return s.failStart(ctx, "workload api", err)
+	}
+	defer s.wapi.close()
 	if err := s.listen(work); err != nil {
 		return s.failStart(ctx, "listen", err)
 	}

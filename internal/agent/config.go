@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sandgate/sandgate/internal/agentapi"
+	"github.com/sandgate/sandgate/internal/apiproxy"
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/s3bucket"
 	"github.com/sandgate/sandgate/internal/taskenv"
@@ -54,7 +56,8 @@ const (
 // definition need not set; SANDBOX_COMMAND is there because empty means the demo.
 var Optional = append([]string{EnvStopTimeout, EnvWorkloadGrace, EnvCommand,
 	s3bucket.EnvAccessKeyID, s3bucket.EnvSecretAccessKey,
-	EnvWorkloadUID, EnvWorkloadGID, EnvWorkloadEnv, EnvWorkloadMaxProcs, EnvWorkloadMaxFiles, EnvWorkloadAddressSpace},
+	EnvWorkloadUID, EnvWorkloadGID, EnvWorkloadEnv, EnvWorkloadMaxProcs, EnvWorkloadMaxFiles, EnvWorkloadAddressSpace,
+	apiproxy.EnvUpstreams},
 	workload.PassThrough...)
 
 // PerTask lists the variables that come from RunTask overrides (internal/taskenv) and
@@ -132,6 +135,9 @@ type Config struct {
 	WorkloadEnv []string
 	// WorkloadLimits are the workload's resource limits and nice value.
 	WorkloadLimits workload.Limits
+	// Upstreams are the APIs the agent proxies for the workload, adding the team's
+	// key (apiproxy.LoadUpstreams: UPSTREAMS, UPSTREAM_<NAME>_*).
+	Upstreams []apiproxy.Upstream
 	// DataDir is DATA_DIR made absolute.
 	DataDir     string
 	MessageRate int
@@ -209,6 +215,7 @@ func LoadConfig(env *config.Env) Config {
 	}
 	c.Command = workload.ParseCommand(env.String(EnvCommand, ""))
 	loadWorkload(env, &c)
+	c.Upstreams = apiproxy.LoadUpstreams(env)
 	dir := env.String(EnvDataDir, DefaultDataDir)
 	abs, err := filepath.Abs(dir)
 	env.Check(EnvDataDir, err)
@@ -290,8 +297,10 @@ func checkDeclared(name string) error {
 	switch {
 	case !envName.MatchString(name):
 		return fmt.Errorf("%q is not a variable name", name)
-	case slices.Contains(neverDeclared, name) || slices.Contains(PerTask, name):
+	case slices.Contains(neverDeclared, name) || slices.Contains(PerTask, name) || apiproxy.IsKeyVar(name):
 		return fmt.Errorf("%s is the agent's, never the workload's", name)
+	case name == EnvWorkloadActivityURL || name == EnvWorkloadSleepAfter || strings.HasPrefix(name, "SANDGATE_UPSTREAM_"):
+		return fmt.Errorf("%s is set by the agent for the workload", name)
 	case slices.Contains(workload.Own, name):
 		return fmt.Errorf("%s is set by the agent for the workload", name)
 	}

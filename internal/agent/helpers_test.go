@@ -59,6 +59,8 @@ func TestMain(m *testing.M) {
 		os.Exit(capAgent())
 	case modeCapWriter:
 		os.Exit(capWriter())
+	case modeCaller:
+		os.Exit(callerWorkload())
 	}
 	os.Exit(dynamodblocal.RunTests(m))
 }

@@ -75,11 +75,12 @@ func (s *sandbox) syncLoop(ctx context.Context) (stop func(), done <-chan struct
 	return func() { once.Do(cancel) }, ch
 }
 
-// idle reports whether nothing happened for SLEEP_AFTER and no connection is open.
-// Records whose $disconnect was lost are checked with the management API; those of
-// gone connections are removed.
+// idle reports whether nothing happened for SLEEP_AFTER (no client frame, no word
+// from the workload that it is busy, no upstream call in flight) and no connection is
+// open. Records whose $disconnect was lost are checked with the management API; those
+// of gone connections are removed.
 func (s *sandbox) idle(ctx context.Context) bool {
-	if s.now().Sub(s.lastActivity()) < s.cfg.SleepAfter {
+	if s.now().Sub(s.lastActivity()) < s.cfg.SleepAfter || s.wapi.busy() {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, DefaultPostTimeout)

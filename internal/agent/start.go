@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -269,7 +270,9 @@ func (s *sandbox) startWorkload(ctx context.Context) error {
 	// environment of the allowlist only.
 	wc := workload.Config{
 		Command: cmd, Dir: s.cfg.Workspace(), Host: "127.0.0.1", Port: s.port, UserID: s.cfg.UserID,
-		UID: s.cfg.WorkloadUID, GID: s.cfg.WorkloadGID, Env: s.cfg.WorkloadEnv, Limits: s.cfg.WorkloadLimits,
+		UID: s.cfg.WorkloadUID, GID: s.cfg.WorkloadGID, Limits: s.cfg.WorkloadLimits,
+		// Where the agent serves it first, so no declared variable can shadow them.
+		Env:    append(slices.Clone(s.wapi.env), s.cfg.WorkloadEnv...),
 		Reaper: s.agent.Reaper, Stdout: out, Stderr: out,
 	}
 	restarts := s.agent.MaxRestarts

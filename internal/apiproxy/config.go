@@ -3,6 +3,7 @@ package apiproxy
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -152,3 +153,16 @@ func checkUpstreamURL(raw string) (*url.URL, error) {
 	u.RawPath = ""
 	return u, nil
 }
+
+// Format prints the upstream without its key, whatever the verb: a configuration
+// printed for debugging must not carry the secret.
+func (u Upstream) Format(f fmt.State, verb rune) {
+	base := ""
+	if u.URL != nil {
+		base = u.URL.String()
+	}
+	fmt.Fprintf(f, "{%s %s %s key:%s rate:%d/min spend:%d/%s}", u.Name, base, u.Header, Redacted, u.RatePerMinute, u.Spend, u.SpendWindow)
+}
+
+// LogValue logs the upstream without its key.
+func (u Upstream) LogValue() slog.Value { return slog.StringValue(fmt.Sprint(u)) }
