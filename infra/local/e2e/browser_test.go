@@ -86,7 +86,7 @@ func TestBrowser_DemoPageTwoUsers(t *testing.T) {
 	if strings.Contains(aliceLog, "bob's own note") || strings.Contains(bobLog, "alice's private note") {
 		t.Fatalf("a user saw the other's note\nalice: %s\nbob: %s", aliceLog, bobLog)
 	}
-	for _, want := range []string{"sandbox starting", "sandbox ready"} {
+	for _, want := range []string{"sandbox starting", "sandbox ready", "connect → ready: "} {
 		if !strings.Contains(aliceLog, want) {
 			t.Errorf("alice's log lacks %q: %s", want, aliceLog)
 		}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -39,6 +40,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	delay := fs.Duration("launch-delay", 3*time.Second, "emulated time from RunTask to the task starting (Fargate takes 30-90 s)")
 	quiet := fs.Bool("quiet", false, "do not print the functions' and tasks' output")
 	noIAM := fs.Bool("no-iam", false, "debugging only: allow every signed call instead of enforcing template.yaml's policies")
+	poolSize := fs.Int("pool-size", 0, "warm pool tasks kept waiting for a user (the template's PoolSize): with -launch-delay=30s, a start that claims one is ready in about a second")
 	r2 := fs.Bool("r2", false, "serve the bucket as Cloudflare R2 and deploy the template for R2 (parent key in Secrets Manager, vended temporary credentials)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -65,10 +67,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	s, err := stack.Start(ctx, stack.Options{
 		Root: *root, Persist: true, Template: *tpl, BuildDir: *build, Agent: agent,
 		Functions: true, Schedules: true, Addr: *addr, HTTPAddr: *httpAddr, LaunchDelay: *delay, Log: log, Output: output,
-		NoIAM: *noIAM, R2: *r2,
+		NoIAM: *noIAM, R2: *r2, Params: map[string]string{"PoolSize": strconv.Itoa(*poolSize)},
 	})
 	if err != nil {
 		return err
+	}
+	pool := "off (-pool-size=N keeps N tasks waiting)"
+	if *poolSize > 0 {
+		// Filled now rather than at the schedule's first minute.
+		if err := s.RunSchedule(ctx, "PoolFunction"); err != nil {
+			return err
+		}
+		pool = fmt.Sprintf("%d tasks, filling now (after the launch delay), refilled every minute and after each start", *poolSize)
 	}
 	defer func() {
 		fmt.Fprintln(stdout, "stopping: every sandbox gets SIGTERM and syncs before the stack goes down…")
@@ -106,6 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 sandgate is running locally.
 
   storage          %s
+  warm pool        %s
 
   demo page        %s/
   WebSocket stage  %s
@@ -123,7 +134,7 @@ sandgate is running locally.
            then send: {"type":"note","text":"hello"}   or   {"type":"notes"}
 
 Ctrl-C stops everything (each sandbox syncs first).
-`, storage, s.Gateway.BaseURL(), s.Gateway.WebSocketURL(), s.Gateway.HTTPURL(), s.Gateway.ManagementEndpoint(), s.Root, awsEnvShown(awsEnv), awsEnvShown(samEnv), url)
+`, storage, pool, s.Gateway.BaseURL(), s.Gateway.WebSocketURL(), s.Gateway.HTTPURL(), s.Gateway.ManagementEndpoint(), s.Root, awsEnvShown(awsEnv), awsEnvShown(samEnv), url)
 	<-ctx.Done()
 	return nil
 }

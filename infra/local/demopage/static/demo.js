@@ -10,6 +10,10 @@ function setup(panel) {
   const user = $(".user"), log = $(".log"), state = $(".state"), text = $(".text");
   user.value = defaults[panel.dataset.panel];
   let ws = null;
+  // When the sandbox's start began (the Connect click, or a "starting" after a stop):
+  // "ready" shows how long connect → ready took, a warm pool task's second or a
+  // launch's wait.
+  let startedAt = null;
 
   const add = (cls, body) => {
     // Repeated progress reports change the status pill, not the log.
@@ -47,8 +51,15 @@ function setup(panel) {
           label = `restoring ${f.progress.files}/${f.progress.totalFiles} files`;
         }
         if (f.queued) label += ` · ${f.queued} queued`;
+        if (f.state === "starting" && startedAt === null) startedAt = performance.now();
         setState(f.state, label);
         add("platform", `sandbox ${label}`);
+        if (f.state === "ready" && startedAt !== null) {
+          const took = ((performance.now() - startedAt) / 1000).toFixed(1);
+          setState("ready", `ready · ${took} s`);
+          add("platform timing", `connect → ready: ${took} s`);
+          startedAt = null;
+        }
       } else if (f.type === "sandgate.error") {
         setState("error", `error: ${f.reason}`);
         add("platform error", `${f.reason}${f.message ? ": " + f.message : ""}`);
@@ -62,6 +73,7 @@ function setup(panel) {
   };
 
   $(".connect").onclick = async () => {
+    startedAt = performance.now();
     setState("connecting");
     const r = await fetch(`/dev/sign?userId=${encodeURIComponent(user.value)}`);
     const body = await r.json();
