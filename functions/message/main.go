@@ -16,7 +16,7 @@ func main() {
 		LogLevel: func(c message.Config) slog.Level { return c.LogLevel },
 		AWS:      true,
 		Build: func(c message.Config, d lambdamain.Deps) (any, error) {
-			return message.New(c, d.AWS, d.Log).Handle, nil
+			return message.New(c, d.AWS, d.Log, d.Metrics).Handle, nil
 		},
 	})
 }

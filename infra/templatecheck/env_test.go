@@ -74,10 +74,12 @@ func contract(fn, scenario string) map[string]bool {
 		names = append(names, "SIGNING_SECRET_ID")
 	case "ConnectFunction":
 		names = append(names, envEnsure...)
+		names = append(names, "MAX_CONNECTIONS_PER_USER", "CONNECTS_PER_MINUTE", "CONNECT_BURST")
 		names = append(names, "POOL_FUNCTION") // a start asks for a refill
 	case "MessageFunction":
 		// Not the ensure set: it starts no task, it asks the Connect function to.
-		names = append(names, "MANAGEMENT_ENDPOINT", "CONNECT_FUNCTION", "INBOX_MAX_FRAMES", "INBOX_MAX_BYTES", "AGENT_TIMEOUT")
+		names = append(names, "MANAGEMENT_ENDPOINT", "CONNECT_FUNCTION", "INBOX_MAX_FRAMES", "INBOX_MAX_BYTES", "AGENT_TIMEOUT",
+			"MESSAGE_RATE_LIMIT", "RATE_LIMIT_CLOSE_AFTER")
 	case "DisconnectFunction":
 		// Only the globals: it removes a record and tells the agent; it never posts.
 	case "PrewarmFunction":
@@ -125,6 +127,8 @@ func TestEnvironment_Contract(t *testing.T) {
 				"MAX_SANDBOXES": "50", "LEASE_TTL": "60", "BUCKET": "sandgate-test-bucket", "MANAGEMENT_ENDPOINT": mgmt,
 				"CONNECT_FUNCTION": testStack + "-connect", "INBOX_MAX_FRAMES": "100", "INBOX_MAX_BYTES": "1048576", "AGENT_TIMEOUT": "2",
 				"RETENTION_DAYS": "90", "DRY_RUN": "false", "STORAGE_PATH_STYLE": "false",
+				"MAX_CONNECTIONS_PER_USER": "20", "CONNECTS_PER_MINUTE": "60", "CONNECT_BURST": "20",
+				"MESSAGE_RATE_LIMIT": "20", "RATE_LIMIT_CLOSE_AFTER": "200",
 			}
 			if sc.name == "s3" {
 				wantValues["STORAGE_REGION"] = testRegion // empty StorageRegion means the stack's

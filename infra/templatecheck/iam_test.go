@@ -130,12 +130,15 @@ func expectedGrants(scenario string) map[string][]string {
 		"AuthorizeRole": concat(logs("AuthorizeLogGroup"), []string{signing}),
 		"ConnectRole": concat(logs("ConnectLogGroup"),
 			tableGrants("GetItem", "PutItem", "UpdateItem", "DeleteItem"), ensure, claim(),
-			[]string{post(), invokeConnect}, vpc),
+			// Closing a connection over its user's cap, checking the counted ones.
+			[]string{post(), deleteConns(), getConns(), invokeConnect}, vpc),
 		// No ensure: the Message function starts no task; Connect does it for it.
 		"MessageRole": concat(logs("MessageLogGroup"),
 			tableGrants("GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"),
-			[]string{post(), invokeConnect}, vpc),
-		"DisconnectRole": concat(logs("DisconnectLogGroup"), tableGrants("GetItem", "DeleteItem"), vpc),
+			// Closing a connection that keeps being rate limited.
+			[]string{post(), deleteConns(), invokeConnect}, vpc),
+		// UpdateItem: the connection no longer counts in its user's access item.
+		"DisconnectRole": concat(logs("DisconnectLogGroup"), tableGrants("GetItem", "DeleteItem", "UpdateItem"), vpc),
 		"StatusRole":     concat(logs("StatusLogGroup"), []string{signing}, tableGrants("GetItem")),
 		// A claim deletes the pool item and writes the claim item in the lease's
 		// transaction; Connect's table grants cover both, Prewarm's are held to them.

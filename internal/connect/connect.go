@@ -28,6 +28,7 @@ const (
 	logStarted   = "started"   // this call launched the task
 	logNotice    = "notice"    // the notice's kind
 	logFrameType = "frameType" // a platform frame's type
+	logGone      = "gone"      // connections found gone
 )
 
 // Defaults of the Handler's tunables.
@@ -41,6 +42,17 @@ const (
 	// DefaultInvokeMargin is the time a restart keeps before its invocation's deadline
 	// to hand the wait over to a fresh invocation of itself.
 	DefaultInvokeMargin = 2 * time.Second
+	// DefaultHandshakeGrace is how long after $connect sent its notice a 410 may still
+	// mean "handshake not complete": $connect returns right after sending, and API
+	// Gateway completes the handshake within milliseconds of that, so past this a 410
+	// means the client is gone and the notice stops.
+	DefaultHandshakeGrace = 2 * time.Second
+	// DefaultCheckInterval is how often, at most, a user at the connection cap has their
+	// counted connections checked against API Gateway (a $disconnect lost, say).
+	DefaultCheckInterval = 30 * time.Second
+	// DefaultCheckAge is how old a counted connection must be to be checked: a younger
+	// one may still be in its handshake, which API Gateway answers 410 as if gone.
+	DefaultCheckAge = 30 * time.Second
 )
 
 // Store is the part of the state store the Handler uses.
@@ -48,6 +60,14 @@ type Store interface {
 	AddConnection(ctx context.Context, userID, connectionID string) (state.Connection, error)
 	RemoveConnection(ctx context.Context, userID, connectionID string) error
 	Get(ctx context.Context, userID string) (*state.Sandbox, error)
+	// The per-user limits (the access item).
+	AdmitConnection(ctx context.Context, userID, connectionID string) (*state.Access, error)
+	ChargeConnect(ctx context.Context, userID string) error
+	ReleaseConnection(ctx context.Context, userID, connectionID string) error
+	ForgetConnections(ctx context.Context, userID string, ids ...string) error
+	ClaimCheck(ctx context.Context, userID string, interval time.Duration) (bool, error)
+	Counted(ctx context.Context, userID, connectionID string) (bool, error)
+	Access(ctx context.Context, userID string) (*state.Access, error)
 }
 
 // Ensurer ensures a user's sandbox; *ensure.Ensurer is one.
@@ -58,6 +78,8 @@ type Ensurer interface {
 // Management is the part of the management API client the Handler uses.
 type Management interface {
 	PostToConnection(ctx context.Context, in *apigatewaymanagementapi.PostToConnectionInput, optFns ...func(*apigatewaymanagementapi.Options)) (*apigatewaymanagementapi.PostToConnectionOutput, error)
+	GetConnection(ctx context.Context, in *apigatewaymanagementapi.GetConnectionInput, optFns ...func(*apigatewaymanagementapi.Options)) (*apigatewaymanagementapi.GetConnectionOutput, error)
+	DeleteConnection(ctx context.Context, in *apigatewaymanagementapi.DeleteConnectionInput, optFns ...func(*apigatewaymanagementapi.Options)) (*apigatewaymanagementapi.DeleteConnectionOutput, error)
 }
 
 // Agent is the part of the agent API client the Handler uses.
@@ -101,10 +123,13 @@ type Handler struct {
 
 	// Tunables; zero means the Default* constant (notice.DefaultRestartWait for
 	// RestartWait).
-	PostWindow   time.Duration
-	RestartWait  time.Duration
-	PollInterval time.Duration
-	InvokeMargin time.Duration
+	PostWindow     time.Duration
+	HandshakeGrace time.Duration
+	RestartWait    time.Duration
+	PollInterval   time.Duration
+	InvokeMargin   time.Duration
+	CheckInterval  time.Duration
+	CheckAge       time.Duration
 }
 
 func (h *Handler) now() time.Time {
@@ -148,13 +173,20 @@ func (h *Handler) connect(ctx context.Context, ev events.APIGatewayWebsocketProx
 		return wsroute.Refused()
 	}
 	log := h.Log.With(logging.UserID, caller.UserID, logging.ConnectionID, caller.ConnectionID)
+	// The user's limits come first, before anything is spent on the connection: one
+	// conditional write of the user's access item.
+	if resp, admitted := h.admit(ctx, caller, log); !admitted {
+		return resp
+	}
 	if _, err := h.Store.AddConnection(ctx, caller.UserID, caller.ConnectionID); err != nil {
 		// Without the record the agent could never reach this connection: refuse, and
 		// the client reconnects.
 		log.ErrorContext(ctx, "connect refused", logging.Reason, "record connection", logging.Error, err.Error())
+		h.release(ctx, caller.UserID, caller.ConnectionID, log)
 		return wsroute.Refused()
 	}
-	n := notice.Notice{Kind: notice.KindConnect, UserID: caller.UserID, ConnectionID: caller.ConnectionID, Stage: caller.Stage}
+	n := notice.Notice{Kind: notice.KindConnect, UserID: caller.UserID, ConnectionID: caller.ConnectionID, Stage: caller.Stage,
+		Sent: time.Now().UnixMilli()}
 	res, err := h.Ensurer.Ensure(ctx, caller.UserID)
 	if err != nil {
 		n.Reason = ensure.Reason(err)
@@ -172,6 +204,101 @@ func (h *Handler) connect(ctx context.Context, ev events.APIGatewayWebsocketProx
 	}
 	log.InfoContext(ctx, "connected", attrs...)
 	return wsroute.OK()
+}
+
+// admit counts the connection against its user's limits. Within them it reports
+// admitted. Over the connect rate the handshake is refused with 429 at once (the
+// cheapest answer to a client that reconnects in a loop; its body is the error frame,
+// for clients that read it). Over the cap — after a check of the counted connections,
+// at most every CheckInterval, in case a $disconnect was lost — the connect is charged
+// to the rate and accepted only to be told why and closed by a notice: a person who
+// opened one tab too many reads the reason.
+func (h *Handler) admit(ctx context.Context, c wsroute.Caller, log *slog.Logger) (events.APIGatewayProxyResponse, bool) {
+	_, err := h.Store.AdmitConnection(ctx, c.UserID, c.ConnectionID)
+	if errors.Is(err, state.ErrTooManyConnections) && h.checkCounted(ctx, c.UserID, log) {
+		_, err = h.Store.AdmitConnection(ctx, c.UserID, c.ConnectionID)
+	}
+	if errors.Is(err, state.ErrTooManyConnections) {
+		if cerr := h.Store.ChargeConnect(ctx, c.UserID); cerr != nil {
+			err = cerr
+		}
+	}
+	switch {
+	case err == nil:
+		return events.APIGatewayProxyResponse{}, true
+	case errors.Is(err, state.ErrTooManyConnections):
+		log.WarnContext(ctx, "connect refused", logging.Reason, frames.ReasonTooManyConnections, logging.Error, err.Error())
+		h.countLimit(ctx, c.Stage)
+		n := notice.Notice{Kind: notice.KindConnect, UserID: c.UserID, ConnectionID: c.ConnectionID, Stage: c.Stage,
+			Reason: frames.ReasonTooManyConnections, Close: true, Sent: time.Now().UnixMilli()}
+		if err := h.Notifier.Send(ctx, n); err != nil {
+			// Without the notice nobody would close it: refuse the handshake instead.
+			log.ErrorContext(ctx, "notice not sent", logging.Error, err.Error())
+			return wsroute.Limited(frames.ReasonTooManyConnections), false
+		}
+		return wsroute.OK(), false
+	case errors.Is(err, state.ErrConnectRate), errors.Is(err, state.ErrContention):
+		log.WarnContext(ctx, "connect refused", logging.Reason, frames.ReasonConnectRate, logging.Error, err.Error())
+		h.countLimit(ctx, c.Stage)
+		return wsroute.Limited(frames.ReasonConnectRate), false
+	default:
+		log.ErrorContext(ctx, "connect refused", logging.Reason, "limits", logging.Error, err.Error())
+		return wsroute.Refused(), false
+	}
+}
+
+// checkCounted checks the user's counted connections against API Gateway, if no one
+// did within CheckInterval, and stops counting those it no longer knows. It reports
+// whether any was found gone.
+func (h *Handler) checkCounted(ctx context.Context, userID string, log *slog.Logger) bool {
+	claimed, err := h.Store.ClaimCheck(ctx, userID, orDefault(h.CheckInterval, DefaultCheckInterval))
+	if err != nil || !claimed {
+		return false
+	}
+	acc, err := h.Store.Access(ctx, userID)
+	if err != nil {
+		log.WarnContext(ctx, "check connections failed", logging.Error, err.Error())
+		return false
+	}
+	var gone []string
+	cutoff := h.now().Add(-orDefault(h.CheckAge, DefaultCheckAge))
+	for id, at := range acc.Conns {
+		if at.After(cutoff) {
+			continue
+		}
+		_, err := h.Mgmt.GetConnection(ctx, &apigatewaymanagementapi.GetConnectionInput{ConnectionId: aws.String(id)})
+		var ge *mgmttypes.GoneException
+		if errors.As(err, &ge) {
+			gone = append(gone, id)
+		}
+	}
+	if len(gone) == 0 {
+		return false
+	}
+	if err := h.Store.ForgetConnections(ctx, userID, gone...); err != nil {
+		log.WarnContext(ctx, "forget gone connections failed", logging.Error, err.Error())
+		return false
+	}
+	for _, id := range gone {
+		if err := h.Store.RemoveConnection(ctx, userID, id); err != nil {
+			log.WarnContext(ctx, "remove gone connection failed", logging.ConnectionID, id, logging.Error, err.Error())
+		}
+	}
+	log.InfoContext(ctx, "gone connections no longer counted", logGone, len(gone))
+	return true
+}
+
+// release stops counting a connection that will not be used.
+func (h *Handler) release(ctx context.Context, userID, connectionID string, log *slog.Logger) {
+	if err := h.Store.ReleaseConnection(ctx, userID, connectionID); err != nil {
+		log.WarnContext(ctx, "release connection failed", logging.Error, err.Error())
+	}
+}
+
+func (h *Handler) countLimit(ctx context.Context, stage string) {
+	if err := h.Metrics.Count(stage, metrics.ConnectsLimited); err != nil {
+		h.Log.WarnContext(ctx, "metric not emitted", logging.Error, err.Error())
+	}
 }
 
 func (h *Handler) count(ctx context.Context, stage string, err error) {
@@ -221,6 +348,9 @@ func (h *Handler) serveNotice(ctx context.Context, n notice.Notice) {
 		h.restart(ctx, p)
 	case n.Reason != "":
 		p.post(ctx, wsroute.ErrorFrame(n.Reason))
+		if n.Close {
+			h.close(ctx, p)
+		}
 	default:
 		h.greet(ctx, p)
 	}
@@ -298,7 +428,7 @@ func (h *Handler) ready(ctx context.Context, p *poster, sb *state.Sandbox) {
 // restart waits for a STOPPING sandbox to stop, then starts a new one.
 func (h *Handler) restart(ctx context.Context, p *poster) {
 	switch h.awaitStopped(ctx, p) {
-	case handedOver:
+	case handedOver, abandoned:
 		return
 	case gaveUp:
 		p.log.WarnContext(ctx, "sandbox still stopping; restart abandoned")
@@ -318,6 +448,7 @@ const (
 	stopped    waitResult = iota // the sandbox is not a live STOPPING one
 	gaveUp                       // the notice's deadline passed
 	handedOver                   // a fresh invocation continues the wait
+	abandoned                    // nobody is left to tell or to start a sandbox for
 )
 
 func (h *Handler) awaitStopped(ctx context.Context, p *poster) waitResult {
@@ -331,6 +462,12 @@ func (h *Handler) awaitStopped(ctx context.Context, p *poster) waitResult {
 			p.log.WarnContext(ctx, "read sandbox failed", logging.Error, err.Error())
 		case sb == nil || sb.State != state.Stopping || !sb.Live(h.now()):
 			return stopped
+		}
+		if h.nobodyLeft(ctx, p.n.UserID) {
+			// Nobody is waiting for the next sandbox; the next connect starts it, and it
+			// delivers what is queued.
+			p.log.InfoContext(ctx, "restart abandoned: the user has no connection left")
+			return abandoned
 		}
 		now := time.Now()
 		if !now.Before(until) {
@@ -350,6 +487,12 @@ func (h *Handler) awaitStopped(ctx context.Context, p *poster) waitResult {
 			return gaveUp
 		}
 	}
+}
+
+// nobodyLeft reports whether the user is known to have no live connection counted.
+func (h *Handler) nobodyLeft(ctx context.Context, userID string) bool {
+	acc, err := h.Store.Access(ctx, userID)
+	return err == nil && acc.Live(h.now()) == 0
 }
 
 // get returns the user's record, nil when there is none.
@@ -374,17 +517,34 @@ type poster struct {
 // post sends f and reports whether it arrived. The first post that arrives within
 // the handshake window also records the connection again: a broadcast that met the
 // handshake's 410 has removed the record $connect wrote.
+//
+// A 410 before the first post arrived may mean the handshake is not complete yet, so it
+// is retried — but only while the connection may still be coming: not once it is known
+// gone, which is either of
+//   - its $disconnect ran (the connection is no longer counted against its user: one
+//     read of that entry), for a connection that was admitted;
+//   - $connect sent the notice more than HandshakeGrace ago: API Gateway completes a
+//     handshake within milliseconds of $connect returning, so a 410 then is final.
+//
+// GetConnection cannot tell a connection in its handshake from one gone (both are 410),
+// so it adds nothing here. A client that drops at once therefore holds its notice for
+// milliseconds, not the PostWindow that bounds everything.
 func (p *poster) post(ctx context.Context, f frames.Frame) bool {
 	h := p.h
 	in := &apigatewaymanagementapi.PostToConnectionInput{ConnectionId: aws.String(p.n.ConnectionID), Data: f.Bytes()}
 	deadline := time.Now().Add(orDefault(h.PostWindow, DefaultPostWindow))
+	if p.n.Sent != 0 {
+		if d := time.UnixMilli(p.n.Sent).Add(orDefault(h.PostWindow, DefaultPostWindow)); d.Before(deadline) {
+			deadline = d
+		}
+	}
 	delay := 20 * time.Millisecond
 	for {
 		_, err := h.Mgmt.PostToConnection(ctx, in)
 		var gone *mgmttypes.GoneException
 		switch {
 		case err == nil:
-			if p.window && !p.posted {
+			if p.window && !p.posted && !p.n.Close {
 				if _, err := h.Store.AddConnection(ctx, p.n.UserID, p.n.ConnectionID); err != nil {
 					p.log.WarnContext(ctx, "refresh connection failed", logging.Error, err.Error())
 				}
@@ -395,7 +555,7 @@ func (p *poster) post(ctx context.Context, f frames.Frame) bool {
 		case !errors.As(err, &gone):
 			p.log.WarnContext(ctx, "post failed", logFrameType, f.Type, logging.Error, err.Error())
 			return false
-		case p.window && !p.posted && time.Now().Before(deadline):
+		case p.window && !p.posted && time.Now().Before(deadline) && !p.knownGone(ctx):
 			if !sleep(ctx, min(delay, time.Until(deadline))) {
 				return false
 			}
@@ -403,11 +563,49 @@ func (p *poster) post(ctx context.Context, f frames.Frame) bool {
 			continue
 		}
 		// Gone for good: the client left.
+		if p.n.Close {
+			return false // never recorded nor counted
+		}
 		if err := h.Store.RemoveConnection(ctx, p.n.UserID, p.n.ConnectionID); err != nil {
 			p.log.WarnContext(ctx, "remove gone connection failed", logging.Error, err.Error())
 		}
+		h.release(ctx, p.n.UserID, p.n.ConnectionID, p.log)
 		p.log.InfoContext(ctx, "connection gone", logFrameType, f.Type, logging.Error, relay.ErrGone.Error())
 		return false
+	}
+}
+
+// knownGone reports whether a connection whose post met 410 is known to be gone (see
+// post), so its notice stops.
+func (p *poster) knownGone(ctx context.Context) bool {
+	h := p.h
+	if p.n.Sent != 0 && time.Since(time.UnixMilli(p.n.Sent)) > orDefault(h.HandshakeGrace, DefaultHandshakeGrace) {
+		p.log.InfoContext(ctx, "notice stopped: the handshake is long over")
+		return true
+	}
+	if p.n.Close {
+		// Never admitted, so never counted: only the grace tells.
+		return false
+	}
+	counted, err := h.Store.Counted(ctx, p.n.UserID, p.n.ConnectionID)
+	if err == nil && !counted {
+		p.log.InfoContext(ctx, "notice stopped: the connection's $disconnect has run")
+		return true
+	}
+	return false
+}
+
+// close ends a connection the notice was to close (one over its user's cap): API
+// Gateway sends the client a close frame.
+func (h *Handler) close(ctx context.Context, p *poster) {
+	_, err := h.Mgmt.DeleteConnection(ctx, &apigatewaymanagementapi.DeleteConnectionInput{ConnectionId: aws.String(p.n.ConnectionID)})
+	var gone *mgmttypes.GoneException
+	switch {
+	case err == nil:
+		p.log.InfoContext(ctx, "connection closed", logging.Reason, p.n.Reason)
+	case errors.As(err, &gone):
+	default:
+		p.log.WarnContext(ctx, "close connection failed", logging.Error, err.Error())
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/agentapi"
 	"github.com/sandgate/sandgate/internal/connect"
+	"github.com/sandgate/sandgate/internal/disconnect"
 	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/logging"
@@ -49,6 +50,8 @@ type options struct {
 	ecs     []func(*ecslocal.Server)
 	wrapFn  func(testkit.Func) testkit.Func // wraps the $connect integration
 	wrapAPI func(connect.Management) connect.Management
+	// disconnect routes $disconnect to the Disconnect function's handler.
+	disconnect bool
 }
 
 func newEnv(t *testing.T, o options) *env {
@@ -63,7 +66,12 @@ func newEnv(t *testing.T, o options) *env {
 	if o.wrapFn != nil {
 		route = o.wrapFn(route)
 	}
-	e.gw = testkit.StartGateway(t, log, testkit.Routes{Connect: "connect"}, testkit.Funcs{"connect": route})
+	routes, fns := testkit.Routes{Connect: "connect"}, testkit.Funcs{"connect": route}
+	if o.disconnect {
+		d := &disconnect.Handler{Store: e.store, Agent: &agentapi.Client{}, Log: log}
+		routes.Disconnect, fns["disconnect"] = "disconnect", testkit.Handler(d.Handle)
+	}
+	e.gw = testkit.StartGateway(t, log, routes, fns)
 	e.inv = testkit.NewInvoker(t, testkit.Funcs{fnName: fn})
 	var mgmt connect.Management = e.gw.Mgmt
 	if o.wrapAPI != nil {
@@ -162,6 +170,8 @@ func TestHandler_Handle_ConnectStartsWithoutWaiting(t *testing.T) {
 func TestHandler_Handle_FiftyConnectsOneTask(t *testing.T) {
 	e := newEnv(t, options{ecs: []func(*ecslocal.Server){slow}})
 	const n = 50
+	// Within the user's limits: fifty at once (the defaults allow twenty).
+	e.store.ConnectLimits = state.ConnectLimits{MaxConnections: n, Interval: time.Millisecond, Burst: n}
 	clients := make([]*testkit.Client, n)
 	var wg sync.WaitGroup
 	for i := range n {

@@ -53,6 +53,7 @@ const (
 // Store is the part of the state store the Handler uses.
 type Store interface {
 	RemoveConnection(ctx context.Context, userID, connectionID string) error
+	ReleaseConnection(ctx context.Context, userID, connectionID string) error
 	Get(ctx context.Context, userID string) (*state.Sandbox, error)
 }
 
@@ -91,6 +92,11 @@ func (h *Handler) Handle(ctx context.Context, ev events.APIGatewayWebsocketProxy
 	log := h.Log.With(logging.UserID, caller.UserID, logging.ConnectionID, caller.ConnectionID)
 	if err := h.Store.RemoveConnection(ctx, caller.UserID, caller.ConnectionID); err != nil {
 		log.ErrorContext(ctx, "remove connection failed", logging.Error, err.Error())
+	}
+	// It no longer counts against the user's cap, and a connect notice still retrying
+	// its first post sees it gone and stops.
+	if err := h.Store.ReleaseConnection(ctx, caller.UserID, caller.ConnectionID); err != nil {
+		log.ErrorContext(ctx, "release connection failed", logging.Error, err.Error())
 	}
 	agent := "none"
 	sb, err := h.Store.Get(ctx, caller.UserID)

@@ -30,6 +30,12 @@ const (
 	ReasonUnavailable = "unavailable"  // a dependency failed; the frame was not delivered, retry
 	ReasonNoAnswer    = "no_answer"    // the sandbox took the frame but did not answer in time; it may have been delivered
 	ReasonPurging     = "purging"      // the user's data is being deleted; retry later
+	// ReasonTooManyConnections: the user holds as many connections as allowed; this one
+	// is closed after the frame.
+	ReasonTooManyConnections = "too_many_connections"
+	// ReasonConnectRate: the user connects faster than allowed; the handshake is refused
+	// (429, this frame as its body).
+	ReasonConnectRate = "connect_rate_limited"
 )
 
 // Progress reports a restore in flight.

@@ -14,6 +14,7 @@ import (
 	"github.com/sandgate/sandgate/internal/ensure"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/logging"
+	"github.com/sandgate/sandgate/internal/metrics"
 	"github.com/sandgate/sandgate/internal/notice"
 	"github.com/sandgate/sandgate/internal/relay"
 	"github.com/sandgate/sandgate/internal/state"
@@ -46,9 +47,10 @@ type Agent interface {
 	Deliver(ctx context.Context, t agentapi.Target, connectionID string, frame []byte) error
 }
 
-// Poster posts platform frames to a connection; *relay.Relay is one.
+// Poster posts platform frames to a connection and closes one; *relay.Relay is one.
 type Poster interface {
 	Post(ctx context.Context, userID, connectionID string, data []byte) error
+	Close(ctx context.Context, connectionID string) error
 }
 
 // Notifier sends notices to the Connect function; *notice.Notifier is one.
@@ -85,8 +87,21 @@ type Handler struct {
 	// RecordTTL is how long a RUNNING record is reused for the user's next frames
 	// (DefaultRecordTTL); negative reads it for every frame.
 	RecordTTL time.Duration
+	// FrameRate is the frames per second one user may send, FrameBurst how many at once
+	// (twice the rate when zero), checked in this process before anything else is done
+	// with a frame: no read, no write, no agent call, and the sender answered at most
+	// once a second. Zero turns it off (the agent's own limit remains).
+	FrameRate  float64
+	FrameBurst int
+	// RateLimitCloseAfter is how many of one connection's frames a process refuses for
+	// the rate, without a pause of RateLimitWindow, before it closes the connection
+	// (zero: never).
+	RateLimitCloseAfter int
+	// Metrics counts closes for the rate (nil: none).
+	Metrics *metrics.Emitter
 
 	records records
+	limits  limiter
 }
 
 func (h *Handler) now() time.Time {
@@ -130,6 +145,10 @@ func (h *Handler) Handle(ctx context.Context, ev events.APIGatewayWebsocketProxy
 		h.refuse(ctx, f, frames.ReasonTooLarge, fmt.Errorf("%d bytes, limit %d", len(f.data), max))
 		return wsroute.OK(), nil
 	}
+	if h.FrameRate > 0 && !h.limits.allow(f.UserID, h.FrameRate, h.frameBurst(), h.now()) {
+		h.rateLimited(ctx, f, errFrameRate)
+		return wsroute.OK(), nil
+	}
 	if h.deliverCached(ctx, f) {
 		return wsroute.OK(), nil
 	}
@@ -169,7 +188,7 @@ func (h *Handler) deliverCached(ctx context.Context, f *frame) bool {
 		return true
 	}
 	if reason, ok := frameRefusal(err); ok {
-		h.refuse(ctx, f, reason, err)
+		h.refuseFrame(ctx, f, reason, err)
 		return true
 	}
 	h.records.drop(f.UserID)
@@ -229,7 +248,7 @@ func (h *Handler) deliver(ctx context.Context, f *frame, sb *state.Sandbox, fall
 	case err == nil:
 		f.log.DebugContext(ctx, "frame delivered")
 	case refused:
-		h.refuse(ctx, f, reason, err)
+		h.refuseFrame(ctx, f, reason, err)
 	case !fallback && errors.Is(err, agentapi.ErrNoAnswer):
 		h.refuse(ctx, f, frames.ReasonNoAnswer, err)
 	case !fallback:
@@ -335,6 +354,50 @@ func (h *Handler) requestRestart(ctx context.Context, f *frame) {
 		return
 	}
 	f.log.InfoContext(ctx, "restart requested")
+}
+
+// errFrameRate is the refusal of a frame over its user's rate in this process.
+var errFrameRate = errors.New("over the user's frame rate")
+
+func (h *Handler) frameBurst() int {
+	if h.FrameBurst > 0 {
+		return h.FrameBurst
+	}
+	return max(1, int(2*h.FrameRate))
+}
+
+// refuseFrame tells the sender why the agent refused f; a refusal for the rate also
+// empties this process's bucket for the user (the agent's is empty) and counts as one.
+func (h *Handler) refuseFrame(ctx context.Context, f *frame, reason string, cause error) {
+	if reason == frames.ReasonRateLimited {
+		h.limits.drain(f.UserID, h.now())
+		h.rateLimited(ctx, f, cause)
+		return
+	}
+	h.refuse(ctx, f, reason, cause)
+}
+
+// rateLimited deals with a frame refused for its user's rate: the first of each second
+// is answered (rate_limited), the others dropped without a post — a sender over the
+// rate would otherwise cost a management API post per frame — and a connection refused
+// RateLimitCloseAfter times without a pause is told and closed.
+func (h *Handler) rateLimited(ctx context.Context, f *frame, cause error) {
+	answer, closeIt := h.limits.refused(f.ConnectionID, h.RateLimitCloseAfter, h.now())
+	switch {
+	case closeIt:
+		f.log.WarnContext(ctx, "connection closed for the rate", logging.Reason, frames.ReasonRateLimited, logging.Error, cause.Error())
+		h.post(ctx, f, wsroute.RateLimitCloseFrame())
+		if err := h.Relay.Close(ctx, f.ConnectionID); err != nil && !errors.Is(err, relay.ErrGone) {
+			f.log.WarnContext(ctx, "close connection failed", logging.Error, err.Error())
+		}
+		if h.Metrics != nil {
+			if err := h.Metrics.Count(f.Stage, metrics.RateLimitCloses); err != nil {
+				f.log.WarnContext(ctx, "metric not emitted", logging.Error, err.Error())
+			}
+		}
+	case answer:
+		h.refuse(ctx, f, frames.ReasonRateLimited, cause)
+	}
 }
 
 // refuse tells the sender that f was not delivered, and why.

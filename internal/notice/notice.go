@@ -46,6 +46,12 @@ type Notice struct {
 	// an ensure notice, when the asker stops waiting for the answer (optional), which
 	// bounds the ensure.
 	Until int64 `json:"until,omitempty"`
+	// Sent, on a connect notice, is when $connect sent it (Unix ms): past the handshake's
+	// grace after it, a 410 means the client is gone.
+	Sent int64 `json:"sent,omitempty"`
+	// Close, on a connect notice with a Reason, closes the connection after the error
+	// frame (a connection over its user's cap, never recorded nor counted).
+	Close bool `json:"close,omitempty"`
 }
 
 // Validate reports what makes n unusable.
@@ -59,6 +65,8 @@ func (n Notice) Validate() error {
 		return errors.New("notice: malformed user id")
 	case n.Kind == KindRestart && n.Until == 0:
 		return errors.New("notice: restart without a deadline")
+	case n.Close && (n.Kind != KindConnect || n.Reason == ""):
+		return errors.New("notice: only a connect notice with a reason closes its connection")
 	}
 	return nil
 }

@@ -14,7 +14,8 @@ import (
 // attribute. template.yaml's Table resource must match (a test in this package reads
 // it); everything else about the items is this package's business.
 const (
-	// AttrPK is the partition key: USER#<userId>, or CAPACITY.
+	// AttrPK is the partition key: USER#<userId>, ACCESS#<userId> (the user's limits,
+	// access.go), or CAPACITY.
 	AttrPK = "pk"
 	// AttrSK is the sort key: SANDBOX, CONN#<connectionId>, INBOX#<seq>, INBOXMETA,
 	// or SANDBOXES under CAPACITY.

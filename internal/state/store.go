@@ -98,6 +98,8 @@ type Store struct {
 	InboxMaxBytes int
 	// MaxMessageBytes bounds one message's payload.
 	MaxMessageBytes int
+	// ConnectLimits are the per-user connection cap and connect rate (AdmitConnection).
+	ConnectLimits ConnectLimits
 	// Retry bounds retries of conflicting writes.
 	Retry RetryPolicy
 	// ScanPageSize, when set, limits the items one Scan call of ListSandboxes
@@ -124,6 +126,7 @@ func New(api API, table string) *Store {
 		InboxMaxItems:   DefaultInboxMaxItems,
 		InboxMaxBytes:   DefaultInboxMaxBytes,
 		MaxMessageBytes: DefaultMaxMessageBytes,
+		ConnectLimits:   DefaultConnectLimits,
 		Retry:           DefaultRetry,
 		Now:             time.Now,
 		Logger:          slog.New(slog.DiscardHandler),

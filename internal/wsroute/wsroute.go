@@ -61,6 +61,28 @@ var messages = map[string]string{
 	frames.ReasonUnavailable: "The sandbox is unavailable right now; this frame was not delivered, send it again.",
 	frames.ReasonNoAnswer:    "The sandbox did not answer in time; this frame may or may not have been delivered.",
 	frames.ReasonPurging:     "Stored data of this account is being deleted; try again in a few minutes.",
+	frames.ReasonTooManyConnections: "This account has as many connections open as allowed; close one and reconnect. " +
+		"This connection is being closed.",
+	frames.ReasonConnectRate: "Connecting faster than allowed; wait a little before reconnecting.",
+	reasonRateLimitClose:     "Frames kept arriving faster than allowed; this connection is being closed.",
+}
+
+// reasonRateLimitClose keys the message of the rate_limited frame sent before a
+// connection is closed for being rate limited again and again (RateLimitCloseFrame).
+const reasonRateLimitClose = "rate_limited/close"
+
+// RateLimitCloseFrame is the error frame (reason rate_limited) sent before a connection
+// that keeps being rate limited is closed.
+func RateLimitCloseFrame() frames.Frame {
+	return frames.Error(frames.ReasonRateLimited, messages[reasonRateLimitClose])
+}
+
+// Limited is the response that refuses a handshake for a per-user limit: 429 Too Many
+// Requests, with the error frame as its body for clients that read a refused
+// handshake's body (browsers do not; they see the close).
+func Limited(reason string) events.APIGatewayProxyResponse {
+	return events.APIGatewayProxyResponse{StatusCode: http.StatusTooManyRequests,
+		Headers: map[string]string{"Content-Type": "application/json"}, Body: string(ErrorFrame(reason).Bytes())}
 }
 
 // ErrorFrame returns the error frame for reason.

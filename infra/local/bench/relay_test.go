@@ -31,6 +31,8 @@ func BenchmarkRelay_RoundTrip(b *testing.B) {
 		o.Env = map[string]string{"AWS_ENDPOINT_URL_DYNAMODB": ddb.URL}
 		o.Overrides = map[string]string{
 			"MESSAGE_RATE_LIMIT": "100000", // measure the path, not the limit
+			// A hundred clients of one user, at once.
+			"MAX_CONNECTIONS_PER_USER": "1000", "CONNECT_BURST": "1000",
 			// No heartbeat, sync or idle stop within a run: the frames alone reach DynamoDB.
 			"LEASE_TTL": "10m", "SYNC_INTERVAL": "1h", "SLEEP_AFTER": "1h",
 		}

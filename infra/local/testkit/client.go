@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -34,9 +35,10 @@ type Client struct {
 // ErrClosed is returned by a wait when the connection ended first.
 var ErrClosed = errors.New("connection closed")
 
-// HandshakeError is a refused handshake and its HTTP status.
+// HandshakeError is a refused handshake, its HTTP status and the start of its body.
 type HandshakeError struct {
 	Status int
+	Body   string
 	Err    error
 }
 
@@ -54,7 +56,12 @@ func DialURL(tb testing.TB, url string) (*Client, error) {
 	conn, resp, err := websocket.Dial(ctx, url, nil)
 	if err != nil {
 		if resp != nil {
-			return nil, &HandshakeError{Status: resp.StatusCode, Err: err}
+			he := &HandshakeError{Status: resp.StatusCode, Err: err}
+			if resp.Body != nil {
+				b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+				he.Body = string(b)
+			}
+			return nil, he
 		}
 		return nil, fmt.Errorf("dial: %w", err)
 	}
