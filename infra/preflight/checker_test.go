@@ -547,6 +547,6 @@ func TestChecker_Fargate(t *testing.T) {
 	t.Run("Fargate Spot on ARM64", func(t *testing.T) {
 		acct.Replay.Override(t, "servicequotas:GetServiceQuota", pt.Answer{Body: pt.GetServiceQuota("L-36FBB829", "Fargate Spot vCPU resource count", 100)})
 		expect(t, check(t, acct, preflight.CheckFargate, with("CapacityProvider", "FARGATE_SPOT")), preflight.Warn,
-			"Fargate Spot vCPU resource count (L-36FBB829)", "X86_64 Linux tasks only", "CapacityProvider=FARGATE")
+			"Fargate Spot vCPU resource count (L-36FBB829)", "platform version 1.4.0 or later", "ARM64 tasks do not support Fargate Spot", "CapacityProvider=FARGATE")
 	})
 }

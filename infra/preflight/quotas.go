@@ -33,8 +33,14 @@ const lambdaMinUnreserved = 100
 // reported: 10 is common, and the stack's WebSocket frames are one invocation each.
 const lambdaComfortable = 100
 
-// fargateSpotArm64Doc says Fargate Spot runs X86_64 Linux tasks only.
-const fargateSpotArm64Doc = "https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-capacity-providers.html"
+// AWS's documents disagree on Fargate Spot for ARM64 tasks: the ECS API reference
+// supports it on platform version 1.4.0 or later (RunTask here names none, so LATEST,
+// 1.4.0), the developer guide served for the China regions says ARM64 tasks do not
+// support it.
+const (
+	fargateSpotArm64API   = "https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_CapacityProviderStrategyItem.html"
+	fargateSpotArm64Guide = "https://docs.amazonaws.cn/en_us/AmazonECS/latest/developerguide/fargate-capacity-providers.html"
+)
 
 // checkLambdaConcurrency compares the account's concurrency (lambda:GetAccountSettings)
 // with what the template's functions reserve.
@@ -116,7 +122,9 @@ func (c *Checker) checkFargate(ctx context.Context) Result {
 			res.Status = Warn
 			res.Fix = "deploy with CapacityProvider=FARGATE unless Fargate Spot runs ARM64 in " + c.Stack.Region
 		}
-		res.Details = append(res.Details, "CapacityProvider=FARGATE_SPOT with an ARM64 task: AWS documents Fargate Spot for X86_64 Linux tasks only ("+fargateSpotArm64Doc+"); RunTask would fail where that holds")
+		res.Details = append(res.Details, "CapacityProvider=FARGATE_SPOT with an ARM64 task: the ECS API reference supports it on platform version 1.4.0 or later ("+
+			fargateSpotArm64API+"), the China regions' developer guide says ARM64 tasks do not support Fargate Spot ("+fargateSpotArm64Guide+
+			"); RunTask would fail where the latter holds: start one sandbox and watch StartFailures before relying on it")
 	}
 	return res
 }
