@@ -403,7 +403,7 @@ func TestAlarms_APIErrors(t *testing.T) {
 	for _, m := range ws.metrics {
 		if m.namespace == metrics.Namespace {
 			limited = m.id
-			if m.name != "ConnectsLimited" || m.stat != "Sum" {
+			if m.name != metrics.ConnectsLimited || m.stat != "Sum" {
 				t.Errorf("WebSocketErrorsAlarm subtracts %s %s, want the Sum of ConnectsLimited", m.name, m.stat)
 			}
 		}
