@@ -65,6 +65,14 @@ type Server struct {
 	// arn:aws:execute-api:<region>:<account>:<apiId>/<stage>/<METHOD>/@connections/<id>.
 	Authorizer identity.Authorizer
 
+	// NewConnectionRate, when positive, is the account's quota of new WebSocket
+	// connections per second (DefaultNewConnectionRate in AWS), NewConnectionBurst how
+	// many may come at once (one second's worth when zero): a handshake over it is
+	// refused with 429 before the authorizer runs, as API Gateway refuses it. Zero
+	// enforces none.
+	NewConnectionRate  float64
+	NewConnectionBurst int
+
 	// SequentialDispatch invokes the integrations of one connection's frames one at
 	// a time, in order. API Gateway does not: each frame is an independent
 	// invocation, so they may run concurrently and finish out of order; the default
@@ -78,6 +86,8 @@ type Server struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	quota connectQuota
 
 	mu      sync.Mutex
 	conns   map[string]*conn

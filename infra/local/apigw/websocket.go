@@ -132,6 +132,12 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusServiceUnavailable, "Service Unavailable")
 		return
 	}
+	if !s.admitConnection() {
+		// The account's new-connection quota: refused before anything runs.
+		s.log.Warn("connect throttled", logging.Reason, "new connection rate", "status", http.StatusTooManyRequests)
+		writeJSONError(w, http.StatusTooManyRequests, "Too Many Requests")
+		return
+	}
 	now := time.Now()
 	c := &conn{
 		s:           s,
@@ -206,6 +212,15 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		s.remove(c)
 		close(c.ready)
 		c.log.Warn("connect failed", logging.Error, err.Error())
+		// $connect succeeded, so API Gateway counts the connection as made and sends its
+		// $disconnect when it finds the client gone (unless it drops it, as it may).
+		if d, ok := ws.Routes[RouteDisconnect]; ok && hasConnect {
+			if s.end(c) {
+				c.log.Info("$disconnect dropped", logging.Route, RouteDisconnect, logging.Reason, "DropDisconnects")
+				return
+			}
+			s.disconnect(c, d, closeAbnormal, "")
+		}
 		return
 	}
 	wsc.SetReadLimit(-1) // the gateway enforces its own limits below

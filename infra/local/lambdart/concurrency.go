@@ -8,23 +8,26 @@ import (
 	"net/http"
 )
 
-// ErrThrottled: Lambda refused the invocation because the function's reserved
-// concurrency is 0, which throttles every invocation until it is raised or removed
+// ErrThrottled: Lambda refused the invocation for concurrency: the function's reserved
+// concurrency is in use (0 throttles every invocation until it is raised or removed),
+// or the account's unreserved concurrency is (account.go; a *ThrottleError says which)
 // (https://docs.aws.amazon.com/lambda/latest/dg/configuration-concurrency.html).
-var ErrThrottled = errors.New("rate exceeded: the function's reserved concurrency is 0")
-
-// throttleReason is the Reason Lambda gives in a TooManyRequestsException for a
-// function whose reserved concurrency is exhausted.
-const throttleReason = "ReservedFunctionConcurrentInvocationLimitExceeded"
+var ErrThrottled = errors.New("rate exceeded")
 
 // SetReservedConcurrency sets function's reserved concurrency, as PutFunctionConcurrency
-// does; nil removes it, as DeleteFunctionConcurrency does. The runtime enforces 0: every
-// invocation that starts afterwards is throttled (ErrThrottled), while those running
-// finish. Another value is recorded and reported; the function's processes stay bounded
-// by its MaxConcurrency.
+// does; nil removes it, as DeleteFunctionConcurrency does. The runtime enforces it: an
+// invocation that starts with n already in flight is throttled (ErrThrottled; 0
+// throttles every one), while those running finish; the reservation comes out of the
+// account's concurrency (ErrReservation when it would leave less than the unreserved
+// minimum). The function's processes stay bounded by its MaxConcurrency.
 func (r *Runtime) SetReservedConcurrency(function string, n *int) error {
 	if n != nil && *n < 0 {
 		return fmt.Errorf("reserved concurrency of %s: %d is negative", function, *n)
+	}
+	if n != nil {
+		if err := r.checkReservation(function, *n); err != nil {
+			return fmt.Errorf("reserved concurrency of %s: %w", function, err)
+		}
 	}
 	p, err := r.pool(function)
 	if err != nil {
@@ -54,13 +57,6 @@ func (r *Runtime) ReservedConcurrency(function string) (*int, error) {
 	}
 	v := *p.reserved
 	return &v, nil
-}
-
-// throttled reports whether the pool's function takes no invocation.
-func (p *pool) throttled() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.reserved != nil && *p.reserved == 0
 }
 
 // concurrencyBody is the body of PutFunctionConcurrency and of the answers of the
@@ -107,6 +103,9 @@ func (r *Runtime) serveConcurrency(w http.ResponseWriter, req *http.Request) {
 	case errors.Is(err, ErrClosed):
 		invokeError(w, http.StatusServiceUnavailable, "ServiceException", "runtime closed")
 		return
+	case errors.Is(err, ErrReservation):
+		invokeError(w, http.StatusBadRequest, "InvalidParameterValueException", err.Error())
+		return
 	case err != nil:
 		invokeError(w, http.StatusNotFound, "ResourceNotFoundException", "Function not found: "+r.arn(name))
 		return
@@ -121,11 +120,16 @@ func (r *Runtime) serveConcurrency(w http.ResponseWriter, req *http.Request) {
 	_, _ = w.Write(b)
 }
 
-// throttledError writes Lambda's answer to an invocation of a throttled function.
-func throttledError(w http.ResponseWriter) {
+// throttledError writes Lambda's answer to a throttled invocation (err says why).
+func throttledError(w http.ResponseWriter, err error) {
+	reason := ReasonReserved
+	var te *ThrottleError
+	if errors.As(err, &te) {
+		reason = te.Reason
+	}
 	w.Header().Set("X-Amzn-Errortype", "TooManyRequestsException")
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusTooManyRequests)
-	b, _ := json.Marshal(map[string]string{"Reason": throttleReason, "Type": "User", "message": "Rate Exceeded."})
+	b, _ := json.Marshal(map[string]string{"Reason": reason, "Type": "User", "message": "Rate Exceeded."})
 	_, _ = w.Write(b)
 }

@@ -75,7 +75,7 @@ func (r *Runtime) serveInvoke(w http.ResponseWriter, req *http.Request) {
 	switch {
 	case errors.Is(err, ErrThrottled):
 		w.Header().Del("X-Amz-Executed-Version")
-		throttledError(w)
+		throttledError(w, err)
 	case errors.As(err, &fe):
 		// Lambda answers 200 for a failed function; the header tells it apart.
 		w.Header().Set("X-Amz-Function-Error", "Unhandled")

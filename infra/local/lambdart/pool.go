@@ -31,9 +31,11 @@ type pool struct {
 }
 
 func (p *pool) invoke(ctx context.Context, payload []byte) ([]byte, error) {
-	if p.throttled() {
-		return nil, fmt.Errorf("invoke %s: %w", p.fn.Name, ErrThrottled)
+	release, err := p.admit()
+	if err != nil {
+		return nil, err
 	}
+	defer release()
 	select {
 	case p.slots <- struct{}{}:
 	case <-ctx.Done():

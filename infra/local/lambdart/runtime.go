@@ -137,6 +137,18 @@ type Runtime struct {
 	// Authority, when set, verifies the SigV4 signature of every Invoke API request
 	// and every request to an AWS_IAM function URL.
 	Authority *identity.Authority
+	// AccountConcurrency, when positive, is the account's concurrent-executions quota
+	// (DefaultAccountConcurrency in AWS): an invocation of a function without reserved
+	// concurrency that would take the functions without one past AccountConcurrency
+	// less every reservation is throttled with Lambda's TooManyRequestsException
+	// (ReasonAccount), as is one of a function past its reservation (ReasonReserved).
+	// Invocations waiting for one of a function's processes count: in Lambda they would
+	// run. Zero enforces reservations only. Set it before Add.
+	AccountConcurrency int
+	// UnreservedMinimum is what reservations must leave unreserved
+	// (DefaultUnreservedMinimum when zero).
+	UnreservedMinimum int
+
 	// Authorizer, when set, authorises Invoke API calls (lambda:InvokeFunction),
 	// function URL calls (lambda:InvokeFunctionUrl and lambda:InvokeFunction), and,
 	// with Sessions, what Lambda does with a function's role: its log writes (a
@@ -153,6 +165,12 @@ type Runtime struct {
 	pools  map[string]*pool
 	closed bool
 	async  sync.WaitGroup
+
+	// concMu guards the concurrency emulation (account.go): the unreserved
+	// invocations in flight and each function's statistics.
+	concMu     sync.Mutex
+	unreserved int
+	stats      map[string]*Stats
 }
 
 // New returns a Runtime that logs to log and writes each process's output lines to
@@ -170,6 +188,7 @@ func New(log *slog.Logger, output io.Writer) *Runtime {
 		ctx:             ctx,
 		cancel:          cancel,
 		pools:           map[string]*pool{},
+		stats:           map[string]*Stats{},
 	}
 }
 
@@ -237,6 +256,9 @@ func (r *Runtime) Add(fn Function) error {
 		return ErrClosed
 	}
 	r.pools[fn.Name] = p
+	r.concMu.Lock()
+	r.stats[fn.Name] = &Stats{}
+	r.concMu.Unlock()
 	return nil
 }
 

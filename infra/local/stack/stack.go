@@ -89,6 +89,15 @@ type Options struct {
 	// random /24, so stacks running at once on one machine (test packages in parallel,
 	// make dev) do not hand their tasks addresses another stack's agents listen on.
 	AddressPool netip.Prefix
+	// AccountConcurrency is the Lambda account's concurrent-executions quota the
+	// functions share (lambdart.Runtime.AccountConcurrency); zero means AWS's default,
+	// lambdart.DefaultAccountConcurrency; negative, none. UnreservedMinimum is what
+	// reservations must leave (zero: AWS's 100).
+	AccountConcurrency, UnreservedMinimum int
+	// NewConnectionRate, when positive, is API Gateway's account-wide quota of new
+	// WebSocket connections per second (apigw.Server.NewConnectionRate); zero means
+	// apigw.DefaultNewConnectionRate (AWS's 500); negative, none.
+	NewConnectionRate float64
 	// SequentialDispatch makes the gateway invoke the integrations of one connection's
 	// frames one at a time, in order. API Gateway does not (see apigw.Server); tests of
 	// the order sandgate keeps turn it on so the order frames arrive in is defined.
@@ -441,6 +450,13 @@ func localMounts(c *template.Container) map[string]string {
 
 func (s *Stack) startLambda(o Options, tpl *template.Template) error {
 	rt := lambdart.New(s.log, o.Output)
+	switch {
+	case o.AccountConcurrency == 0:
+		rt.AccountConcurrency = lambdart.DefaultAccountConcurrency
+	case o.AccountConcurrency > 0:
+		rt.AccountConcurrency = o.AccountConcurrency
+	}
+	rt.UnreservedMinimum = o.UnreservedMinimum
 	rt.Region, rt.AccountID = Region, AccountID
 	rt.Sessions, rt.Authority, rt.Authorizer = s.ids.sessions, s.ids.authority, s.ids.authorizer
 	s.Runtime = rt
@@ -466,6 +482,12 @@ func (s *Stack) startLambda(o Options, tpl *template.Template) error {
 	gw.Region, gw.AccountID = Region, AccountID
 	gw.Authority, gw.Authorizer = s.ids.authority, s.ids.authorizer
 	gw.SequentialDispatch = o.SequentialDispatch
+	switch {
+	case o.NewConnectionRate == 0:
+		gw.NewConnectionRate = apigw.DefaultNewConnectionRate
+	case o.NewConnectionRate > 0:
+		gw.NewConnectionRate = o.NewConnectionRate
+	}
 	if o.Addr != "" {
 		gw.Addr = o.Addr
 	}
@@ -513,6 +535,12 @@ func (s *Stack) startLambda(o Options, tpl *template.Template) error {
 			URLAddr: s.urlAddrs[f.LogicalID],
 		}); err != nil {
 			return err
+		}
+		if n := f.ReservedConcurrency; n > 0 {
+			// ReservedConcurrentExecutions, as CloudFormation sets it.
+			if err := rt.SetReservedConcurrency(FunctionName(f), &n); err != nil {
+				return err
+			}
 		}
 	}
 	if len(missing) > 0 {

@@ -279,13 +279,19 @@ func (e *evaluator) optStr(m *yaml.Node, key, path string) (string, error) {
 	return e.str(n, path+"."+key)
 }
 
-// optPosInt evaluates the property key of m, a positive integer; def when absent.
+// optPosInt evaluates the property key of m, a positive integer; def when absent or
+// AWS::NoValue (an optional property behind a condition).
 func (e *evaluator) optPosInt(m *yaml.Node, key, path string, def int) (int, error) {
 	n := Lookup(m, key)
 	if n == nil {
 		return def, nil
 	}
 	path += "." + key
+	if v, err := e.eval(n, path); err == nil {
+		if _, none := v.(noValueT); none {
+			return def, nil
+		}
+	}
 	s, err := e.str(n, path)
 	if err != nil {
 		return 0, err

@@ -103,9 +103,18 @@ func TestLoad_RepositoryTemplate(t *testing.T) {
 	if auth == nil {
 		t.Fatalf("no AuthorizeFunction among %v", keys(tpl.Functions))
 	}
-	want := map[string]string{"TABLE_NAME": "sandgate-table", "LOG_LEVEL": "INFO", "AWS_ENDPOINT_URL": "", "SIGNING_SECRETS": "dev-secret"}
+	want := map[string]string{"TABLE_NAME": "sandgate-table", "LOG_LEVEL": "INFO", "AWS_ENDPOINT_URL": "", "SIGNING_SECRET_ID": "sandgate/signing-secrets"}
 	if !reflect.DeepEqual(auth.Environment, want) {
 		t.Errorf("AuthorizeFunction environment = %v, want %v (Globals merged, references resolved)", auth.Environment, want)
+	}
+	// ReservedConcurrentExecutions behind its condition: absent by default.
+	if auth.ReservedConcurrency != 0 {
+		t.Errorf("AuthorizeFunction reserves %d by default", auth.ReservedConcurrency)
+	}
+	reserved, err := template.Load("../../../template.yaml", template.Options{Resolver: localResolver(),
+		Parameters: requiredParams(t, map[string]string{"AuthorizeReservedConcurrency": "50"})})
+	if err != nil || reserved.Functions["AuthorizeFunction"].ReservedConcurrency != 50 {
+		t.Errorf("AuthorizeReservedConcurrency=50: %v", err)
 	}
 	if auth.Timeout != 5*time.Second || auth.MemorySize != 128 || auth.Dir != "functions/authorize" ||
 		auth.Handler != "bootstrap" || auth.LogFormat != "JSON" || auth.Architecture != "arm64" {
