@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -130,6 +131,13 @@ type Handler struct {
 	InvokeMargin   time.Duration
 	CheckInterval  time.Duration
 	CheckAge       time.Duration
+
+	// refusedUntil remembers, per user, until when this process refuses their connects
+	// for the rate without asking DynamoDB again (the RetryAfter of the last refusal):
+	// a user reconnecting in a loop costs this process one write per interval, not one
+	// per attempt.
+	refusedMu    sync.Mutex
+	refusedUntil map[string]time.Time
 }
 
 func (h *Handler) now() time.Time {
@@ -214,6 +222,9 @@ func (h *Handler) connect(ctx context.Context, ev events.APIGatewayWebsocketProx
 // to the rate and accepted only to be told why and closed by a notice: a person who
 // opened one tab too many reads the reason.
 func (h *Handler) admit(ctx context.Context, c wsroute.Caller, log *slog.Logger) (events.APIGatewayProxyResponse, bool) {
+	if h.refusedRecently(c.UserID) {
+		return wsroute.Limited(frames.ReasonConnectRate), false
+	}
 	_, err := h.Store.AdmitConnection(ctx, c.UserID, c.ConnectionID)
 	if errors.Is(err, state.ErrTooManyConnections) && h.checkCounted(ctx, c.UserID, log) {
 		_, err = h.Store.AdmitConnection(ctx, c.UserID, c.ConnectionID)
@@ -238,6 +249,10 @@ func (h *Handler) admit(ctx context.Context, c wsroute.Caller, log *slog.Logger)
 		}
 		return wsroute.OK(), false
 	case errors.Is(err, state.ErrConnectRate), errors.Is(err, state.ErrContention):
+		var le *state.LimitError
+		if errors.As(err, &le) {
+			h.refuse(c.UserID, le.RetryAfter)
+		}
 		log.WarnContext(ctx, "connect refused", logging.Reason, frames.ReasonConnectRate, logging.Error, err.Error())
 		h.countLimit(ctx, c.Stage)
 		return wsroute.Limited(frames.ReasonConnectRate), false
@@ -245,6 +260,27 @@ func (h *Handler) admit(ctx context.Context, c wsroute.Caller, log *slog.Logger)
 		log.ErrorContext(ctx, "connect refused", logging.Reason, "limits", logging.Error, err.Error())
 		return wsroute.Refused(), false
 	}
+}
+
+// maxRefused bounds refusedUntil; past it, the table starts over.
+const maxRefused = 10_000
+
+// refusedRecently reports whether this process refused userID's connects for the rate
+// and the refusal's RetryAfter has not passed.
+func (h *Handler) refusedRecently(userID string) bool {
+	h.refusedMu.Lock()
+	defer h.refusedMu.Unlock()
+	until, ok := h.refusedUntil[userID]
+	return ok && h.now().Before(until)
+}
+
+func (h *Handler) refuse(userID string, retryAfter time.Duration) {
+	h.refusedMu.Lock()
+	defer h.refusedMu.Unlock()
+	if h.refusedUntil == nil || len(h.refusedUntil) >= maxRefused {
+		h.refusedUntil = map[string]time.Time{}
+	}
+	h.refusedUntil[userID] = h.now().Add(retryAfter)
 }
 
 // checkCounted checks the user's counted connections against API Gateway, if no one

@@ -50,6 +50,16 @@ func TestHandler_Handle_ConnectRateRefusedBeforeWork(t *testing.T) {
 	if len(e.logs.With(t, metrics.ConnectsLimited, 1.0)) != 1 {
 		t.Fatal("the refusal was not counted")
 	}
+	// Within the refusal's retry interval this process refuses again without a write.
+	writes := e.db.Writes()
+	for range 5 {
+		if _, err := e.gw.TryDial(t, "user_a"); !errors.As(err, &he) || he.Status != http.StatusTooManyRequests {
+			t.Fatalf("again: %v", err)
+		}
+	}
+	if w := e.db.Writes() - writes; w != 0 {
+		t.Fatalf("%d DynamoDB writes for connects refused within the retry interval", w)
+	}
 	// Another user is not held back.
 	c := e.gw.Dial(t, "user_b")
 	wantFrame(t, c.NextFrame(), frames.TypeStatus, frames.Starting)

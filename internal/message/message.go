@@ -369,6 +369,7 @@ func (h *Handler) frameBurst() int {
 // refuseFrame tells the sender why the agent refused f; a refusal for the rate also
 // empties this process's bucket for the user (the agent's is empty) and counts as one.
 func (h *Handler) refuseFrame(ctx context.Context, f *frame, reason string, cause error) {
+	f.log.DebugContext(ctx, "frame refused by the agent", logging.Reason, reason)
 	if reason == frames.ReasonRateLimited {
 		h.limits.drain(f.UserID, h.now())
 		h.rateLimited(ctx, f, cause)
