@@ -93,8 +93,10 @@ func (r Result) State() state.State { return r.Sandbox.State }
 
 // Ensure reuses the user's live sandbox (RUNNING, or STARTING or STOPPING under
 // another caller's lease), or takes the lease (no record, STOPPED, or a dead holder)
-// and launches the task with the lease token as RunTask's clientToken. It never
-// waits for the task. When it took over a dead holder's lease whose record names a
+// and launches the task with the lease token as RunTask's clientToken — or, with a
+// warm pool (Pool), claims a waiting pool task in the lease's own write and hands it
+// the claim instead of launching (see Pool). It never waits for the task. When it
+// took over a dead holder's lease whose record names a
 // task, it then asks ECS to stop that task (StopTask, best effort): a sandbox that
 // lost its lease without knowing it — cut off from DynamoDB, or paused — is stopped
 // rather than left to write (objsync's conditional writes and the marker's
@@ -105,7 +107,10 @@ func (r Result) State() state.State { return r.Sandbox.State }
 // lease was released); otherwise the store's error (state.ErrUnavailable, …).
 //
 // Calls: one GetItem when a sandbox is live; one GetItem, one write, RunTask and
-// SetTask when this call starts it, and StopTask after a takeover.
+// SetTask when this call starts it, and StopTask after a takeover. With a pool, a
+// start also makes one Query, and a hit one TransactWriteItems per task tried and one
+// POST to the claimed agent instead of RunTask and SetTask; every start with a pool
+// invokes the pool function asynchronously.
 func (e *Ensurer) Ensure(ctx context.Context, userID string) (Result, error) {
 	log := e.Log.With(logging.UserID, userID)
 	now := time.Now
