@@ -111,7 +111,10 @@ func checkSecretUse(t *testing.T, id, param string, root *yaml.Node) {
 		if name, arg, ok := template.Intrinsic(n); ok {
 			switch name {
 			case "Ref":
-				if arg.Value == param && !strings.HasSuffix(path, ".Resource") && !strings.HasSuffix(path, ".Condition") && !secretIDVariables[id+path] {
+				// An IAM resource, a condition, a function variable that names the secret,
+				// or an ECS container secret (ValueFrom: ECS reads it with the execution role).
+				if arg.Value == param && !strings.HasSuffix(path, ".Resource") && !strings.HasSuffix(path, ".Condition") &&
+					!strings.HasSuffix(path, ".ValueFrom") && !secretIDVariables[id+path] {
 					t.Errorf("%s%s: !Ref %s outside an IAM resource", id, path, param)
 				}
 			case "Fn::Sub":

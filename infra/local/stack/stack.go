@@ -107,6 +107,9 @@ type Options struct {
 	// temporary credentials for its prefix, Cleanup using the parent key. No IAM
 	// decides storage requests then, as none does in R2.
 	R2 bool
+	// ModelAPI, when set, deploys the template with a model API whose key is in the
+	// stack's Secrets Manager (modelapi.go).
+	ModelAPI *ModelAPI
 	// NoIAM turns policy enforcement off, for debugging only: every signed caller may
 	// do anything. Signatures are still checked. No test sets it.
 	NoIAM bool
@@ -209,6 +212,16 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		if storage, err = s.startR2(); err != nil {
 			return nil, err
 		}
+	}
+	model, err := s.startModelAPI(o.ModelAPI)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range model {
+		if storage == nil {
+			storage = map[string]string{}
+		}
+		storage[k] = v
 	}
 	params := localParams(s.Bucket, storage, o.Params)
 	s.image = params["SandboxImage"]
