@@ -16,7 +16,7 @@ const modelKeyArn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:sandga
 var modelScenario = scenario{name: "s3+model", params: with(required, map[string]string{
 	"ModelApiUrl":          "https://api.anthropic.com",
 	"ModelApiKeySecretArn": modelKeyArn,
-	"ModelApiAuthHeader":    "x-api-key",
+	"ModelApiAuthHeader":   "x-api-key",
 	"ModelApiRateLimit":    "30",
 	"ModelApiSpendLimit":   "200000",
 })}
