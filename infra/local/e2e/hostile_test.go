@@ -22,6 +22,7 @@ import (
 	"github.com/sandgate/sandgate/infra/local/stack"
 	"github.com/sandgate/sandgate/infra/local/testkit"
 	"github.com/sandgate/sandgate/internal/agent"
+	"github.com/sandgate/sandgate/internal/apiproxy"
 	"github.com/sandgate/sandgate/internal/state"
 	"github.com/sandgate/sandgate/internal/workload"
 )
@@ -71,11 +72,13 @@ func decode(t *testing.T, f string) result {
 
 // hostileStack starts a stack whose sandboxes run the hostile workload, with its data
 // persisted under a root of the test's own (so its files exist to be attacked) and
-// aws.env written there as make dev writes it. It fails the test unless the stack
-// isolates its tasks.
-func hostileStack(t *testing.T) *testkit.Stack {
+// aws.env written there as make dev writes it, deployed with a model API whose key
+// each agent holds (a Secret of the task definition) and adds to its workload's calls.
+// It fails the test unless the stack isolates its tasks.
+func hostileStack(t *testing.T) (*testkit.Stack, *testkit.ModelStub) {
 	t.Helper()
 	fixture := testkit.BuildWorkload(t, "./testdata/hostile")
+	model := testkit.StartModelStub(t)
 	root, err := os.MkdirTemp("", "sandgate-hostile-")
 	if err != nil {
 		t.Fatal(err)
@@ -86,6 +89,7 @@ func hostileStack(t *testing.T) *testkit.Stack {
 		o.Params = map[string]string{"SandboxCpu": "256", "SandboxMemory": strconv.Itoa(hostileMemoryMiB)}
 		o.Overrides["SANDBOX_COMMAND"] = fixture
 		o.Overrides["SLEEP_AFTER"] = "10m"
+		model.Deploy(o)
 	})
 	if missing := s.ECS.NotIsolated(); len(missing) > 0 {
 		t.Fatalf("the local stack cannot isolate tasks on this machine, so a hostile workload is not contained: %s", strings.Join(missing, "; "))
@@ -93,7 +97,7 @@ func hostileStack(t *testing.T) *testkit.Stack {
 	if err := s.WriteAWSEnv(filepath.Join(s.Root, stack.AWSEnvFile)); err != nil {
 		t.Fatal(err)
 	}
-	return s
+	return s, model
 }
 
 // hostileSandbox is one user's sandbox running the hostile workload.
@@ -198,7 +202,7 @@ var accessKey = regexp.MustCompile(`(AKIA|ASIA)[A-Z0-9]{16}`)
 // has saved the user's notes.
 func TestHostile_Workload_ReachesNothingBeyondItsOwn(t *testing.T) {
 	t.Parallel()
-	s := hostileStack(t)
+	s, model := hostileStack(t)
 	victim := startHostile(t, s, "user_victim"+randomHex(4))
 	victim.save(t, "notes/secret.txt", "the other user's note")
 	attacker := startHostile(t, s, "user_attacker"+randomHex(4))
@@ -240,7 +244,8 @@ func TestHostile_Workload_ReachesNothingBeyondItsOwn(t *testing.T) {
 	}
 	agentPort := strconv.Itoa(agent.DefaultPort)
 	targets := map[string]any{
-		"expectedEnv":    append(slices.Clone(workload.Own), workload.PassThrough...),
+		"expectedEnv": append(append(slices.Clone(workload.Own), workload.PassThrough...),
+			agent.EnvWorkloadActivityURL, agent.EnvWorkloadSleepAfter, apiproxy.WorkloadVar("model")),
 		"ownTaskIP":      taskA.IP.String(),
 		"agentPort":      agent.DefaultPort,
 		"victimEndpoint": recV.Endpoint,
@@ -279,8 +284,13 @@ func TestHostile_Workload_ReachesNothingBeyondItsOwn(t *testing.T) {
 		"the attacker's lease token": recA.LeaseToken, "the attacker's gateway token": recA.GatewayToken,
 		"the victim's lease token": recV.LeaseToken, "the victim's gateway token": recV.GatewayToken,
 		"the operator's key id": op.AccessKeyID, "the operator's secret key": op.SecretAccessKey,
+		"the team's model key": model.Key,
 	}
+	scrubbed := false
 	for _, ev := range report(t, s, recA.TaskARN) {
+		if strings.HasPrefix(ev.Attack, "the model key") && strings.Contains(ev.Items["echo"], apiproxy.Redacted) {
+			scrubbed = true
+		}
 		for item, text := range ev.Items {
 			for name, secret := range secrets {
 				if secret != "" && strings.Contains(text, secret) {
@@ -293,6 +303,10 @@ func TestHostile_Workload_ReachesNothingBeyondItsOwn(t *testing.T) {
 				}
 			}
 		}
+	}
+	// Not vacuous: the model API was asked with the key, and echoed it, scrubbed.
+	if answered, _ := model.Calls(); answered < 2 || !scrubbed {
+		t.Errorf("the model API answered %d calls with the key, and the echo was scrubbed: %v; the key attack proved nothing", answered, scrubbed)
 	}
 	attacker.stillServes(t, s, "after the attacks")
 

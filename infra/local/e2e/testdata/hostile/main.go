@@ -256,6 +256,7 @@ func (a *attacker) all() {
 	a.run("every open port of its loopback without credentials", a.openPorts)
 	a.run("another task's agent at its address", a.victimAgent)
 	a.run("another task's agent at guessed addresses", a.guessedAgents)
+	a.run("the model key through its agent's proxy (echoed, forwarded elsewhere)", modelKey)
 }
 
 // isolatedNetwork sends a failed result and returns false when the workload has an
@@ -1009,4 +1010,80 @@ func selfcheck() []map[string]any {
 	}
 	check("port", err)
 	return out
+}
+
+// modelKey tries to learn the team's model key from the agent's reverse proxy, which
+// adds it to every call: it asks the model API to echo what it was sent, sends the
+// proxy absolute-form and Host-header requests naming a listener of its own, and
+// makes an ordinary model call. It succeeds if its listener hears from the proxy; the
+// test searches everything the calls answered (the evidence) for the key.
+func modelKey(ev map[string]string) (bool, string) {
+	base := os.Getenv("SANDGATE_UPSTREAM_MODEL_URL")
+	if base == "" {
+		return true, "no SANDGATE_UPSTREAM_MODEL_URL: the test deployed no model API, so this proves nothing"
+	}
+	c := httpClient()
+	call := func(path, body string) string {
+		req, _ := http.NewRequest("POST", base+path, strings.NewReader(body))
+		req.Header.Set("X-Api-Key", "the-workload-has-no-key")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := c.Do(req)
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+		var h strings.Builder
+		_ = resp.Header.Write(&h)
+		return fmt.Sprintf("%d\n%s\n%s", resp.StatusCode, h.String(), b)
+	}
+	ev["echo"] = call("/v1/echo", "{}")
+	ev["model call"] = call("/v1/messages", `{"messages":[{"role":"user","content":"hi"}]}`)
+
+	// A listener of its own, which the proxy must never call.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return true, "listen: " + err.Error()
+	}
+	defer ln.Close()
+	heard := make(chan string, 4)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			b, _ := io.ReadAll(io.LimitReader(conn, 1<<16))
+			conn.Close()
+			heard <- string(b)
+		}
+	}()
+	own := ln.Addr().String()
+	proxy := strings.TrimPrefix(base, "http://")
+	for i, req := range []string{
+		"POST http://" + own + "/v1/messages HTTP/1.1\r\nHost: " + own + "\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+		"POST /v1/messages HTTP/1.1\r\nHost: " + own + "\r\nX-Forwarded-Host: " + own + "\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+		"CONNECT " + own + " HTTP/1.1\r\nHost: " + own + "\r\n\r\n",
+	} {
+		conn, err := net.DialTimeout("tcp", proxy, 2*time.Second)
+		if err != nil {
+			ev[fmt.Sprintf("raw request %d", i)] = err.Error()
+			continue
+		}
+		_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+		_, _ = io.WriteString(conn, req)
+		b, _ := io.ReadAll(io.LimitReader(conn, 1<<16))
+		conn.Close()
+		ev[fmt.Sprintf("raw request %d", i)] = string(b)
+	}
+	select {
+	case got := <-heard:
+		ev["its own listener heard"] = got
+		return true, "the proxy called the workload's own listener: " + lastLine(got)
+	case <-time.After(time.Second):
+	}
+	status, _, _ := strings.Cut(ev["model call"], "\n")
+	echoStatus, _, _ := strings.Cut(ev["echo"], "\n")
+	return false, fmt.Sprintf("echo answered %s, a model call %s; the proxy never called the workload's own listener", echoStatus, status)
 }
