@@ -133,6 +133,8 @@ func runAgent(ctx context.Context, env *config.Env, stdout, stderr io.Writer) er
 	}
 	a := agent.New(cfg, store, bucket, replies, log)
 	a.Credentials = creds
+	// The user's spend on the upstreams outlives the sandbox: a restart does not reset it.
+	a.SpendLedger = state.SpendLedger{Store: store, UserID: cfg.UserID}
 	a.WorkloadOutput = stderr
 	// This binary, reached through the magic link from the launcher (which is this
 	// binary too), so the workload's uid needs no access to where it is installed.

@@ -241,7 +241,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 			}
 			n := m.tokens()
 			c.tokens.Store(n)
-			if n > 0 {
+			if n > 0 && p.Upstream.Spend > 0 {
 				// The context of the call may be gone (the workload hung up mid-stream):
 				// what was answered is spent all the same.
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
