@@ -74,6 +74,7 @@ test: deps lint ## run every test (what CI runs); screenshots land in build/test
 	@mkdir -p $(TEST_OUTPUT)
 	$(GO) test -race -count=1 -timeout 20m -artifacts -outputdir $(abspath $(TEST_OUTPUT)) ./...
 	cd sdk/node && node --test
+	cd container/node-gateway && node --test
 	@command -v cfn-lint >/dev/null || echo "note: cfn-lint is not installed, so TestCfnLint and TestSAMTransform_AddsNoRoles were skipped; run make validate where the Python cfn-lint (1.x) is installed"
 
 lint: ## gofmt, go vet and go mod tidy -diff
@@ -102,11 +103,13 @@ fuzz: ## fuzz the URL verifier (FUZZTIME=2m)
 
 # ------------------------------------------------------------------ local
 .PHONY: dev dev-reset invoke sign
-dev: deps build-local ## run the whole application locally: demo page, WebSocket stage, Ctrl-C stops it
+# The workload every local sandbox runs: demo (the Go demo) or node (container/node-gateway).
+WORKLOAD ?= demo
+dev: deps build-local ## run the whole application locally (WORKLOAD=node: the Node example); Ctrl-C stops it
 	@$(GO) build -o $(BUILD)/local/dev ./infra/local/cmd/dev
 	@# Run the binary itself, not go run: Ctrl-C then ends in the stack's clean stop (exit 0),
 	@# not in go run's "exit status 1".
-	@$(BUILD)/local/dev -build $(BUILD)/local $(DEV_ARGS)
+	@$(BUILD)/local/dev -build $(BUILD)/local -workload $(WORKLOAD) $(DEV_ARGS)
 
 dev-reset: ## delete the local stack's data (.sandgate/)
 	rm -rf .sandgate

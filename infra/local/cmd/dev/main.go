@@ -42,6 +42,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	noIAM := fs.Bool("no-iam", false, "debugging only: allow every signed call instead of enforcing template.yaml's policies")
 	poolSize := fs.Int("pool-size", 0, "warm pool tasks kept waiting for a user (the template's PoolSize): with -launch-delay=30s, a start that claims one is ready in about a second")
 	r2 := fs.Bool("r2", false, "serve the bucket as Cloudflare R2 and deploy the template for R2 (parent key in Secrets Manager, vended temporary credentials)")
+	workloadName := fs.String("workload", workloadDemo, "every sandbox's workload: demo (the built-in Go demo) or node (container/node-gateway, with a stub model API unless -model-url)")
+	workloadCommand := fs.String("workload-command", "", "every sandbox's SANDBOX_COMMAND instead (files readable by every user: each workload runs under a uid of its own)")
+	modelURL := fs.String("model-url", "", "a model API for the agent's proxy (ModelApiUrl); its key is read from "+EnvModelKey)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -63,11 +66,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		output = io.Discard
 	}
 	log := logging.New(stderr, slog.LevelWarn)
+	repo, err := filepath.Abs(filepath.Dir(*tpl))
+	if err != nil {
+		return err
+	}
+	wl, err := setupWorkload(*workloadName, *workloadCommand, *modelURL, repo)
+	if err != nil {
+		return err
+	}
+	defer wl.close()
+	var overrides map[string]string
+	if wl.command != "" {
+		overrides = map[string]string{"SANDBOX_COMMAND": wl.command}
+	}
 	fmt.Fprintln(stdout, "starting the local stack (DynamoDB Local takes a few seconds)…")
 	s, err := stack.Start(ctx, stack.Options{
 		Root: *root, Persist: true, Template: *tpl, BuildDir: *build, Agent: agent,
 		Functions: true, Schedules: true, Addr: *addr, HTTPAddr: *httpAddr, LaunchDelay: *delay, Log: log, Output: output,
 		NoIAM: *noIAM, R2: *r2, Params: map[string]string{"PoolSize": strconv.Itoa(*poolSize)},
+		ModelAPI: wl.model, Overrides: overrides,
 	})
 	if err != nil {
 		return err
@@ -117,6 +134,8 @@ sandgate is running locally.
 
   storage          %s
   warm pool        %s
+  workload         %s
+  model API        %s
 
   demo page        %s/
   WebSocket stage  %s
@@ -131,10 +150,10 @@ sandgate is running locally.
                      --env-vars %s --docker-network host
 
   try it:  npx wscat -c '%s'
-           then send: {"type":"note","text":"hello"}   or   {"type":"notes"}
+           then send: %s
 
 Ctrl-C stops everything (each sandbox syncs first).
-`, storage, pool, s.Gateway.BaseURL(), s.Gateway.WebSocketURL(), s.Gateway.HTTPURL(), s.Gateway.ManagementEndpoint(), s.Root, awsEnvShown(awsEnv), awsEnvShown(samEnv), url)
+`, storage, pool, wl.shown, wl.modelShown, s.Gateway.BaseURL(), s.Gateway.WebSocketURL(), s.Gateway.HTTPURL(), s.Gateway.ManagementEndpoint(), s.Root, awsEnvShown(awsEnv), awsEnvShown(samEnv), url, wl.try)
 	<-ctx.Done()
 	return nil
 }

@@ -67,3 +67,66 @@ func TestDev_Interrupt_StopsCleanlyAndExitsZero(t *testing.T) {
 		t.Fatalf("ready %v, stopped %v", ready, stopped)
 	}
 }
+
+// make dev WORKLOAD=node: every sandbox runs the Node example against a stub model,
+// and the URL the banner prints reaches it — a turn streams back from the model.
+func TestDev_NodeWorkload_AnswersFromTheStubModel(t *testing.T) {
+	b := testkit.Binaries(t)
+	bin := filepath.Join(t.TempDir(), "dev")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "-root", t.TempDir(), "-build", b.Dir, "-template", b.Template(), "-workload", "node",
+		"-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-quiet", "-launch-delay", "0s")
+	cmd.Dir = b.Root
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(3 * time.Minute):
+			cmd.Process.Kill()
+			t.Error("make dev did not stop")
+		}
+	}()
+	lines := bufio.NewScanner(stdout)
+	var url, banner string
+	for url == "" && lines.Scan() {
+		l := lines.Text()
+		banner += l + "\n"
+		if _, rest, ok := strings.Cut(l, "wscat -c '"); ok {
+			url = strings.TrimSuffix(rest, "'")
+		}
+	}
+	go func() {
+		for lines.Scan() {
+		}
+	}()
+	for _, want := range []string{"the Node example (container/node-gateway)", "model API        a stub on http://127.0.0.1:", `{"type":"chat","text":"hello"}`} {
+		if !strings.Contains(banner, want) {
+			t.Errorf("the banner lacks %q:\n%s", want, banner)
+		}
+	}
+	if url == "" {
+		t.Fatalf("no URL in the banner:\n%s", banner)
+	}
+	c, err := testkit.DialURL(t, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Next(2*time.Minute, "hello", testkit.IsJSON("hello"))
+	c.Send(`{"type":"chat","id":"d1","text":"hello"}`)
+	done := c.JSONFrame("chat.done", time.Minute)
+	if done["text"] != `Turn 1. You said: "hello".` {
+		t.Fatalf("chat.done %v", done)
+	}
+}
