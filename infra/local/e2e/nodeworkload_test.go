@@ -10,15 +10,23 @@ import (
 	"github.com/sandgate/sandgate/infra/local/testkit"
 )
 
+// nodeSpendLimit is each user's token budget a day in nodeStack: more than a user's
+// first turn and less than the first two (the stub counts a word as a token: the first
+// turn of TestNodeWorkload_StreamsKeepsAndSeparatesConversations costs 10, the second
+// 18), so the third is refused only if the spend outlived the restore between them.
+const nodeSpendLimit = 20
+
 // nodeStack runs the Node example (container/node-gateway) as every sandbox's
 // workload, with a model API on loopback whose key is in the stack's Secrets Manager:
-// the template deployed with ModelApiUrl and ModelApiKeySecretArn, as a team deploys it.
+// the template deployed with ModelApiUrl, ModelApiKeySecretArn and a spend limit, as a
+// team deploys it.
 func nodeStack(t *testing.T) (*testkit.Stack, *testkit.ModelStub) {
 	t.Helper()
 	model := testkit.StartModelStub(t)
 	cmd := testkit.NodeGateway(t)
 	s := testkit.Start(t, func(o *stack.Options) {
 		model.Deploy(o)
+		o.ModelAPI.Params = map[string]string{"ModelApiSpendLimit": fmt.Sprint(nodeSpendLimit)}
 		o.Overrides["SANDBOX_COMMAND"] = cmd
 		noIdleStop(o)
 	})
@@ -33,6 +41,7 @@ type gatewayFrame struct {
 	Text          string   `json:"text"`
 	Deltas        int      `json:"deltas"`
 	Status        int      `json:"status"`
+	Limit         string   `json:"limit"`
 	Message       string   `json:"message"`
 	User          string   `json:"user"`
 	Conversations []string `json:"conversations"`
@@ -61,6 +70,16 @@ func parseGateway(t *testing.T, f string) gatewayFrame {
 // its chat.done.
 func chat(t *testing.T, c *testkit.Client, id, text string) ([]gatewayFrame, gatewayFrame) {
 	t.Helper()
+	deltas, end := turn(t, c, id, text)
+	if end.Type == "chat.error" {
+		t.Fatalf("%s: %s: %d %s", c.User, id, end.Status, end.Message)
+	}
+	return deltas, end
+}
+
+// turn takes one turn and returns the reply's deltas and its chat.done or chat.error.
+func turn(t *testing.T, c *testkit.Client, id, text string) ([]gatewayFrame, gatewayFrame) {
+	t.Helper()
 	b, _ := json.Marshal(map[string]string{"type": "chat", "id": id, "text": text})
 	c.Send(string(b))
 	var deltas []gatewayFrame
@@ -74,9 +93,7 @@ func chat(t *testing.T, c *testkit.Client, id, text string) ([]gatewayFrame, gat
 		switch g.Type {
 		case "chat.delta":
 			deltas = append(deltas, g)
-		case "chat.error":
-			t.Fatalf("%s: %s: %d %s", c.User, id, g.Status, g.Message)
-		case "chat.done":
+		case "chat.error", "chat.done":
 			return deltas, g
 		}
 	}
@@ -98,8 +115,9 @@ func history(t *testing.T, c *testkit.Client) []string {
 // process calling the model through its agent's proxy: a reply streams as several
 // frames that arrive in order; two users never see each other's conversation; a
 // conversation survives its sandbox's stop and a new sandbox's restore (the model is
-// sent the whole history again); every call reached the model with the team's key,
-// and the key and the conversation are in no log line.
+// sent the whole history again); the user's spend limit holds across the restore;
+// every call reached the model with the team's key, and the key and the conversation
+// are in no log line.
 func TestNodeWorkload_StreamsKeepsAndSeparatesConversations(t *testing.T) {
 	t.Parallel()
 	s, model := nodeStack(t)
@@ -167,9 +185,27 @@ func TestNodeWorkload_StreamsKeepsAndSeparatesConversations(t *testing.T) {
 		t.Fatalf("bob's history changed: %q", got)
 	}
 
+	// The spend limit is the user's, not the sandbox's: alice's two turns, one each
+	// side of the restore, spent her budget, and the third is refused before it
+	// reaches the model; bob's is his own.
+	var aliceTokens []int64
+	for _, l := range s.Output.Lines(func(l testkit.Line) bool { return l.Msg == "upstream call" && l.Fields["userId"] == alice }) {
+		n, _ := l.Int("tokens")
+		aliceTokens = append(aliceTokens, n)
+	}
+	if len(aliceTokens) != 2 || aliceTokens[0] >= nodeSpendLimit || aliceTokens[1] >= nodeSpendLimit || aliceTokens[0]+aliceTokens[1] < nodeSpendLimit {
+		t.Fatalf("alice's calls cost %v tokens: the limit %d no longer tells a kept spend from a reset one", aliceTokens, nodeSpendLimit)
+	}
+	if _, end := turn(t, a, "a3", "once more"); end.Type != "chat.error" || end.Status != 429 || end.Limit != "spend" {
+		t.Fatalf("alice's third turn, over her budget: %+v", end)
+	}
+	if _, done := chat(t, b, "b2", "still me"); done.Text != `Turn 2. You said: "still me".` {
+		t.Fatalf("bob's second turn: %q", done.Text)
+	}
+
 	// Every call carried the team's key (the gateway has none: the proxy added it).
-	if answered, refused := model.Calls(); answered != 3 || refused != 0 {
-		t.Fatalf("the model answered %d calls and refused %d, want 3 and 0", answered, refused)
+	if answered, refused := model.Calls(); answered != 4 || refused != 0 {
+		t.Fatalf("the model answered %d calls and refused %d, want 4 and 0", answered, refused)
 	}
 	if strings.Contains(s.Output.Tail(testkit.DefaultTailBytes), model.Key) {
 		t.Fatal("the key is in the stack's output")
@@ -178,7 +214,7 @@ func TestNodeWorkload_StreamsKeepsAndSeparatesConversations(t *testing.T) {
 	calls := len(lines)
 	for _, l := range lines {
 		line := fmt.Sprint(l.Fields)
-		for _, body := range []string{"hello from", "and again", "You said"} {
+		for _, body := range []string{"hello from", "and again", "still me", "You said"} {
 			if strings.Contains(line, body) {
 				t.Errorf("a proxy log line holds the conversation: %s", line)
 			}
@@ -187,7 +223,7 @@ func TestNodeWorkload_StreamsKeepsAndSeparatesConversations(t *testing.T) {
 			t.Errorf("proxy log line %s", line)
 		}
 	}
-	if calls != 3 {
+	if calls != 4 {
 		t.Errorf("%d proxy log lines, want one per call", calls)
 	}
 }
