@@ -64,13 +64,16 @@ func (l *limiter) allow(userID string, rate float64, burst int, now time.Time) b
 	return true
 }
 
-// drain empties userID's bucket: the agent, which holds the user's exact bucket, has
-// refused a frame for the rate.
-func (l *limiter) drain(userID string, now time.Time) {
+// drain puts userID's bucket a burst into debt: the agent, which holds the user's exact
+// bucket, has refused a frame for the rate, so the user's frames arrive faster than the
+// rate over all the processes that handle them. The debt keeps this process from calling
+// the agent for the user for burst/rate seconds, so a user over the rate costs each
+// process about one agent call per pause rather than the whole rate.
+func (l *limiter) drain(userID string, burst int, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if b := l.buckets[userID]; b != nil {
-		b.tokens, b.at = 0, now
+		b.tokens, b.at = -float64(burst), now
 	}
 }
 

@@ -26,6 +26,9 @@ const (
 	logQueued     = "queued"     // frames in the inbox with this one
 	logFrameType  = "frameType"  // a platform frame's type
 	logGeneration = "generation" // a sandbox's lease generation
+	// logAgentRefusal is an agent's refusal of a frame, at DEBUG: the answer to the
+	// sender, if any, carries logging.Reason.
+	logAgentRefusal = "agentRefusal"
 )
 
 // Store is the part of the state store the Handler uses.
@@ -366,12 +369,12 @@ func (h *Handler) frameBurst() int {
 	return max(1, int(2*h.FrameRate))
 }
 
-// refuseFrame tells the sender why the agent refused f; a refusal for the rate also
-// empties this process's bucket for the user (the agent's is empty) and counts as one.
+// refuseFrame tells the sender why the agent refused f; a refusal for the rate also puts
+// this process's bucket for the user into debt (see limiter.drain) and counts as one.
 func (h *Handler) refuseFrame(ctx context.Context, f *frame, reason string, cause error) {
-	f.log.DebugContext(ctx, "frame refused by the agent", logging.Reason, reason)
+	f.log.DebugContext(ctx, "frame refused by the agent", logAgentRefusal, reason)
 	if reason == frames.ReasonRateLimited {
-		h.limits.drain(f.UserID, h.now())
+		h.limits.drain(f.UserID, h.frameBurst(), h.now())
 		h.rateLimited(ctx, f, cause)
 		return
 	}
