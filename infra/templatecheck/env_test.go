@@ -128,7 +128,7 @@ func TestEnvironment_Contract(t *testing.T) {
 				"CONNECT_FUNCTION": testStack + "-connect", "INBOX_MAX_FRAMES": "100", "INBOX_MAX_BYTES": "1048576", "AGENT_TIMEOUT": "2",
 				"RETENTION_DAYS": "90", "DRY_RUN": "false", "STORAGE_PATH_STYLE": "false",
 				"MAX_CONNECTIONS_PER_USER": "20", "CONNECTS_PER_MINUTE": "60", "CONNECT_BURST": "20",
-				"MESSAGE_RATE_LIMIT": "20", "RATE_LIMIT_CLOSE_AFTER": "200",
+				"MESSAGE_RATE_LIMIT": "20", "RATE_LIMIT_CLOSE_AFTER": "100",
 			}
 			if sc.name == "s3" {
 				wantValues["STORAGE_REGION"] = testRegion // empty StorageRegion means the stack's

@@ -9,7 +9,7 @@ import (
 const (
 	// DefaultRateLimitCloseAfter is how many frames of one connection a process refuses
 	// for the rate, without a pause of RateLimitWindow, before it closes the connection.
-	DefaultRateLimitCloseAfter = 200
+	DefaultRateLimitCloseAfter = 100
 	// RateLimitWindow: a connection that has had no frame refused for this long starts
 	// its count afresh; within it, only the first refused frame of each second is
 	// answered with an error frame (each answer is a management API post).

@@ -156,7 +156,7 @@ func (r Report) Goals() []Goal {
 		g.Status = judge(mt["errors"] == 0 && mt["sandboxes"] == PoolStormUsers && mt["capacity"] == PoolStormUsers+PoolStormSize)
 	}
 	gs = append(gs, g)
-	return gs
+	return append(gs, r.noisyGoals()...)
 }
 
 // num formats a measurement with three significant digits or so.
@@ -198,6 +198,7 @@ func Render(w io.Writer, r Report) error {
 	r.storm(m)
 	r.start(m)
 	r.pool(m)
+	r.noisy(m)
 	r.sync(m)
 	r.lambda(m)
 	r.others(m)

@@ -65,12 +65,16 @@ var (
 	RunLambda = Run{ID: "lambda", Bench: "Lambda_Bootstrap", Benchtime: "10x", Packages: []string{"./infra/local/bench/"}}
 	// RunPool's benchmarks take their own samples (each miss waits for a 30 s launch).
 	RunPool = Run{ID: "pool", Bench: "Pool_", Benchtime: "1x", Timeout: "60m", Packages: []string{"./infra/local/bench/"}}
+	// RunNoisy is issue 19's noisy neighbour (about ten minutes); RunFrameRate where
+	// the per-user frame rate is enforced.
+	RunNoisy     = Run{ID: "noisy", Bench: "NoisyNeighbour", Benchtime: "1x", Packages: []string{"./infra/local/bench/"}}
+	RunFrameRate = Run{ID: "framerate", Bench: "Handler_Handle_OverRate", Benchtime: "2000x", Packages: []string{"./internal/message/"}}
 	// RunOthers' Benchtime is make bench's BENCHTIME (cmd/benchreport -benchtime).
 	RunOthers = Run{ID: "others", Bench: ".", Benchtime: "1s", Benchmem: true, Packages: []string{"./..."},
-		Skip: "Relay_RoundTrip|Agent_FrameRoundTrip|Handler_Handle_WarmPath|ConnectStorm|Start_Overhead|Throughput|Lambda_Bootstrap|Pool_"}
+		Skip: "Relay_RoundTrip|Agent_FrameRoundTrip|Handler_Handle_WarmPath|ConnectStorm|Start_Overhead|Throughput|Lambda_Bootstrap|Pool_|NoisyNeighbour|Handler_Handle_OverRate"}
 )
 
 // Runs returns every run of make bench, in order.
 func Runs() []Run {
-	return []Run{RunRelay, RunAgent, RunWarm, RunStorm, RunStart, RunPool, RunSync, RunLambda, RunOthers}
+	return []Run{RunRelay, RunAgent, RunWarm, RunStorm, RunStart, RunPool, RunNoisy, RunFrameRate, RunSync, RunLambda, RunOthers}
 }
