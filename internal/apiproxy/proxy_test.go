@@ -53,7 +53,7 @@ func tlsUpstream(t *testing.T, handler http.HandlerFunc) (*httptest.Server, func
 }
 
 // serveProxy runs p on a loopback listener, as the agent does, and returns its URL.
-func serveProxy(t *testing.T, p *apiproxy.Proxy) string {
+func serveProxy(t testing.TB, p *apiproxy.Proxy) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

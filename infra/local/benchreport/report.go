@@ -199,6 +199,7 @@ func Render(w io.Writer, r Report) error {
 	r.start(m)
 	r.pool(m)
 	r.noisy(m)
+	r.workload(m)
 	r.sync(m)
 	r.lambda(m)
 	r.others(m)
