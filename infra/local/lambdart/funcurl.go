@@ -51,6 +51,14 @@ func (r *Runtime) FunctionURL(function string) string {
 }
 
 func (p *pool) listenURL() error {
+	if ln := p.fn.URLListener; ln != nil {
+		if ap, ok := ln.Addr().(*net.TCPAddr); !ok || !ap.IP.IsLoopback() {
+			ln.Close()
+			return fmt.Errorf("listen %s: not a loopback address", ln.Addr())
+		}
+		p.serveURLOn(ln)
+		return nil
+	}
 	addr := p.fn.URLAddr
 	if addr == "" {
 		addr = "127.0.0.1:0"
@@ -66,11 +74,15 @@ func (p *pool) listenURL() error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
+	p.serveURLOn(ln)
+	return nil
+}
+
+func (p *pool) serveURLOn(ln net.Listener) {
 	u := &funcURL{id: urlID(), ln: ln}
 	u.srv = &http.Server{Handler: http.HandlerFunc(p.serveURL), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = u.srv.Serve(ln) }()
 	p.url = u
-	return nil
 }
 
 func (p *pool) closeURL() {

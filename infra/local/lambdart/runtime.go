@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -95,6 +96,11 @@ type Function struct {
 	// URLAddr is the loopback address the function URL listens on; a free port on
 	// 127.0.0.1 when empty.
 	URLAddr string
+	// URLListener, when set, is the function URL's listener, already open (it wins over
+	// URLAddr): a caller that must know the address before the function runs keeps the
+	// port it chose, which closing and listening again would give any other process
+	// meanwhile. The runtime owns it once Add is called.
+	URLListener net.Listener
 }
 
 // logGroup returns the function's log group.

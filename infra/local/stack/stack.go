@@ -151,13 +151,15 @@ type Stack struct {
 	// a request's signature names (samenv.go): what AWS_ENDPOINT_URL points at in SAMEnv.
 	AWSEndpoint string
 
-	ids      *identities
-	image    string
-	events   *eventRouter      // the template's EventBridge rules (events.go)
-	urlAddrs map[string]string // function logical id → its function URL's address
-	log      *slog.Logger
-	tempRoot bool
-	invoke   *http.Server
+	ids    *identities
+	image  string
+	events *eventRouter // the template's EventBridge rules (events.go)
+	// urlListeners holds each function URL's listener, by logical id, from the template's
+	// first reading until the function that serves it is added (then lambdart owns it).
+	urlListeners map[string]net.Listener
+	log          *slog.Logger
+	tempRoot     bool
+	invoke       *http.Server
 	// awsEndpoint serves AWSEndpoint; functionEnv is each function's environment as
 	// the runtime runs it, by logical id (SAMEnv).
 	awsEndpoint *http.Server
@@ -247,15 +249,14 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		res.functionNames[id] = f.FunctionName
 	}
 	// A function URL is known before its function runs (a task definition may name
-	// it), as in AWS: each gets its port now, and lambdart listens there.
-	urlAddrs, err := pickFunctionURLs(first)
-	if err != nil {
+	// it), as in AWS: each gets its listener now, which lambdart serves once the
+	// function is added (kept open meanwhile, so no other process takes the port).
+	if s.urlListeners, err = listenFunctionURLs(first); err != nil {
 		return nil, err
 	}
-	for id, addr := range urlAddrs {
-		res.functionURLs[id] = "http://" + addr + "/"
+	for id, ln := range s.urlListeners {
+		res.functionURLs[id] = "http://" + ln.Addr().String() + "/"
 	}
-	s.urlAddrs = urlAddrs
 	tpl, err := template.Load(o.Template, template.Options{Parameters: params, Resolver: res, TaskDefinitions: true, Roles: true})
 	if err != nil {
 		return nil, err
@@ -515,6 +516,8 @@ func (s *Stack) startLambda(o Options, tpl *template.Template) error {
 	env := s.baseEnv(o)
 	rt.Env = env
 	if !o.Functions {
+		// No function serves them: a call is refused at once, as before a deploy.
+		closeListeners(s.urlListeners)
 		return nil
 	}
 	awsEndpoint := fmt.Sprintf("https://%s.execute-api.%s.amazonaws.com", APIID, Region)
@@ -545,10 +548,12 @@ func (s *Stack) startLambda(o Options, tpl *template.Template) error {
 			MemoryMB: f.MemorySize, LogFormat: f.LogFormat, LogLevel: f.LogLevel, Env: fenv,
 			AsyncRetries: f.AsyncRetries,
 			Role:         f.Role, LogGroup: f.LogGroup, InVPC: f.InVPC, URLAuthType: f.URLAuthType,
-			URLAddr: s.urlAddrs[f.LogicalID],
+			URLListener: s.urlListeners[f.LogicalID],
 		}); err != nil {
 			return err
 		}
+		// The runtime serves (and closes) it now.
+		delete(s.urlListeners, f.LogicalID)
 		if n := f.ReservedConcurrency; n > 0 {
 			// ReservedConcurrentExecutions, as CloudFormation sets it.
 			if err := rt.SetReservedConcurrency(FunctionName(f), &n); err != nil {
@@ -562,22 +567,30 @@ func (s *Stack) startLambda(o Options, tpl *template.Template) error {
 	return nil
 }
 
-// pickFunctionURLs chooses a loopback address for the function URL of each function
+// listenFunctionURLs opens a loopback listener for the function URL of each function
 // that has one.
-func pickFunctionURLs(tpl *template.Template) (map[string]string, error) {
-	addrs := map[string]string{}
+func listenFunctionURLs(tpl *template.Template) (map[string]net.Listener, error) {
+	lns := map[string]net.Listener{}
 	for id, f := range tpl.Functions {
 		if f.URLAuthType == "" {
 			continue
 		}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
+			closeListeners(lns)
 			return nil, fmt.Errorf("function url of %s: %w", id, err)
 		}
-		addrs[id] = ln.Addr().String()
-		ln.Close()
+		lns[id] = ln
 	}
-	return addrs, nil
+	return lns, nil
+}
+
+// closeListeners closes the function URL listeners no function took over.
+func closeListeners(lns map[string]net.Listener) {
+	for id, ln := range lns {
+		ln.Close()
+		delete(lns, id)
+	}
 }
 
 func ensureTable(ctx context.Context, ddb *dynamodb.Client, name string) error {
@@ -634,6 +647,7 @@ func (s *Stack) Close(ctx context.Context) error {
 		add(s.awsEndpoint.Close())
 		s.awsEndpoint = nil
 	}
+	closeListeners(s.urlListeners)
 	if s.Runtime != nil {
 		add(s.Runtime.Close())
 		s.Runtime = nil
