@@ -16,7 +16,7 @@ import (
 var noisyRates = []struct {
 	Name             string
 	Connects, Frames float64
-}{{"r1", 100, 1000}, {"r2", 300, 3000}}
+}{{"r1", 50, 100}, {"r2", 150, 300}}
 
 const (
 	noisyUsers   = 50

@@ -27,7 +27,7 @@ const (
 var NoisyRates = []struct {
 	Name             string
 	Connects, Frames float64
-}{{"r1", 100, 1000}, {"r2", 300, 3000}}
+}{{"r1", 50, 100}, {"r2", 150, 300}}
 
 // noisyBounds are the per-second ceilings the limits put on one user over a phase.
 func noisyBounds() (accepted, agentCalls float64) {
