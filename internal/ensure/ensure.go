@@ -140,9 +140,11 @@ func (e *Ensurer) Ensure(ctx context.Context, userID string) (Result, error) {
 	pool := PoolOff
 	if e.Pool != nil {
 		pool = PoolMiss
-		defer e.Pool.refill(context.WithoutCancel(ctx), log, "start")
 	}
 	if p := acq.Claimed; p != nil {
+		// The pool lost a task: ask for its replacement (a miss found the pool empty,
+		// and the claims that emptied it asked already; the schedule does the rest).
+		defer e.Pool.refill(context.WithoutCancel(ctx), log, "claim")
 		// The replaced task goes whether or not the claim reaches its task.
 		defer e.stopReplaced(ctx, log, replaced, lease.Generation)
 		if e.claim(ctx, log, lease, p) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -58,13 +59,22 @@ type Pool struct {
 	MaxAge time.Duration
 	// Claimer hands the task its claim.
 	Claimer Claimer
-	// Refill, when set, is asked to refill the pool after each start that used or
-	// missed it.
-	Refill Refiller
+	// Refill, when set, is asked to refill the pool after each claim, at most once
+	// per RefillEvery from this process (the refill is one at a time anyway, and a
+	// storm of claims need not invoke it a hundred times).
+	Refill      Refiller
+	RefillEvery time.Duration
 	// Metrics count hits and misses under Stage.
 	Metrics *metrics.Emitter
 	Stage   string
+
+	mu          sync.Mutex
+	lastRefill  time.Time
+	refillAsked bool
 }
+
+// DefaultRefillEvery is Pool.RefillEvery when zero.
+const DefaultRefillEvery = time.Second
 
 // candidates returns the pool tasks a start at now may claim, in random order, so
 // that starts at the same moment try different tasks first.
@@ -110,6 +120,18 @@ func (p *Pool) refill(ctx context.Context, log *slog.Logger, reason string) {
 	if p.Refill == nil {
 		return
 	}
+	every := p.RefillEvery
+	if every <= 0 {
+		every = DefaultRefillEvery
+	}
+	p.mu.Lock()
+	now := time.Now()
+	if p.refillAsked && now.Sub(p.lastRefill) < every {
+		p.mu.Unlock()
+		return
+	}
+	p.lastRefill, p.refillAsked = now, true
+	p.mu.Unlock()
 	if err := p.Refill.Refill(ctx, reason); err != nil {
 		log.WarnContext(ctx, "pool refill not asked for", logging.Error, err.Error())
 	}
