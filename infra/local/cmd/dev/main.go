@@ -95,7 +95,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := s.RunSchedule(ctx, "PoolFunction"); err != nil {
 			return err
 		}
-		pool = fmt.Sprintf("%d tasks, filling now (after the launch delay), refilled every minute and after each start", *poolSize)
+		pool = fmt.Sprintf("%d tasks, filling now (after the launch delay), refilled every minute and after each claim", *poolSize)
 	}
 	defer func() {
 		fmt.Fprintln(stdout, "stopping: every sandbox gets SIGTERM and syncs before the stack goes down…")
