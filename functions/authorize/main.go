@@ -5,8 +5,6 @@ import (
 	"context"
 	"log/slog"
 
-	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
-
 	"github.com/sandgate/sandgate/internal/authorizer"
 	"github.com/sandgate/sandgate/internal/lambdamain"
 )
@@ -18,8 +16,9 @@ func main() {
 		AWS:      true,
 		Build: func(c authorizer.Config, d lambdamain.Deps) (any, error) {
 			// Fail closed: without a usable secret, no one is admitted. The secrets are
-			// read from Secrets Manager now and again every refresh interval.
-			v, err := c.NewVerifier(context.Background(), secretsmanager.NewFromConfig(d.AWS), d.Log)
+			// read from Secrets Manager now and again every refresh interval; each
+			// verified URL is checked against its user's revocation.
+			v, err := c.NewRevokingVerifier(context.Background(), d.AWS, d.Log)
 			if err != nil {
 				return nil, err
 			}

@@ -51,9 +51,7 @@ var loaders = map[string]loader{
 var sdkVariables = set("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 // globalsNotRead are Globals variables a function receives but has no use for.
-var globalsNotRead = map[string]map[string]bool{
-	"AuthorizeFunction": set("TABLE_NAME"), // the authorizer touches no table
-}
+var globalsNotRead = map[string]map[string]bool{}
 
 // The environment contract the functions are written against, per scenario.
 var (

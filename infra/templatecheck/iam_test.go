@@ -127,7 +127,9 @@ func expectedGrants(scenario string) map[string][]string {
 	s3 := scenario == "s3" // AWS S3 through the roles; R2 through stored credentials
 	g := map[string][]string{
 		// The functions that verify signed URLs read the signing secret, and nothing else does.
-		"AuthorizeRole": concat(logs("AuthorizeLogGroup"), []string{signing}),
+		// The authorizer also reads the user's revocation, in their access item only.
+		"AuthorizeRole": concat(logs("AuthorizeLogGroup"), []string{signing,
+			"dynamodb:GetItem " + table + ` {"ForAllValues:StringLike":{"dynamodb:LeadingKeys":["ACCESS#*"]},"Null":{"dynamodb:LeadingKeys":"false"}}`}),
 		"ConnectRole": concat(logs("ConnectLogGroup"),
 			tableGrants("GetItem", "PutItem", "UpdateItem", "DeleteItem"), ensure, claim(),
 			// Closing a connection over its user's cap, checking the counted ones.

@@ -42,6 +42,8 @@ const ContextUserID = "userId"
 type Config struct {
 	// SecretID is the signing secrets' Secrets Manager secret.
 	SecretID string
+	// Table holds the users' revocations (NewRevokingVerifier).
+	Table string
 	// Refresh is how often the secret is read again.
 	Refresh     time.Duration
 	MaxLifetime time.Duration
@@ -58,6 +60,7 @@ type Config struct {
 func LoadConfig(env *config.Env) Config {
 	var c Config
 	c.SecretID = env.Required(EnvSigningSecretID)
+	c.Table = env.Required(EnvTable)
 	c.Refresh = env.Duration(EnvSecretsRefresh, secretcache.DefaultRefresh)
 	if c.Refresh <= 0 || c.Refresh > time.Hour {
 		env.Check(EnvSecretsRefresh, fmt.Errorf("%s is outside (0, 1h]", c.Refresh))
@@ -209,6 +212,7 @@ func Reason(err error) string {
 		{auth.ErrExpired, "expired"},
 		{auth.ErrTooFarAhead, "too_far_ahead"},
 		{auth.ErrBadSignature, "bad_signature"},
+		{auth.ErrRevoked, "revoked"},
 		{secretcache.ErrUnavailable, "unavailable"},
 	} {
 		if errors.Is(err, r.err) {

@@ -160,9 +160,10 @@ func TestLoadConfig_FailsClosed(t *testing.T) {
 	e := config.New(config.Map(map[string]string{
 		authorizer.EnvSigningSecretID: "sandgate/signing-secrets",
 		authorizer.EnvMaxLifetime:     "5m",
+		authorizer.EnvTable:           "t",
 	}))
 	cfg := authorizer.LoadConfig(e)
-	if err := e.Err(); err != nil || cfg.MaxLifetime != 5*time.Minute || cfg.SecretID != "sandgate/signing-secrets" {
+	if err := e.Err(); err != nil || cfg.MaxLifetime != 5*time.Minute || cfg.SecretID != "sandgate/signing-secrets" || cfg.Table != "t" {
 		t.Fatalf("cfg = %+v, err = %v", cfg, err)
 	}
 	for name, value := range map[string]string{"empty": " , ", "short secret": local.DevSecret + ",short"} {
@@ -196,10 +197,10 @@ func decodeOneLine(t *testing.T, b []byte) map[string]any {
 	return m
 }
 
-// Every variable listed as optional has a default: an environment with the secret
-// alone loads, and each optional one is really read.
+// Every variable listed as optional has a default: an environment with the secret and
+// the table alone loads, and each optional one is really read.
 func TestLoadConfig_Optional(t *testing.T) {
-	env := config.New(config.Map(map[string]string{authorizer.EnvSigningSecretID: "sandgate/signing-secrets"}))
+	env := config.New(config.Map(map[string]string{authorizer.EnvSigningSecretID: "sandgate/signing-secrets", authorizer.EnvTable: "t"}))
 	c := authorizer.LoadConfig(env)
 	if err := env.Err(); err != nil || c.Refresh != secretcache.DefaultRefresh || c.MaxLifetime != auth.DefaultMaxLifetime || c.ClockSkew != auth.DefaultClockSkew || c.LogLevel != slog.LevelInfo {
 		t.Fatalf("config %+v, %v", c, err)

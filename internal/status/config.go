@@ -6,7 +6,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/sandgate/sandgate/internal/authorizer"
 	"github.com/sandgate/sandgate/internal/config"
@@ -34,7 +33,7 @@ func LoadConfig(env *config.Env) Config {
 
 // New builds the Handler c describes.
 func New(c Config, awsCfg aws.Config, log *slog.Logger) (*Handler, error) {
-	v, err := c.Auth.NewVerifier(context.Background(), secretsmanager.NewFromConfig(awsCfg), log)
+	v, err := c.Auth.NewRevokingVerifier(context.Background(), awsCfg, log)
 	if err != nil {
 		return nil, err
 	}
