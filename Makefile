@@ -178,3 +178,12 @@ deploy: ## sam build && sam deploy (samconfig.toml; first time: sam deploy --gui
 undeploy: ## stop every sandbox gracefully, then sam delete the stack: make undeploy [ARGS="-stack-name sandgate -yes -print-delete -timeout 10m"]
 	@$(GO) build -o $(BUILD)/undeploy ./infra/undeploy/cmd
 	@$(BUILD)/undeploy $(ARGS)
+
+# Operating a stack (infra/admin, docs/OPERATIONS.md): list, inspect, stop, revoke,
+# delete-user, reconcile, import-bucket. The deployed stack as samconfig.toml names it
+# (the operator's own credentials), or the local one with -local. Built first, so a
+# failed command exits 1 without go run's noise.
+.PHONY: admin
+admin: ## operate a stack: make admin ARGS="[-local] list | inspect <userId> | stop -wait <userId> | revoke <userId> | delete-user <userId> | reconcile | import-bucket …"
+	@$(GO) build -o $(BUILD)/admin ./infra/admin/cmd
+	@$(BUILD)/admin $(ARGS)

@@ -47,6 +47,11 @@ func (s *Stack) AWSEnv() string {
 		fmt.Fprintf(&b, "export %s=%s\n", k, s.Endpoints[k])
 	}
 	fmt.Fprintf(&b, "export SANDGATE_TABLE=%s SANDGATE_BUCKET=%s SANDGATE_CLUSTER=%s\n", s.Table, s.Bucket, s.Cluster)
+	// What make admin needs besides: the stage's management endpoint (closing a
+	// revoked user's connections) and the bucket's addressing.
+	if s.Gateway != nil {
+		fmt.Fprintf(&b, "export SANDGATE_MANAGEMENT_ENDPOINT=%s SANDGATE_STORAGE_PATH_STYLE=true\n", s.Gateway.ManagementEndpoint())
+	}
 	if s.R2 != nil {
 		// R2 mode: the bucket answers the parent API token's key only (region auto), as
 		// R2 does; the aws function below signs s3 and s3api with it.

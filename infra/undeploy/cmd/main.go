@@ -24,7 +24,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -32,14 +31,12 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/cloudformation"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 
-	"github.com/sandgate/sandgate/infra/preflight"
+	"github.com/sandgate/sandgate/infra/stackref"
 	"github.com/sandgate/sandgate/infra/undeploy"
-	"github.com/sandgate/sandgate/internal/awsconf"
 )
 
 // Exit codes.
@@ -48,9 +45,6 @@ const (
 	exitFailed = 1
 	exitUsage  = 2
 )
-
-// defaultStack is the stack name when neither a flag nor samconfig.toml gives one.
-const defaultStack = "sandgate"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -62,11 +56,8 @@ func main() {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("undeploy", flag.ContinueOnError)
 	fl.SetOutput(stderr)
-	stackName := fl.String("stack-name", "", "the stack to delete (default: samconfig.toml's stack_name, else "+defaultStack+")")
-	configFile := fl.String("config-file", "samconfig.toml", "samconfig.toml to read stack_name, region and profile from (ignored when the default is absent)")
-	configEnv := fl.String("config-env", preflight.DefaultConfigEnv, "the samconfig.toml environment, as sam deploy --config-env")
-	region := fl.String("region", "", "AWS region (default: samconfig.toml's, else AWS_REGION or the profile's)")
-	profile := fl.String("profile", "", "AWS profile (default: samconfig.toml's, else AWS_PROFILE)")
+	var target stackref.Flags
+	target.Register(fl)
 	cluster := fl.String("cluster", "", "the sandboxes' cluster, for a stack CloudFormation does not describe (the local stack); skips the lookup")
 	startFunctions := fl.String("start-functions", "", "with -cluster: `names` of the functions that start sandboxes (comma-separated), to throttle")
 	timeout := fl.Duration("timeout", undeploy.DefaultTimeout, "how long to wait for the sandboxes to stop")
@@ -92,49 +83,31 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintln(stderr, "undeploy: -start-functions goes with -cluster")
 		return exitUsage
 	}
-	explicit := map[string]bool{}
-	fl.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
-	sc, err := preflight.ReadSamconfig(*configFile, *configEnv)
+	st, err := target.Resolve(ctx)
 	switch {
-	case errors.Is(err, fs.ErrNotExist) && !explicit["config-file"]:
-		sc = &preflight.Samconfig{}
+	case errors.Is(err, stackref.ErrUsage):
+		fmt.Fprintln(stderr, "undeploy:", strings.TrimPrefix(err.Error(), stackref.ErrUsage.Error()+": "))
+		return exitUsage
 	case err != nil:
 		fmt.Fprintln(stderr, "undeploy:", err)
-		return exitUsage
-	}
-	stack := firstOf(*stackName, sc.StackName, defaultStack)
-
-	opts := []func(*config.LoadOptions) error{}
-	if r := firstOf(*region, sc.Region); r != "" {
-		opts = append(opts, config.WithRegion(r))
-	}
-	if p := firstOf(*profile, sc.Profile); p != "" {
-		opts = append(opts, config.WithSharedConfigProfile(p))
-	}
-	cfg, err := awsconf.Load(ctx, opts...)
-	if err != nil {
-		fmt.Fprintln(stderr, "undeploy: load the AWS configuration:", err)
 		return exitFailed
 	}
-	if cfg.Region == "" {
-		fmt.Fprintln(stderr, "undeploy: no region: pass -region, set region in samconfig.toml's deploy parameters, or export AWS_REGION")
-		return exitUsage
-	}
+	stack, cfg := st.Name, st.AWS
 
-	target := undeploy.Target{Stack: stack, Cluster: *cluster, StartFunctions: map[string]string{}}
+	resolved := undeploy.Target{Stack: stack, Cluster: *cluster, StartFunctions: map[string]string{}}
 	if *cluster != "" {
 		for i, name := range strings.Split(*startFunctions, ",") {
 			if name = strings.TrimSpace(name); name != "" {
-				target.StartFunctions[fmt.Sprintf("start function %d", i+1)] = name
+				resolved.StartFunctions[fmt.Sprintf("start function %d", i+1)] = name
 			}
 		}
-	} else if target, err = undeploy.Resolve(ctx, cloudformation.NewFromConfig(cfg), stack); err != nil {
+	} else if resolved, err = undeploy.Resolve(ctx, cloudformation.NewFromConfig(cfg), stack); err != nil {
 		fmt.Fprintln(stderr, "undeploy:", err)
 		return exitFailed
 	}
 
 	fmt.Fprintf(stdout, "This stops every sandbox of stack %s in %s (cluster %s) and then deletes the stack.\n",
-		stack, cfg.Region, orNone(target.Cluster))
+		stack, cfg.Region, orNone(resolved.Cluster))
 	if !*yes {
 		fmt.Fprintf(stdout, "Type the stack name to go on: ")
 		line, _ := bufio.NewReader(stdin).ReadString('\n')
@@ -144,7 +117,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 	}
 
-	u := &undeploy.Undeployer{Target: target, ECS: ecs.NewFromConfig(cfg), Lambda: lambda.NewFromConfig(cfg),
+	u := &undeploy.Undeployer{Target: resolved, ECS: ecs.NewFromConfig(cfg), Lambda: lambda.NewFromConfig(cfg),
 		Out: stdout, Timeout: *timeout, Poll: *poll}
 	if err := u.Run(ctx); err != nil {
 		fmt.Fprintln(stderr, "undeploy:", err)
@@ -152,7 +125,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitFailed
 	}
 
-	profileName := firstOf(*profile, sc.Profile)
+	profileName := st.Profile
 	del := undeploy.DeleteCommand(stack, cfg.Region, profileName, *yes)
 	_, lookErr := exec.LookPath(del[0])
 	if *printDelete || lookErr != nil {
@@ -160,7 +133,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			fmt.Fprintln(stdout, "SAM CLI is not installed here.")
 		}
 		fmt.Fprintf(stdout, "Delete the stack with:\n  %s\n", undeploy.ShellQuote(del))
-		fmt.Fprintf(stdout, "Until then no sandbox starts; to serve again instead: %s\n", undoCommand(target, cfg.Region))
+		fmt.Fprintf(stdout, "Until then no sandbox starts; to serve again instead: %s\n", undoCommand(resolved, cfg.Region))
 		return exitOK
 	}
 	fmt.Fprintf(stdout, "%s\n", undeploy.ShellQuote(del))
@@ -169,7 +142,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(stderr, "undeploy: sam delete:", err)
 		fmt.Fprintf(stderr, "undeploy: the sandboxes are stopped and none starts; delete the stack with %s, or serve again: %s\n",
-			undeploy.ShellQuote(del), undoCommand(target, cfg.Region))
+			undeploy.ShellQuote(del), undoCommand(resolved, cfg.Region))
 		return exitFailed
 	}
 	return exitOK
@@ -193,13 +166,4 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
-}
-
-func firstOf(vs ...string) string {
-	for _, v := range vs {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
