@@ -23,6 +23,7 @@ require (
 	github.com/chromedp/chromedp v0.23.0
 	github.com/coder/websocket v1.8.15
 	github.com/johannesboyne/gofakes3 v1.2.0
+	github.com/svix/svix-webhooks v1.44.0
 	go.etcd.io/bbolt v1.4.3
 	golang.org/x/sys v0.29.0
 	gopkg.in/yaml.v3 v3.0.1
@@ -48,4 +49,5 @@ require (
 	go.shabbyrobe.org/gocovmerge v0.0.0-20230507111327-fa4f82cfbf4d // indirect
 	golang.org/x/tools v0.17.0 // indirect
 	gopkg.in/mgo.v2 v2.0.0-20180705113604-9856a29383ce // indirect
+	gopkg.in/validator.v2 v2.0.1 // indirect
 )
