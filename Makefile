@@ -15,7 +15,7 @@ GOFLAGS_LAMBDA := -tags lambda.norpc -trimpath -ldflags='-s -w -buildid='
 FUNCTIONS := AuthorizeFunction:authorize ConnectFunction:connect MessageFunction:message \
              DisconnectFunction:disconnect StatusFunction:status PrewarmFunction:prewarm \
              CleanupFunction:cleanup TaskEventsFunction:taskevents VendFunction:vend RelayFunction:relay \
-             PoolFunction:pool
+             PoolFunction:pool WebhookFunction:webhook EraseFunction:erase
 fn_dir = $(word 2,$(subst :, ,$(filter $(1):%,$(FUNCTIONS))))
 # Only functions that exist yet are built by `make build`; sam build asks for each by name.
 PRESENT := $(foreach f,$(FUNCTIONS),$(if $(wildcard functions/$(word 2,$(subst :, ,$f))/main.go),$(word 2,$(subst :, ,$f))))

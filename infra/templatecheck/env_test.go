@@ -18,6 +18,7 @@ import (
 	"github.com/sandgate/sandgate/internal/status"
 	"github.com/sandgate/sandgate/internal/taskevents"
 	"github.com/sandgate/sandgate/internal/vend"
+	"github.com/sandgate/sandgate/internal/webhook"
 )
 
 // loader is a function's configuration loader, as its main calls it.
@@ -44,6 +45,8 @@ var loaders = map[string]loader{
 	"VendFunction":       {load: func(e *config.Env) { vend.LoadConfig(e) }, optional: vend.Optional},
 	"RelayFunction":      {load: func(e *config.Env) { connrelay.LoadConfig(e) }, optional: connrelay.Optional},
 	"PoolFunction":       {load: func(e *config.Env) { pool.LoadConfig(e) }, optional: pool.Optional},
+	"WebhookFunction":    {load: func(e *config.Env) { webhook.LoadConfig(e) }, optional: webhook.Optional},
+	"EraseFunction":      {load: func(e *config.Env) { webhook.LoadEraseConfig(e) }, optional: webhook.EraseOptional},
 }
 
 // sdkVariables are read by aws-sdk-go-v2's own configuration, not by a loader.
@@ -101,6 +104,13 @@ func contract(fn, scenario string) map[string]bool {
 		}
 	case "RelayFunction":
 		names = append(names, "MANAGEMENT_ENDPOINT", "SANDBOX_ROLE_ARN", "ECS_CLUSTER")
+	case "WebhookFunction":
+		// The webhook's secret, by name, and the function that deletes the user.
+		names = append(names, "WEBHOOK_SECRET_ID", "ERASE_FUNCTION")
+	case "EraseFunction":
+		// Cleanup's: the purge it shares, plus the stop and the connections' close.
+		names = append(names, "ECS_CLUSTER", "BUCKET", "MANAGEMENT_ENDPOINT")
+		names = append(names, envStorage[scenario]...)
 	}
 	return set(names...)
 }
@@ -151,6 +161,13 @@ func TestEnvironment_Contract(t *testing.T) {
 var secretNames = map[string]string{
 	"SIGNING_SECRET_ID":          "SigningSecretName",
 	"STORAGE_CREDENTIALS_SECRET": "StorageCredentialsSecretArn",
+	"WEBHOOK_SECRET_ID":          "UserWebhookSecretName",
+}
+
+// defaultSecretNames are the secret-name parameters' defaults.
+var defaultSecretNames = map[string]string{
+	"SigningSecretName":     "sandgate/signing-secrets",
+	"UserWebhookSecretName": "sandgate/clerk-webhook",
 }
 
 // secretLike is what a variable's name would say if it held a secret.
@@ -181,8 +198,8 @@ func TestEnvironment_NoSecrets(t *testing.T) {
 				switch {
 				case named:
 					seen[k] = true
-					if want := sc.params[param]; want == "" && param == "SigningSecretName" {
-						if v != "sandgate/signing-secrets" {
+					if want := sc.params[param]; want == "" && defaultSecretNames[param] != "" {
+						if v != defaultSecretNames[param] {
 							t.Errorf("%s/%s: %s = %q, want the default secret name", sc.name, fn.LogicalID, k, v)
 						}
 					} else if v != want {

@@ -16,7 +16,7 @@ import (
 var allFunctions = []string{
 	"AuthorizeFunction", "ConnectFunction", "MessageFunction", "DisconnectFunction",
 	"StatusFunction", "PrewarmFunction", "CleanupFunction", "TaskEventsFunction", "VendFunction", "RelayFunction",
-	"PoolFunction",
+	"PoolFunction", "WebhookFunction", "EraseFunction",
 }
 
 // urlFunctions are the functions a sandbox calls through an IAM-authenticated function

@@ -99,6 +99,9 @@ func leading(keys ...string) string {
 	return ` {"ForAllValues:StringEquals":{"dynamodb:LeadingKeys":` + string(b) + `}}`
 }
 
+// webhookKeys holds a table grant to the webhook's message ids.
+const webhookKeys = ` {"ForAllValues:StringLike":{"dynamodb:LeadingKeys":["WEBHOOK#*"]},"Null":{"dynamodb:LeadingKeys":"false"}}`
+
 // claim is what a start that may claim a warm pool task needs beside its table
 // grants: the pool's waiting tasks read, and a refill asked of the pool function.
 func claim() []string {
@@ -163,6 +166,17 @@ func expectedGrants(scenario string) map[string][]string {
 				post(),
 			}),
 		"CleanupScheduleRole": {"lambda:InvokeFunction ${CleanupFunction.Arn}"},
+		// The user-deletion webhook: its secret, the ids of the messages acted on, and
+		// the erase function.
+		"WebhookRole": concat(logs("WebhookLogGroup"), []string{
+			"secretsmanager:GetSecretValue " + arn + ":secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${UserWebhookSecretName}-??????",
+			"dynamodb:PutItem " + table + webhookKeys, "dynamodb:DeleteItem " + table + webhookKeys,
+			"lambda:InvokeFunction " + arn + ":lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-erase",
+		}),
+		// delete-user: the user's items (revocation, purge lock, erasure), their task
+		// stopped, their connections closed, their prefix deleted.
+		"EraseRole": concat(logs("EraseLogGroup"), tableGrants("GetItem", "UpdateItem", "DeleteItem", "Query"),
+			[]string{"ecs:StopTask " + tasks, deleteConns()}),
 		// A task's end: its sandbox's record and the capacity counter, its user's
 		// connections told (a gone one's record removed).
 		"TaskEventsRole": concat(logs("TaskEventsLogGroup"), tableGrants("GetItem", "UpdateItem", "Query", "DeleteItem"),
@@ -190,6 +204,7 @@ func expectedGrants(scenario string) map[string][]string {
 	}
 	if s3 {
 		g["CleanupRole"] = append(g["CleanupRole"], "s3:ListBucket "+bucket+usersOnly, "s3:DeleteObject "+bucket+"/users/*")
+		g["EraseRole"] = append(g["EraseRole"], "s3:ListBucket "+bucket+usersOnly, "s3:DeleteObject "+bucket+"/users/*")
 		// The user's prefix with its trailing slash: user_a's never reaches user_ab's.
 		// In !Sub, ${!…} is a literal ${…}: IAM's policy variable.
 		own := bucket + "/users/${!aws:PrincipalTag/userId}/*"
@@ -200,6 +215,7 @@ func expectedGrants(scenario string) map[string][]string {
 		// Cleanup to delete a purged user's prefix.
 		g["VendRole"] = append(g["VendRole"], "secretsmanager:GetSecretValue ${StorageCredentialsSecretArn}")
 		g["CleanupRole"] = append(g["CleanupRole"], "secretsmanager:GetSecretValue ${StorageCredentialsSecretArn}")
+		g["EraseRole"] = append(g["EraseRole"], "secretsmanager:GetSecretValue ${StorageCredentialsSecretArn}")
 	}
 	return g
 }
@@ -217,6 +233,7 @@ var trust = map[string]string{
 	"TaskEventsRole":    "lambda.amazonaws.com",
 	"TaskExecutionRole": "ecs-tasks.amazonaws.com", "TaskRole": "ecs-tasks.amazonaws.com",
 	"VendRole": "lambda.amazonaws.com", "RelayRole": "lambda.amazonaws.com",
+	"WebhookRole": "lambda.amazonaws.com", "EraseRole": "lambda.amazonaws.com",
 	// The region's API Gateway logging role; AWS's managed policy, see the template.
 	"ApiGatewayCloudWatchRole": "apigateway.amazonaws.com",
 }

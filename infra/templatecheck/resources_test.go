@@ -97,6 +97,8 @@ var secretIDVariables = set(
 	"AuthorizeFunction.Properties.Environment.Variables.SIGNING_SECRET_ID",
 	"StatusFunction.Properties.Environment.Variables.SIGNING_SECRET_ID",
 	"PrewarmFunction.Properties.Environment.Variables.SIGNING_SECRET_ID",
+	"EraseFunction.Properties.Environment.Variables.STORAGE_CREDENTIALS_SECRET",
+	"WebhookFunction.Properties.Environment.Variables.WEBHOOK_SECRET_ID",
 )
 
 // checkSecretUse fails where a parameter holding a secret's name or ARN is used as

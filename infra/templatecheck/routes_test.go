@@ -130,7 +130,8 @@ func TestHTTPAPI_Routes(t *testing.T) {
 			t.Errorf("route %s: no function %s", r.Key(), r.Function)
 		}
 	}
-	want := map[string]string{"GET /status": "StatusFunction", "POST /prewarm": "PrewarmFunction"}
+	want := map[string]string{"GET /status": "StatusFunction", "POST /prewarm": "PrewarmFunction",
+		"POST /webhooks/clerk": "WebhookFunction"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("HTTP routes = %v, want %v", got, want)
 	}

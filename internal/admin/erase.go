@@ -46,7 +46,7 @@ func (a *Admin) PlanDeletion(ctx context.Context, userID string) (*Deletion, err
 	case !errors.Is(err, state.ErrNotFound):
 		return nil, fmt.Errorf("plan deletion of %s: %w", userID, err)
 	}
-	si, err := a.storage(ctx, userID)
+	si, err := a.storage(ctx, userID, false)
 	if err != nil {
 		return nil, fmt.Errorf("plan deletion of %s: %w", userID, err)
 	}

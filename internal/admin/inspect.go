@@ -141,7 +141,7 @@ func (a *Admin) Inspect(ctx context.Context, userID string) (*Report, error) {
 			r.Inbox.Oldest = &t
 		}
 	}
-	if r.Storage, err = a.storage(ctx, userID); err != nil {
+	if r.Storage, err = a.storage(ctx, userID, true); err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", userID, err)
 	}
 	stopped, err := a.Tasks.ListStopped(ctx)
@@ -167,8 +167,8 @@ func (a *Admin) Inspect(ctx context.Context, userID string) (*Report, error) {
 	return r, nil
 }
 
-// storage sums the user's prefix and reads its marker.
-func (a *Admin) storage(ctx context.Context, userID string) (StorageInfo, error) {
+// storage sums the user's prefix and, withMarker, reads its marker.
+func (a *Admin) storage(ctx context.Context, userID string, withMarker bool) (StorageInfo, error) {
 	prefix, err := objsync.UserPrefix(userID)
 	if err != nil {
 		return StorageInfo{}, err
@@ -188,6 +188,9 @@ func (a *Admin) storage(ctx context.Context, userID string) (StorageInfo, error)
 			break
 		}
 		token = page.Next
+	}
+	if !withMarker {
+		return si, nil
 	}
 	m, err := a.marker(ctx, userID)
 	if err != nil {

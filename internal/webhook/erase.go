@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	ops "github.com/sandgate/sandgate/internal/admin"
+	"github.com/sandgate/sandgate/internal/cleanup"
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/userid"
 )
@@ -38,3 +39,10 @@ func (h *EraseHandler) Handle(ctx context.Context, req EraseRequest) error {
 		"deletedObjects", d.DeletedObjects, "deletedItems", d.DeletedItems)
 	return nil
 }
+
+// LoadEraseConfig reads the erase function's configuration: the Cleanup function's
+// (table, cluster, bucket and storage, management endpoint), whose clients it builds.
+var LoadEraseConfig = cleanup.LoadConfig
+
+// EraseOptional lists the variables LoadEraseConfig reads that have defaults.
+var EraseOptional = cleanup.Optional

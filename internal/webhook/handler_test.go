@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -224,5 +226,43 @@ func TestParseSecret(t *testing.T) {
 		if _, err := webhook.ParseSecret(bad); err == nil || (bad != "" && strings.Contains(err.Error(), bad)) {
 			t.Errorf("%q: %v", bad, err)
 		}
+	}
+}
+
+// SampleSecret signs events/webhook.json (make invoke FN=WebhookFunction): a documented
+// test value, never a real endpoint's.
+const sampleSecret = "whsec_c2FuZGdhdGUtc2FtcGxlLXdlYmhvb2stc2VjcmV0"
+
+// The sample event is what API Gateway hands the function for a Clerk delivery: its
+// signature verifies under the sample secret, and, recorded long ago, it is refused
+// as stale, as a replay of it would be.
+func TestSampleEvent(t *testing.T) {
+	b, err := os.ReadFile("../../events/webhook.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req events.APIGatewayV2HTTPRequest
+	if err := json.Unmarshal(b, &req); err != nil {
+		t.Fatal(err)
+	}
+	wh, err := webhook.ParseSecret(sampleSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := http.Header{}
+	for k, v := range req.Headers {
+		hdr.Set(k, v)
+	}
+	if err := wh.VerifyIgnoringTimestamp([]byte(req.Body), hdr); err != nil {
+		t.Fatalf("the sample's signature: %v", err)
+	}
+	e := newEnv(t)
+	e.h.Secret = static{wh}
+	if code, _ := e.handle(t, req); code != http.StatusUnauthorized || !strings.Contains(e.logs.String(), `"reason":"stale"`) {
+		t.Fatalf("the recorded sample: %d (want 401, stale)", code)
+	}
+	var er webhook.EraseRequest
+	if b, err := os.ReadFile("../../events/erase.json"); err != nil || json.Unmarshal(b, &er) != nil || er.UserID != "user_alice" {
+		t.Fatalf("events/erase.json: %+v, %v", er, err)
 	}
 }
