@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -27,6 +28,7 @@ import (
 	"github.com/sandgate/sandgate/internal/state"
 	"github.com/sandgate/sandgate/internal/taskenv"
 	"github.com/sandgate/sandgate/internal/vend"
+	"github.com/sandgate/sandgate/internal/webhook"
 )
 
 // The tests in this file run the application with its bucket in Cloudflare R2 (the
@@ -228,5 +230,36 @@ func TestR2_Cleanup_PurgesWithTheParentKey(t *testing.T) {
 	}
 	if n := len(s.Keys(t, taskenv.UserPrefix(active))); n != 3 {
 		t.Fatalf("the active user lost data: %d keys left", n)
+	}
+}
+
+// Deleting a user works with R2: the erase function (the identity provider's
+// delete-user) reads the parent key and deletes the user's prefix, after stopping
+// their sandbox and closing their connection; another user's prefix is untouched.
+func TestR2_Erase_DeletesWithTheParentKey(t *testing.T) {
+	t.Parallel()
+	s := r2apps.Get(t)
+	gone, kept := "user_r2erased"+randomHex(4), "user_r2kept"+randomHex(4)
+	c := s.DialReady(t, gone, coldStart)
+	for _, u := range []string{gone, kept} {
+		putFiles(t, s, u, 3)
+	}
+	payload, _ := json.Marshal(webhook.EraseRequest{UserID: gone, WebhookID: "msg_r2"})
+	if _, err := s.Runtime.Invoke(context.Background(), s.Name("EraseFunction"), payload); err != nil {
+		t.Fatalf("erase: %v", err)
+	}
+	select {
+	case <-c.Closed():
+	case <-time.After(reply):
+		t.Error("the erased user's connection is still open")
+	}
+	if keys := s.Keys(t, taskenv.UserPrefix(gone)); len(keys) != 0 {
+		t.Fatalf("%d keys of the erased user left: %v", len(keys), keys)
+	}
+	if n := len(s.Keys(t, taskenv.UserPrefix(kept))); n != 3 {
+		t.Fatalf("the other user lost data: %d keys left", n)
+	}
+	if _, err := s.Store.Get(context.Background(), gone); !errors.Is(err, state.ErrNotFound) {
+		t.Fatalf("the erased user's record: %v", err)
 	}
 }
