@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/sandgate/sandgate/infra/stackref"
@@ -136,7 +137,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return ExitFailed
 	}
 	run.where = where
-	run.cfg = cfg
+	run.cfg, run.aws = cfg, st.AWS
 	run.audit = &ops.Audit{Log: slog.New(slog.NewJSONHandler(stderr, nil)), Caller: caller}
 	run.admin = ops.New(cfg, st.AWS, run.log, run.audit)
 	if err := exec.run(ctx); err != nil {
@@ -177,6 +178,7 @@ type runner struct {
 	admin          *ops.Admin
 	audit          *ops.Audit
 	cfg            cleanup.Config
+	aws            aws.Config
 	where          string
 }
 

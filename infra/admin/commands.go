@@ -265,9 +265,3 @@ func (r *runner) reconcile(fl *flag.FlagSet) execution {
 		return nil
 	}}
 }
-
-func (r *runner) importBucket(fl *flag.FlagSet) execution {
-	return execution{check: noArgs, run: func(ctx context.Context) error {
-		return errors.New("not built yet")
-	}}
-}

@@ -3,9 +3,12 @@ package e2e_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/sandgate/sandgate/infra/local"
 	"github.com/sandgate/sandgate/infra/local/stack"
@@ -445,4 +449,128 @@ func userKeys(t *testing.T, s *testkit.Stack, user string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// import-bucket copies a bucket of the original design — per-user trees and the flat
+// root tree — into users' prefixes as the agent restores them: a dry run reports what
+// maps where and what is skipped (a bad id, a live sandbox, the flat tree without an
+// owner, keys that map nowhere) and copies nothing; the run copies server-side and
+// verified, leaves a conflicting file alone, writes each user's marker; a second run
+// copies nothing; an imported user's sandbox restores the files.
+func TestAdmin_ImportBucketOfTheOriginalDesign(t *testing.T) {
+	t.Parallel()
+	s := testkit.Start(t, noIdleStop)
+	ctx := context.Background()
+	const source = "sandgate-original"
+	s3c := s.S3Client()
+	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(source)}); err != nil {
+		t.Fatal(err)
+	}
+	fixture := map[string]string{
+		"users/user_importa/config/clawdbot.json": `{"agent":{"model":"claude"}}`,
+		"users/user_importa/workspace/notes/a.md": "# a note\n",
+		"users/user_importa/.last-sync":           "2025-11-30T10:00:00Z",
+		"users/user_importa/cache/tmp.bin":        "not the design's",
+		"users/user_importb/workspace/x.txt":      "x",
+		"users/user_importc/workspace/y.txt":      "the original y",
+		"users/user_importlive/config/c.json":     "{}",
+		"users/bad.id/config/clawdbot.json":       "{}",
+		"config/clawdbot.json":                    `{"shared":true}`,
+		"workspace/shared.md":                     "everyone's",
+		".last-sync":                              "2025-01-01T00:00:00Z",
+		"random.txt":                              "stray",
+	}
+	for k, v := range fixture {
+		if _, err := s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(source), Key: aws.String(k), Body: strings.NewReader(v)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// user_importc already has another y.txt in sandgate; user_importlive is connected.
+	conflict := "users/user_importc/files/workspace/y.txt"
+	if _, err := s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(conflict), Body: strings.NewReader("sandgate's y")}); err != nil {
+		t.Fatal(err)
+	}
+	s.DialReady(t, "user_importlive", coldStart)
+	testkit.Eventually(t, coldStart, func() bool { return s.Marker(t, "user_importlive") != nil },
+		func() string { return "the live sandbox never synced" })
+	before := s.Keys(t, "users/")
+
+	out, errOut := mustAdmin(t, s, "import-bucket", "-source-bucket", source, "-dry-run")
+	for _, want := range []string{
+		"users/user_importa/config/clawdbot.json  → users/user_importa/files/config/clawdbot.json",
+		"would copy",
+		"user_importlive", "skipped: live sandbox (RUNNING)",
+		"users/bad.id/", "not a user id",
+		"config/clawdbot.json", "no owner named (-flat-to userId)",
+		"random.txt", "does not map",
+		"users/user_importa/cache/tmp.bin",
+		"dry run, nothing copied",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run: no %q in\n%s", want, out)
+		}
+	}
+	auditLine(t, errOut, "import-bucket", "")
+	if got := s.Keys(t, "users/"); !slices.Equal(got, before) {
+		t.Fatalf("the dry run wrote: %v", got)
+	}
+
+	out, _ = mustAdmin(t, s, "import-bucket", "-source-bucket", source, "-flat-to", "user_importflat")
+	if !strings.Contains(out, "copied server-side") || !strings.Contains(out, "5 copied") || !strings.Contains(out, "1 conflict(s) left alone") {
+		t.Errorf("import:\n%s", out)
+	}
+	for src, dst := range map[string]string{
+		"users/user_importa/config/clawdbot.json": "users/user_importa/files/config/clawdbot.json",
+		"users/user_importa/workspace/notes/a.md": "users/user_importa/files/workspace/notes/a.md",
+		"users/user_importb/workspace/x.txt":      "users/user_importb/files/workspace/x.txt",
+		"config/clawdbot.json":                    "users/user_importflat/files/config/clawdbot.json",
+		"workspace/shared.md":                     "users/user_importflat/files/workspace/shared.md",
+	} {
+		info, body, err := s.Objects().Get(ctx, dst)
+		if err != nil {
+			t.Errorf("%s: %v", dst, err)
+			continue
+		}
+		b, _ := io.ReadAll(body)
+		body.Close()
+		sum := sha256.Sum256([]byte(fixture[src]))
+		if string(b) != fixture[src] || info.Meta["sha256"] != hex.EncodeToString(sum[:]) || info.Meta["type"] != "file" {
+			t.Errorf("%s: %q, meta %v; want %q from %s", dst, b, info.Meta, fixture[src], src)
+		}
+	}
+	for _, u := range []string{"user_importa", "user_importb", "user_importflat"} {
+		if m := s.Marker(t, u); m == nil || m.Files == 0 {
+			t.Errorf("%s: marker %+v", u, m)
+		}
+	}
+	if got := s.Object(t, "user_importc", "workspace/y.txt"); string(got) != "sandgate's y" {
+		t.Errorf("the conflicting file was overwritten: %q", got)
+	}
+	for _, k := range s.Keys(t, "users/") {
+		if strings.Contains(k, "importlive") && !slices.Contains(before, k) || strings.Contains(k, "bad.id") || strings.Contains(k, "cache") {
+			t.Errorf("imported what must be skipped: %s", k)
+		}
+	}
+	after := s.Keys(t, "users/")
+
+	out, _ = mustAdmin(t, s, "import-bucket", "-source-bucket", source, "-flat-to", "user_importflat")
+	if !strings.Contains(out, "0 copied (0 bytes), 5 already present, 1 conflict(s)") {
+		t.Errorf("second run:\n%s", out)
+	}
+	if got := s.Keys(t, "users/"); !slices.Equal(got, after) {
+		t.Errorf("the second run wrote: %v, was %v", got, after)
+	}
+	for k := range fixture {
+		if _, err := s3c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(source), Key: aws.String(k)}); err != nil {
+			t.Errorf("the source lost %s: %v", k, err)
+		}
+	}
+
+	// The agent restores an imported user's files into the workspace.
+	s.DialReady(t, "user_importa", coldStart)
+	sb := s.Running(t, "user_importa", reply)
+	got, err := os.ReadFile(filepath.Join(s.Workspace(t, sb.TaskARN), "config", "clawdbot.json"))
+	if err != nil || string(got) != fixture["users/user_importa/config/clawdbot.json"] {
+		t.Errorf("restored config/clawdbot.json: %q, %v", got, err)
+	}
 }
