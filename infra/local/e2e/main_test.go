@@ -46,7 +46,10 @@ var apps = testkit.Shared{Options: func(o *stack.Options) {
 	// (API Gateway gives no such promise; see docs/ARCHITECTURE.md).
 	o.SequentialDispatch = true
 	o.Params = map[string]string{"RetentionDays": "1"}
-	o.Overrides = map[string]string{"MESSAGE_RATE_LIMIT": fmt.Sprint(rateLimit), "SYNC_INTERVAL": "1s", "LOG_LEVEL": "DEBUG"}
+	o.Overrides = map[string]string{"MESSAGE_RATE_LIMIT": fmt.Sprint(rateLimit), "SYNC_INTERVAL": "1s", "LOG_LEVEL": "DEBUG",
+		// Fifty connections of one user at once (TestStack_Connect_FiftyConnectsOneTask);
+		// the default per-user limits are the noisy neighbour's (noisy_test.go).
+		"MAX_CONNECTIONS_PER_USER": "100", "CONNECT_BURST": "100"}
 }}
 
 // noIdleStop keeps a stack's sandboxes from stopping for being idle while a test

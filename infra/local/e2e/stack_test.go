@@ -189,8 +189,10 @@ func TestStack_Message_RateLimitedUserOnly(t *testing.T) {
 	for i := range n {
 		fast.Send(fmt.Sprintf("burst-%02d", i))
 	}
+	// The burst gets through; the rest is refused, and its sender hears rate_limited
+	// (once a second, not once per frame: each answer is a post).
 	echoed, limited := 0, 0
-	for echoed+limited < n {
+	for echoed < 2*rateLimit || limited == 0 {
 		f := fast.Next(reply, "echo or error", testkit.Any)
 		if fr, ok := testkit.Platform(f); ok {
 			if fr.Type == frames.TypeError && fr.Reason == frames.ReasonRateLimited {
@@ -204,8 +206,8 @@ func TestStack_Message_RateLimitedUserOnly(t *testing.T) {
 			echoed++
 		}
 	}
-	if limited == 0 || echoed < 2*rateLimit {
-		t.Fatalf("%d echoed, %d rate limited: want the burst through and the rest refused", echoed, limited)
+	if echoed >= n {
+		t.Fatalf("%d echoed of %d: nothing was refused", echoed, n)
 	}
 	for i := range 3 {
 		calm.Send(fmt.Sprintf("calm-%d", i))
