@@ -10,6 +10,7 @@ import (
 	"time"
 
 	ops "github.com/sandgate/sandgate/internal/admin"
+	"github.com/sandgate/sandgate/internal/auth"
 )
 
 func (r *runner) list(fl *flag.FlagSet) execution {
@@ -83,16 +84,16 @@ func (r *runner) printReport(rep *ops.Report) {
 	out := r.stdout
 	fmt.Fprintf(out, "user %s (%s)\n", rep.UserID, r.where)
 	if s := rep.Sandbox; s != nil {
-		st := s.State
-		if s.Expired {
-			st += " — lease expired: its holder is presumed dead (stop reaps it)"
-		}
-		fmt.Fprintf(out, "sandbox:      %s since %s (%s ago), generation %d", st, s.Since.UTC().Format(time.RFC3339), ago(now, s.Since), s.Generation)
+		fmt.Fprintf(out, "sandbox:      %s since %s (%s ago), generation %d", s.State, s.Since.UTC().Format(time.RFC3339), ago(now, s.Since), s.Generation)
 		if s.Warm {
 			fmt.Fprint(out, ", from the warm pool")
 		}
 		fmt.Fprintln(out)
-		fmt.Fprintf(out, "lease:        until %s (%s)\n", s.LeaseDeadline.UTC().Format(time.RFC3339), until(now, s.LeaseDeadline))
+		fmt.Fprintf(out, "lease:        until %s (%s)", s.LeaseDeadline.UTC().Format(time.RFC3339), until(now, s.LeaseDeadline))
+		if s.Expired {
+			fmt.Fprint(out, ": its holder is presumed dead; stop reaps it (so would the next cleanup pass)")
+		}
+		fmt.Fprintln(out)
 		fmt.Fprintf(out, "capacity:     holds a slot: %v\n", s.HoldsSlot)
 		if s.Reason != "" {
 			fmt.Fprintf(out, "last stop:    %s\n", s.Reason)
@@ -135,7 +136,11 @@ func (r *runner) printReport(rep *ops.Report) {
 	fmt.Fprintln(out)
 	fmt.Fprintf(out, "recent tasks: %d stopped\n", len(rep.RecentTasks))
 	for _, t := range rep.RecentTasks {
-		fmt.Fprintf(out, "  %s generation %d, created %s ago: %s %s\n", shortTask(t.ARN), t.Generation, ago(now, t.CreatedAt), orDash(t.StopCode), t.StoppedReason)
+		gen := ""
+		if t.Generation > 0 {
+			gen = fmt.Sprintf(" generation %d,", t.Generation)
+		}
+		fmt.Fprintf(out, "  %s%s created %s ago: %s %s\n", shortTask(t.ARN), gen, ago(now, t.CreatedAt), orDash(t.StopCode), t.StoppedReason)
 	}
 	fmt.Fprintf(out, "items:        %s\n", strings.Join(rep.Items, ", "))
 }
@@ -186,7 +191,12 @@ func (r *runner) revoke(fl *flag.FlagSet) execution {
 		}
 		fmt.Fprintf(r.stdout, "%s: revoked at %s; URLs signed before it are refused (WebSocket and HTTP API)\n", user, rev.NotBefore.UTC().Format(time.RFC3339Nano))
 		fmt.Fprintf(r.stdout, "%s: closed %d connection(s)%s\n", user, len(rev.Closed), list(rev.Closed))
-		fmt.Fprintf(r.stdout, "%s: a URL signed now with the full lifetime is accepted once its exp lies past the revocation plus the maximum lifetime and clock skew\n", user)
+		// The functions' defaults (SIGNATURE_MAX_LIFETIME, SIGNATURE_CLOCK_SKEW); a stack
+		// deployed with others shifts these times by the difference.
+		full := auth.AcceptedFrom(rev.NotBefore, auth.DefaultMaxLifetime, auth.DefaultMaxLifetime, auth.DefaultClockSkew)
+		short := auth.AcceptedFrom(rev.NotBefore, auth.DefaultTTL, auth.DefaultMaxLifetime, auth.DefaultClockSkew)
+		fmt.Fprintf(r.stdout, "%s: a new URL is accepted when signed from %s with the full %s lifetime, from %s with the signers' default %s (the default maximum lifetime and %s clock skew)\n",
+			user, full.UTC().Format(time.RFC3339), auth.DefaultMaxLifetime, short.UTC().Format(time.RFC3339), auth.DefaultTTL, auth.DefaultClockSkew)
 		return nil
 	}}
 }

@@ -79,15 +79,14 @@ func (r *runner) importBucket(fl *flag.FlagSet) execution {
 
 func (r *runner) printImport(imp *ops.Import, serverSide bool) {
 	out := r.stdout
-	how := "read and written"
+	how := "objects read and written"
 	if serverSide {
-		how = "copied server-side"
+		how = "server-side copies"
 	}
-	verb := "imported"
 	if imp.DryRun {
-		verb = "dry run, nothing copied"
+		how = "dry run, nothing copied; it would use " + how
 	}
-	fmt.Fprintf(out, "import of s3://%s into %s (%s; %s)\n", imp.Source, r.where, verb, how)
+	fmt.Fprintf(out, "import of s3://%s into %s (%s)\n", imp.Source, r.where, how)
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	for _, u := range imp.Users {
 		if u.Skipped != "" {

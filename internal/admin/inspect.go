@@ -26,7 +26,8 @@ type Report struct {
 	Inbox       InboxInfo        `json:"inbox"`
 	Storage     StorageInfo      `json:"storage"`
 	// RecentTasks are the user's tasks ECS reports stopped (it keeps them about an
-	// hour), newest first: how their recent starts and runs ended.
+	// hour), newest first: how their recent starts and runs ended. A task StopTask
+	// stopped has lost its tags, and shows only while the record names it.
 	RecentTasks []TaskInfo `json:"recentTasks"`
 	// Items are the keys of every table item holding something of the user.
 	Items []string `json:"items"`
@@ -149,7 +150,9 @@ func (a *Admin) Inspect(ctx context.Context, userID string) (*Report, error) {
 		return nil, fmt.Errorf("inspect %s: %w", userID, err)
 	}
 	for _, t := range stopped {
-		if t.UserID == userID {
+		// ECS deletes a task's tags when StopTask stops it: such a task is known as the
+		// user's only while the record still names it.
+		if t.UserID == userID || sb != nil && sb.TaskARN != "" && t.ARN == sb.TaskARN {
 			r.RecentTasks = append(r.RecentTasks, taskInfo(t))
 		}
 	}

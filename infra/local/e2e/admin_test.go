@@ -516,7 +516,7 @@ func TestAdmin_ImportBucketOfTheOriginalDesign(t *testing.T) {
 	}
 
 	out, _ = mustAdmin(t, s, "import-bucket", "-source-bucket", source, "-flat-to", "user_importflat")
-	if !strings.Contains(out, "copied server-side") || !strings.Contains(out, "5 copied") || !strings.Contains(out, "1 conflict(s) left alone") {
+	if !strings.Contains(out, "(server-side copies)") || !strings.Contains(out, "5 copied") || !strings.Contains(out, "1 conflict(s) left alone") {
 		t.Errorf("import:\n%s", out)
 	}
 	for src, dst := range map[string]string{

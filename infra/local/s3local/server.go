@@ -116,7 +116,7 @@ func Start(cfg Config) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("start s3: open %s (in use by another process?): %w", filepath.Join(cfg.Dir, DBFile), err)
 		}
-		backend = s3bolt.New(db)
+		backend = boltCopy{s3bolt.New(db)}
 	}
 	fail := func(err error) (*Server, error) {
 		if db != nil {
