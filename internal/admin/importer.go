@@ -147,11 +147,12 @@ func (a *Admin) importBucket(ctx context.Context, o ImportOptions) (*Import, err
 				// The original marker: sandgate writes its own.
 			default:
 				perUser[user] = append(perUser[user], plannedFile{info: obj, rel: rel})
-				if _, ok := from[user]; !ok {
-					from[user] = "users/" + user + "/"
-					if user == o.FlatTo && !strings.HasPrefix(obj.Key, "users/") {
-						from[user] = "(bucket root)"
-					}
+				tree := "users/" + user + "/"
+				if !strings.HasPrefix(obj.Key, "users/") {
+					tree = "the bucket root"
+				}
+				if !strings.Contains(from[user], tree) {
+					from[user] = strings.TrimPrefix(from[user]+" and "+tree, " and ")
 				}
 			}
 		}
@@ -159,9 +160,6 @@ func (a *Admin) importBucket(ctx context.Context, o ImportOptions) (*Import, err
 			break
 		}
 		token = page.Next
-	}
-	if o.FlatTo != "" && from[o.FlatTo] == "" {
-		from[o.FlatTo] = "(bucket root)"
 	}
 	users := make([]string, 0, len(perUser))
 	for u := range perUser {

@@ -16,7 +16,7 @@ import (
 )
 
 // queryAt is a URL for user signed at t with ttl.
-func queryAt(t *testing.T, user string, at time.Time, ttl time.Duration) url.Values {
+func queryAt(t testing.TB, user string, at time.Time, ttl time.Duration) url.Values {
 	t.Helper()
 	exp := at.Add(ttl).Unix()
 	return url.Values{"userId": {user}, "exp": {strconv.FormatInt(exp, 10)},
