@@ -21,7 +21,7 @@ func BenchmarkRevoking_ConnectPath(b *testing.B) {
 	db := testkit.NewDB(b)
 	store := db.Store()
 	store.Now = time.Now
-	store.ConnectLimits.Burst, store.ConnectLimits.MaxConnections = 1 << 30, 1 << 30
+	store.ConnectLimits.Burst, store.ConnectLimits.MaxConnections = 1<<30, 1<<30
 	store.ConnectLimits.Interval = time.Millisecond
 	ctx := context.Background()
 	v, err := auth.NewVerifier([]string{local.DevSecret})
