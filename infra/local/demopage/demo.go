@@ -47,7 +47,10 @@ type Handler struct {
 	Tasks     Stopper
 	Objects   Objects
 	Bucket    string
-	Log       *slog.Logger
+	// Operator serves the operator panel (list, inspect, stop, revoke); nil leaves the
+	// panel's endpoints out.
+	Operator Operator
+	Log      *slog.Logger
 }
 
 // Register mounts the handler's routes on mux.
@@ -61,6 +64,9 @@ func (h *Handler) Register(mux interface {
 	mux.Handle("GET /dev/sign", http.HandlerFunc(h.sign))
 	mux.Handle("POST /dev/restart", http.HandlerFunc(h.restart))
 	mux.Handle("GET /dev/files", http.HandlerFunc(h.files))
+	if h.Operator != nil {
+		h.registerOperator(mux)
+	}
 }
 
 func (h *Handler) user(w http.ResponseWriter, r *http.Request) (string, bool) {

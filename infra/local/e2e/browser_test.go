@@ -91,6 +91,31 @@ func TestBrowser_DemoPageTwoUsers(t *testing.T) {
 			t.Errorf("alice's log lacks %q: %s", want, aliceLog)
 		}
 	}
+
+	// The operator panel (internal/admin, as make admin runs it): both sandboxes listed
+	// as RUNNING; inspect shows alice's report; revoking bob closes his connection.
+	row := func(user, sel string) chromedp.CSS {
+		return chromedp.CSS(`.sandboxes tr[data-user="` + user + `"] ` + sel)
+	}
+	poll := func(js string) chromedp.Action[chromedp.Void] {
+		return chromedp.Poll[chromedp.Void](js, chromedp.WithPollingTimeout(30*time.Second))
+	}
+	err = chromedp.Do(ctx,
+		poll(`[...document.querySelectorAll('.sandboxes tr[data-user]')].filter(tr => tr.textContent.includes('RUNNING')).length === 2`),
+		chromedp.Click(row("user_alice", "button.inspect")),
+		poll(`document.querySelector('.report').textContent.includes('"userId": "user_alice"')`),
+		chromedp.Click(row("user_bob", "button.revoke")),
+		waitLog("b", "disconnected"),
+		poll(`document.querySelector('.report').textContent.includes('revoke user_bob')`),
+	)
+	report, _ := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(".report")))
+	shot(t, ctx, "demo-operator.png")
+	if err != nil {
+		t.Fatalf("operator panel: %v\nreport: %s", err, report)
+	}
+	if nb, err := s.Store.NotBefore(context.Background(), "user_bob"); err != nil || nb.IsZero() {
+		t.Fatalf("bob not revoked: %v", err)
+	}
 }
 
 // shot saves a screenshot of the page in the test's artifact directory.

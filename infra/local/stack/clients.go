@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"context"
 	"log/slog"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -31,7 +32,7 @@ func (s *Stack) ECSClient() *ecs.Client {
 }
 
 // ServeDemoPage serves the demo page and its dev-only endpoints (signing, restarting a
-// sandbox, listing its files) on the gateway, signed with the local development secret.
+// sandbox, listing its files, the operator panel's list, inspect, stop and revoke) on the gateway, signed with the local development secret.
 // The dev-only endpoints refuse requests from tasks (notFromTasks).
 func (s *Stack) ServeDemoPage(log *slog.Logger) error {
 	signer, err := auth.NewSigner(local.DevSecret)
@@ -41,7 +42,8 @@ func (s *Stack) ServeDemoPage(log *slog.Logger) error {
 	(&demopage.Handler{
 		Signer: signer, WSURL: s.Gateway.WebSocketURL(), HTTPURL: s.Gateway.HTTPURL(),
 		Sandboxes: s.Store, Objects: s.S3Client(), Bucket: s.Bucket, Log: log,
-		Tasks: launcher.New(s.ECSClient(), launcher.Config{Cluster: s.Cluster}, log),
+		Tasks:    launcher.New(s.ECSClient(), launcher.Config{Cluster: s.Cluster}, log),
+		Operator: s.Admin(context.Background(), log),
 	}).Register(devOnlyMux{gateway: s.Gateway, tasks: s.ECS.TaskAddresses()})
 	return nil
 }

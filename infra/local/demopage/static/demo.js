@@ -112,3 +112,64 @@ function setup(panel) {
 }
 
 document.querySelectorAll(".panel").forEach(setup);
+
+// The operator panel: internal/admin through the local stack's dev-only endpoints, the
+// same operations make admin runs.
+function operator(section) {
+  const body = section.querySelector(".sandboxes tbody");
+  const report = section.querySelector(".report");
+  const all = section.querySelector(".all");
+  const age = (since) => {
+    const s = Math.max(0, Math.round((Date.now() - Date.parse(since)) / 1000));
+    return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m${s % 60}s`;
+  };
+  const show = (text) => { report.hidden = false; report.textContent = text; };
+  const act = async (method, path, user) => {
+    const r = await fetch(`/dev/admin/${path}?userId=${encodeURIComponent(user)}`, { method });
+    const out = await r.json();
+    show(`${path} ${user}: ` + (r.ok ? JSON.stringify(out, null, 2) : out.error));
+    refresh();
+  };
+  const cell = (tr, text, cls) => {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (cls) td.className = cls;
+    tr.appendChild(td);
+  };
+  const refresh = async () => {
+    let out;
+    try {
+      const r = await fetch(`/dev/admin/list?all=${all.checked}`);
+      out = await r.json();
+      if (!r.ok) { show(out.error); return; }
+    } catch { return; }
+    body.replaceChildren();
+    for (const s of out.sandboxes) {
+      const tr = document.createElement("tr");
+      tr.dataset.user = s.userId;
+      cell(tr, s.userId);
+      cell(tr, s.state + (s.expired ? " (lease expired)" : "") + (s.warm ? " warm" : ""), s.expired ? "expired" : "");
+      cell(tr, String(s.generation));
+      cell(tr, s.since ? age(s.since) : "-");
+      cell(tr, s.taskStatus || "-");
+      cell(tr, s.lastSync ? age(s.lastSync) + " ago" : "-");
+      cell(tr, String(s.connections));
+      cell(tr, String(s.queued));
+      const td = document.createElement("td");
+      for (const [label, method, path] of [["inspect", "GET", "inspect"], ["stop", "POST", "stop"], ["revoke", "POST", "revoke"]]) {
+        const b = document.createElement("button");
+        b.className = `secondary ${path}`;
+        b.textContent = label;
+        b.onclick = () => act(method, path, s.userId);
+        td.appendChild(b);
+      }
+      tr.appendChild(td);
+      body.appendChild(tr);
+    }
+  };
+  all.onchange = refresh;
+  refresh();
+  setInterval(refresh, 2000);
+}
+
+document.querySelectorAll(".operator").forEach(operator);
