@@ -14,7 +14,7 @@ import (
 )
 
 func (r *runner) list(fl *flag.FlagSet) execution {
-	all := fl.Bool("all", false, "also records that hold no live sandbox (STOPPED, PURGING)")
+	all := fl.Bool("all", false, "also the STOPPED records that hold no capacity slot")
 	states := fl.String("state", "", "only these `states` (comma-separated: STARTING,RUNNING,STOPPING,STOPPED,PURGING)")
 	prefix := fl.String("user-prefix", "", "only users whose id starts with this")
 	asJSON := fl.Bool("json", false, "print JSON")

@@ -49,7 +49,7 @@ func (s Sandbox) Age(now time.Time) time.Duration {
 
 // Filter chooses the sandboxes List returns.
 type Filter struct {
-	// All includes records that hold no live sandbox (STOPPED, PURGING).
+	// All includes the STOPPED records that hold no slot.
 	All bool
 	// States keeps only these states (after All); empty keeps every one.
 	States []string
@@ -58,7 +58,8 @@ type Filter struct {
 }
 
 func (f Filter) keep(sb *state.Sandbox, now time.Time) bool {
-	if !f.All && !sb.Live(now) && !sb.Expired(now) && !sb.HoldsSlot() {
+	// A PURGING lock refuses the user's starts: always worth seeing.
+	if !f.All && !sb.Live(now) && !sb.Expired(now) && !sb.HoldsSlot() && sb.State != state.Purging {
 		return false
 	}
 	if f.UserPrefix != "" && !strings.HasPrefix(sb.UserID, f.UserPrefix) {
@@ -76,7 +77,7 @@ func (f Filter) keep(sb *state.Sandbox, now time.Time) bool {
 }
 
 // List returns the sandboxes f keeps, by user id: every record that holds a live or
-// expired lease or a capacity slot (all records with f.All), each with its task's
+// expired lease or a capacity slot, or is a purge lock (all records with f.All), each with its task's
 // status from ECS, its connections, its queued frames and its last sync.
 //
 // Calls: a Scan of the records, ListTasks and DescribeTasks, and per sandbox one Query
