@@ -272,6 +272,10 @@ func (r *runner) reconcile(fl *flag.FlagSet) execution {
 		default:
 			fmt.Fprintf(r.stdout, "capacity counter right: %d\n", c.Counter)
 		}
+		fmt.Fprintf(r.stdout, "running tasks no live lease names: %d%s\n", len(res.Unnamed), list(res.Unnamed))
+		if len(res.Unnamed) > 0 {
+			fmt.Fprintln(r.stdout, "  (the cleanup pass stops each once it is 2 minutes old; a launch whose record is not written yet is one)")
+		}
 		return nil
 	}}
 }

@@ -12,10 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
 	"github.com/sandgate/sandgate/infra/local/s3local"
 	"github.com/sandgate/sandgate/infra/local/testkit"
 	ops "github.com/sandgate/sandgate/internal/admin"
 	"github.com/sandgate/sandgate/internal/cleanup"
+	"github.com/sandgate/sandgate/internal/launcher"
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/objsync"
 	"github.com/sandgate/sandgate/internal/s3bucket"
@@ -243,5 +248,54 @@ func TestAdmin_ImportBucket_FromAnotherStore(t *testing.T) {
 	}
 	if _, err := e.a.ImportBucket(ctx, ops.ImportOptions{Source: src, FlatTo: "USER_B"}); !errors.Is(err, ops.ErrBadUserID) {
 		t.Fatalf("-flat-to a bad id: %v", err)
+	}
+}
+
+// reconcile is the cleanup pass's repair (a drifted counter corrected) and reports a
+// running task that no live lease names, without stopping it.
+func TestAdmin_Reconcile_CorrectsTheCounterReportsUnnamedTasks(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	l, err := e.store.Acquire(ctx, "user_live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	arn, err := e.a.Tasks.(interface {
+		Launch(context.Context, launcher.Spec) (string, error)
+	}).Launch(ctx, launcher.Spec{UserID: "user_live", LeaseToken: l.Token, Generation: l.Generation})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.SetTask(ctx, l, arn); err != nil {
+		t.Fatal(err)
+	}
+	stray, err := e.a.Tasks.(interface {
+		Launch(context.Context, launcher.Spec) (string, error)
+	}).Launch(ctx, launcher.Spec{UserID: "user_nobody", LeaseToken: "stray-token", Generation: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.Raw.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: aws.String(e.db.Table),
+		Key: map[string]types.AttributeValue{state.AttrPK: &types.AttributeValueMemberS{Value: "CAPACITY"},
+			state.AttrSK: &types.AttributeValueMemberS{Value: "SANDBOXES"}},
+		UpdateExpression:          aws.String("ADD live :n"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":n": &types.AttributeValueMemberN{Value: "4"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.a.Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Counter.Corrected || r.Counter.Counter != 5 || r.Counter.Held != 1 || fmt.Sprint(r.Unnamed) != "["+stray+"]" {
+		t.Fatalf("reconcile %+v", r)
+	}
+	if n, err := e.store.Capacity(ctx); err != nil || n != 1 {
+		t.Fatalf("counter %d, %v", n, err)
+	}
+	task, err := e.a.Tasks.Describe(ctx, stray)
+	if err != nil || task.Stopped() {
+		t.Fatalf("the unnamed task was stopped: %+v, %v", task, err)
 	}
 }

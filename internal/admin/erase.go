@@ -139,12 +139,51 @@ func (a *Admin) deleteUser(ctx context.Context, userID string) (*Deletion, error
 	return d, nil
 }
 
+// Reconciliation is what Reconcile found and did.
+type Reconciliation struct {
+	cleanup.Reconciliation
+	// Unnamed are the running sandbox tasks that no live lease names (not pool tasks):
+	// reported, not stopped — the cleanup pass stops such a task once it is older than
+	// its grace (2 minutes), so a launch whose record is not written yet is not hit.
+	Unnamed []string `json:"unnamed"`
+}
+
 // Reconcile runs the cleanup pass's repair of the capacity counter (cleanup.Reconcile:
 // slots of tasks whose stop event was lost given back, the counter recounted from the
-// records and corrected): the same code, on demand.
-func (a *Admin) Reconcile(ctx context.Context) (cleanup.Reconciliation, error) {
-	r, err := a.Cleaner.Reconcile(ctx)
+// records and corrected): the same code, on demand. It also reports ECS's running
+// sandbox tasks that no live lease names.
+func (a *Admin) Reconcile(ctx context.Context) (Reconciliation, error) {
+	r, err := a.reconcile(ctx)
 	a.Audit.Record(ctx, "reconcile", "", err, "counter", r.Counter.Counter, "held", r.Counter.Held,
-		"corrected", r.Counter.Corrected, "moved", r.Counter.Moved, "slotsReturned", r.SlotsReturned)
+		"corrected", r.Counter.Corrected, "moved", r.Counter.Moved, "slotsReturned", r.SlotsReturned, "unnamed", len(r.Unnamed))
 	return r, err
+}
+
+func (a *Admin) reconcile(ctx context.Context) (Reconciliation, error) {
+	cr, err := a.Cleaner.Reconcile(ctx)
+	r := Reconciliation{Reconciliation: cr, Unnamed: []string{}}
+	if err != nil {
+		return r, err
+	}
+	tasks, err := a.Tasks.List(ctx)
+	if err != nil {
+		return r, fmt.Errorf("reconcile: %w", err)
+	}
+	now := a.now()
+	for _, t := range tasks {
+		if t.Stopped() || t.PoolID != "" {
+			continue
+		}
+		if t.UserID != "" {
+			sb, err := a.Store.Get(ctx, t.UserID)
+			if err != nil && !errors.Is(err, state.ErrNotFound) {
+				return r, fmt.Errorf("reconcile: %w", err)
+			}
+			if sb.Live(now) && (sb.TaskARN == t.ARN || sb.TaskARN == "") {
+				continue
+			}
+		}
+		r.Unnamed = append(r.Unnamed, t.ARN)
+	}
+	return r, nil
 }

@@ -177,7 +177,7 @@ func TestAdmin_StuckUserInspectedAndStopped(t *testing.T) {
 	// A counter that drifted (a lost event the arithmetic cannot see) is corrected.
 	drift(t, s, 3)
 	out, errOut = mustAdmin(t, s, "reconcile")
-	if !strings.Contains(out, "capacity counter corrected: 5 → 2") {
+	if !strings.Contains(out, "capacity counter corrected: 5 → 2") || !strings.Contains(out, "running tasks no live lease names: 0") {
 		t.Errorf("reconcile:\n%s", out)
 	}
 	auditLine(t, errOut, "reconcile", "")
