@@ -12,10 +12,8 @@ import (
 
 	"github.com/sandgate/sandgate/infra/local/stack"
 	"github.com/sandgate/sandgate/infra/local/testkit"
-	"github.com/sandgate/sandgate/internal/awsconf"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/objsync"
-	"github.com/sandgate/sandgate/internal/s3bucket"
 	"github.com/sandgate/sandgate/internal/taskenv"
 )
 
@@ -128,14 +126,9 @@ func seed(b *testing.B, s *testkit.Stack, user string, files, size int) {
 			b.Fatal(err)
 		}
 	}
-	// A configuration of its own: the stack's carries the DynamoDB endpoint among its
-	// sources, which a BaseEndpoint set on a copy does not override.
-	cfg, err := awsconf.Load(context.Background(), awsconf.Loopback(s.Endpoints["AWS_ENDPOINT_URL_S3"])...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	bucket := s3bucket.New(s3bucket.NewClient(cfg, s3bucket.Options{UsePathStyle: true}), s.Bucket)
-	sy, err := objsync.New(bucket, taskenv.UserPrefix(user), dir, b.TempDir())
+	// As the stack's operator: the local S3 checks every request's signature against
+	// the credentials the stack issued, as S3 does.
+	sy, err := objsync.New(s.Objects(), taskenv.UserPrefix(user), dir, b.TempDir())
 	if err != nil {
 		b.Fatal(err)
 	}
