@@ -22,9 +22,11 @@ import (
 
 	"github.com/sandgate/sandgate/infra/local"
 	"github.com/sandgate/sandgate/infra/local/apigw"
+	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
 	"github.com/sandgate/sandgate/infra/local/lambdart"
 	"github.com/sandgate/sandgate/infra/local/secretslocal"
 	"github.com/sandgate/sandgate/internal/auth"
+	"github.com/sandgate/sandgate/internal/state"
 )
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
@@ -447,10 +449,21 @@ func TestServer_RealAuthorizer_SignedURL(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sm.Close() })
+	// And each verified user's revocation from the table.
+	ddb := dynamodblocal.StartForTest(t)
+	table := dynamodblocal.TableName(t)
+	ddbClient, err := ddb.Client(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := state.CreateTable(context.Background(), ddbClient, table); err != nil {
+		t.Fatal(err)
+	}
 	st := newStack(t, func(_ *apigw.Server, fns map[string]lambdart.Function) {
 		fn := fns["AuthFunction"]
 		fn.Path = authorizeBin
-		fn.Env = map[string]string{"SIGNING_SECRET_ID": "sandgate/signing-secrets"}
+		fn.Env = map[string]string{"SIGNING_SECRET_ID": "sandgate/signing-secrets", "TABLE_NAME": table,
+			"AWS_ENDPOINT_URL_DYNAMODB": ddb.Endpoint()}
 		for k, v := range sm.Env {
 			fn.Env[k] = v
 		}
@@ -480,6 +493,14 @@ func TestServer_RealAuthorizer_SignedURL(t *testing.T) {
 	}
 	if strings.Contains(st.out.String(), forged.Sig) || strings.Contains(st.logs.String(), forged.Sig) {
 		t.Fatal("a signature reached the logs")
+	}
+	// Revoked: the same URL, signed before the revocation, is refused.
+	if _, err := state.New(ddbClient, table).Revoke(context.Background(), "user_alice", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.dial(t, query)
+	if !errors.As(err, &de) || de.status != http.StatusForbidden {
+		t.Fatalf("a revoked user's URL: %v, want 403", err)
 	}
 }
 

@@ -27,12 +27,14 @@ import (
 	"time"
 
 	"github.com/sandgate/sandgate/infra/local"
+	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
 	"github.com/sandgate/sandgate/infra/local/lambdart"
 	"github.com/sandgate/sandgate/infra/local/secretslocal"
 	"github.com/sandgate/sandgate/infra/local/stack"
 	"github.com/sandgate/sandgate/infra/local/template"
 	"github.com/sandgate/sandgate/internal/authorizer"
 	"github.com/sandgate/sandgate/internal/logging"
+	"github.com/sandgate/sandgate/internal/state"
 )
 
 func main() {
@@ -137,6 +139,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 		for k, v := range sm.Env {
 			rt.Env[k] = v
 		}
+		// A verified URL is checked against its user's revocation in the table: a
+		// DynamoDB of this run (DynamoDB Local) holds the template's table, empty, so
+		// no user is revoked.
+		ddb, err := dynamodblocal.Start(context.Background(), dynamodblocal.Options{})
+		if err != nil {
+			return fail(err)
+		}
+		defer ddb.Stop()
+		client, err := ddb.Client(context.Background())
+		if err != nil {
+			return fail(err)
+		}
+		if err := state.CreateTable(context.Background(), client, vars[authorizer.EnvTable]); err != nil {
+			return fail(err)
+		}
+		rt.Env["AWS_ENDPOINT_URL_DYNAMODB"] = ddb.Endpoint()
 	}
 	if err := rt.Add(lambdart.Function{
 		Name: f.LogicalID, Path: filepath.Join(*build, f.Name, "bootstrap"), Handler: f.Handler,
