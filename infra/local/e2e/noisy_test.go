@@ -65,12 +65,15 @@ func TestNoisyNeighbour_WellBehavedUnharmed(t *testing.T) {
 	s.Runtime.ResetStats()
 	start := time.Now()
 	ab := &testkit.Abuser{URL: url, ConnectRate: connects, FrameRate: frameRate}
-	ctx, cancel = context.WithTimeout(context.Background(), phase)
+	// The abuser keeps on until the last cycle the users started has ended.
+	abCtx, abStop := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); ab.Run(ctx) }()
+	go func() { defer close(done); ab.Run(abCtx) }()
+	ctx, cancel = context.WithTimeout(context.Background(), phase)
 	mixed := (&testkit.Neighbours{Sign: sign, Users: users, RoundTrips: 5, Pause: 300 * time.Millisecond}).Run(ctx)
-	<-done
 	cancel()
+	abStop()
+	<-done
 	elapsed := time.Since(start)
 	checkNeighbours(t, "beside the abuser", mixed)
 

@@ -230,18 +230,19 @@ type NeighbourResults struct {
 	Ready, Trips []time.Duration
 }
 
-// Run runs every user until ctx ends and returns what they saw. A cycle cut short by
-// ctx's end is not counted, nor its error.
+// Run has every user start cycles until ctx ends and returns what they saw. A cycle
+// started before the end runs to its own end (within Wait) and counts, error and all:
+// on a loaded machine a cycle may outlast the phase, and cutting it short would hide
+// what the user saw.
 func (n *Neighbours) Run(ctx context.Context) NeighbourResults {
 	var wg sync.WaitGroup
 	for _, u := range n.Users {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				t0 := time.Now()
-				ready, trips, err := n.cycle(ctx, u)
-				if ctx.Err() != nil {
-					return
-				}
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), Wait)
+				ready, trips, err := n.cycle(cctx, u)
+				cancel()
 				n.mu.Lock()
 				n.cycles++
 				if err != nil {
