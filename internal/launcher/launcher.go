@@ -330,16 +330,23 @@ func (l *Launcher) Stop(ctx context.Context, arn, reason string) error {
 // List returns every task this launcher started that ECS still reports, with tags, for
 // reconciliation (orphans are tasks whose user has no live lease naming them).
 func (l *Launcher) List(ctx context.Context) ([]Task, error) {
+	return l.list(ctx, "", "list tasks")
+}
+
+// list pages through ListTasks of this launcher's tasks with the desired status (empty:
+// ECS's default, RUNNING) and describes them, with tags.
+func (l *Launcher) list(ctx context.Context, desired types.DesiredStatus, what string) ([]Task, error) {
 	var all []Task
 	var next *string
 	for {
 		out, err := l.API.ListTasks(ctx, &ecs.ListTasksInput{
-			Cluster:   aws.String(l.Config.Cluster),
-			StartedBy: aws.String(l.startedBy()),
-			NextToken: next,
+			Cluster:       aws.String(l.Config.Cluster),
+			StartedBy:     aws.String(l.startedBy()),
+			DesiredStatus: desired,
+			NextToken:     next,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("list tasks: %w", err)
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		// DescribeTasks takes at most 100 tasks; ListTasks pages hold up to 100.
 		for i := 0; i < len(out.TaskArns); i += 100 {
