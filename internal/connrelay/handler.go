@@ -1,7 +1,6 @@
 package connrelay
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -258,17 +257,9 @@ func orDefault(d, def time.Duration) time.Duration {
 
 // decode reads and checks a batch.
 func decode(ev events.LambdaFunctionURLRequest) (Request, error) {
-	if ev.IsBase64Encoded {
-		return Request{}, errors.New("binary body")
-	}
-	if len(ev.Body) > MaxRequestBytes {
-		return Request{}, fmt.Errorf("body of %d bytes", len(ev.Body))
-	}
 	var r Request
-	dec := json.NewDecoder(bytes.NewReader([]byte(ev.Body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
-		return Request{}, fmt.Errorf("body: %w", err)
+	if err := funcurl.DecodeBody(ev, MaxRequestBytes, &r); err != nil {
+		return Request{}, err
 	}
 	if !userid.Valid(r.UserID) {
 		return Request{}, errors.New("no valid user id")

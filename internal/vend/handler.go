@@ -1,7 +1,6 @@
 package vend
 
 import (
-	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -221,18 +220,9 @@ func (h *Handler) now() time.Time {
 
 // decode reads and checks the request's body.
 func decode(ev events.LambdaFunctionURLRequest) (Request, error) {
-	body := []byte(ev.Body)
-	if ev.IsBase64Encoded {
-		return Request{}, errors.New("binary body")
-	}
-	if len(body) > MaxRequestBytes {
-		return Request{}, fmt.Errorf("body of %d bytes", len(body))
-	}
 	var r Request
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
-		return Request{}, fmt.Errorf("body: %w", err)
+	if err := funcurl.DecodeBody(ev, MaxRequestBytes, &r); err != nil {
+		return Request{}, err
 	}
 	switch {
 	case !userid.Valid(r.UserID):

@@ -1,7 +1,6 @@
 package vend
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -180,17 +179,9 @@ const (
 )
 
 func decodeRegistration(ev events.LambdaFunctionURLRequest) (PoolRegistration, error) {
-	if ev.IsBase64Encoded {
-		return PoolRegistration{}, errors.New("binary body")
-	}
-	if len(ev.Body) > MaxRequestBytes {
-		return PoolRegistration{}, fmt.Errorf("body of %d bytes", len(ev.Body))
-	}
 	var r PoolRegistration
-	dec := json.NewDecoder(bytes.NewReader([]byte(ev.Body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
-		return PoolRegistration{}, fmt.Errorf("body: %w", err)
+	if err := funcurl.DecodeBody(ev, MaxRequestBytes, &r); err != nil {
+		return PoolRegistration{}, err
 	}
 	if n := len(r.ClaimSecret); n < MinClaimSecret || n > MaxClaimSecret {
 		return PoolRegistration{}, fmt.Errorf("claim secret of %d bytes", n)
