@@ -160,7 +160,7 @@ func TestLoad_RepositoryTemplate(t *testing.T) {
 	for _, r := range tpl.HTTPAPIs[0].Routes {
 		keys[r.Key()] = r.Function
 	}
-	if !reflect.DeepEqual(keys, map[string]string{"GET /status": "StatusFunction", "POST /prewarm": "PrewarmFunction"}) {
+	if !reflect.DeepEqual(keys, map[string]string{"GET /status": "StatusFunction", "POST /prewarm": "PrewarmFunction", "POST /webhooks/clerk": "WebhookFunction"}) {
 		t.Errorf("HTTP routes = %v", keys)
 	}
 }
