@@ -31,6 +31,13 @@ type Abuser struct {
 	FrameRate   float64
 	// Keep is how many connections it keeps open to send frames (4 when zero).
 	Keep int
+	// Behind, when set, reports that the stack has not yet run the frames already
+	// sent; the abuser skips a frame then (FramesSkipped), as it skips a handshake
+	// while maxInFlight are pending. Locally every frame is an invocation of one of ten
+	// processes on a shared machine: offered faster than the machine runs them, they
+	// queue without end and the queue, not the product, exhausts the concurrency that
+	// Lambda, scaling out, would not.
+	Behind func() bool
 
 	// Attempts counts handshakes tried; Opened those that opened; Limited those
 	// refused with 429 (the user's connect rate, or API Gateway's quota); Refused the
@@ -39,7 +46,7 @@ type Abuser struct {
 	// FramesSent counts frames written; Echoes the workload's answers read; ErrorFrames
 	// the sandgate.error frames read; ClosedByServer the kept connections the server
 	// closed.
-	FramesSent, Echoes, ErrorFrames, ClosedByServer atomic.Int64
+	FramesSent, FramesSkipped, Echoes, ErrorFrames, ClosedByServer atomic.Int64
 
 	mu   sync.Mutex
 	kept []*websocket.Conn
@@ -73,6 +80,10 @@ func (a *Abuser) Run(ctx context.Context) {
 	wg.Go(func() {
 		var next int
 		pace(ctx, a.FrameRate, func(i int64) {
+			if a.Behind != nil && a.Behind() {
+				a.FramesSkipped.Add(1)
+				return
+			}
 			a.mu.Lock()
 			if len(a.kept) == 0 {
 				a.mu.Unlock()
