@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/sandgate/sandgate/infra/local/testkit"
+	ops "github.com/sandgate/sandgate/internal/admin"
 )
 
 // browser returns Debian's headless Chromium; make test and .ci/run install it. A
@@ -98,7 +99,7 @@ func TestBrowser_DemoPageTwoUsers(t *testing.T) {
 		return chromedp.CSS(`.sandboxes tr[data-user="` + user + `"] ` + sel)
 	}
 	poll := func(js string) chromedp.Action[chromedp.Void] {
-		return chromedp.Poll[chromedp.Void](js, chromedp.WithPollingTimeout(30*time.Second))
+		return chromedp.Poll[chromedp.Void](js, chromedp.WithPollingTimeout(90*time.Second))
 	}
 	err = chromedp.Do(ctx,
 		poll(`[...document.querySelectorAll('.sandboxes tr[data-user]')].filter(tr => tr.textContent.includes('RUNNING')).length === 2`),
@@ -109,9 +110,18 @@ func TestBrowser_DemoPageTwoUsers(t *testing.T) {
 		poll(`document.querySelector('.report').textContent.includes('revoke user_bob')`),
 	)
 	report, _ := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(".report")))
+	table, _ := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(".sandboxes tbody")))
+	listErr, _ := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(".list-error")))
 	shot(t, ctx, "demo-operator.png")
 	if err != nil {
-		t.Fatalf("operator panel: %v\nreport: %s", err, report)
+		// What the panel's endpoint answers now, asked directly, tells a slow or failing
+		// list from a page that did not show it.
+		lctx, lcancel := context.WithTimeout(context.Background(), 30*time.Second)
+		began := time.Now()
+		rows, lerr := s.Admin(lctx, quietLog()).List(lctx, ops.Filter{})
+		lcancel()
+		t.Fatalf("operator panel: %v\ntable: %s\nlist error shown: %s\nreport: %s\nlist asked directly (%s): %+v, %v",
+			err, table, listErr, report, time.Since(began).Round(time.Millisecond), rows, lerr)
 	}
 	if nb, err := s.Store.NotBefore(context.Background(), "user_bob"); err != nil || nb.IsZero() {
 		t.Fatalf("bob not revoked: %v", err)

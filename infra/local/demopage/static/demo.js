@@ -124,25 +124,47 @@ function operator(section) {
     return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m${s % 60}s`;
   };
   const show = (text) => { report.hidden = false; report.textContent = text; };
+  // call answers an endpoint's JSON, or throws an error that says what failed: the
+  // endpoint's own error, or the status and body of an answer that is not JSON.
+  const call = async (url, init) => {
+    const r = await fetch(url, init);
+    const text = await r.text();
+    let out;
+    try { out = JSON.parse(text); } catch { throw new Error(`${r.status} ${r.statusText}: ${text.slice(0, 200)}`); }
+    if (!r.ok) throw new Error(out.error || `${r.status} ${r.statusText}`);
+    return out;
+  };
   const act = async (method, path, user) => {
-    const r = await fetch(`/dev/admin/${path}?userId=${encodeURIComponent(user)}`, { method });
-    const out = await r.json();
-    show(`${path} ${user}: ` + (r.ok ? JSON.stringify(out, null, 2) : out.error));
+    show(`${path} ${user}: …`);
+    try {
+      show(`${path} ${user}: ` + JSON.stringify(await call(`/dev/admin/${path}?userId=${encodeURIComponent(user)}`, { method }), null, 2));
+    } catch (e) {
+      show(`${path} ${user}: ${e.message}`);
+    }
     refresh();
   };
+  // A failed refresh says why and keeps the last table: an operator must not mistake
+  // an error for an empty stack.
+  const listError = section.querySelector(".list-error");
+  const failed = (msg) => { listError.hidden = !msg; listError.textContent = msg ? `list failed: ${msg}` : ""; };
   const cell = (tr, text, cls) => {
     const td = document.createElement("td");
     td.textContent = text;
     if (cls) td.className = cls;
     tr.appendChild(td);
   };
-  const refresh = async () => {
+  // One list at a time: a slow answer must not land after a newer one.
+  let listing = null;
+  const refresh = () => (listing ??= load().finally(() => { listing = null; }));
+  const load = async () => {
     let out;
     try {
-      const r = await fetch(`/dev/admin/list?all=${all.checked}`);
-      out = await r.json();
-      if (!r.ok) { show(out.error); return; }
-    } catch { return; }
+      out = await call(`/dev/admin/list?all=${all.checked}`);
+    } catch (e) {
+      failed(e.message);
+      return;
+    }
+    failed("");
     body.replaceChildren();
     for (const s of out.sandboxes) {
       const tr = document.createElement("tr");
