@@ -69,6 +69,7 @@ type Store interface {
 	ClaimCheck(ctx context.Context, userID string, interval time.Duration) (bool, error)
 	Counted(ctx context.Context, userID, connectionID string) (bool, error)
 	Access(ctx context.Context, userID string) (*state.Access, error)
+	TellStarting(ctx context.Context, userID, connectionID string, generation int64) (bool, error)
 }
 
 // Ensurer ensures a user's sandbox; *ensure.Ensurer is one.
@@ -405,7 +406,7 @@ func (h *Handler) greet(ctx context.Context, p *poster) {
 	case sb.Live(now) && sb.State == state.Running:
 		h.ready(ctx, p, sb)
 	case sb.Live(now) && sb.State == state.Starting:
-		if !p.post(ctx, frames.Status(frames.Starting)) {
+		if h.tellStarting(ctx, p, sb.Generation) && !p.post(ctx, frames.Status(frames.Starting)) {
 			return
 		}
 		// The agent may have become ready between the read and the post, and its own
@@ -445,8 +446,23 @@ func (h *Handler) report(ctx context.Context, p *poster, res ensure.Result, err 
 	case state.Stopping:
 		p.post(ctx, frames.Status(frames.Stopping))
 	default:
-		p.post(ctx, frames.Status(frames.Starting))
+		if h.tellStarting(ctx, p, res.Sandbox.Generation) {
+			p.post(ctx, frames.Status(frames.Starting))
+		}
 	}
+}
+
+// tellStarting reports whether the connection is yet to hear that the sandbox of
+// generation is starting — the Message function may have told the sender of its first
+// frame already — and records that it now will. When the record cannot say, the
+// connection hears it (twice rather than never).
+func (h *Handler) tellStarting(ctx context.Context, p *poster, generation int64) bool {
+	first, err := h.Store.TellStarting(ctx, p.n.UserID, p.n.ConnectionID, generation)
+	if err != nil {
+		p.log.WarnContext(ctx, "starting not recorded as told", logging.Error, err.Error())
+		return true
+	}
+	return first
 }
 
 // ready tells the connection the sandbox is ready, then the agent that the

@@ -36,6 +36,7 @@ type Store interface {
 	Get(ctx context.Context, userID string) (*state.Sandbox, error)
 	Enqueue(ctx context.Context, userID, connectionID string, payload []byte) (state.InboxItem, error)
 	RequestRestart(ctx context.Context, userID string, generation int64) (bool, error)
+	TellStarting(ctx context.Context, userID, connectionID string, generation int64) (bool, error)
 }
 
 // Ensurer ensures a user's sandbox; *notice.Ensurer is one, which asks the Connect
@@ -327,7 +328,7 @@ func (h *Handler) queue(ctx context.Context, f *frame, sb *state.Sandbox, st sta
 			}
 			return
 		}
-		if it.Queued == 1 {
+		if it.Queued == 1 && h.tellStarting(ctx, f, sb.Generation) {
 			h.post(ctx, f, frames.Status(frames.Starting))
 		}
 	case errors.As(err, &running):
@@ -340,6 +341,19 @@ func (h *Handler) queue(ctx context.Context, f *frame, sb *state.Sandbox, st sta
 	default:
 		h.refuse(ctx, f, frames.ReasonUnavailable, err)
 	}
+}
+
+// tellStarting reports whether f's sender is yet to hear that the sandbox of
+// generation is starting — its connect notice may have told it already — and records
+// that it now will. When the record cannot say, the sender hears it (twice rather
+// than never).
+func (h *Handler) tellStarting(ctx context.Context, f *frame, generation int64) bool {
+	first, err := h.Store.TellStarting(ctx, f.UserID, f.ConnectionID, generation)
+	if err != nil {
+		f.log.WarnContext(ctx, "starting not recorded as told", logging.Error, err.Error())
+		return true
+	}
+	return first
 }
 
 // requestRestart asks the Connect function to start a new sandbox once the stopping

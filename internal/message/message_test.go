@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/service/apigatewaymanagementapi"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 
@@ -298,6 +300,60 @@ func TestHandler_Handle_StartingQueuesInOrderTellsOnce(t *testing.T) {
 	}
 	if len(e.ecs.RunTasks()) != 0 {
 		t.Fatal("a start under way was started again")
+	}
+}
+
+// A client whose first frame races its connect notice hears `starting` once,
+// whichever tells it first: the Message function queuing the frame, or the Connect
+// function's notice to the new connection.
+func TestHandler_Handle_StartingOnceBesideTheConnectNotice(t *testing.T) {
+	for _, noticeFirst := range []bool{true, false} {
+		t.Run(fmt.Sprintf("notice first %v", noticeFirst), func(t *testing.T) {
+			e := newEnv(t)
+			ctx := context.Background()
+			if _, err := e.store.Acquire(ctx, "user_a"); err != nil {
+				t.Fatal(err)
+			}
+			c := e.gw.Dial(t, "user_a")
+			id := e.connectionID(t, 0)
+			if _, err := e.store.AddConnection(ctx, "user_a", id); err != nil { // as $connect does
+				t.Fatal(err)
+			}
+			greet := func() {
+				p, err := json.Marshal(notice.Envelope{Notice: &notice.Notice{Kind: notice.KindConnect, UserID: "user_a",
+					ConnectionID: id, Stage: testkit.Stage, Sent: time.Now().UnixMilli()}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := testkit.Handler(e.connect.Handle)(ctx, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if noticeFirst {
+				greet()
+			}
+			e.send(t, c, "one")
+			e.send(t, c, "two")
+			if !noticeFirst {
+				greet()
+			}
+			// Every post is made; a last one marks the end of what the client will get.
+			if _, err := e.gw.Mgmt.PostToConnection(ctx, &apigatewaymanagementapi.PostToConnectionInput{
+				ConnectionId: aws.String(id), Data: []byte("end"),
+			}); err != nil {
+				t.Fatal(err)
+			}
+			got := c.Until(testkit.Wait, "the end", func(f string) bool { return f == "end" })
+			var starting int
+			for _, f := range got {
+				if fr, ok := testkit.Platform(f); ok && fr.Type == frames.TypeStatus && fr.State == frames.Starting {
+					starting++
+				}
+			}
+			if starting != 1 {
+				t.Fatalf("the client heard `starting` %d times: %q", starting, got)
+			}
+		})
 	}
 }
 

@@ -15,6 +15,10 @@ import (
 const (
 	aConnID      = "connectionId"
 	aConnectedAt = "connectedAt"
+	// aToldStarting is the generation whose `starting` the connection was last told;
+	// aToldBy the call that told it (TellStarting).
+	aToldStarting = "toldStarting"
+	aToldBy       = "toldBy"
 )
 
 // Connection is one open WebSocket connection of a user.
@@ -28,7 +32,7 @@ type Connection struct {
 }
 
 // AddConnection records a connection, expiring ConnectionTTL from now. Recording the
-// same connection again refreshes it.
+// same connection again refreshes it and keeps what it was told.
 func (s *Store) AddConnection(ctx context.Context, userID, connectionID string) (Connection, error) {
 	if err := checkID("user id", userID); err != nil {
 		return Connection{}, fmt.Errorf("add connection: %w", err)
@@ -38,13 +42,20 @@ func (s *Store) AddConnection(ctx context.Context, userID, connectionID string) 
 	}
 	now := s.now()
 	c := Connection{UserID: userID, ConnectionID: connectionID, ConnectedAt: now, ExpiresAt: time.Unix(ttl(now.Add(s.ConnectionTTL)), 0)}
-	_, err := s.api.PutItem(ctx, &dynamodb.PutItemInput{
+	// An update, not a put: recording again (the connect notice's refresh) keeps what
+	// the connection was told (TellStarting).
+	e := newExpr()
+	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: aws.String(s.table),
-		Item: map[string]types.AttributeValue{
-			AttrPK: avS(userKey(userID)), AttrSK: avS(connPrefix + connectionID),
-			aUserID: avS(userID), aConnID: avS(connectionID),
-			aConnectedAt: avMs(now), AttrTTL: avN(c.ExpiresAt.Unix()),
-		},
+		Key:       key(userKey(userID), connPrefix+connectionID),
+		UpdateExpression: aws.String("SET " + strings.Join([]string{
+			e.n(aUserID) + " = " + e.v("user", avS(userID)),
+			e.n(aConnID) + " = " + e.v("conn", avS(connectionID)),
+			e.n(aConnectedAt) + " = " + e.v("at", avMs(now)),
+			e.n(AttrTTL) + " = " + e.v("ttl", avN(c.ExpiresAt.Unix())),
+		}, ", ")),
+		ExpressionAttributeNames:  e.Names(),
+		ExpressionAttributeValues: e.Values(),
 	})
 	if err != nil {
 		return Connection{}, fmt.Errorf("add connection %s of %s: %w", connectionID, userID, unavailable(err))
@@ -67,6 +78,47 @@ func (s *Store) RemoveConnection(ctx context.Context, userID, connectionID strin
 		return fmt.Errorf("remove connection %s of %s: %w", connectionID, userID, unavailable(err))
 	}
 	return nil
+}
+
+// TellStarting reports whether the caller is the first to tell the connection that
+// the sandbox of generation is starting, and records that it is. Two paths tell a
+// connection of a start — the Connect function's notice to a new connection, and the
+// Message function to the sender of the first frame queued — and a client whose first
+// frame races its connect notice would otherwise hear `starting` twice. One
+// conditional write on the connection's record decides: false for a generation told
+// already (or a later one). A connection with no record (a broadcast that met its
+// handshake's 410 removed it; the notice's post records it again) is told, and nothing
+// is written: better twice than never.
+func (s *Store) TellStarting(ctx context.Context, userID, connectionID string, generation int64) (bool, error) {
+	if err := checkID("user id", userID); err != nil {
+		return false, fmt.Errorf("tell starting: %w", err)
+	}
+	if err := checkID("connection id", connectionID); err != nil {
+		return false, fmt.Errorf("tell starting: %w", err)
+	}
+	teller := newToken()
+	e := newExpr()
+	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: aws.String(s.table),
+		Key:       key(userKey(userID), connPrefix+connectionID),
+		UpdateExpression: aws.String("SET " + e.n(aToldStarting) + " = " + e.v("gen", avN(generation)) + ", " +
+			e.n(aToldBy) + " = " + e.v("teller", avS(teller))),
+		ConditionExpression: aws.String("attribute_exists(" + e.n(AttrPK) + ") AND (attribute_not_exists(" + e.n(aToldStarting) + ") OR " +
+			e.n(aToldStarting) + " < " + e.v("gen", avN(generation)) + ")"),
+		ExpressionAttributeNames:            e.Names(),
+		ExpressionAttributeValues:           e.Values(),
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	if r, refused := refusalOf(err); refused {
+		old := r.old(soleItem)
+		// No record: tell. Our own write, committed by an attempt whose reply was lost
+		// and refused when the SDK sent it again: tell.
+		return len(old) == 0 || getS(old, aToldBy) == teller, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("tell %s of %s starting: %w", connectionID, userID, unavailable(err))
+	}
+	return true, nil
 }
 
 // Connections lists the user's unexpired connections with one Query call per page of

@@ -98,3 +98,71 @@ func TestStore_Connection(t *testing.T) {
 	_, err = e.store.Connection(ctx, "user_a", "c1")
 	wantErr(t, err, state.ErrNotFound)
 }
+
+// A connection hears `starting` once per start: the first teller of a generation wins,
+// a later generation may be told again, and a connection with no record is told
+// without creating one. Many tellers at once (the connect notice and the Message function racing)
+// leave exactly one winner.
+func TestStore_TellStarting(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.store.AddConnection(ctx, "user_a", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		conn string
+		gen  int64
+		want bool
+	}{
+		{"c1", 3, true},
+		{"c1", 3, false}, // told already
+		{"c1", 2, false}, // an older start: never after a newer one
+		{"c1", 4, true},  // the next start
+		{"gone", 4, true}, // no record: told, better twice than never
+	} {
+		got, err := e.store.TellStarting(ctx, "user_a", step.conn, step.gen)
+		if err != nil || got != step.want {
+			t.Fatalf("TellStarting(%s, %d) = %v, %v; want %v", step.conn, step.gen, got, err, step.want)
+		}
+	}
+	// Recorded again (the connect notice's refresh after its first post): still told.
+	if _, err := e.store.AddConnection(ctx, "user_a", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.store.TellStarting(ctx, "user_a", "c1", 4); err != nil || got {
+		t.Fatalf("told again after the connection was recorded again: %v, %v", got, err)
+	}
+	if got, err := e.store.Connections(ctx, "user_a"); err != nil || connIDs(got) != "[c1]" {
+		t.Fatalf("connections after telling: %s, %v (a refused tell must not create a record)", connIDs(got), err)
+	}
+	if _, err := e.store.TellStarting(ctx, "", "c1", 1); err == nil {
+		t.Fatal("an empty user id was accepted")
+	}
+
+	if _, err := e.store.AddConnection(ctx, "user_a", "c2"); err != nil {
+		t.Fatal(err)
+	}
+	const tellers = 16
+	wins := make(chan bool, tellers)
+	start := make(chan struct{})
+	for range tellers {
+		go func() {
+			<-start
+			ok, err := e.store.TellStarting(ctx, "user_a", "c2", 7)
+			if err != nil {
+				t.Error(err)
+			}
+			wins <- ok
+		}()
+	}
+	close(start)
+	n := 0
+	for range tellers {
+		if <-wins {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d of %d racing tellers won; want exactly 1", n, tellers)
+	}
+}
