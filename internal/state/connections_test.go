@@ -115,9 +115,9 @@ func TestStore_TellStarting(t *testing.T) {
 		want bool
 	}{
 		{"c1", 3, true},
-		{"c1", 3, false}, // told already
-		{"c1", 2, false}, // an older start: never after a newer one
-		{"c1", 4, true},  // the next start
+		{"c1", 3, false},  // told already
+		{"c1", 2, false},  // an older start: never after a newer one
+		{"c1", 4, true},   // the next start
 		{"gone", 4, true}, // no record: told, better twice than never
 	} {
 		got, err := e.store.TellStarting(ctx, "user_a", step.conn, step.gen)
