@@ -92,3 +92,18 @@ type Bucket interface {
 	// deleted. When only some keys fail, the error is a *PartialError naming them.
 	Delete(ctx context.Context, keys []string) error
 }
+
+// CopyInput is one server-side copy within a bucket: the store copies the bytes, which
+// never pass through the caller.
+type CopyInput struct {
+	// Src and Dst are the source's and the copy's full keys.
+	Src, Dst string
+	// Size is the source's length, as listed: it chooses between one copy and a
+	// multipart copy.
+	Size int64
+	// SrcIfMatch, when set, copies only if the source's ETag is still this one
+	// (x-amz-copy-source-if-match): ErrPrecondition otherwise, nothing written.
+	SrcIfMatch string
+	// Meta, when non-nil, is the copy's complete metadata; nil keeps the source's.
+	Meta map[string]string
+}

@@ -55,6 +55,8 @@ func (c *conditions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.deleteObjects(w, r, bucket)
 	case key == "":
 		c.next.ServeHTTP(w, r)
+	case r.Method == http.MethodPut && q.Has("uploadId") && r.Header.Get("X-Amz-Copy-Source") != "":
+		c.uploadPartCopy(w, r)
 	case r.Method == http.MethodPut && !q.Has("uploadId"): // PutObject, CopyObject; not UploadPart
 		c.write(w, r, bucket, key)
 	case r.Method == http.MethodPost && q.Has("uploadId"): // CompleteMultipartUpload
@@ -78,8 +80,19 @@ func (c *conditions) write(w http.ResponseWriter, r *http.Request, bucket, key s
 		writeError(w, r, notImplemented("A header you provided implies functionality that is not implemented"))
 		return
 	}
-	defer c.locks.lock(bucket + "/" + key)()
-	plainPut := r.Method == http.MethodPut && r.Header.Get("X-Amz-Copy-Source") == ""
+	locked := []string{bucket + "/" + key}
+	srcBucket, srcKey, copying := copySourceOf(r)
+	if copying {
+		locked = append(locked, srcBucket+"/"+srcKey)
+	}
+	defer c.locks.lock(locked...)()
+	if copying {
+		if e := c.checkSource(r, srcBucket, srcKey); e != nil {
+			writeError(w, r, e)
+			return
+		}
+	}
+	plainPut := r.Method == http.MethodPut && !copying
 	if (ifMatch != "" || ifNoneMatch != "") && !plainPut { // gofakes3 checks a plain PUT itself
 		if e := c.check(bucket, key, ifMatch, ifNoneMatch); e != nil {
 			writeError(w, r, e)
