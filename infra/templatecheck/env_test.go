@@ -92,6 +92,7 @@ func contract(fn, scenario string) map[string]bool {
 		names = append(names, envEnsure...)
 	case "CleanupFunction":
 		names = append(names, "ECS_CLUSTER", "BUCKET", "RETENTION_DAYS", "DRY_RUN", "MANAGEMENT_ENDPOINT")
+		names = append(names, "BACKUP_KEEP", "BACKUP_MAX_AGE_DAYS") // the backup step's retention
 		names = append(names, envStorage[scenario]...)
 	case "TaskEventsFunction":
 		// The cluster whose events it takes, and the stage whose clients it tells.

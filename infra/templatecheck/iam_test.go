@@ -25,7 +25,6 @@ const (
 	ec2Own    = arn + ":ec2:${AWS::Region}:${AWS::AccountId}:"
 	inCluster = ` {"ArnEquals":{"ecs:cluster":"${Cluster.Arn}"}}`
 	toECS     = ` {"StringEquals":{"iam:PassedToService":"ecs-tasks.amazonaws.com"}}`
-	usersOnly = ` {"StringLike":{"s3:prefix":["users/*"]}}`
 	// signing is the signing secret, by its name (its ARN ends in a random suffix).
 	signing = "secretsmanager:GetSecretValue " + arn + ":secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SigningSecretName}-??????"
 )
@@ -203,8 +202,16 @@ func expectedGrants(scenario string) map[string][]string {
 		}, invokeURL("relay")),
 	}
 	if s3 {
-		g["CleanupRole"] = append(g["CleanupRole"], "s3:ListBucket "+bucket+usersOnly, "s3:DeleteObject "+bucket+"/users/*")
-		g["EraseRole"] = append(g["EraseRole"], "s3:ListBucket "+bucket+usersOnly, "s3:DeleteObject "+bucket+"/users/*")
+		// Cleanup's backup step: a user's objects read (the marker, each object's
+		// metadata, the copies' source) and the backups area written; the erase
+		// function deletes a user's backups. No other role names backups/.
+		usersAndBackups := ` {"StringLike":{"s3:prefix":["users/*","backups/*"]}}`
+		backups := bucket + "/backups/*"
+		g["CleanupRole"] = append(g["CleanupRole"], "s3:ListBucket "+bucket+usersAndBackups,
+			"s3:GetObject "+bucket+"/users/*", "s3:DeleteObject "+bucket+"/users/*",
+			"s3:GetObject "+backups, "s3:PutObject "+backups, "s3:DeleteObject "+backups, "s3:AbortMultipartUpload "+backups)
+		g["EraseRole"] = append(g["EraseRole"], "s3:ListBucket "+bucket+usersAndBackups, "s3:DeleteObject "+bucket+"/users/*",
+			"s3:GetObject "+backups, "s3:PutObject "+backups, "s3:DeleteObject "+backups)
 		// The user's prefix with its trailing slash: user_a's never reaches user_ab's.
 		// In !Sub, ${!…} is a literal ${…}: IAM's policy variable.
 		own := bucket + "/users/${!aws:PrincipalTag/userId}/*"
@@ -404,5 +411,38 @@ func checkSandboxTrust(t *testing.T, doc map[string]any) {
 	t.Helper()
 	if got := canonical(doc); got != sandboxTrust {
 		t.Errorf("SandboxRole trusts\n  %s\nwant\n  %s", got, sandboxTrust)
+	}
+}
+
+// The backups area (backups/, internal/backup) is reached by the Cleanup function's
+// backup step and the erase function's deletion of a user, and by no other role: no
+// sandbox role, vendor or task role may list, read, write or delete it, so nothing a
+// sandbox can obtain reaches a backup. (With R2 there is no IAM: the vendor's
+// temporary credentials name users/<id>/ only, checked in internal/vend.)
+func TestRoles_BackupsAreaOnlyCleanupAndErase(t *testing.T) {
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			raw := loadRaw(t, templatePath, sc)
+			reached := map[string]bool{}
+			for _, r := range raw.ofType(t, "AWS::IAM::Role") {
+				if _, ok := managedAllowed[r.LogicalID]; ok {
+					continue
+				}
+				got, _ := grants(t, raw, r)
+				for g := range got {
+					action, rest, _ := strings.Cut(g, " ")
+					resource, _, _ := strings.Cut(rest, " ")
+					if strings.HasPrefix(action, "s3:") && (strings.Contains(g, "backups/") || resource == bucket+"/*" || resource == "*") {
+						reached[r.LogicalID] = true
+						if r.LogicalID != "CleanupRole" && r.LogicalID != "EraseRole" {
+							t.Errorf("%s reaches the backups area: %s", r.LogicalID, g)
+						}
+					}
+				}
+			}
+			if sc.name == "s3" && (!reached["CleanupRole"] || !reached["EraseRole"]) {
+				t.Errorf("the backups area is reached by %v; want CleanupRole and EraseRole", reached)
+			}
+		})
 	}
 }

@@ -46,9 +46,11 @@ type Summary struct {
 	Copied      int   `json:"copied"`
 	CopiedBytes int64 `json:"copiedBytes"`
 	Expired     int   `json:"expired"`
-	Swept       int   `json:"swept"`
-	Requests    int   `json:"requests"`
-	Errors      int   `json:"errors"`
+	// Forgotten counts the manifests deleted of users whose data was purged.
+	Forgotten int `json:"forgotten"`
+	Swept     int `json:"swept"`
+	Requests  int `json:"requests"`
+	Errors    int `json:"errors"`
 	// Busy: another writer held the lock; the pass did nothing.
 	Busy bool `json:"busy,omitempty"`
 }
@@ -58,6 +60,12 @@ type Summary struct {
 // sweep is older than SweepEvery). A user's failure is counted and logged, and the
 // pass goes on; a lost lock, or the context's end, stops it.
 func (p *Pass) Run(ctx context.Context, users []string) (Summary, error) {
+	return p.RunForgetting(ctx, users, nil)
+}
+
+// RunForgetting is Run that first deletes every backup of the users in forget (whose
+// data was purged), before the sweep.
+func (p *Pass) RunForgetting(ctx context.Context, users, forget []string) (Summary, error) {
 	var sum Summary
 	log := p.log()
 	term := p.Term
@@ -82,6 +90,20 @@ func (p *Pass) Run(ctx context.Context, users []string) (Summary, error) {
 			log.Warn("backups lock not released; it lapses at its term", logging.Error, err.Error())
 		}
 	}()
+	for _, u := range forget {
+		refs, err := List(ctx, p.Store, u)
+		sum.Requests++
+		if err == nil {
+			var n int
+			n, err = DeleteManifests(ctx, p.Store, l, refs)
+			sum.Forgotten += n
+			sum.Requests += (n + objsync.MaxDeleteBatch - 1) / objsync.MaxDeleteBatch
+		}
+		if err != nil {
+			sum.Errors++
+			log.Error("backups of a purged user not deleted", logging.UserID, u, logging.Error, err.Error())
+		}
+	}
 	known := map[string]bool{}
 	for _, u := range users {
 		if err := l.Check(); err != nil {
@@ -134,7 +156,7 @@ func (p *Pass) Run(ctx context.Context, users []string) (Summary, error) {
 			}
 		}
 	}
-	if sum.Expired > 0 || p.sweepDue(ctx, &sum) {
+	if sum.Expired+sum.Forgotten > 0 || p.sweepDue(ctx, &sum) {
 		grace := p.SweepGrace
 		if grace <= 0 {
 			grace = DefaultSweepGrace

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/sandgate/sandgate/internal/backup"
 	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/launcher"
 	"github.com/sandgate/sandgate/internal/logging"
@@ -109,6 +110,8 @@ type Cleaner struct {
 	OrphanGrace time.Duration
 	// StopEventGrace is DefaultStopEventGrace when zero; negative means none.
 	StopEventGrace time.Duration
+	// Backups, when set, is the backup step (backups.go); nil backs nothing up.
+	Backups *backup.Pass
 }
 
 // Summary is what one pass did; the function returns it and logs it on one line.
@@ -129,6 +132,8 @@ type Summary struct {
 	Corrections int  `json:"capacityCorrections"`
 	Errors      int  `json:"errors"`
 	DryRun      bool `json:"dryRun"`
+	// Backups is what the backup step did (nil without one).
+	Backups *backup.Summary `json:"backups,omitempty"`
 }
 
 // Handle runs one pass. EventBridge Scheduler sends {}; any JSON is accepted.
@@ -163,6 +168,9 @@ type pass struct {
 	pool map[string]state.PoolTask
 	// cutoff is now minus the retention: activity before it is old enough to purge.
 	cutoff time.Time
+	// users are the users of every record but a PURGING one (whose backups step
+	// considers them); purged are those whose data this pass deleted.
+	users, purged []string
 }
 
 func (p *pass) fail(err error) {
@@ -180,6 +188,9 @@ func (c *Cleaner) Run(ctx context.Context) (Summary, error) {
 	now := c.now()
 	p := &pass{live: map[string]*state.Sandbox{}, sum: Summary{DryRun: c.DryRun, Capacity: -1}, cutoff: now.Add(-c.Retention)}
 	err := c.Store.ListSandboxes(ctx, func(sb *state.Sandbox) error {
+		if sb.State != state.Purging {
+			p.users = append(p.users, sb.UserID)
+		}
 		switch {
 		case sb.Expired(now):
 			c.reap(ctx, p, sb)
@@ -211,6 +222,7 @@ func (c *Cleaner) Run(ctx context.Context) (Summary, error) {
 		c.purge(ctx, p, sb)
 	}
 	c.reconcileCounter(ctx, p)
+	c.backups(ctx, p)
 	if n, err := c.Store.Capacity(ctx); err == nil {
 		p.sum.Capacity = n
 	} else {
@@ -483,6 +495,7 @@ func (c *Cleaner) purge(ctx context.Context, p *pass, sb *state.Sandbox) {
 		return
 	}
 	p.sum.Purged++
+	p.purged = append(p.purged, sb.UserID)
 	log.InfoContext(ctx, "user data purged", logDeleted, n, logLastActivity, sb.LastActivity, logPrefix, prefix)
 }
 

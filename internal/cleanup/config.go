@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
+	"github.com/sandgate/sandgate/internal/backup"
 	"github.com/sandgate/sandgate/internal/config"
 	"github.com/sandgate/sandgate/internal/launcher"
 	"github.com/sandgate/sandgate/internal/logging"
@@ -38,6 +39,12 @@ const (
 	EnvStorageSecret = "STORAGE_CREDENTIALS_SECRET"
 	// EnvSecretsRefresh is how often the keys are read again (a rotation needs no deploy).
 	EnvSecretsRefresh = secretcache.EnvRefresh
+	// EnvBackups turns the backup step on ("true", the default) or off.
+	EnvBackups = "BACKUPS"
+	// EnvBackupKeep is how many backups of a user are kept at most, and
+	// EnvBackupMaxAgeDays how old a backup may grow (the newest is always kept).
+	EnvBackupKeep       = "BACKUP_KEEP"
+	EnvBackupMaxAgeDays = "BACKUP_MAX_AGE_DAYS"
 )
 
 // DefaultRetentionDays is how long a user may stay inactive before their data is deleted.
@@ -45,7 +52,8 @@ const DefaultRetentionDays = 90
 
 // Optional lists the variables LoadConfig reads that have defaults.
 var Optional = []string{EnvRetentionDays, EnvDryRun, EnvLogLevel,
-	s3bucket.EnvRegion, s3bucket.EnvPathStyle, EnvStorageSecret, EnvSecretsRefresh}
+	s3bucket.EnvRegion, s3bucket.EnvPathStyle, EnvStorageSecret, EnvSecretsRefresh,
+	EnvBackups, EnvBackupKeep, EnvBackupMaxAgeDays}
 
 // Config is the Cleanup function's configuration.
 type Config struct {
@@ -60,6 +68,9 @@ type Config struct {
 	StorageSecret  string
 	SecretsRefresh time.Duration
 	LogLevel       slog.Level
+	// Backups turns the backup step on; BackupRetention is what it keeps.
+	Backups         bool
+	BackupRetention backup.Retention
 }
 
 // LoadConfig reads the configuration from env; problems are collected in env.
@@ -78,6 +89,11 @@ func LoadConfig(env *config.Env) Config {
 		StorageSecret:  env.String(EnvStorageSecret, ""),
 		SecretsRefresh: env.Duration(EnvSecretsRefresh, secretcache.DefaultRefresh),
 		LogLevel:       env.Level(EnvLogLevel, slog.LevelInfo),
+		Backups:        env.Bool(EnvBackups, true),
+		BackupRetention: backup.Retention{
+			Keep:   env.Int(EnvBackupKeep, backup.DefaultKeep, 1, 10000),
+			MaxAge: time.Duration(env.Int(EnvBackupMaxAgeDays, int(backup.DefaultMaxAge/(24*time.Hour)), 1, 36500)) * 24 * time.Hour,
+		},
 	}
 	if c.SecretsRefresh <= 0 || c.SecretsRefresh > time.Hour {
 		env.Check(EnvSecretsRefresh, fmt.Errorf("%s is outside (0, 1h]", c.SecretsRefresh))
@@ -102,10 +118,16 @@ func New(c Config, awsCfg aws.Config, log *slog.Logger, m *metrics.Emitter) *Cle
 		}
 		c.Storage.Credentials = &secretcache.Credentials{Cache: keys}
 	}
+	bucket := s3bucket.New(s3bucket.NewClient(awsCfg, c.Storage), c.Bucket)
+	var backups *backup.Pass
+	if c.Backups {
+		backups = &backup.Pass{Backer: backup.Backer{Store: bucket, Log: log}, Retention: c.BackupRetention, Holder: "cleanup"}
+	}
 	return &Cleaner{
+		Backups:   backups,
 		Store:     store,
 		Tasks:     launcher.New(ecs.NewFromConfig(awsCfg), launcher.Config{Cluster: c.Cluster}, log),
-		Bucket:    s3bucket.New(s3bucket.NewClient(awsCfg, c.Storage), c.Bucket),
+		Bucket:    bucket,
 		Relay:     &relay.Relay{API: relay.NewClient(awsCfg, c.ManagementEndpoint), Conns: store, Log: log},
 		Metrics:   m,
 		Log:       log,
