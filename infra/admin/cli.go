@@ -36,7 +36,9 @@ var commands = []struct{ name, args, help string }{
 	{"inspect", "[-json] <userId>", "everything about one user: record, lease, task, connections, inbox, storage, recent task ends, items"},
 	{"stop", "[-wait] [-timeout D] [-json] <userId>", "stop a user's sandbox gracefully (its final sync); reaps a dead lease"},
 	{"revoke", "[-json] <userId>", "refuse the user's URLs signed before now and close their connections"},
-	{"delete-user", "[-dry-run] [-yes] [-json] <userId>", "revoke, stop, then delete the user's objects and items under the purge lock"},
+	{"delete-user", "[-dry-run] [-yes] [-json] <userId>", "revoke, stop, then delete the user's objects, backups and items under the purge lock"},
+	{"list-backups", "[-json] <userId>", "the user's backups: id, when, files, bytes, the sync each captured"},
+	{"restore-backup", "--from <id or time> [-yes] [-json] <userId>", "stop the sandbox, back up the prefix as it is, replace it with the backup; reports what changed"},
 	{"reconcile", "[-json]", "repair the capacity counter from the records and ECS (the cleanup pass's code)"},
 	{"import-bucket", "-source-bucket B [-flat-to userId] [-dry-run] [-json]", "copy a bucket of the original design into users' prefixes"},
 }
@@ -190,13 +192,15 @@ type execution struct {
 }
 
 var dispatch = map[string]func(*runner, *flag.FlagSet) execution{
-	"list":          (*runner).list,
-	"inspect":       (*runner).inspect,
-	"stop":          (*runner).stop,
-	"revoke":        (*runner).revoke,
-	"delete-user":   (*runner).deleteUser,
-	"reconcile":     (*runner).reconcile,
-	"import-bucket": (*runner).importBucket,
+	"list":           (*runner).list,
+	"inspect":        (*runner).inspect,
+	"stop":           (*runner).stop,
+	"revoke":         (*runner).revoke,
+	"delete-user":    (*runner).deleteUser,
+	"list-backups":   (*runner).listBackups,
+	"restore-backup": (*runner).restoreBackup,
+	"reconcile":      (*runner).reconcile,
+	"import-bucket":  (*runner).importBucket,
 }
 
 // oneUser is the check of a command that takes exactly one user id.

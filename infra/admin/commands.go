@@ -240,7 +240,7 @@ func (r *runner) deleteUser(fl *flag.FlagSet) execution {
 		if *asJSON {
 			return r.printJSON(d)
 		}
-		fmt.Fprintf(r.stdout, "%s: deleted %d object(s) and %d item(s); kept %s\n", user, d.DeletedObjects, d.DeletedItems, d.Kept)
+		fmt.Fprintf(r.stdout, "%s: deleted %d object(s), %d backup object(s) and %d item(s); kept %s\n", user, d.DeletedObjects, d.DeletedBackups, d.DeletedItems, d.Kept)
 		return nil
 	}}
 }
@@ -249,6 +249,7 @@ func (r *runner) printPlan(d *ops.Deletion) {
 	fmt.Fprintf(r.stdout, "user %s (%s)\n", d.UserID, r.where)
 	fmt.Fprintf(r.stdout, "sandbox:  %s\n", orDash(d.State))
 	fmt.Fprintf(r.stdout, "objects:  %d under %s (%d bytes)\n", d.Objects, d.Prefix, d.Bytes)
+	fmt.Fprintf(r.stdout, "backups:  %d\n", d.Backups)
 	fmt.Fprintf(r.stdout, "items:    %d: %s\n", len(d.Items), strings.Join(d.Items, ", "))
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sandgate/sandgate/internal/backup"
 	"github.com/sandgate/sandgate/internal/cleanup"
 	"github.com/sandgate/sandgate/internal/objsync"
 	"github.com/sandgate/sandgate/internal/state"
@@ -28,9 +29,13 @@ type Deletion struct {
 	Kept string `json:"kept,omitempty"`
 	// NotBefore is the revocation written (not on a dry run).
 	NotBefore *time.Time `json:"notBefore,omitempty"`
-	// Deleted counts what was deleted: objects and items.
+	// Backups counts the user's backups (manifests in backups/manifests/<id>/).
+	Backups int `json:"backups"`
+	// Deleted counts what was deleted: objects and items; DeletedBackups the user's
+	// manifests and the contents no other backup named.
 	DeletedObjects int `json:"deletedObjects"`
 	DeletedItems   int `json:"deletedItems"`
+	DeletedBackups int `json:"deletedBackups"`
 }
 
 // PlanDeletion says what DeleteUser would delete, changing nothing.
@@ -51,6 +56,11 @@ func (a *Admin) PlanDeletion(ctx context.Context, userID string) (*Deletion, err
 		return nil, fmt.Errorf("plan deletion of %s: %w", userID, err)
 	}
 	d.Prefix, d.Objects, d.Bytes = si.Prefix, si.Objects, si.Bytes
+	refs, err := backup.List(ctx, a.Bucket, userID)
+	if err != nil {
+		return nil, fmt.Errorf("plan deletion of %s: %w", userID, err)
+	}
+	d.Backups = len(refs)
 	keys, err := a.Store.UserItems(ctx, userID)
 	if err != nil {
 		return nil, fmt.Errorf("plan deletion of %s: %w", userID, err)
@@ -64,7 +74,8 @@ func (a *Admin) PlanDeletion(ctx context.Context, userID string) (*Deletion, err
 // DeleteUser erases userID: revokes them (closing their connections, refusing their
 // URLs), stops their sandbox and waits for it (its final sync included, so nothing is
 // written after), then under the purge lock — which refuses any start meanwhile —
-// deletes their prefix and every table item of theirs, the record last. What stays
+// deletes their prefix, their backups (and the contents no other backup names) and
+// every table item of theirs, the record last. What stays
 // is the access item reduced to the revocation (Deletion.Kept), which DynamoDB's TTL
 // removes after every URL it refuses has expired. Nothing of another user is read or
 // written beyond the shared capacity counter, which the stop moves as any stop does.
@@ -121,6 +132,11 @@ func (a *Admin) deleteUser(ctx context.Context, userID string) (*Deletion, error
 	}
 	n, err := objsync.DeletePrefix(ctx, a.Bucket, prefix)
 	d.DeletedObjects = n
+	if err != nil {
+		return d, fmt.Errorf("delete %s: %w", userID, err)
+	}
+	// Before the items: a failure here leaves the purge lock, and a rerun finishes.
+	d.DeletedBackups, err = a.deleteBackups(ctx, userID)
 	if err != nil {
 		return d, fmt.Errorf("delete %s: %w", userID, err)
 	}
