@@ -52,7 +52,12 @@ type hello struct {
 	Help  string `json:"help"`
 }
 
-const help = `send {"type":"note","text":"..."} or "/note <text>" to save a note, {"type":"notes"} or "/notes" to list them; anything else is echoed`
+const help = `send {"type":"note","text":"..."} or "/note <text>" to save a note, {"type":"notes"} or "/notes" to list them, {"type":"forget"} or "/forget" to delete them all; anything else is echoed`
+
+type notesForgotten struct {
+	Type  string `json:"type"` // "notes.forgotten"
+	Count int    `json:"count"`
+}
 
 // ServeHTTP accepts one WebSocket per client connection (the agent opens one upstream
 // per client) and answers its frames until either side closes.
@@ -95,6 +100,8 @@ func (s *Server) handle(typ websocket.MessageType, data []byte) ([]byte, websock
 		switch {
 		case text == "/notes":
 			cmd.Type = "notes"
+		case text == "/forget":
+			cmd.Type = "forget"
 		case strings.HasPrefix(text, "/note "):
 			cmd.Type, cmd.Text = "note", strings.TrimPrefix(text, "/note ")
 		case strings.HasPrefix(text, "{"):
@@ -113,6 +120,12 @@ func (s *Server) handle(typ websocket.MessageType, data []byte) ([]byte, websock
 				return nil, 0, err
 			}
 			return mustJSON(noteList{Type: "notes", Notes: notes}), websocket.MessageText, nil
+		case "forget":
+			n, err := s.forget()
+			if err != nil {
+				return nil, 0, err
+			}
+			return mustJSON(notesForgotten{Type: "notes.forgotten", Count: n}), websocket.MessageText, nil
 		}
 	}
 	return data, typ, nil
@@ -160,6 +173,23 @@ func (s *Server) save(text string) (noteSaved, error) {
 		return noteSaved{}, fmt.Errorf("save note: %w", err)
 	}
 	return noteSaved{Type: "note.saved", Name: name, Count: n}, nil
+}
+
+// forget deletes every note (what a user, or a workload gone wrong, may do; the
+// backups can bring them back) and returns how many it deleted.
+func (s *Server) forget() (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names, err := s.names()
+	if err != nil {
+		return 0, fmt.Errorf("forget notes: %w", err)
+	}
+	for _, n := range names {
+		if err := os.Remove(filepath.Join(s.Dir, NotesDir, n)); err != nil {
+			return 0, fmt.Errorf("forget notes: %w", err)
+		}
+	}
+	return len(names), nil
 }
 
 // names returns the note files' names in the order they were written.

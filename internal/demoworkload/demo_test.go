@@ -111,6 +111,26 @@ func TestServer_NotesPersistInWorkspace(t *testing.T) {
 	}
 }
 
+func TestServer_ForgetDeletesEveryNote(t *testing.T) {
+	dir := t.TempDir()
+	c := dial(t, start(t, dir))
+	for _, n := range []string{"/note one", "/note two"} {
+		c.send(websocket.MessageText, n)
+		c.readJSON()
+	}
+	c.send(websocket.MessageText, "/forget")
+	if m := c.readJSON(); m["type"] != "notes.forgotten" || m["count"] != 2.0 {
+		t.Fatalf("forget: %v", m)
+	}
+	c.send(websocket.MessageText, `{"type":"notes"}`)
+	if m := c.readJSON(); len(m["notes"].([]any)) != 0 {
+		t.Fatalf("notes after forget: %v", m)
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, demoworkload.NotesDir, "*.txt")); len(files) != 0 {
+		t.Fatalf("files: %v", files)
+	}
+}
+
 func TestServer_EchoesOtherFrames(t *testing.T) {
 	c := dial(t, start(t, t.TempDir()))
 	for _, f := range []string{"hello", `{"type":"chat","text":"hi"}`, `{"action":"x"}`, "/notesx"} {

@@ -1,0 +1,175 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/sandgate/sandgate/infra/local/stack"
+	"github.com/sandgate/sandgate/infra/local/testkit"
+	"github.com/sandgate/sandgate/internal/backup"
+	"github.com/sandgate/sandgate/internal/objsync"
+	"github.com/sandgate/sandgate/internal/state"
+	"github.com/sandgate/sandgate/internal/taskenv"
+)
+
+// Backups end to end, on a stack of its own (a cleanup pass reads every record): a
+// user saves notes through the demo workload, the Cleanup function's pass backs the
+// synced prefix up, the sandbox's own credentials cannot read, overwrite or delete
+// that backup, the workload deletes the notes (and the sync deletes them from the
+// prefix), the operator's restore-backup brings them back, and the next sandbox lists
+// them again.
+func TestBackup_SaveForgetRestore_ListsTheNotesAgain(t *testing.T) {
+	t.Parallel()
+	s := testkit.Start(t, func(o *stack.Options) {
+		o.Overrides["SYNC_INTERVAL"] = "1s"
+		noIdleStop(o)
+	})
+	ctx := context.Background()
+	user := "user_backup" + randomHex(4)
+	c := s.DialReady(t, user, coldStart)
+	for _, n := range []string{"/note the first note", "/note the second note"} {
+		c.Send(n)
+		c.Next(reply, "saved", func(f string) bool { return strings.Contains(f, `"note.saved"`) })
+	}
+	s.NotesSynced(t, user, 2, reply)
+	synced := func(files int) {
+		t.Helper()
+		testkit.Eventually(t, reply, func() bool { m := s.Marker(t, user); return m != nil && m.Files == files },
+			func() string { return fmt.Sprintf("the marker never counted %d files", files) })
+	}
+	synced(2)
+
+	// The scheduled pass, as the Cleanup function runs it under its role.
+	sum := invokeCleanup(t, s, "CleanupFunction")
+	if b := sum.Backups; b == nil || b.BackedUp != 1 || b.Errors != 0 || b.Copied != 2 {
+		t.Fatalf("cleanup: %+v, backups %+v; want the user's two notes backed up", sum, sum.Backups)
+	}
+	refs, err := backup.List(ctx, s.Objects(), user)
+	if err != nil || len(refs) != 1 {
+		t.Fatalf("backups: %v, %v", refs, err)
+	}
+	m, err := backup.Load(ctx, s.Objects(), refs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second pass: nothing synced since, nothing copied.
+	if sum := invokeCleanup(t, s, "CleanupFunction"); sum.Backups.Unchanged != 1 || sum.Backups.Copied != 0 {
+		t.Fatalf("second pass: backups %+v; want unchanged", sum.Backups)
+	}
+
+	// Every credential the sandbox can obtain: its vended session (what the agent
+	// holds; the workload holds none, TestHostile_*) and its task role.
+	rec := s.Running(t, user, reply)
+	taskID := rec.TaskARN[strings.LastIndex(rec.TaskARN, "/")+1:]
+	attackBackups(t, s, user, m, map[string]aws.Config{
+		"the sandbox's vended session": s.SandboxSession(t, user, taskID),
+		"the task role":                s.TaskRoleSession(t, taskID),
+	})
+
+	// The workload deletes the notes and writes another (the sync never empties a
+	// prefix from an empty workspace); the sync deletes them from the prefix.
+	c.Send("/forget")
+	c.Next(reply, "forgotten", func(f string) bool { return strings.Contains(f, `"notes.forgotten","count":2`) })
+	c.Send("/note written after the loss")
+	c.Next(reply, "saved", func(f string) bool { return strings.Contains(f, `"note.saved"`) })
+	synced(1)
+
+	a := s.Admin(ctx, quietLog())
+	res, err := a.RestoreBackup(ctx, user, refs[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var notes []string
+	for _, e := range m.Entries {
+		if strings.HasPrefix(e.Path, "notes/") && e.Type == "file" {
+			notes = append(notes, e.Path)
+		}
+	}
+	changed := slices.Sorted(slices.Values(append(slices.Clone(res.Added), res.Replaced...)))
+	if !slices.Equal(changed, notes) || len(res.Deleted)+len(res.Replaced) != 1 || res.Undo == "" || res.Stopped == "" {
+		t.Fatalf("restore: %+v; want the notes %v back, the later note gone, the sandbox stopped first, an undo backup", res, notes)
+	}
+	if sb := s.Stopped(t, user, reply); sb.State != state.Stopped {
+		t.Fatalf("after the restore: %+v", sb)
+	}
+	rows, err := a.ListBackups(ctx, user)
+	if err != nil || len(rows) != 2 || rows[1].ID != res.Undo || rows[1].Files != 1 {
+		t.Fatalf("list-backups after the restore: %+v, %v; want the undo backup (the later note) kept", rows, err)
+	}
+
+	// A new sandbox restores the prefix and lists the notes again.
+	c2 := s.DialReady(t, user, coldStart)
+	c2.Send("/notes")
+	f := c2.Next(reply, "the notes", func(f string) bool { return strings.Contains(f, `"type":"notes"`) })
+	var list struct{ Notes []string }
+	if err := json.Unmarshal([]byte(f), &list); err != nil || !slices.Equal(list.Notes, []string{"the first note", "the second note"}) {
+		t.Fatalf("notes after the restore: %s (%v)", f, err)
+	}
+}
+
+// attackBackups has each credential try to list, read, overwrite and delete the
+// user's backup, by key, by copy either way, by batch and by multipart; every attempt
+// must be refused, and the backup must verify unchanged after.
+func attackBackups(t *testing.T, s *testkit.Stack, user string, m *backup.Manifest, creds map[string]aws.Config) {
+	t.Helper()
+	ctx := context.Background()
+	refs, _ := backup.List(ctx, s.Objects(), user)
+	manifest := refs[0].Key
+	content := backup.ObjectKey(m.Entries[0].SHA256)
+	own := taskenv.UserPrefix(user) + objsync.FilesDir + m.Entries[0].Path
+	b := aws.String(s.Bucket)
+	for who, cfg := range creds {
+		cl := s.StorageAs(cfg.Credentials)
+		denied := func(what string, err error) {
+			t.Helper()
+			if code := testkit.ErrorCode(err); code != "AccessDenied" && testkit.StatusCode(err) != http.StatusForbidden {
+				t.Errorf("%s: %s: %v, want AccessDenied", who, what, err)
+			}
+		}
+		for _, p := range []string{backup.Root, backup.ManifestsDir + user + "/", backup.ObjectsDir, ""} {
+			_, err := cl.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: b, Prefix: aws.String(p)})
+			denied("ListObjectsV2 "+p, err)
+		}
+		_, err := cl.GetObject(ctx, &s3.GetObjectInput{Bucket: b, Key: aws.String(manifest)})
+		denied("GetObject of its manifest", err)
+		_, err = cl.HeadObject(ctx, &s3.HeadObjectInput{Bucket: b, Key: aws.String(content)})
+		denied("HeadObject of a backed-up content", err)
+		_, err = cl.GetObject(ctx, &s3.GetObjectInput{Bucket: b, Key: aws.String(content)})
+		denied("GetObject of a backed-up content", err)
+		_, err = cl.PutObject(ctx, &s3.PutObjectInput{Bucket: b, Key: aws.String(manifest), Body: strings.NewReader(`{"version":1}`)})
+		denied("PutObject over its manifest", err)
+		_, err = cl.PutObject(ctx, &s3.PutObjectInput{Bucket: b, Key: aws.String(content), Body: strings.NewReader("tampered")})
+		denied("PutObject over a content", err)
+		_, err = cl.CopyObject(ctx, &s3.CopyObjectInput{Bucket: b, Key: aws.String(content), CopySource: aws.String(s.Bucket + "/" + own)})
+		denied("CopyObject of its own file over a content", err)
+		_, err = cl.CopyObject(ctx, &s3.CopyObjectInput{Bucket: b, Key: aws.String(own + ".stolen"), CopySource: aws.String(s.Bucket + "/" + manifest)})
+		denied("CopyObject of its manifest into its own prefix", err)
+		_, err = cl.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: b, Key: aws.String(content)})
+		denied("CreateMultipartUpload over a content", err)
+		_, err = cl.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: b, Key: aws.String(manifest)})
+		denied("DeleteObject of its manifest", err)
+		out, err := cl.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: b, Delete: &s3types.Delete{Objects: []s3types.ObjectIdentifier{
+			{Key: aws.String(manifest)}, {Key: aws.String(content)}, {Key: aws.String(backup.LockKey)}}}})
+		if err == nil && len(out.Errors) != 3 {
+			t.Errorf("%s: DeleteObjects of its backup: %d of 3 keys refused", who, len(out.Errors))
+		} else if err != nil {
+			denied("DeleteObjects of its backup", err)
+		}
+	}
+	got, err := backup.Load(ctx, s.Objects(), refs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := backup.Verify(ctx, s.Objects(), got); err != nil || got.Files != m.Files {
+		t.Fatalf("the backup after the attacks: %v", err)
+	}
+}
