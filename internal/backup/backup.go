@@ -9,16 +9,24 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/objsync"
 )
 
+// DefaultConcurrency is how many requests one backup has in flight: server-side copies
+// cost the caller no bandwidth, so their latency is what bounds a backup.
+const DefaultConcurrency = 16
+
 // Backer makes backups. Store is required.
 type Backer struct {
 	Store Store
 	Log   *slog.Logger
+	// Concurrency is DefaultConcurrency when zero.
+	Concurrency int
 	// Now is the clock manifests are named by (time.Now when nil).
 	Now func() time.Time
 }
@@ -57,6 +65,42 @@ func (b *Backer) now() time.Time {
 		return b.Now()
 	}
 	return time.Now()
+}
+
+// parallel runs fn(0..n-1) on at most Concurrency goroutines and returns the first
+// error; after one, no further call starts.
+func (b *Backer) parallel(ctx context.Context, n int, fn func(ctx context.Context, i int) error) error {
+	workers := b.Concurrency
+	if workers <= 0 {
+		workers = DefaultConcurrency
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
+	for range min(workers, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if err := fn(ctx, i); err != nil {
+					cancel(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return ctx.Err()
 }
 
 func (b *Backer) log() *slog.Logger {
@@ -139,60 +183,86 @@ func (b *Backer) Backup(ctx context.Context, l *Lock, userID string, opts Option
 	if err != nil {
 		return res, fmt.Errorf("back up %s: list: %w", userID, err)
 	}
-	m := &Manifest{Version: manifestVersion, UserID: userID, Marker: marker, MarkerETag: markerInfo.ETag, Reason: opts.Reason}
-	for _, o := range objs {
+	m := &Manifest{Version: manifestVersion, UserID: userID, Marker: marker, MarkerETag: markerInfo.ETag, Reason: opts.Reason,
+		Entries: make([]Entry, len(objs))}
+	var look []int // entries the newest backup does not describe: a HEAD each
+	for i, o := range objs {
 		// To the second: a GET's Last-Modified header has no finer grain than that.
 		if !opts.Locked && o.LastModified.Truncate(time.Second).After(markerInfo.LastModified.Truncate(time.Second)) {
 			return res, fmt.Errorf("back up %s: %w: %s is newer than the marker (a sync is in progress or failed)", userID, ErrChanged, o.Key)
 		}
-		rel, isDir := strings.CutPrefix(o.Key, prefix+objsync.FilesDir)
-		rel, isDir = strings.CutSuffix(rel, "/")
-		e, ok := prev[rel]
-		if !ok || e.ETag != o.ETag || !e.LastModified.Equal(o.LastModified) || e.Size != o.Size {
-			res.Requests++
-			if e, err = describe(ctx, b.Store, o, rel, isDir); err != nil {
-				if errors.Is(err, objsync.ErrNotFound) {
-					return res, fmt.Errorf("back up %s: %w: %s was deleted", userID, ErrChanged, o.Key)
-				}
-				return res, fmt.Errorf("back up %s: %w", userID, err)
-			}
+		rel := strings.TrimSuffix(strings.TrimPrefix(o.Key, prefix+objsync.FilesDir), "/")
+		if e, ok := prev[rel]; ok && e.ETag == o.ETag && e.LastModified.Equal(o.LastModified) && e.Size == o.Size {
+			m.Entries[i] = e
+			continue
 		}
-		m.Entries = append(m.Entries, e)
+		look = append(look, i)
+	}
+	var requests atomic.Int64
+	err = b.parallel(ctx, len(look), func(ctx context.Context, j int) error {
+		i := look[j]
+		o := objs[i]
+		rel, isDir := strings.CutSuffix(strings.TrimPrefix(o.Key, prefix+objsync.FilesDir), "/")
+		requests.Add(1)
+		e, err := describe(ctx, b.Store, o, rel, isDir)
+		if errors.Is(err, objsync.ErrNotFound) {
+			return fmt.Errorf("%w: %s was deleted", ErrChanged, o.Key)
+		}
+		m.Entries[i] = e
+		return err
+	})
+	res.Requests += int(requests.Swap(0))
+	if err != nil {
+		return res, fmt.Errorf("back up %s: %w", userID, err)
+	}
+	var ensure []Entry // one entry per content not known to be stored
+	seen := map[string]bool{}
+	for _, e := range m.Entries {
 		if e.Type != typeDir {
 			m.Files++
 			m.Bytes += e.Size
+			if !opts.Known[e.SHA256] && !seen[e.SHA256] {
+				seen[e.SHA256] = true
+				ensure = append(ensure, e)
+			}
 		}
 	}
 	if !opts.Locked && (m.Files != marker.Files || m.Bytes != marker.Bytes) {
 		return res, fmt.Errorf("back up %s: %w: %d files, %d bytes listed; the marker says %d, %d (a sync is in progress or failed)",
 			userID, ErrChanged, m.Files, m.Bytes, marker.Files, marker.Bytes)
 	}
-	for _, e := range m.Entries {
-		if e.Type == typeDir || opts.Known[e.SHA256] {
-			continue
-		}
+	var copied, copiedBytes atomic.Int64
+	err = b.parallel(ctx, len(ensure), func(ctx context.Context, j int) error {
+		e := ensure[j]
 		if err := l.Check(); err != nil {
-			return res, fmt.Errorf("back up %s: %w", userID, err)
+			return err
 		}
-		res.Requests++
+		requests.Add(1)
 		info, err := b.Store.Head(ctx, ObjectKey(e.SHA256))
 		switch {
 		case err == nil && info.Size == e.Size:
-		case err == nil || errors.Is(err, objsync.ErrNotFound):
-			// Absent (or a wrong size: a corrupt copy, replaced by this one).
-			res.Requests++
-			err := b.Store.Copy(ctx, objsync.CopyInput{Src: prefix + objsync.FilesDir + e.Path, Dst: ObjectKey(e.SHA256), Size: e.Size, SrcIfMatch: e.ETag})
-			if errors.Is(err, objsync.ErrPrecondition) || errors.Is(err, objsync.ErrNotFound) {
-				return res, fmt.Errorf("back up %s: %w: %s changed", userID, ErrChanged, e.Path)
-			}
-			if err != nil {
-				return res, fmt.Errorf("back up %s: %w", userID, err)
-			}
-			res.Copied++
-			res.CopiedBytes += e.Size
-		default:
-			return res, fmt.Errorf("back up %s: %w", userID, err)
+			return nil
+		case err != nil && !errors.Is(err, objsync.ErrNotFound):
+			return err
 		}
+		// Absent (or a wrong size: a corrupt copy, replaced by this one).
+		requests.Add(1)
+		err = b.Store.Copy(ctx, objsync.CopyInput{Src: prefix + objsync.FilesDir + e.Path, Dst: ObjectKey(e.SHA256), Size: e.Size, SrcIfMatch: e.ETag})
+		if errors.Is(err, objsync.ErrPrecondition) || errors.Is(err, objsync.ErrNotFound) {
+			return fmt.Errorf("%w: %s changed", ErrChanged, e.Path)
+		}
+		if err == nil {
+			copied.Add(1)
+			copiedBytes.Add(e.Size)
+		}
+		return err
+	})
+	res.Requests += int(requests.Load())
+	res.Copied, res.CopiedBytes = int(copied.Load()), copiedBytes.Load()
+	if err != nil {
+		return res, fmt.Errorf("back up %s: %w", userID, err)
+	}
+	for _, e := range ensure {
 		opts.Known[e.SHA256] = true
 	}
 	if !opts.Locked {

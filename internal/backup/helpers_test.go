@@ -29,6 +29,8 @@ type env struct {
 	// failAfter, when > 0, makes every PUT after that many copies answer 500.
 	failAfter atomic.Int64
 	faulted   sync.Once
+	mu        sync.Mutex
+	before    sync.WaitGroup // the copies before the fault
 }
 
 func newEnv(t *testing.T) *env {
@@ -41,7 +43,18 @@ func newEnv(t *testing.T) *env {
 	e := &env{srv: srv, clock: testkit.NewClock()}
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPut && r.Header.Get("X-Amz-Copy-Source") != "" {
-			if n := e.copies.Add(1); e.failAfter.Load() > 0 && n > e.failAfter.Load() {
+			e.mu.Lock()
+			n := e.copies.Add(1)
+			first := e.failAfter.Load() > 0 && n <= e.failAfter.Load()
+			if first {
+				e.before.Add(1)
+			}
+			e.mu.Unlock()
+			if first {
+				defer e.before.Done()
+			} else if e.failAfter.Load() > 0 {
+				// Copies run in parallel: the first ones finish before S3 starts failing.
+				e.before.Wait()
 				e.faulted.Do(func() {
 					if err := srv.Faults.Inject(s3local.Fault{Method: http.MethodPut, Status: http.StatusInternalServerError}); err != nil {
 						t.Error(err)
