@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sandgate/sandgate/internal/backup"
+	"github.com/sandgate/sandgate/internal/cleanup"
 	"github.com/sandgate/sandgate/internal/objsync"
 )
 
@@ -64,7 +65,7 @@ func TestCleaner_Run_BacksUpChangedPrefixesForgetsPurged(t *testing.T) {
 	e.db.Clock.Advance(91 * day)
 	e.stopped(t, "user_new") // active again
 	sum = e.run(t)
-	if sum.Purged != 1 || sum.Backups.Forgotten != 1 || sum.Backups.Swept != 3 || sum.Errors != 0 {
+	if sum.Purged != 1 || sum.Backups.Forgotten != 1 || sum.Backups.Swept != 3 || sum.Backups.Users != 1 || sum.Errors != 0 {
 		t.Fatalf("purging pass: %+v, backups %+v; want user_old's backup and its 3 contents gone", sum, sum.Backups)
 	}
 	if refs, err := backup.List(ctx, e.bucket, "user_old"); err != nil || len(refs) != 0 {
@@ -72,5 +73,11 @@ func TestCleaner_Run_BacksUpChangedPrefixesForgetsPurged(t *testing.T) {
 	}
 	if refs, err := backup.List(ctx, e.bucket, "user_new"); err != nil || len(refs) != 1 {
 		t.Fatalf("kept user's backups: %v, %v", refs, err)
+	}
+	// A user idle past BackupLookback is not looked at: no request for them (what
+	// remains is the pass's lock and its daily sweep).
+	e.db.Clock.Advance(cleanup.BackupLookback + time.Minute)
+	if sum = e.run(t); sum.Backups.Users != 0 {
+		t.Fatalf("idle pass: backups %+v; want no user considered", sum.Backups)
 	}
 }

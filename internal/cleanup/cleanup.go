@@ -168,8 +168,9 @@ type pass struct {
 	pool map[string]state.PoolTask
 	// cutoff is now minus the retention: activity before it is old enough to purge.
 	cutoff time.Time
-	// users are the users of every record but a PURGING one (whose backups step
-	// considers them); purged are those whose data this pass deleted.
+	// users are the users the backup step considers: a live sandbox, or a record
+	// active within BackupLookback, never a PURGING one; purged are those whose data
+	// this pass deleted.
 	users, purged []string
 }
 
@@ -188,7 +189,7 @@ func (c *Cleaner) Run(ctx context.Context) (Summary, error) {
 	now := c.now()
 	p := &pass{live: map[string]*state.Sandbox{}, sum: Summary{DryRun: c.DryRun, Capacity: -1}, cutoff: now.Add(-c.Retention)}
 	err := c.Store.ListSandboxes(ctx, func(sb *state.Sandbox) error {
-		if sb.State != state.Purging {
+		if sb.State != state.Purging && (sb.Live(now) || recentlyActive(sb, now.Add(-BackupLookback))) {
 			p.users = append(p.users, sb.UserID)
 		}
 		switch {
@@ -245,6 +246,18 @@ func (c *Cleaner) Run(ctx context.Context) (Summary, error) {
 		return p.sum, fmt.Errorf("cleanup: %d failures: %w", len(p.errs), errors.Join(p.errs...))
 	}
 	return p.sum, nil
+}
+
+// BackupLookback is how long after its last sign of life a user's prefix is still
+// checked for a backup: a sandbox's final sync precedes its STOPPED record's state
+// time, so a day covers every sync with room for passes deferred or busy. Past it an
+// idle user costs no request at all.
+const BackupLookback = 24 * time.Hour
+
+// recentlyActive reports whether the record shows activity, a heartbeat or a state
+// change since since.
+func recentlyActive(sb *state.Sandbox, since time.Time) bool {
+	return sb.LastActivity.After(since) || sb.StateSince.After(since) || sb.HeartbeatAt.After(since)
 }
 
 // isInactive applies the rule AcquirePurgeIfInactive's condition applies again to the
