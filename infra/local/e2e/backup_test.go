@@ -15,6 +15,7 @@ import (
 
 	"github.com/sandgate/sandgate/infra/local/stack"
 	"github.com/sandgate/sandgate/infra/local/testkit"
+	ops "github.com/sandgate/sandgate/internal/admin"
 	"github.com/sandgate/sandgate/internal/backup"
 	"github.com/sandgate/sandgate/internal/objsync"
 	"github.com/sandgate/sandgate/internal/state"
@@ -83,10 +84,17 @@ func TestBackup_SaveForgetRestore_ListsTheNotesAgain(t *testing.T) {
 	c.Next(reply, "saved", func(f string) bool { return strings.Contains(f, `"note.saved"`) })
 	synced(1)
 
-	a := s.Admin(ctx, quietLog())
-	res, err := a.RestoreBackup(ctx, user, refs[0].ID)
-	if err != nil {
-		t.Fatal(err)
+	// The operator's command, as make admin runs it.
+	out, _ := mustAdmin(t, s, "list-backups", user)
+	t.Logf("list-backups:\n%s", out)
+	if _, errOut, code := admin(t, s, "", "restore-backup", "--from", "2020-01-01T00:00:00Z", "-yes", user); code != 1 || !strings.Contains(errOut, "no backup made at or before") {
+		t.Fatalf("restore-backup of a time before any backup: exit %d, %s", code, errOut)
+	}
+	out, errOut := mustAdmin(t, s, "restore-backup", "--from", refs[0].ID, "-yes", "-json", user)
+	auditLine(t, errOut, "restore-backup", user)
+	var res ops.Restored
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("restore-backup -json: %v\n%s", err, out)
 	}
 	var notes []string
 	for _, e := range m.Entries {
@@ -101,10 +109,12 @@ func TestBackup_SaveForgetRestore_ListsTheNotesAgain(t *testing.T) {
 	if sb := s.Stopped(t, user, reply); sb.State != state.Stopped {
 		t.Fatalf("after the restore: %+v", sb)
 	}
-	rows, err := a.ListBackups(ctx, user)
+	rows, err := s.Admin(ctx, quietLog()).ListBackups(ctx, user)
 	if err != nil || len(rows) != 2 || rows[1].ID != res.Undo || rows[1].Files != 1 {
 		t.Fatalf("list-backups after the restore: %+v, %v; want the undo backup (the later note) kept", rows, err)
 	}
+	out, _ = mustAdmin(t, s, "list-backups", user)
+	t.Logf("list-backups after the restore:\n%s", out)
 
 	// A new sandbox restores the prefix and lists the notes again.
 	c2 := s.DialReady(t, user, coldStart)
@@ -113,6 +123,18 @@ func TestBackup_SaveForgetRestore_ListsTheNotesAgain(t *testing.T) {
 	var list struct{ Notes []string }
 	if err := json.Unmarshal([]byte(f), &list); err != nil || !slices.Equal(list.Notes, []string{"the first note", "the second note"}) {
 		t.Fatalf("notes after the restore: %s (%v)", f, err)
+	}
+
+	// The restore undone, from the backup it kept: the running sandbox stopped first.
+	out, _ = mustAdmin(t, s, "restore-backup", "--from", res.Undo, "-yes", user)
+	t.Logf("restore-backup (undo):\n%s", out)
+	for _, want := range []string{"restored backup " + res.Undo, "- " + notes[0], "- " + notes[1], "to undo: restore-backup --from "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("undo output lacks %q", want)
+		}
+	}
+	if got := string(s.Object(t, user, notes[0])); got != "" {
+		t.Errorf("after the undo the first note is %q in the bucket", got)
 	}
 }
 
