@@ -184,6 +184,6 @@ undeploy: ## stop every sandbox gracefully, then sam delete the stack: make unde
 # (the operator's own credentials), or the local one with -local. Built first, so a
 # failed command exits 1 without go run's noise.
 .PHONY: admin
-admin: ## operate a stack: make admin ARGS="[-local] list | inspect <userId> | stop -wait <userId> | revoke <userId> | delete-user <userId> | reconcile | import-bucket …"
+admin: ## operate a stack: make admin ARGS="[-local] list | inspect <userId> | stop -wait <userId> | revoke <userId> | delete-user <userId> | list-backups <userId> | restore-backup --from <id> <userId> | reconcile | import-bucket …"
 	@$(GO) build -o $(BUILD)/admin ./infra/admin/cmd
 	@$(BUILD)/admin $(ARGS)

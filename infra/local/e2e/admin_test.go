@@ -429,7 +429,7 @@ func TestAdmin_DeleteUserLeavesNothingOfTheirs(t *testing.T) {
 	clients[kept].Note("after the deletion", reply)
 	s.ExactCapacity(t, 1)
 
-	if out, _ := mustAdmin(t, s, "delete-user", "-yes", gone); !strings.Contains(out, "deleted 0 object(s) and 0 item(s)") {
+	if out, _ := mustAdmin(t, s, "delete-user", "-yes", gone); !strings.Contains(out, "deleted 0 object(s), 0 backup object(s) and 0 item(s)") {
 		t.Errorf("a second delete-user:\n%s", out)
 	}
 }
