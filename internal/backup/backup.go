@@ -321,7 +321,7 @@ func describe(ctx context.Context, s Store, o objsync.ObjectInfo, rel string, is
 		e.Meta = withType(info.Meta, typeFile)
 	}
 	if (e.Type == typeDir) != isDir || (!isDir && !validSum(e.SHA256)) {
-		return Entry{}, fmt.Errorf("%s: no usable sha256 or type in its metadata (not written by a sync): cannot be backed up by content", o.Key)
+		return Entry{}, fmt.Errorf("%w: %s (type %q, not written by a sync): its content has no key", ErrUnhashed, o.Key, e.Type)
 	}
 	return e, nil
 }

@@ -357,3 +357,33 @@ func TestRetention_Expired(t *testing.T) {
 		t.Fatalf("the newest expired: %v", got)
 	}
 }
+
+// An object no sync wrote (no sha256 in its metadata) keeps its user out of the
+// backups, counted and logged, not an error of the pass.
+func TestPass_Run_ObjectWithoutHashCountedNotFailed(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	w := newWorkspace(t, e.bucket, user)
+	w.write(notes)
+	w.sync()
+	prefix, _ := objsync.UserPrefix(user)
+	// Written by another tool, and counted by a marker written after it.
+	if _, err := e.bucket.Put(ctx, objsync.PutInput{Key: prefix + objsync.FilesDir + "imported.txt", Body: strings.NewReader("from elsewhere"), Size: 14}); err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, body := range notes {
+		total += int64(len(body))
+	}
+	mkey, mbody, mmeta, err := objsync.MarkerObject(prefix, objsync.Marker{Generation: 1, Time: time.Now(), Files: len(notes) + 1, Bytes: total + 14})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.bucket.Put(ctx, objsync.PutInput{Key: mkey, Body: strings.NewReader(string(mbody)), Size: int64(len(mbody)), Meta: mmeta}); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := e.pass(backup.Retention{}).Run(ctx, []string{user})
+	if err != nil || sum.Unhashed != 1 || sum.Errors != 0 || sum.BackedUp != 0 {
+		t.Fatalf("pass: %+v, %v; want the user counted unhashed", sum, err)
+	}
+}

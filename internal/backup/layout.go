@@ -53,6 +53,10 @@ var (
 	ErrChanged = errors.New("the prefix changed during the backup; nothing kept")
 	// ErrNoMarker: the prefix has no marker: no sync ever finished, nothing to back up.
 	ErrNoMarker = errors.New("no finished sync (no marker) to back up")
+	// ErrUnhashed: an object of the prefix has no SHA-256 in its metadata (written by
+	// another tool, never rewritten by a sync), so its content has no key: the user is
+	// not backed up until a sync or an import rewrites it.
+	ErrUnhashed = errors.New("an object has no sha256 in its metadata")
 	// ErrNotFound: no backup matches.
 	ErrNotFound = errors.New("no such backup")
 	// ErrCorrupt: a manifest, or an object it names, is missing or not what it says.

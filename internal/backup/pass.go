@@ -41,8 +41,10 @@ type Summary struct {
 	// Deferred counts users whose prefix changed during their backup (a sync ran):
 	// no manifest, the next pass tries again.
 	Deferred int `json:"deferred"`
-	// NoMarker counts users with nothing synced yet.
+	// NoMarker counts users with nothing synced yet; Unhashed users with an object no
+	// sync wrote (ErrUnhashed), who are not backed up.
 	NoMarker    int   `json:"noMarker"`
+	Unhashed    int   `json:"unhashed"`
 	Copied      int   `json:"copied"`
 	CopiedBytes int64 `json:"copiedBytes"`
 	Expired     int   `json:"expired"`
@@ -124,6 +126,10 @@ func (p *Pass) RunForgetting(ctx context.Context, users, forget []string) (Summa
 			sum.BackedUp++
 		case errors.Is(err, ErrNoMarker):
 			sum.NoMarker++
+			continue
+		case errors.Is(err, ErrUnhashed):
+			sum.Unhashed++
+			log.Warn("user not backed up: an object of theirs has no sha256", logging.UserID, u, logging.Error, err.Error())
 			continue
 		case errors.Is(err, ErrChanged):
 			sum.Deferred++

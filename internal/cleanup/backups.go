@@ -43,7 +43,7 @@ func (c *Cleaner) backups(ctx context.Context, p *pass) {
 		p.fail(fmt.Errorf("backups: %w", err))
 	}
 	c.Log.InfoContext(ctx, "backups done", "users", sum.Users, "backedUp", sum.BackedUp, "unchanged", sum.Unchanged,
-		"deferred", sum.Deferred, "copied", sum.Copied, "copiedBytes", sum.CopiedBytes, "expired", sum.Expired,
+		"deferred", sum.Deferred, "unhashed", sum.Unhashed, "copied", sum.Copied, "copiedBytes", sum.CopiedBytes, "expired", sum.Expired,
 		"swept", sum.Swept, "requests", sum.Requests, "busy", sum.Busy, logErrors, sum.Errors)
 	if err != nil {
 		c.Log.ErrorContext(ctx, "backups stopped", logging.Error, err.Error())

@@ -1,15 +1,20 @@
 package e2e_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
@@ -149,12 +154,19 @@ func attackBackups(t *testing.T, s *testkit.Stack, user string, m *backup.Manife
 	content := backup.ObjectKey(m.Entries[0].SHA256)
 	own := taskenv.UserPrefix(user) + objsync.FilesDir + m.Entries[0].Path
 	b := aws.String(s.Bucket)
+	ownRead := 0 // not vacuous: the sandbox's storage credential does reach its own prefix
 	for who, cfg := range creds {
 		cl := s.StorageAs(cfg.Credentials)
+		if out, err := cl.GetObject(ctx, &s3.GetObjectInput{Bucket: b, Key: aws.String(own)}); err == nil {
+			out.Body.Close()
+			ownRead++
+		}
 		denied := func(what string, err error) {
 			t.Helper()
-			if code := testkit.ErrorCode(err); code != "AccessDenied" && testkit.StatusCode(err) != http.StatusForbidden {
-				t.Errorf("%s: %s: %v, want AccessDenied", who, what, err)
+			// S3's IAM answers 403 AccessDenied; R2 answers a path outside a temporary
+			// credential's with 403, an AWS key it does not know with 401 Unauthorized.
+			if code := testkit.StatusCode(err); code != http.StatusForbidden && code != http.StatusUnauthorized {
+				t.Errorf("%s: %s: %v (%s), want refused", who, what, err, testkit.ErrorCode(err))
 			}
 		}
 		for _, p := range []string{backup.Root, backup.ManifestsDir + user + "/", backup.ObjectsDir, ""} {
@@ -187,6 +199,9 @@ func attackBackups(t *testing.T, s *testkit.Stack, user string, m *backup.Manife
 			denied("DeleteObjects of its backup", err)
 		}
 	}
+	if ownRead == 0 {
+		t.Error("no credential read even its own file: the refusals prove nothing")
+	}
 	got, err := backup.Load(ctx, s.Objects(), refs[0])
 	if err != nil {
 		t.Fatal(err)
@@ -194,4 +209,62 @@ func attackBackups(t *testing.T, s *testkit.Stack, user string, m *backup.Manife
 	if err := backup.Verify(ctx, s.Objects(), got); err != nil || got.Files != m.Files {
 		t.Fatalf("the backup after the attacks: %v", err)
 	}
+}
+
+// In R2 mode the same attempts with what the vendor hands a sandbox there — its AWS
+// session and its R2 temporary credentials for users/<id>/ — are refused as well: the
+// backups area is outside every path a sandbox's credential names.
+func TestR2_SandboxCredentials_CannotReachBackups(t *testing.T) {
+	t.Parallel()
+	s := r2apps.Get(t)
+	ctx := context.Background()
+	f := newVictim(t, s)
+	// The attacker's prefix as a finished sync leaves it, backed up with the parent key
+	// (as the Cleanup function does in R2 mode).
+	store := s.Objects()
+	prefix := taskenv.UserPrefix(f.attacker)
+	body := []byte("the attacker's own note")
+	sum := sha256.Sum256(body)
+	key, meta, err := objsync.FileObject(prefix, "notes/mine.txt", 0o644, time.Now(), hex.EncodeToString(sum[:]), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Put(ctx, objsync.PutInput{Key: key, Body: bytes.NewReader(body), Size: int64(len(body)), Meta: meta}); err != nil {
+		t.Fatal(err)
+	}
+	mkey, mbody, mmeta, err := objsync.MarkerObject(prefix, objsync.Marker{Generation: 1, Time: time.Now(), Files: 1, Bytes: int64(len(body))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Put(ctx, objsync.PutInput{Key: mkey, Body: bytes.NewReader(mbody), Size: int64(len(mbody)), Meta: mmeta}); err != nil {
+		t.Fatal(err)
+	}
+	b := &backup.Backer{Store: store}
+	l, err := backup.AcquireWait(ctx, store, "test", 0, time.Minute, 100*time.Millisecond, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Backup(ctx, l, f.attacker, backup.Options{Reason: "test"})
+	if rerr := l.Release(ctx); err != nil || rerr != nil {
+		t.Fatalf("backup: %v, %v", err, rerr)
+	}
+	ref, err := backup.Find(ctx, store, f.attacker, res.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := backup.Load(ctx, store, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := vendAs(t, s, s.TaskRoleSession(t, f.task), vendRequest(f.lease))
+	if err != nil || creds.Storage == nil {
+		t.Fatalf("the attacker's own task: %+v, %v", creds, err)
+	}
+	r2 := s.AWS.Copy()
+	r2.Credentials = credentials.NewStaticCredentialsProvider(creds.Storage.AccessKeyID, creds.Storage.SecretAccessKey, creds.Storage.SessionToken)
+	attackBackups(t, s, f.attacker, m, map[string]aws.Config{
+		"the R2 temporary credentials": r2,
+		"the vended AWS session":       sessionOf(s, creds),
+		"the task role":                s.TaskRoleSession(t, f.task),
+	})
 }
