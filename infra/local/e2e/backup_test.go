@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
+	"github.com/sandgate/sandgate/infra/local/s3local"
 	"github.com/sandgate/sandgate/infra/local/stack"
 	"github.com/sandgate/sandgate/infra/local/testkit"
 	ops "github.com/sandgate/sandgate/internal/admin"
@@ -28,8 +29,8 @@ import (
 )
 
 // Backups end to end, on a stack of its own (a cleanup pass reads every record): a
-// user saves notes through the demo workload, the Cleanup function's pass backs the
-// synced prefix up, the sandbox's own credentials cannot read, overwrite or delete
+// user saves notes through the demo workload, a Cleanup pass with S3 failing leaves
+// no manifest, the next one backs the synced prefix up, the sandbox's own credentials cannot read, overwrite or delete
 // that backup, the workload deletes the notes (and the sync deletes them from the
 // prefix), the operator's restore-backup brings them back, and the next sandbox lists
 // them again.
@@ -54,8 +55,22 @@ func TestBackup_SaveForgetRestore_ListsTheNotesAgain(t *testing.T) {
 	}
 	synced(2)
 
-	// The scheduled pass, as the Cleanup function runs it under its role.
+	// S3 failing mid-backup (every HEAD after the lock, the marker and the listing, on
+	// every retry): the pass's backup of the user fails and leaves no manifest.
+	if err := s.S3.Faults.Inject(s3local.Fault{Method: http.MethodHead, Status: http.StatusInternalServerError}); err != nil {
+		t.Fatal(err)
+	}
 	sum := invokeCleanup(t, s, "CleanupFunction")
+	s.S3.Faults.Clear()
+	if b := sum.Backups; b == nil || b.Errors != 1 || b.BackedUp != 0 || s.S3.Faults.Injected() == 0 {
+		t.Fatalf("cleanup with S3 failing: %+v, backups %+v; want the user's backup failed", sum, sum.Backups)
+	}
+	if keys := s.Keys(t, backup.ManifestsDir); len(keys) != 0 {
+		t.Fatalf("a failed backup left manifests: %v", keys)
+	}
+
+	// The scheduled pass, as the Cleanup function runs it under its role.
+	sum = invokeCleanup(t, s, "CleanupFunction")
 	if b := sum.Backups; b == nil || b.BackedUp != 1 || b.Errors != 0 || b.Copied != 2 {
 		t.Fatalf("cleanup: %+v, backups %+v; want the user's two notes backed up", sum, sum.Backups)
 	}
