@@ -7,11 +7,10 @@ import (
 	"time"
 
 	"github.com/sandgate/sandgate/internal/backup"
-	"github.com/sandgate/sandgate/internal/state"
 )
 
-// DefaultBackupLockWait bounds the wait for the backups area's lock, which a cleanup
-// pass holds for its backup step (at most its 5-minute run).
+// DefaultBackupLockWait bounds delete-user's wait for the backups area's lock, which a
+// cleanup pass holds for its backup step (at most its 5-minute run).
 const DefaultBackupLockWait = 6 * time.Minute
 
 // BackupRow is one of a user's backups.
@@ -74,9 +73,11 @@ type Restored struct {
 // The backup is read and verified first (every content present, its size and
 // SHA-256 as the manifest says): a missing or corrupt one is refused with nothing
 // changed, the sandbox left running. Then a running sandbox is stopped (its final
-// sync), the user's record is locked (PURGING: every start waits, refused) and the
-// backups area's lock taken; the prefix as it is now is backed up (Restored.Undo),
-// then restored (backup.Restore: the marker written last); both locks are released.
+// sync), the user's start lease taken (STARTING with no task: a connect meanwhile
+// waits, its frames queued; the next frame after the restore starts a sandbox) and the
+// backups area's lock; the prefix as it is now is backed up (Restored.Undo), then
+// restored (backup.Restore: the marker written last), all within the lease's term
+// (state.StartTTL, 5 minutes); the lease is released and the lock given back.
 func (a *Admin) RestoreBackup(ctx context.Context, userID, from string) (*Restored, error) {
 	res, err := a.restoreBackup(ctx, userID, from)
 	var detail []any
@@ -117,18 +118,24 @@ func (a *Admin) restoreBackup(ctx context.Context, userID, from string) (res *Re
 	default:
 		res.Stopped = stopped.Action
 	}
-	lease, err := a.Store.AcquirePurge(ctx, userID)
+	// The user's own start lease, with no task: a connect meanwhile finds the sandbox
+	// starting and waits (its frames queued), no sandbox can write the prefix, and a
+	// restore that dies leaves a lease that cleanup reaps after StartTTL — never a
+	// PURGING lock, which a later pass would resume as a purge.
+	lease, err := a.Store.Acquire(ctx, userID)
 	if err != nil {
-		return res, fmt.Errorf("restore %s: lock the user: %w", userID, err)
+		return res, fmt.Errorf("restore %s: hold the user's lease: %w", userID, err)
 	}
 	defer func() {
-		if rerr := a.Store.ReleasePurge(context.WithoutCancel(ctx), lease); rerr != nil && !errors.Is(rerr, state.ErrNotFound) {
-			err = errors.Join(err, fmt.Errorf("restore %s: release the user's lock: %w", userID, rerr))
+		if rerr := a.Store.Release(context.WithoutCancel(ctx), lease, "sandgate admin: restore-backup"); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("restore %s: release the user's lease: %w", userID, rerr))
 		}
 	}()
-	l, err := backup.AcquireWait(ctx, store, "admin restore-backup "+userID, 0, DefaultBackupLockWait, orDefault(a.Poll, DefaultPoll), a.Now)
+	// Every write happens within the lease's term (the lock's Check stops 30 s before).
+	term := lease.Deadline.Sub(a.now())
+	l, err := backup.AcquireWait(ctx, store, "admin restore-backup "+userID, term, term-2*time.Minute, orDefault(a.Poll, DefaultPoll), a.Now)
 	if err != nil {
-		return res, fmt.Errorf("restore %s: %w", userID, err)
+		return res, fmt.Errorf("restore %s: %w; nothing was changed, try again", userID, err)
 	}
 	defer func() {
 		if rerr := l.Release(ctx); rerr != nil {
