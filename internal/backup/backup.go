@@ -70,7 +70,12 @@ func (b *Backer) now() time.Time {
 // parallel runs fn(0..n-1) on at most Concurrency goroutines and returns the first
 // error; after one, no further call starts.
 func (b *Backer) parallel(ctx context.Context, n int, fn func(ctx context.Context, i int) error) error {
-	workers := b.Concurrency
+	return parallel(ctx, b.Concurrency, n, fn)
+}
+
+// parallel runs fn(0..n-1) on at most workers goroutines (DefaultConcurrency when
+// zero) and returns the first error; after one, no further call starts.
+func parallel(ctx context.Context, workers, n int, fn func(ctx context.Context, i int) error) error {
 	if workers <= 0 {
 		workers = DefaultConcurrency
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sandgate/sandgate/internal/objsync"
@@ -29,11 +30,16 @@ type Changes struct {
 // ObjectsDir with the size m says and the SHA-256 its metadata records (one HEAD per
 // distinct content). A missing or different one is ErrCorrupt, naming the path.
 func Verify(ctx context.Context, s Store, m *Manifest) error {
-	checked := map[string]bool{}
+	var contents []Entry // one entry per distinct content
+	seen := map[string]bool{}
 	for _, e := range m.Entries {
-		if e.Type == typeDir || checked[e.SHA256] {
-			continue
+		if e.Type != typeDir && !seen[e.SHA256] {
+			seen[e.SHA256] = true
+			contents = append(contents, e)
 		}
+	}
+	return parallel(ctx, 0, len(contents), func(ctx context.Context, i int) error {
+		e := contents[i]
 		info, err := s.Head(ctx, ObjectKey(e.SHA256))
 		switch {
 		case errors.Is(err, objsync.ErrNotFound):
@@ -45,9 +51,8 @@ func Verify(ctx context.Context, s Store, m *Manifest) error {
 		case objsync.ObjectSHA256(info.Meta) != e.SHA256:
 			return fmt.Errorf("%w: backup %s of %s: %s: the stored content's SHA-256 is %q, the manifest says %s", ErrCorrupt, m.ID, m.UserID, e.Path, objsync.ObjectSHA256(info.Meta), e.SHA256)
 		}
-		checked[e.SHA256] = true
-	}
-	return nil
+		return nil
+	})
 }
 
 // Restore makes the user's prefix what m describes, under l; the caller holds the
@@ -75,46 +80,69 @@ func Restore(ctx context.Context, s Store, l *Lock, m *Manifest, gen int64, now 
 		rel := strings.TrimSuffix(strings.TrimPrefix(o.Key, files), "/")
 		cur[rel] = o
 	}
+	type op struct {
+		e   Entry
+		key string
+		o   objsync.ObjectInfo
+		had bool
+	}
+	ops := make([]op, 0, len(m.Entries))
 	for _, e := range m.Entries {
-		if err := l.Check(); err != nil {
-			return ch, fmt.Errorf("restore %s: %w", m.UserID, err)
-		}
 		key := files + e.Path
 		if e.Type == typeDir {
 			key += "/"
 		}
 		o, had := cur[e.Path]
 		delete(cur, e.Path)
-		if had && o.Key == key {
-			same, err := sameObject(ctx, s, o, e)
+		ops = append(ops, op{e: e, key: key, o: o, had: had})
+	}
+	var mu sync.Mutex
+	err = parallel(ctx, 0, len(ops), func(ctx context.Context, i int) error {
+		p := ops[i]
+		if err := l.Check(); err != nil {
+			return err
+		}
+		if p.had && p.o.Key == p.key {
+			same, err := sameObject(ctx, s, p.o, p.e)
 			if err != nil {
-				return ch, fmt.Errorf("restore %s: %w", m.UserID, err)
+				return err
 			}
 			if same {
+				mu.Lock()
 				ch.Unchanged++
-				continue
+				mu.Unlock()
+				return nil
 			}
 		}
-		if had && o.Key != key { // a file where a directory was, or the other way
-			if err := s.Delete(ctx, []string{o.Key}); err != nil {
-				return ch, fmt.Errorf("restore %s: %w", m.UserID, err)
+		if p.had && p.o.Key != p.key { // a file where a directory was, or the other way
+			if err := s.Delete(ctx, []string{p.o.Key}); err != nil {
+				return err
 			}
 		}
-		if e.Type == typeDir {
-			_, err = s.Put(ctx, objsync.PutInput{Key: key, Body: bytes.NewReader(nil), Meta: e.Meta})
+		var err error
+		if p.e.Type == typeDir {
+			_, err = s.Put(ctx, objsync.PutInput{Key: p.key, Body: bytes.NewReader(nil), Meta: p.e.Meta})
 		} else {
-			err = s.Copy(ctx, objsync.CopyInput{Src: ObjectKey(e.SHA256), Dst: key, Size: e.Size, Meta: e.Meta})
-			ch.Copied++
-			ch.CopiedBytes += e.Size
+			err = s.Copy(ctx, objsync.CopyInput{Src: ObjectKey(p.e.SHA256), Dst: p.key, Size: p.e.Size, Meta: p.e.Meta})
 		}
 		if err != nil {
-			return ch, fmt.Errorf("restore %s: %s: %w", m.UserID, e.Path, err)
+			return fmt.Errorf("%s: %w", p.e.Path, err)
 		}
-		if had {
-			ch.Replaced = append(ch.Replaced, e.Path)
+		mu.Lock()
+		defer mu.Unlock()
+		if p.e.Type != typeDir {
+			ch.Copied++
+			ch.CopiedBytes += p.e.Size
+		}
+		if p.had {
+			ch.Replaced = append(ch.Replaced, p.e.Path)
 		} else {
-			ch.Added = append(ch.Added, e.Path)
+			ch.Added = append(ch.Added, p.e.Path)
 		}
+		return nil
+	})
+	if err != nil {
+		return ch, fmt.Errorf("restore %s: %w", m.UserID, err)
 	}
 	extra := slices.Sorted(maps.Keys(cur))
 	for len(extra) > 0 {
