@@ -12,6 +12,7 @@ import (
 	"github.com/sandgate/sandgate/internal/backup"
 	"github.com/sandgate/sandgate/internal/cleanup"
 	"github.com/sandgate/sandgate/internal/objsync"
+	"github.com/sandgate/sandgate/internal/state"
 )
 
 // synced writes n files under user's prefix and then the marker, as a finished sync
@@ -79,5 +80,29 @@ func TestCleaner_Run_BacksUpChangedPrefixesForgetsPurged(t *testing.T) {
 	e.db.Clock.Advance(cleanup.BackupLookback + time.Minute)
 	if sum = e.run(t); sum.Backups.Users != 0 {
 		t.Fatalf("idle pass: backups %+v; want no user considered", sum.Backups)
+	}
+}
+
+// A restore-backup that died (the operator's process killed) leaves the user's start
+// lease it held, with no task: the next pass reaps it and the user's data stays —
+// unlike a PURGING lock, which a pass would resume as a purge.
+func TestCleaner_Run_DeadRestoreLeaseReapedDataKept(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.stopped(t, "user_restoring")
+	e.synced(t, "user_restoring", 3)
+	if _, err := e.store.Acquire(ctx, "user_restoring"); err != nil { // what restore-backup holds
+		t.Fatal(err)
+	}
+	e.db.Clock.Advance(state.DefaultStartTTL + time.Minute)
+	sum := e.run(t)
+	if sum.Reaped != 1 || sum.Purged != 0 {
+		t.Fatalf("summary %+v; want the dead restore's lease reaped, nothing purged", sum)
+	}
+	if n := e.keys(t, "user_restoring"); n != 4 { // 3 files and the marker
+		t.Fatalf("%d objects left of 4", n)
+	}
+	if sb, err := e.store.Get(ctx, "user_restoring"); err != nil || sb.State != state.Stopped {
+		t.Fatalf("record %+v, %v", sb, err)
 	}
 }
