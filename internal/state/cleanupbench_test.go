@@ -143,7 +143,7 @@ func BenchmarkCleanup_ReadsPerPass(b *testing.B) {
 				}
 			}
 			tableKiB, indexKiB := sizeKiB(b, db, ""), sizeKiB(b, db, state.SandboxIndex)
-			var beforeU, afterU float64
+			var beforeU, afterU, listU float64
 			var beforeI, afterI, unreported int64
 			b.ResetTimer()
 			for b.Loop() {
@@ -168,6 +168,9 @@ func BenchmarkCleanup_ReadsPerPass(b *testing.B) {
 				if err := s.ListSandboxesIndexed(ctx, func(*state.Sandbox) error { return nil }); err != nil {
 					b.Fatal(err)
 				}
+				m.mu.Lock()
+				listU += m.units
+				m.mu.Unlock()
 				if c, err := s.ReconcileCapacity(ctx); err != nil || c.Recounted || c.Corrected {
 					b.Fatalf("check %+v, %v", c, err)
 				}
@@ -179,6 +182,7 @@ func BenchmarkCleanup_ReadsPerPass(b *testing.B) {
 			n := float64(b.N)
 			b.ReportMetric(beforeU/n, "rcu-before/pass")
 			b.ReportMetric(afterU/n, "rcu-after/pass")
+			b.ReportMetric(listU/n, "rcu-after-listing/pass") // the marker and the listing; the rest is the check
 			b.ReportMetric(float64(beforeI)/n, "items-before/pass")
 			b.ReportMetric(float64(afterI)/n, "items-after/pass")
 			if beforeU > 0 {
