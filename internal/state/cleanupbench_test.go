@@ -196,7 +196,6 @@ func BenchmarkCleanup_ReadsPerPass(b *testing.B) {
 	}
 }
 
-
 // sizeKiB is the size of the table's items (index "") or of an index's, by DynamoDB's
 // rule for an item's size (each attribute's name plus its value: a string's UTF-8
 // bytes, a number's about one byte per two digits plus one), so the capacity DynamoDB
