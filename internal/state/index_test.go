@@ -256,3 +256,45 @@ func setCounterTo(tb testing.TB, db *testkit.DB, live int) {
 		tb.Fatal(err)
 	}
 }
+
+// A table made before the index (the local stack's persisted one) gets it, and its
+// records from before are put into it by the backfill; a table that has it is left
+// as it is.
+func TestEnsureSandboxIndex_AddsTheIndexToAnOlderTable(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	older := e.table + "-older"
+	in := state.CreateTableInput(older)
+	in.GlobalSecondaryIndexes = nil
+	in.AttributeDefinitions = in.AttributeDefinitions[:2]
+	if _, err := e.client.CreateTable(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = e.client.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(older)})
+	})
+	s := state.New(e.client, older)
+	s.Now = e.clock.Now
+	l := mustAcquire(t, s, "user_a")
+	if _, err := e.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{ // as an older version wrote it
+		TableName: aws.String(older), Key: key("USER#user_a", "SANDBOX"),
+		UpdateExpression: aws.String("REMOVE " + state.AttrSandboxOf),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // adds it, then finds it there
+		if err := state.EnsureSandboxIndex(ctx, e.client, older); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, err := s.BackfillSandboxIndex(ctx); err != nil || b.Added != 1 {
+		t.Fatalf("backfill: %+v, %v", b, err)
+	}
+	var got []*state.Sandbox
+	if err := s.ListSandboxesIndexed(ctx, func(sb *state.Sandbox) error { got = append(got, sb); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].UserID != "user_a" || got[0].LeaseToken != l.Token {
+		t.Fatalf("listed %+v", got)
+	}
+}
