@@ -158,6 +158,8 @@ func expectedGrants(scenario string) map[string][]string {
 		"PoolScheduleRole": {"lambda:InvokeFunction ${PoolFunction.Arn}"},
 		"CleanupRole": concat(logs("CleanupLogGroup"),
 			tableGrants("GetItem", "UpdateItem", "DeleteItem", "Query", "Scan"),
+			// Its listing: the Sandboxes index, and the leases read whole.
+			[]string{"dynamodb:Scan " + table + "/index/Sandboxes", "dynamodb:BatchGetItem " + table},
 			[]string{
 				// ListTasks authorizes against "*"; the cluster condition narrows it.
 				"ecs:ListTasks *" + inCluster,

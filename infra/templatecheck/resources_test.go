@@ -142,7 +142,8 @@ func checkSecretUse(t *testing.T, id, param string, root *yaml.Node) {
 	walk(root, "")
 }
 
-// The table is what internal/state expects: on demand, pk/sk, TTL on expiresAt, with
+// The table is what internal/state expects: on demand, pk/sk, the Sandboxes index,
+// TTL on expiresAt, with
 // point-in-time recovery and encryption, and kept if the stack goes.
 func TestTable(t *testing.T) {
 	raw := loadRaw(t, templatePath, scenarios[0])
@@ -153,11 +154,19 @@ func TestTable(t *testing.T) {
 		"AttributeDefinitions": []any{
 			map[string]any{"AttributeName": "pk", "AttributeType": "S"},
 			map[string]any{"AttributeName": "sk", "AttributeType": "S"},
+			map[string]any{"AttributeName": "sandboxOf", "AttributeType": "S"},
 		},
 		"KeySchema": []any{
 			map[string]any{"AttributeName": "pk", "KeyType": "HASH"},
 			map[string]any{"AttributeName": "sk", "KeyType": "RANGE"},
 		},
+		// Cleanup's listing: sparse, and nothing a heartbeat renews projected.
+		"GlobalSecondaryIndexes": []any{map[string]any{
+			"IndexName": "Sandboxes",
+			"KeySchema": []any{map[string]any{"AttributeName": "sandboxOf", "KeyType": "HASH"}},
+			"Projection": map[string]any{"ProjectionType": "INCLUDE", "NonKeyAttributes": []any{
+				"state", "leaseToken", "generation", "taskArn", "stateSince", "slot", "purgeStarted"}},
+		}},
 		"TimeToLiveSpecification":          map[string]any{"AttributeName": "expiresAt", "Enabled": "true"},
 		"PointInTimeRecoverySpecification": map[string]any{"PointInTimeRecoveryEnabled": "true"},
 		"SSESpecification":                 map[string]any{"SSEEnabled": "true"},

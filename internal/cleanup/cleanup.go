@@ -41,6 +41,7 @@ const (
 	logSlotsHeld    = "slotsHeld"    // records that hold a capacity slot
 	logDrift        = "counterDrift" // slots held minus the counter
 	logPoolID       = "poolId"       // a warm pool task's id
+	logBackfilled   = "backfilled"   // records given the index key
 )
 
 // DefaultOrphanGrace is how old a task must be before cleanup may call it an orphan: a
@@ -55,7 +56,11 @@ const DefaultStopEventGrace = 2 * time.Minute
 
 // Store is the part of the state store the Cleaner uses.
 type Store interface {
-	ListSandboxes(ctx context.Context, fn func(*state.Sandbox) error) error
+	// ListSandboxesIndexed reads the sandbox records from the Sandboxes index, the
+	// leases whole (state.Store.ListSandboxesIndexed); BackfillSandboxIndex puts the
+	// records written before the index into it.
+	ListSandboxesIndexed(ctx context.Context, fn func(*state.Sandbox) error) error
+	BackfillSandboxIndex(ctx context.Context) (state.Backfill, error)
 	Get(ctx context.Context, userID string) (*state.Sandbox, error)
 	Reap(ctx context.Context, sb *state.Sandbox) error
 	Capacity(ctx context.Context) (int, error)
@@ -188,7 +193,8 @@ func (c *Cleaner) Run(ctx context.Context) (Summary, error) {
 	start := time.Now()
 	now := c.now()
 	p := &pass{live: map[string]*state.Sandbox{}, sum: Summary{DryRun: c.DryRun, Capacity: -1}, cutoff: now.Add(-c.Retention)}
-	err := c.Store.ListSandboxes(ctx, func(sb *state.Sandbox) error {
+	c.backfill(ctx, p)
+	err := c.Store.ListSandboxesIndexed(ctx, func(sb *state.Sandbox) error {
 		if sb.State != state.Purging && (sb.Live(now) || recentlyActive(sb, now.Add(-BackupLookback))) {
 			p.users = append(p.users, sb.UserID)
 		}
@@ -205,6 +211,11 @@ func (c *Cleaner) Run(ctx context.Context) (Summary, error) {
 			// Not purged while its slot is held: its task has not been seen to stop.
 			p.slotted = append(p.slotted, sb)
 		case sb.State == state.Stopped && isInactive(sb, p.cutoff):
+			// From the index a STOPPED record has no LastActivity (a heartbeat writes
+			// it, and the index leaves it out so a heartbeat writes the table alone):
+			// the judgement is then its stop's time, never before its last activity,
+			// which no write moves while STOPPED. AcquirePurgeIfInactive applies
+			// the full rule to the current record.
 			p.inactive = append(p.inactive, sb)
 		}
 		return ctx.Err()
@@ -255,9 +266,24 @@ func (c *Cleaner) Run(ctx context.Context) (Summary, error) {
 const BackupLookback = 24 * time.Hour
 
 // recentlyActive reports whether the record shows activity, a heartbeat or a state
-// change since since.
+// change since since. A STOPPED record as the Sandboxes index projects it carries its
+// state time alone, which is the one that counts: the stop follows the final sync.
 func recentlyActive(sb *state.Sandbox, since time.Time) bool {
 	return sb.LastActivity.After(since) || sb.StateSince.After(since) || sb.HeartbeatAt.After(since)
+}
+
+// backfill puts the records written before the Sandboxes index into it, until the
+// store says the backfill is over (one GetItem a pass from then on).
+func (c *Cleaner) backfill(ctx context.Context, p *pass) {
+	b, err := c.Store.BackfillSandboxIndex(ctx)
+	if err != nil {
+		p.fail(err)
+		c.Log.ErrorContext(ctx, "sandbox index backfill failed", logging.Error, err.Error())
+		return
+	}
+	if b.Added > 0 {
+		c.Log.WarnContext(ctx, "sandbox records written before the index put into it", logBackfilled, b.Added)
+	}
 }
 
 // isInactive applies the rule AcquirePurgeIfInactive's condition applies again to the

@@ -13,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
 	"github.com/sandgate/sandgate/infra/local/dynamodblocal"
 	"github.com/sandgate/sandgate/infra/local/s3local"
 	"github.com/sandgate/sandgate/infra/local/testkit"
@@ -692,5 +696,43 @@ func TestCleaner_Run_ActiveSinceScanKept(t *testing.T) {
 	}
 	if lines := e.logs.With(t, logging.Reason, state.ErrActive.Error()); len(lines) != 1 || lines[0][logging.UserID] != "user_old" {
 		t.Fatalf("log %v", lines)
+	}
+}
+
+// Records written before the Sandboxes index (they lack its key) are put into it by
+// the pass's backfill before it lists, so the first pass after an upgrade reaps and
+// purges them as any other.
+func TestCleaner_Run_RecordsFromBeforeTheIndex(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.stopped(t, "user_old")
+	e.put(t, "user_old", 3)
+	e.db.Clock.Advance(91 * day)
+	dead, err := e.ens.Ensure(ctx, "user_dead")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.db.Clock.Advance(state.DefaultStartTTL)
+	for _, u := range []string{"user_old", "user_dead"} { // as an older version wrote them
+		if _, err := e.db.Raw.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+			TableName: aws.String(e.db.Table),
+			Key: map[string]types.AttributeValue{
+				state.AttrPK: &types.AttributeValueMemberS{Value: "USER#" + u},
+				state.AttrSK: &types.AttributeValueMemberS{Value: "SANDBOX"},
+			},
+			UpdateExpression: aws.String("REMOVE " + state.AttrSandboxOf),
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum := e.run(t)
+	if sum.Reaped != 1 || sum.Purged != 1 || sum.Errors != 0 {
+		t.Fatalf("summary %+v", sum)
+	}
+	if e.taskRunning(t, dead.Sandbox.TaskARN) || e.keys(t, "user_old") != 0 {
+		t.Fatal("the records from before the index were not acted on")
+	}
+	if lines := e.logs.With(t, "backfilled", 2.0); len(lines) != 1 {
+		t.Fatalf("backfill log %v", lines)
 	}
 }

@@ -52,7 +52,8 @@ func (c *Cleaner) Reconcile(ctx context.Context) (Reconciliation, error) {
 	for _, it := range items {
 		p.pool[it.ID] = it
 	}
-	err = c.Store.ListSandboxes(ctx, func(sb *state.Sandbox) error {
+	c.backfill(ctx, p)
+	err = c.Store.ListSandboxesIndexed(ctx, func(sb *state.Sandbox) error {
 		if sb.State == state.Stopped && sb.HoldsSlot() {
 			p.slotted = append(p.slotted, sb)
 		}

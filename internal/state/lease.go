@@ -181,6 +181,8 @@ func takeWrite(userID string, cur *Sandbox, l Lease, st State, now time.Time, ac
 	}
 	set := []string{
 		e.n(aUserID) + " = " + e.v("uid", avS(userID)),
+		// Every record is created here, so every record is in the Sandboxes index.
+		e.n(AttrSandboxOf) + " = " + e.v("uid", avS(userID)),
 		e.n(aState) + " = " + e.v("state", avS(string(st))),
 		e.n(aToken) + " = " + e.v("tok", avS(l.Token)),
 		e.n(aDeadline) + " = " + e.v("deadline", avMs(l.Deadline)),

@@ -2,6 +2,7 @@ package state_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"testing"
 
@@ -38,7 +39,17 @@ func TestCreateTableInput_MatchesTemplate(t *testing.T) {
 						AttributeName string `yaml:"AttributeName"`
 						Enabled       bool   `yaml:"Enabled"`
 					} `yaml:"TimeToLiveSpecification"`
-					GlobalSecondaryIndexes []any `yaml:"GlobalSecondaryIndexes"`
+					GlobalSecondaryIndexes []struct {
+						IndexName string `yaml:"IndexName"`
+						KeySchema []struct {
+							AttributeName string `yaml:"AttributeName"`
+							KeyType       string `yaml:"KeyType"`
+						} `yaml:"KeySchema"`
+						Projection struct {
+							ProjectionType   string   `yaml:"ProjectionType"`
+							NonKeyAttributes []string `yaml:"NonKeyAttributes"`
+						} `yaml:"Projection"`
+					} `yaml:"GlobalSecondaryIndexes"`
 				} `yaml:"Properties"`
 			} `yaml:"Table"`
 		} `yaml:"Resources"`
@@ -74,7 +85,23 @@ func TestCreateTableInput_MatchesTemplate(t *testing.T) {
 		t.Errorf("template TTL %+v, want %s enabled", got.Properties.TimeToLiveSpecification, *ttl.AttributeName)
 	}
 	if len(got.Properties.GlobalSecondaryIndexes) != len(want.GlobalSecondaryIndexes) {
-		t.Errorf("template has %d GSIs, CreateTableInput %d", len(got.Properties.GlobalSecondaryIndexes), len(want.GlobalSecondaryIndexes))
+		t.Fatalf("template has %d GSIs, CreateTableInput %d", len(got.Properties.GlobalSecondaryIndexes), len(want.GlobalSecondaryIndexes))
+	}
+	for i, w := range want.GlobalSecondaryIndexes {
+		g := got.Properties.GlobalSecondaryIndexes[i]
+		var keys []string
+		for _, k := range g.KeySchema {
+			keys = append(keys, k.AttributeName+" "+k.KeyType)
+		}
+		var wantKeys []string
+		for _, k := range w.KeySchema {
+			wantKeys = append(wantKeys, *k.AttributeName+" "+string(k.KeyType))
+		}
+		if g.IndexName != *w.IndexName || fmt.Sprint(keys) != fmt.Sprint(wantKeys) ||
+			g.Projection.ProjectionType != string(w.Projection.ProjectionType) ||
+			fmt.Sprint(g.Projection.NonKeyAttributes) != fmt.Sprint(w.Projection.NonKeyAttributes) {
+			t.Errorf("template GSI %d: %+v; want %s %v %s %v", i, g, *w.IndexName, wantKeys, w.Projection.ProjectionType, w.Projection.NonKeyAttributes)
+		}
 	}
 }
 

@@ -242,8 +242,13 @@ func (s *Store) CountSlots(ctx context.Context) (int, error) {
 
 // CapacityCheck is what ReconcileCapacity found and did.
 type CapacityCheck struct {
-	// Counter is the capacity counter as read; Held the records that hold a slot.
+	// Counter is the capacity counter as read; Held the records that hold a slot
+	// (and the pool items): as the index shows them, or counted exactly when
+	// Recounted.
 	Counter, Held int
+	// Recounted reports that the index disagreed with the counter, so the records
+	// were counted exactly (a consistent Scan of the table).
+	Recounted bool
 	// Corrected reports that the counter was set to Held.
 	Corrected bool
 	// Moved reports that the counter changed while the records were counted (a start
@@ -254,27 +259,53 @@ type CapacityCheck struct {
 // Drift is how far the counter was from the records: Held - Counter.
 func (c CapacityCheck) Drift() int { return c.Held - c.Counter }
 
-// ReconcileCapacity recomputes the capacity counter from the records and corrects it:
-// it reads the counter (consistently), counts the records that hold a slot with a
-// consistent Scan, the pool items with them (CountSlots), and when they differ writes the count, conditional on the counter
-// not having been written since it was read (its write count, aChanges, so a start
-// and a stop in between cannot cancel out unseen). Every write that changes how many
-// records hold a slot writes the counter in the same transaction, so a counter that
-// did not change during the scan means the records did not either, and the count is
-// exact; a counter that did change leaves it alone (Moved), never undercounting a
-// start that raced the check.
+// ReconcileCapacity recomputes the capacity counter from the records and corrects it.
+// It reads the counter (consistently) and counts the slots the Sandboxes index and the
+// pool show (countSlotsIndexed). When they agree, nothing more is read or written:
+// agreement proves nothing (the index trails the table), but only a write could do
+// harm, and a real drift persists while the index catches up, so a later pass finds it.
 //
-// Calls: one GetItem, one Scan per page, at most one UpdateItem.
+// When they disagree — a drift, or the index trailing a recent start or stop — the
+// counter is read again (moved: Moved, the next check decides), then the records
+// that hold a slot are counted exactly with one consistent Scan of the table, the
+// pool items with them (CountSlots), and when that count differs the counter is set
+// to it, conditional on the counter not having been written since it was first
+// read (its write count, aChanges, so a start and a stop in between cannot cancel
+// out unseen). Every write that changes how many records hold a slot writes the
+// counter in the same transaction, so a counter that did not change during the
+// consistent scan means the records did not either, and the count is exact; a
+// counter that did change leaves it alone (Moved), never undercounting a start that
+// raced the check. The index's count decides only whether to count exactly, never
+// what to write.
+//
+// Calls: one GetItem, one index Scan per page, one pool Query; on disagreement one
+// more GetItem, one table Scan per page and at most one UpdateItem.
 func (s *Store) ReconcileCapacity(ctx context.Context) (CapacityCheck, error) {
-	out, err := s.api.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName: aws.String(s.table), Key: capacityKey(), ConsistentRead: aws.Bool(true),
-	})
+	counter, err := s.readCounter(ctx)
 	if err != nil {
-		return CapacityCheck{}, fmt.Errorf("reconcile capacity: %w", unavailable(err))
+		return CapacityCheck{}, fmt.Errorf("reconcile capacity: %w", err)
 	}
-	c := CapacityCheck{Counter: int(getN(out.Item, aLive))}
-	_, counted := out.Item[aChanges]
-	changes := getN(out.Item, aChanges)
+	c := CapacityCheck{Counter: int(getN(counter, aLive))}
+	_, counted := counter[aChanges]
+	changes := getN(counter, aChanges)
+	hint, err := s.countSlotsIndexed(ctx)
+	if err != nil {
+		return c, fmt.Errorf("reconcile capacity: %w", err)
+	}
+	c.Held = hint
+	if hint == c.Counter {
+		return c, nil
+	}
+	again, err := s.readCounter(ctx)
+	if err != nil {
+		return c, fmt.Errorf("reconcile capacity: %w", err)
+	}
+	if !sameAttr(counter, again, aChanges) || !sameAttr(counter, again, aLive) {
+		c.Moved = true
+		s.Logger.Info("capacity counter moved during its check; not recounted", logCounter, c.Counter, logHeld, c.Held)
+		return c, nil
+	}
+	c.Recounted = true
 	held, err := s.CountSlots(ctx)
 	if err != nil {
 		return c, fmt.Errorf("reconcile capacity: %w", err)
@@ -306,4 +337,22 @@ func (s *Store) ReconcileCapacity(ctx context.Context) (CapacityCheck, error) {
 	c.Corrected = true
 	s.Logger.Warn("capacity counter corrected", logCounter, c.Counter, logHeld, c.Held)
 	return c, nil
+}
+
+// readCounter reads the capacity item, consistently.
+func (s *Store) readCounter(ctx context.Context) (map[string]types.AttributeValue, error) {
+	out, err := s.api.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName: aws.String(s.table), Key: capacityKey(), ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return out.Item, nil
+}
+
+// sameAttr reports whether attribute a is absent from both items or a number equal in both.
+func sameAttr(x, y map[string]types.AttributeValue, a string) bool {
+	_, inX := x[a]
+	_, inY := y[a]
+	return inX == inY && getN(x, a) == getN(y, a)
 }

@@ -449,13 +449,17 @@ func TestStore_ReconcileCapacity_CorrectsDrift(t *testing.T) {
 	if err != nil || c != (state.CapacityCheck{Counter: 3, Held: 3}) {
 		t.Fatalf("exact counter: %+v, %v", c, err)
 	}
-	e.wantCalls(t, map[string]int64{"GetItem": 1, "Scan": 1})
+	// An agreeing index is all a check reads: the counter, the index, the pool.
+	e.wantCalls(t, map[string]int64{"GetItem": 1, "Scan": 1, "Query": 1})
 	for _, drifted := range []int{7, 0, -2} {
 		setCounter(t, e, drifted)
+		e.calls.Reset()
 		c, err := e.store.ReconcileCapacity(ctx)
-		if err != nil || !c.Corrected || c.Moved || c.Counter != drifted || c.Held != 3 || c.Drift() != 3-drifted {
+		if err != nil || !c.Recounted || !c.Corrected || c.Moved || c.Counter != drifted || c.Held != 3 || c.Drift() != 3-drifted {
 			t.Fatalf("counter %d: %+v, %v", drifted, c, err)
 		}
+		// A disagreeing one: the counter again, then the consistent count and the write.
+		e.wantCalls(t, map[string]int64{"GetItem": 2, "Scan": 2, "Query": 1, "UpdateItem": 1})
 		if e.checkInvariants(t) != 3 {
 			t.Fatal("not corrected")
 		}

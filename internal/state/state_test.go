@@ -124,7 +124,67 @@ func (e *env) checkInvariants(tb testing.TB) (held int) {
 	if c != n || c < 0 {
 		tb.Fatalf("capacity counter %d, records holding a slot %d", c, n)
 	}
+	e.checkIndexed(tb)
 	return n
+}
+
+// checkIndexed asserts that every sandbox record in the table is in the Sandboxes
+// index, keyed on its own user and with the projected attributes it has in the table:
+// whatever write created it, cleanup sees it. (DynamoDB Local updates its indexes with
+// the write, so the index here never trails the table.)
+func (e *env) checkIndexed(tb testing.TB) {
+	tb.Helper()
+	ctx := context.Background()
+	table := map[string]map[string]types.AttributeValue{}
+	in := &dynamodb.ScanInput{TableName: aws.String(e.table), ConsistentRead: aws.Bool(true)}
+	for {
+		out, err := e.client.Scan(ctx, in)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for _, it := range out.Items {
+			if sk, _ := it[state.AttrSK].(*types.AttributeValueMemberS); sk != nil && sk.Value == "SANDBOX" {
+				table[it[state.AttrPK].(*types.AttributeValueMemberS).Value] = it
+			}
+		}
+		if len(out.LastEvaluatedKey) == 0 {
+			break
+		}
+		in.ExclusiveStartKey = out.LastEvaluatedKey
+	}
+	index := map[string]map[string]types.AttributeValue{}
+	ix := &dynamodb.ScanInput{TableName: aws.String(e.table), IndexName: aws.String(state.SandboxIndex)}
+	for {
+		out, err := e.client.Scan(ctx, ix)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for _, it := range out.Items {
+			index[it[state.AttrPK].(*types.AttributeValueMemberS).Value] = it
+		}
+		if len(out.LastEvaluatedKey) == 0 {
+			break
+		}
+		ix.ExclusiveStartKey = out.LastEvaluatedKey
+	}
+	if len(index) != len(table) {
+		tb.Errorf("index %s holds %d records, the table %d", state.SandboxIndex, len(index), len(table))
+	}
+	for pk, rec := range table {
+		got, ok := index[pk]
+		if !ok {
+			tb.Errorf("record %s is not in the index %s: %v", pk, state.SandboxIndex, rec)
+			continue
+		}
+		if of, _ := got[state.AttrSandboxOf].(*types.AttributeValueMemberS); of == nil || "USER#"+of.Value != pk {
+			tb.Errorf("record %s indexed as %v", pk, got[state.AttrSandboxOf])
+		}
+		for _, a := range state.SandboxIndexProjection {
+			if fmt.Sprint(got[a]) != fmt.Sprint(rec[a]) {
+				tb.Errorf("record %s: index has %s = %v, the table %v", pk, a, got[a], rec[a])
+			}
+		}
+	}
 }
 
 // stopFully ends l's sandbox as a sandbox ends in production: the agent's Stop, then

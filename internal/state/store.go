@@ -24,6 +24,7 @@ type API interface {
 	DeleteItem(context.Context, *dynamodb.DeleteItemInput, ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
 	Query(context.Context, *dynamodb.QueryInput, ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
 	Scan(context.Context, *dynamodb.ScanInput, ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error)
+	BatchGetItem(context.Context, *dynamodb.BatchGetItemInput, ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error)
 	TransactWriteItems(context.Context, *dynamodb.TransactWriteItemsInput, ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error)
 }
 
@@ -102,9 +103,12 @@ type Store struct {
 	ConnectLimits ConnectLimits
 	// Retry bounds retries of conflicting writes.
 	Retry RetryPolicy
-	// ScanPageSize, when set, limits the items one Scan call of ListSandboxes
-	// evaluates; zero lets DynamoDB fill 1 MB pages.
+	// ScanPageSize, when set, limits the items one Scan call of ListSandboxes,
+	// ListSandboxesIndexed and the counts evaluates; zero lets DynamoDB fill 1 MB pages.
 	ScanPageSize int32
+	// BackfillSettle is how long after its first scan BackfillSandboxIndex keeps
+	// scanning (DefaultBackfillSettle when zero).
+	BackfillSettle time.Duration
 	// Now is the clock; tests move it to expire leases.
 	Now func() time.Time
 	// Logger records takeovers, reaps and retries; it never sees tokens.

@@ -157,6 +157,7 @@ func (r Report) Goals() []Goal {
 	}
 	gs = append(gs, g)
 	gs = append(gs, r.noisyGoals()...)
+	gs = append(gs, r.cleanupGoals()...)
 	g = Goal{What: fmt.Sprintf("backup pass: a user whose prefix did not change costs ≤ %.0f requests", float64(BackupUnchangedRequests)), Status: Missing}
 	if res, ok := r.Result(RunBackup.ID, "Backup_Pass"); ok {
 		n := res.Metrics["unchanged-req/user"]
@@ -213,6 +214,7 @@ func Render(w io.Writer, r Report) error {
 	r.noisy(m)
 	r.workload(m)
 	r.sync(m)
+	r.cleanupReads(m)
 	r.backup(m)
 	r.lambda(m)
 	r.others(m)

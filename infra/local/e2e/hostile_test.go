@@ -89,6 +89,11 @@ func hostileStack(t *testing.T) (*testkit.Stack, *testkit.ModelStub) {
 		o.Params = map[string]string{"SandboxCpu": "256", "SandboxMemory": strconv.Itoa(hostileMemoryMiB)}
 		o.Overrides["SANDBOX_COMMAND"] = fixture
 		o.Overrides["SLEEP_AFTER"] = "10m"
+		// The memory hog drives its task's cgroup into reclaim, which stalls the agent
+		// beside it too; on a crowded machine a stall of half of Fast's 15 s lease gave
+		// the lease up mid-attack and a new sandbox answered instead. The attacks are
+		// about containment, not lease timing: give the agent the room production has.
+		o.Overrides["LEASE_TTL"] = "60s"
 		model.Deploy(o)
 	})
 	if missing := s.ECS.NotIsolated(); len(missing) > 0 {

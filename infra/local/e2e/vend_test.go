@@ -288,6 +288,9 @@ func attackAnotherUser(t *testing.T, s *testkit.Stack, f *victim, cfg aws.Config
 	denied("DeleteItem of the victim's record", err, ddbDenied)
 	_, err = ddb.Scan(ctx, &dynamodb.ScanInput{TableName: table})
 	denied("Scan", err, ddbDenied)
+	// Every user's record, projected: only cleanup may list it.
+	_, err = ddb.Scan(ctx, &dynamodb.ScanInput{TableName: table, IndexName: aws.String(state.SandboxIndex)})
+	denied("Scan of the Sandboxes index", err, ddbDenied)
 	_, err = ddb.ExecuteStatement(ctx, &dynamodb.ExecuteStatementInput{Statement: aws.String(fmt.Sprintf(`SELECT * FROM "%s" WHERE pk = 'USER#%s'`, s.Table, victim))})
 	denied("PartiQL SELECT", err, ddbDenied)
 	_, err = ddb.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: map[string]types.KeysAndAttributes{

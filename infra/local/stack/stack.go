@@ -602,7 +602,9 @@ func ensureTable(ctx context.Context, ddb *dynamodb.Client, name string) error {
 	if err != nil {
 		return fmt.Errorf("describe table %s: %w", name, err)
 	}
-	return nil
+	// A table persisted before the Sandboxes index gets it, as CloudFormation adds it
+	// to a deployed one; cleanup then backfills the records written before it.
+	return state.EnsureSandboxIndex(ctx, ddb, name)
 }
 
 // SignURL returns a signed WebSocket URL for userID, signed with the local development
