@@ -80,6 +80,9 @@ func TestWebhook_ClerkUserDeletedErasesTheUser(t *testing.T) {
 		clients[u] = s.DialReady(t, u, coldStart)
 		clients[u].Note("note of "+u, reply)
 		s.NotesSynced(t, u, 1, coldStart)
+		// The sync writes the note, then its marker: wait for both before the snapshot.
+		testkit.Eventually(t, reply, func() bool { m := s.Marker(t, u); return m != nil && m.Files == 1 },
+			func() string { return u + ": no marker counting the note" })
 	}
 	keptItems := userKeys(t, s, kept)
 	keptObjects := s.Keys(t, "users/"+kept+"/")
