@@ -73,9 +73,9 @@ type Restored struct {
 // The backup is read and verified first (every content present, its size and
 // SHA-256 as the manifest says): a missing or corrupt one is refused with nothing
 // changed, the sandbox left running. Then a running sandbox is stopped (its final
-// sync), the user's start lease taken (STARTING with no task: a connect meanwhile
-// waits, its frames queued; the next frame after the restore starts a sandbox) and the
-// backups area's lock; the prefix as it is now is backed up (Restored.Undo), then
+// sync), the user's start lease taken and held STOPPING with no task (a connect or a
+// frame meanwhile hears `stopping`, its frames queued, and is served by the sandbox
+// its restart starts once the restore ends) and the backups area's lock; the prefix as it is now is backed up (Restored.Undo), then
 // restored (backup.Restore: the marker written last), all within the lease's term
 // (state.StartTTL, 5 minutes); the lease is released and the lock given back.
 func (a *Admin) RestoreBackup(ctx context.Context, userID, from string) (*Restored, error) {
@@ -118,10 +118,12 @@ func (a *Admin) restoreBackup(ctx context.Context, userID, from string) (res *Re
 	default:
 		res.Stopped = stopped.Action
 	}
-	// The user's own start lease, with no task: a connect meanwhile finds the sandbox
-	// starting and waits (its frames queued), no sandbox can write the prefix, and a
-	// restore that dies leaves a lease that cleanup reaps after StartTTL — never a
-	// PURGING lock, which a later pass would resume as a purge.
+	// The user's own start lease, with no task, held STOPPING: no sandbox can write the
+	// prefix, and a connect or a frame meanwhile is treated as during any stop — told
+	// `stopping`, its frames queued, a restart waiting (notice.DefaultRestartWait) for
+	// the record to stop, then starting a sandbox on the restored files. A restore that
+	// dies leaves a lease that cleanup reaps after StartTTL — never a PURGING lock,
+	// which a later pass would resume as a purge.
 	lease, err := a.Store.Acquire(ctx, userID)
 	if err != nil {
 		return res, fmt.Errorf("restore %s: hold the user's lease: %w", userID, err)
@@ -131,6 +133,9 @@ func (a *Admin) restoreBackup(ctx context.Context, userID, from string) (res *Re
 			err = errors.Join(err, fmt.Errorf("restore %s: release the user's lease: %w", userID, rerr))
 		}
 	}()
+	if err := a.Store.MarkStopping(ctx, lease); err != nil {
+		return res, fmt.Errorf("restore %s: hold the user's lease: %w; nothing was changed", userID, err)
+	}
 	// Every write happens within the lease's term (the lock's Check stops 30 s before).
 	term := lease.Deadline.Sub(a.now())
 	l, err := backup.AcquireWait(ctx, store, "admin restore-backup "+userID, term, term-2*time.Minute, orDefault(a.Poll, DefaultPoll), a.Now)

@@ -283,3 +283,74 @@ func TestR2_SandboxCredentials_CannotReachBackups(t *testing.T) {
 		"the task role":                s.TaskRoleSession(t, f.task),
 	})
 }
+
+// A user who connects during a restore, and sends a frame, waits and is served after
+// it: the restore holds the user's lease STOPPING, so the connect hears `stopping`, the
+// frame is queued, and the restart they ask for starts a sandbox on the restored files
+// once the restore has released the lease. The test holds the backups area's lock, which
+// the restore waits for with the user's lease already held: the window is the test's.
+func TestBackup_ConnectDuringRestore_ServedAfter(t *testing.T) {
+	t.Parallel()
+	s := testkit.Start(t, func(o *stack.Options) {
+		o.Overrides["SYNC_INTERVAL"] = "1s"
+		noIdleStop(o)
+	})
+	ctx := context.Background()
+	user := "user_restorewait" + randomHex(4)
+	c := s.DialReady(t, user, coldStart)
+	c.Note("kept by the backup", reply)
+	s.NotesSynced(t, user, 1, reply)
+	if sum := invokeCleanup(t, s, "CleanupFunction"); sum.Backups == nil || sum.Backups.BackedUp != 1 {
+		t.Fatalf("cleanup: %+v; want the user backed up", sum.Backups)
+	}
+	refs, err := backup.List(ctx, s.Objects(), user)
+	if err != nil || len(refs) != 1 {
+		t.Fatalf("backups: %v, %v", refs, err)
+	}
+	c.Note("lost by the restore", reply)
+	s.NotesSynced(t, user, 2, reply)
+	c.Close()
+
+	held, err := backup.AcquireWait(ctx, s.Objects(), "the test", 0, time.Minute, 100*time.Millisecond, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		res *ops.Restored
+		err error
+	}
+	restored := make(chan result, 1)
+	go func() {
+		res, err := s.Admin(ctx, quietLog()).RestoreBackup(ctx, user, refs[0].ID)
+		restored <- result{res, err}
+	}()
+	s.WaitState(t, user, coldStart, "held by the restore", func(sb *state.Sandbox) bool {
+		return sb.State == state.Stopping && sb.TaskARN == "" && sb.Live(time.Now())
+	})
+
+	c2 := s.Dial(t, user)
+	c2.Status("stopping", reply)
+	c2.Send("/notes")
+	select {
+	case r := <-restored:
+		t.Fatalf("the restore ended while the test held the backups lock: %+v, %v", r.res, r.err)
+	default:
+	}
+	if n := len(s.RunTasks(user)); n != 1 {
+		t.Fatalf("%d sandboxes started while the restore held the user; want only the first", n)
+	}
+
+	if err := held.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-restored
+	if r.err != nil {
+		t.Fatalf("restore: %v", r.err)
+	}
+	c2.Status("ready", coldStart)
+	f := c2.Next(reply, "the notes", func(f string) bool { return strings.Contains(f, `"type":"notes"`) })
+	var list struct{ Notes []string }
+	if err := json.Unmarshal([]byte(f), &list); err != nil || !slices.Equal(list.Notes, []string{"kept by the backup"}) {
+		t.Fatalf("the frame sent during the restore was answered with %s (%v); want the restored notes", f, err)
+	}
+}
