@@ -107,8 +107,9 @@ func TestStack_Connect_FiftyConnectsOneTask(t *testing.T) {
 	const user, n = "user_fifty", 50
 	clients := testkit.DialAll(t, slices.Repeat([]string{user}, n), s.TryDial)
 	for i, c := range clients {
-		// Late connections may find the sandbox ready already.
-		if f := c.NextFrame(); f.State != frames.Starting && f.State != frames.Ready {
+		// Late connections may find the sandbox ready already; a connection's notice
+		// queued behind the others' may be overtaken by the agent's restoring broadcast.
+		if f := c.NextFrame(); f.State != frames.Starting && f.State != frames.Restoring && f.State != frames.Ready {
 			t.Fatalf("client %d: first frame %+v", i, f)
 		}
 	}
