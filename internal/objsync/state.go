@@ -37,6 +37,10 @@ type Marker struct {
 	// Files and Bytes count what the prefix held after that sync.
 	Files int   `json:"files"`
 	Bytes int64 `json:"bytes"`
+	// Digest is the manifest digest of what the prefix held after that sync (see
+	// digest): two markers with the same Digest describe the same files. Markers
+	// written before it existed have none ("").
+	Digest string `json:"digest,omitempty"`
 }
 
 // state is the manifest kept in StateDir: what the bucket holds for each path, as of
