@@ -156,7 +156,8 @@ func (r Report) Goals() []Goal {
 		g.Status = judge(mt["errors"] == 0 && mt["sandboxes"] == PoolStormUsers && mt["capacity"] == PoolStormUsers+PoolStormSize)
 	}
 	gs = append(gs, g)
-	return append(gs, r.noisyGoals()...)
+	gs = append(gs, r.noisyGoals()...)
+	return append(gs, r.recoveryGoals()...)
 }
 
 // num formats a measurement with three significant digits or so.
@@ -200,6 +201,7 @@ func Render(w io.Writer, r Report) error {
 	r.pool(m)
 	r.noisy(m)
 	r.workload(m)
+	r.recovery(m)
 	r.sync(m)
 	r.lambda(m)
 	r.others(m)
