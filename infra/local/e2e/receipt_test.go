@@ -57,8 +57,9 @@ func TestReceipt_NoteSaved_FrameAndStatusAgree(t *testing.T) {
 		t.Fatalf("status receipt %v differs from the frame's %+v", got, r)
 	}
 
-	// Stopped: the record keeps the last receipt, which is the bucket's marker.
-	c.Close()
+	// Stopped (SIGTERM, as a deploy does): the record keeps the last receipt, which is
+	// the bucket's marker.
+	s.StopTask(t, rec.TaskARN)
 	s.Stopped(t, user, coldStart)
 	m := s.Marker(t, user)
 	_, body = s.HTTP(t, http.MethodGet, "/status", s.SignedQuery(t, user))
