@@ -69,7 +69,7 @@ func (s *Syncer) sync(ctx context.Context, cfg settings) (Stats, error) {
 	}
 	// Changes made from here on carry later mtimes than the marker will claim, so a
 	// restore onto this disk never takes them for older than the bucket.
-	snapshot := time.Now().Add(-markerSlack)
+	snapshot := time.Now().Add(-MarkerSlack)
 	t, err := s.walk(cfg.ex, log)
 	if err != nil {
 		log.Warn("refusing to sync: directory unreadable; the bucket keeps its copy",

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sandgate/sandgate/internal/frames"
+	"github.com/sandgate/sandgate/internal/objsync"
 	"github.com/sandgate/sandgate/internal/state"
 )
 
@@ -28,6 +29,11 @@ type Loss struct {
 	SinceReceipt time.Duration
 	// Receipt is that receipt.
 	Receipt frames.Receipt
+	// SyncLag is how long after its sync began reading the workspace the second receipt
+	// the run waited for reached the client: that sync's duration, its marker, its record
+	// and its post. The sync in flight at the kill took about as long, so a crash loses
+	// at most SYNC_INTERVAL plus about this.
+	SyncLag time.Duration
 }
 
 // lossWriter writes one new file into dir every period, as a busy workload does, and
@@ -104,9 +110,9 @@ func (w *lossWriter) close() ([]time.Time, error) {
 
 // CrashUnderWrites measures what a kill -9 of user's running sandbox loses. A writer
 // puts a new file into the sandbox's workspace every period (from outside the task,
-// as its workload would), c — the user's connected client — waits for the receipt of a
-// sync that ran after the writes began, then for a write completed killAfter after
-// that receipt arrived, and the task is killed with SIGKILL at once: no final sync, no
+// as its workload would), c — the user's connected client — waits for the receipts of
+// two syncs that ran after the writes began, then for a write completed killAfter
+// after the second arrived, and the task is killed with SIGKILL at once: no final sync, no
 // release. Once the task's end has ended the lease, c's next frame starts a new
 // sandbox, which restores; the writes completed before the kill that it lacks are the
 // loss. It fails tb if a restored file is not what was written, or if a write the last
@@ -120,11 +126,16 @@ func (s *Stack) CrashUnderWrites(tb testing.TB, c *Client, user string, period, 
 	if err != nil {
 		tb.Fatal(err)
 	}
-	began := time.Now()
-	f := c.Next(timeout, "a receipt of a sync after the writes began", func(f string) bool {
-		fr, ok := Platform(f)
-		return ok && fr.State == frames.Saved && fr.Receipt != nil && fr.Receipt.Generation == rec.Generation && fr.Receipt.Time.After(began)
-	})
+	receiptAfter := func(t time.Time) func(string) bool {
+		return func(f string) bool {
+			fr, ok := Platform(f)
+			return ok && fr.State == frames.Saved && fr.Receipt != nil && fr.Receipt.Generation == rec.Generation && fr.Receipt.Time.After(t)
+		}
+	}
+	// The first sync after the writes began stores part of an interval's writes; the
+	// next stores a whole interval's, as the sync in flight at the kill does.
+	first, _ := Platform(c.Next(timeout, "a receipt of a sync after the writes began", receiptAfter(time.Now())))
+	f := c.Next(timeout, "the receipt of the next sync", receiptAfter(first.Receipt.Time))
 	heard := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -157,7 +168,9 @@ func (s *Stack) CrashUnderWrites(tb testing.TB, c *Client, user string, period, 
 	}
 	restored := filepath.Join(s.Workspace(tb, next.TaskARN), run)
 
-	loss := Loss{Receipt: *last.Receipt, SinceReceipt: killed.Sub(last.Receipt.Time)}
+	anchor, _ := Platform(f)
+	loss := Loss{Receipt: *last.Receipt, SinceReceipt: killed.Sub(last.Receipt.Time),
+		SyncLag: heard.Sub(anchor.Receipt.Time.Add(objsync.MarkerSlack))}
 	var firstLost time.Time
 	for i, at := range done {
 		if at.After(killed) {
