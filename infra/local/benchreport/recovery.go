@@ -35,7 +35,7 @@ func (r Report) recovery(m *md) {
 		"Every run also checks the receipt: no write completed before the last receipt's time may be missing. " +
 		"The documented worst case for a crash is SYNC_INTERVAL plus the duration of one sync: a kill just before the sync in flight completes loses " +
 		"everything since the previous sync began. *Sync lag* is, per run, how long after its sync began reading the workspace the receipt reached the client " +
-		"(the sync, its marker, the record and the post; with 10 ms writes a sync stores SYNC_INTERVAL's hundred or so new files); " +
+		"(the sync, its marker, the record and the post; with a write every 10 ms a sync stores a hundred new files per second of SYNC_INTERVAL); " +
 		"*over the bound* is the most any run's loss exceeded SYNC_INTERVAL plus its own sync lag (negative: none did). " +
 		"A clean stop (SIGTERM, idle, lifetime) loses nothing, as its final sync runs after the workload stopped.")
 	r.command(m, RunRecovery)
