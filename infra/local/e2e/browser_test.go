@@ -64,8 +64,8 @@ func TestBrowser_DemoPageTwoUsers(t *testing.T) {
 	// the receipt of the sync that stored its note (a new sandbox's first marker may
 	// come before it, with no file), from a saved status frame.
 	savedShown := func(p string) chromedp.Action[chromedp.Void] {
-		return chromedp.Poll[chromedp.Void](`(() => { const e = document.querySelector('`+string(panel(p, ".saved"))+`');
-			return !e.hidden && /^saved \d+ s ago$/.test(e.textContent) && /: [1-9]\d* files/.test(e.title); })()`,
+		return chromedp.Poll[chromedp.Void](`(() => { const e = document.querySelector('`+string(panel(p, ".saved-ago"))+`');
+			return !e.hidden && /^saved \d+ s ago$/.test(e.textContent) && /: [1-9]\d* files?,/.test(e.title); })()`,
 			chromedp.WithPollingTimeout(90*time.Second))
 	}
 	err := chromedp.Do(ctx,
@@ -88,7 +88,7 @@ func TestBrowser_DemoPageTwoUsers(t *testing.T) {
 		savedShown("a"),
 		savedShown("b"),
 	)
-	aliceSaved, _ := chromedp.Run(ctx, chromedp.TextContent(panel("a", ".saved")))
+	aliceSaved, _ := chromedp.Run(ctx, chromedp.TextContent(panel("a", ".saved-ago")))
 	aliceLog, _ := chromedp.Run(ctx, chromedp.TextContent(panel("a", ".log")))
 	bobLog, _ := chromedp.Run(ctx, chromedp.TextContent(panel("b", ".log")))
 	shot(t, ctx, "demo-two-users.png")

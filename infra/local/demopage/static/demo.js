@@ -32,13 +32,13 @@ function setup(panel) {
   // The durability receipt of the user's last completed sync (a "saved" status frame,
   // or GET /status on connect): the panel says how long ago the workspace was saved.
   let receipt = null;
-  const saved = $(".saved");
+  const saved = $(".saved-ago");
   const showSaved = () => {
     if (!receipt) { saved.hidden = true; return; }
     const ago = Math.max(0, Math.round((Date.now() - Date.parse(receipt.time)) / 1000));
     saved.hidden = false;
     saved.textContent = `saved ${ago} s ago`;
-    saved.title = `generation ${receipt.generation}: ${receipt.files} files, ${receipt.bytes} bytes\nmanifest sha256 ${receipt.digest}`;
+    saved.title = `generation ${receipt.generation}: ${receipt.files} file${receipt.files === 1 ? "" : "s"}, ${receipt.bytes} bytes\nmanifest sha256 ${receipt.digest}`;
   };
   const takeReceipt = (r) => {
     if (!r || !r.time || (receipt && Date.parse(r.time) < Date.parse(receipt.time))) return;
@@ -65,7 +65,7 @@ function setup(panel) {
       if (f.type === "sandgate.status" && f.state === "saved") {
         // Not a step of the sandbox's life: the pill keeps its state.
         takeReceipt(f.receipt);
-        if (f.receipt) add("platform saved", `saved: ${f.receipt.files} files, ${f.receipt.bytes} bytes (generation ${f.receipt.generation}, sha256 ${f.receipt.digest.slice(0, 12)}…)`);
+        if (f.receipt) add("platform saved", `saved: ${f.receipt.files} file${f.receipt.files === 1 ? "" : "s"}, ${f.receipt.bytes} bytes (generation ${f.receipt.generation}, sha256 ${f.receipt.digest.slice(0, 12)}…)`);
       } else if (f.type === "sandgate.status") {
         let label = f.state;
         if (f.state === "restoring" && f.progress && f.progress.totalFiles) {
