@@ -6,8 +6,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/objsync"
+	"github.com/sandgate/sandgate/internal/state"
 )
 
 // serve runs until a reason to stop, then stops.
@@ -60,7 +62,8 @@ func (s *sandbox) syncLoop(ctx context.Context) (stop func(), done <-chan struct
 				return
 			case <-t.C:
 			}
-			if _, err := s.syncer.Sync(ctx); err != nil {
+			stats, err := s.syncer.Sync(ctx)
+			if err != nil {
 				if errors.Is(err, objsync.ErrFenced) {
 					s.holder.stepDown(err)
 					return
@@ -68,11 +71,48 @@ func (s *sandbox) syncLoop(ctx context.Context) (stop func(), done <-chan struct
 				if ctx.Err() == nil {
 					s.log.Warn("sync failed; retrying at the next interval", logging.Error, err.Error())
 				}
+				continue
 			}
+			s.saved(ctx, stats.Marker)
 		}
 	}()
 	var once sync.Once
 	return func() { once.Do(cancel) }, ch
+}
+
+// saved hands the receipt of a sync that wrote marker m (nil: the sync stored nothing
+// and wrote none, and nothing is said) to the user: recorded on the user's record, for
+// GET /status, then a sandgate.status frame of state saved to every connection.
+// Neither is retried: the next completed sync sends the next receipt, and a record
+// left behind understates what is stored, never overstates it.
+func (s *sandbox) saved(ctx context.Context, m *objsync.Marker) {
+	if m == nil {
+		return
+	}
+	r := receipt(m)
+	err := retryTransientFor(ctx, time.Second, func() error {
+		if err := s.holder.Fence(ctx); err != nil {
+			return err
+		}
+		return s.store.RecordSync(ctx, s.holder.Lease(), state.SyncReceipt{
+			Time: r.Time, Generation: r.Generation, Files: r.Files, Bytes: r.Bytes, Digest: r.Digest,
+		})
+	})
+	switch {
+	case isLost(err):
+		s.holder.stepDown(err)
+		return
+	case err != nil:
+		s.log.Warn("recording the sync's receipt failed; telling the clients anyway", logging.Error, err.Error())
+	}
+	s.broadcast(ctx, frames.SavedFrame(r))
+}
+
+// receipt is the durability receipt of marker m. Its time is cut to the millisecond
+// the record keeps, so the frame and GET /status tell the same receipt.
+func receipt(m *objsync.Marker) frames.Receipt {
+	return frames.Receipt{Time: m.Time.UTC().Truncate(time.Millisecond), Generation: m.Generation,
+		Files: m.Files, Bytes: m.Bytes, Digest: m.Digest}
 }
 
 // idle reports whether nothing happened for SLEEP_AFTER (no client frame, no word

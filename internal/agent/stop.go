@@ -89,6 +89,13 @@ func (s *sandbox) shutdown(reason string, cause error, stopHeartbeats func()) er
 		s.holder.stepDown(fmt.Errorf("final sync: %w", syncErr))
 		return s.abandon()
 	}
+	// The final sync's receipt (none when it failed or stored nothing new), before Stop
+	// ends the lease it is recorded under: the clients hear, after their stopping,
+	// what a clean stop kept.
+	s.saved(ctx, stats.Marker)
+	if s.holder.isLost() {
+		return s.abandon()
+	}
 	wctx, wcancel := context.WithTimeout(context.Background(), s.reserve())
 	defer wcancel()
 	if syncErr != nil {

@@ -14,6 +14,8 @@ type LeaseStore interface {
 	Get(ctx context.Context, userID string) (*state.Sandbox, error)
 	Heartbeat(ctx context.Context, l state.Lease, lastActivity time.Time) (state.Lease, error)
 	MarkReady(ctx context.Context, l state.Lease, endpoint, gatewayToken string) (state.Lease, error)
+	// RecordSync records the durability receipt of a completed sync on the record.
+	RecordSync(ctx context.Context, l state.Lease, r state.SyncReceipt) error
 	MarkStopping(ctx context.Context, l state.Lease) error
 	Stop(ctx context.Context, l state.Lease) error
 	Abort(ctx context.Context, l state.Lease, reason string) error

@@ -3,6 +3,7 @@ package frames
 import (
 	"bytes"
 	"encoding/json"
+	"time"
 )
 
 // Frame types.
@@ -18,6 +19,10 @@ const (
 	Restoring = "restoring" // the user's files are being restored; Progress says how far
 	Ready     = "ready"     // the workload is serving; queued frames have been delivered
 	Stopping  = "stopping"  // the sandbox is syncing and stopping; reconnect to start it again
+	// Saved is not a step of a start: a sync completed and stored the workspace, and
+	// Receipt says what is stored. Sent after every sync that wrote a marker (one
+	// that found nothing to store sends nothing), the final sync of a stop included.
+	Saved = "saved"
 )
 
 // Reasons carried by error frames.
@@ -46,6 +51,23 @@ type Progress struct {
 	TotalBytes int64 `json:"totalBytes,omitempty"`
 }
 
+// Receipt is a durability receipt: what the user's last completed sync stored.
+// GET /status answers the same object as its "receipt".
+type Receipt struct {
+	// Time is when that sync began reading the workspace: every change made before
+	// it is stored. A crash loses at most what changed after it.
+	Time time.Time `json:"time"`
+	// Generation is the sandbox's lease generation that stored it.
+	Generation int64 `json:"generation"`
+	// Files and Bytes count the files and symbolic links stored.
+	Files int   `json:"files"`
+	Bytes int64 `json:"bytes"`
+	// Digest is the SHA-256 (hex) of the stored manifest: one line
+	// "<sha256 of the content>  <path>\n" per file, in byte order of the paths, as
+	// sha256sum prints them; see docs/ARCHITECTURE.md, Storage sync.
+	Digest string `json:"digest"`
+}
+
 // Frame is one platform frame.
 type Frame struct {
 	Type     string    `json:"type"`
@@ -54,10 +76,14 @@ type Frame struct {
 	Message  string    `json:"message,omitempty"`
 	Queued   int       `json:"queued,omitempty"`
 	Progress *Progress `json:"progress,omitempty"`
+	Receipt  *Receipt  `json:"receipt,omitempty"`
 }
 
 // Status returns a status frame for state.
 func Status(state string) Frame { return Frame{Type: TypeStatus, State: state} }
+
+// SavedFrame returns the status frame that carries a durability receipt.
+func SavedFrame(r Receipt) Frame { return Frame{Type: TypeStatus, State: Saved, Receipt: &r} }
 
 // Error returns an error frame; message is for people, reason for programs.
 func Error(reason, message string) Frame {

@@ -3,6 +3,7 @@ package frames_test
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/sandgate/sandgate/internal/frames"
 )
@@ -35,5 +36,16 @@ func TestIsPlatform(t *testing.T) {
 		if got := frames.IsPlatform([]byte(in)); got != want {
 			t.Errorf("IsPlatform(%s) = %v, want %v", in, got, want)
 		}
+	}
+}
+
+// The receipt's wire form is what the SDKs and docs describe.
+func TestSavedFrame_Wire(t *testing.T) {
+	f := frames.SavedFrame(frames.Receipt{
+		Time: time.Date(2026, 12, 6, 9, 0, 1, 250e6, time.UTC), Generation: 7, Files: 2, Bytes: 300, Digest: "ab12",
+	})
+	want := `{"type":"sandgate.status","state":"saved","receipt":{"time":"2026-12-06T09:00:01.25Z","generation":7,"files":2,"bytes":300,"digest":"ab12"}}`
+	if got := string(f.Bytes()); got != want {
+		t.Fatalf("got %s, want %s", got, want)
 	}
 }

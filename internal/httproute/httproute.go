@@ -13,6 +13,7 @@ import (
 
 	"github.com/sandgate/sandgate/internal/auth"
 	"github.com/sandgate/sandgate/internal/authorizer"
+	"github.com/sandgate/sandgate/internal/frames"
 	"github.com/sandgate/sandgate/internal/logging"
 	"github.com/sandgate/sandgate/internal/secretcache"
 	"github.com/sandgate/sandgate/internal/state"
@@ -37,6 +38,19 @@ type Body struct {
 	// Warm reports that the sandbox's start claimed a warm pool task instead of
 	// waiting for a launch of its own.
 	Warm bool `json:"warm"`
+	// Receipt is the durability receipt of the user's last completed sync (Status
+	// only; absent before the first): the same object the sandgate.status frame of
+	// state "saved" carries.
+	Receipt *frames.Receipt `json:"receipt,omitempty"`
+}
+
+// ReceiptOf returns the receipt recorded on sb, or nil when there is none.
+func ReceiptOf(sb *state.Sandbox) *frames.Receipt {
+	if sb == nil || sb.LastSync == nil {
+		return nil
+	}
+	r := sb.LastSync
+	return &frames.Receipt{Time: r.Time.UTC(), Generation: r.Generation, Files: r.Files, Bytes: r.Bytes, Digest: r.Digest}
 }
 
 // Describe returns the Body of userID's sandbox sb (nil: no sandbox) at now.

@@ -16,10 +16,10 @@ import (
 // stateFile is the manifest's name inside StateDir.
 const stateFile = "objsync-state.json"
 
-// markerSlack covers file systems whose timestamps lag the clock (ext4 stamps files
+// MarkerSlack covers file systems whose timestamps lag the clock (ext4 stamps files
 // from a tick-granular clock): a file changed just after a sync began must still look
-// newer than its marker.
-const markerSlack = time.Second
+// newer than its marker. A marker's Time is its sync's start less MarkerSlack.
+const MarkerSlack = time.Second
 
 // stateVersion changes when the manifest's meaning does; another version is ignored,
 // which makes the next Sync refuse until a Restore rebuilds it. Version 2: every
@@ -30,13 +30,17 @@ const stateVersion = 2
 type Marker struct {
 	// Generation is the lease generation of the sandbox that wrote it.
 	Generation int64 `json:"generation"`
-	// Time is when that sync began reading the directory, less markerSlack: every
+	// Time is when that sync began reading the directory, less MarkerSlack: every
 	// change it did not upload has a later mtime, which is what Restore's "newer than
 	// the marker" rule compares.
 	Time time.Time `json:"time"`
 	// Files and Bytes count what the prefix held after that sync.
 	Files int   `json:"files"`
 	Bytes int64 `json:"bytes"`
+	// Digest is the manifest digest of what the prefix held after that sync (see
+	// digest): two markers with the same Digest describe the same files. Markers
+	// written before it existed have none ("").
+	Digest string `json:"digest,omitempty"`
 }
 
 // state is the manifest kept in StateDir: what the bucket holds for each path, as of

@@ -69,7 +69,7 @@ func (s *Syncer) sync(ctx context.Context, cfg settings) (Stats, error) {
 	}
 	// Changes made from here on carry later mtimes than the marker will claim, so a
 	// restore onto this disk never takes them for older than the bucket.
-	snapshot := time.Now().Add(-markerSlack)
+	snapshot := time.Now().Add(-MarkerSlack)
 	t, err := s.walk(cfg.ex, log)
 	if err != nil {
 		log.Warn("refusing to sync: directory unreadable; the bucket keeps its copy",
@@ -138,6 +138,7 @@ func (s *Syncer) sync(ctx context.Context, cfg settings) (Stats, error) {
 			m.Bytes += e.Size
 		}
 	}
+	m.Digest = digest(st.Files)
 	etag, err := s.writeMarker(ctx, m, st.MarkerETag, log)
 	if err != nil {
 		return stats, fmt.Errorf("sync %s: %w", s.prefix, err)
@@ -146,6 +147,7 @@ func (s *Syncer) sync(ctx context.Context, cfg settings) (Stats, error) {
 	if err := s.saveState(st); err != nil {
 		return stats, fmt.Errorf("sync %s: %w", s.prefix, err)
 	}
+	stats.Marker = &m
 	return stats, nil
 }
 

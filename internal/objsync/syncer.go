@@ -78,6 +78,10 @@ type Stats struct {
 	Failed int
 	// Duration is how long the call took.
 	Duration time.Duration
+	// Marker is the marker a Sync wrote, nil when it wrote none: a sync that found
+	// nothing to do (no change, and the marker already this generation's) writes no
+	// marker, and one that failed never does. The agent's durability receipt.
+	Marker *Marker
 }
 
 // Syncer restores and syncs one prefix of a Bucket to and from one directory. Restore

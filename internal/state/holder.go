@@ -9,7 +9,7 @@ import (
 // HolderAttributes are the attributes a sandbox's own writes name, in the order
 // template.yaml's SandboxRole lists them: the only attributes its scoped session may
 // name in an UpdateItem (dynamodb:Attributes). They are every name the agent's writes
-// of its record (Heartbeat, MarkReady, MarkStopping, Stop, Abort) and of its inbox
+// of its record (Heartbeat, MarkReady, RecordSync, MarkStopping, Stop, Abort) and of its inbox
 // counter (Ack) carry — the keys, what they set or remove, and what their conditions
 // and operands read (the token, the generation, the inbox floor) — so the grant holds
 // whichever of them IAM counts.
@@ -22,7 +22,7 @@ import (
 var HolderAttributes = []string{
 	AttrPK, AttrSK,
 	aState, aToken, aDeadline, aGen, aEndpoint, aGateway, aHeartbeat, aActivity, aSince, aReason, aVersion, aSlot,
-	aCount, aBytes, aFloor,
+	aCount, aBytes, aFloor, aLastSync,
 }
 
 // recordUser is the user a sandbox record belongs to: the one its key names, which is

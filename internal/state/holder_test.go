@@ -93,6 +93,9 @@ func TestHolderAttributes_ExactlyWhatTheAgentWrites(t *testing.T) {
 	if l, err = agent.Heartbeat(ctx, l, db.Clock.Now()); err != nil {
 		t.Fatal(err)
 	}
+	if err := agent.RecordSync(ctx, l, state.SyncReceipt{Time: db.Clock.Now(), Generation: l.Generation, Files: 1, Bytes: 2, Digest: "d"}); err != nil {
+		t.Fatal(err)
+	}
 	if err := agent.MarkStopping(ctx, l); err != nil {
 		t.Fatal(err)
 	}

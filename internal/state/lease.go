@@ -81,6 +81,7 @@ func decodeSandbox(item map[string]types.AttributeValue) *Sandbox {
 		PurgeStarted:  getMs(item, aPurgeStarted),
 		Slot:          getN(item, aSlot),
 		Warm:          getBool(item, aWarm),
+		LastSync:      decodeReceipt(item),
 		Version:       getN(item, aVersion),
 	}
 }

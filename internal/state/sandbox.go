@@ -72,6 +72,9 @@ type Sandbox struct {
 	// Warm reports that the lease's task came from the warm pool (AcquireClaim) rather
 	// than a launch of its own.
 	Warm bool
+	// LastSync is the receipt of the user's last completed sync (RecordSync), nil
+	// before the first one.
+	LastSync *SyncReceipt
 	// Version increases on every write to the record.
 	Version int64
 }

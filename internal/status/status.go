@@ -65,6 +65,7 @@ func (h *Handler) Handle(ctx context.Context, req events.APIGatewayV2HTTPRequest
 	}
 	b := httproute.Describe(userID, sb, now)
 	b.Queued = &queued
+	b.Receipt = httproute.ReceiptOf(sb)
 	log.DebugContext(ctx, "status", logging.State, b.State, logQueued, queued)
 	return httproute.Respond(http.StatusOK, b), nil
 }

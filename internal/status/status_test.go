@@ -208,3 +208,31 @@ func TestLoadConfig_Environment(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// The receipt of the user's last completed sync is answered while the sandbox runs
+// and after it stopped; before the first sync there is none.
+func TestHandler_Handle_Receipt(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const user = "user_receipt"
+	l, err := e.store.Acquire(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, body := e.get(t, e.query(t, user)); body["receipt"] != nil {
+		t.Fatalf("a receipt before any sync: %v", body)
+	}
+	at := time.Date(2026, 12, 6, 9, 0, 1, 250e6, time.UTC)
+	if err := e.store.RecordSync(ctx, l, state.SyncReceipt{Time: at, Generation: l.Generation, Files: 2, Bytes: 300, Digest: "ab12"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Stop(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	_, body := e.get(t, e.query(t, user))
+	r, _ := body["receipt"].(map[string]any)
+	if body["state"] != "STOPPED" || r["time"] != "2026-12-06T09:00:01.25Z" || r["generation"] != float64(l.Generation) ||
+		r["files"] != 2.0 || r["bytes"] != 300.0 || r["digest"] != "ab12" {
+		t.Fatalf("status %v", body)
+	}
+}

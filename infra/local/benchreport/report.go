@@ -164,7 +164,8 @@ func (r Report) Goals() []Goal {
 		g.Measured = num(n) + " requests per user (the pass's lock and sweep check included)"
 		g.Status = judge(n <= BackupUnchangedRequests)
 	}
-	return append(gs, g)
+	gs = append(gs, g)
+	return append(gs, r.recoveryGoals()...)
 }
 
 // BackupUnchangedRequests is the backup step's budget for a user with nothing new:
@@ -213,6 +214,7 @@ func Render(w io.Writer, r Report) error {
 	r.pool(m)
 	r.noisy(m)
 	r.workload(m)
+	r.recovery(m)
 	r.sync(m)
 	r.cleanupReads(m)
 	r.backup(m)

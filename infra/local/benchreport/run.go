@@ -73,10 +73,10 @@ var (
 	RunFrameRate = Run{ID: "framerate", Bench: "Handler_Handle_OverRate", Benchtime: "2000x", Packages: []string{"./internal/message/"}}
 	// RunOthers' Benchtime is make bench's BENCHTIME (cmd/benchreport -benchtime).
 	RunOthers = Run{ID: "others", Bench: ".", Benchtime: "1s", Benchmem: true, Packages: []string{"./..."},
-		Skip: "Relay_RoundTrip|Agent_FrameRoundTrip|Handler_Handle_WarmPath|ConnectStorm|Start_Overhead|Throughput|Lambda_Bootstrap|Pool_|NoisyNeighbour|Handler_Handle_OverRate|Workload_ConnectReady|Proxy_ModelCall|Cleanup_ReadsPerPass|Backup_Pass"}
+		Skip: "Relay_RoundTrip|Agent_FrameRoundTrip|Handler_Handle_WarmPath|ConnectStorm|Start_Overhead|Throughput|Lambda_Bootstrap|Pool_|NoisyNeighbour|Handler_Handle_OverRate|Workload_ConnectReady|Proxy_ModelCall|Cleanup_ReadsPerPass|Backup_Pass|Recovery_KillUnderWrites"}
 )
 
 // Runs returns every run of make bench, in order.
 func Runs() []Run {
-	return []Run{RunRelay, RunAgent, RunWarm, RunStorm, RunStart, RunPool, RunNoisy, RunFrameRate, RunWorkload, RunProxy, RunSync, RunCleanup, RunBackup, RunLambda, RunOthers}
+	return []Run{RunRelay, RunAgent, RunWarm, RunStorm, RunStart, RunPool, RunNoisy, RunFrameRate, RunWorkload, RunProxy, RunRecovery, RunSync, RunCleanup, RunBackup, RunLambda, RunOthers}
 }

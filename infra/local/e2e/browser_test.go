@@ -60,6 +60,14 @@ func TestBrowser_DemoPageTwoUsers(t *testing.T) {
 		return chromedp.Poll[chromedp.Void](`document.querySelector('`+string(panel(p, ".log"))+`').textContent.includes(`+jsString(want)+`)`,
 			chromedp.WithPollingTimeout(90*time.Second))
 	}
+	// savedShown waits until panel p says how long ago a sync stored at least one file:
+	// the receipt of the sync that stored its note (a new sandbox's first marker may
+	// come before it, with no file), from a saved status frame.
+	savedShown := func(p string) chromedp.Action[chromedp.Void] {
+		return chromedp.Poll[chromedp.Void](`(() => { const e = document.querySelector('`+string(panel(p, ".saved-ago"))+`');
+			return !e.hidden && /^saved \d+ s ago$/.test(e.textContent) && /: [1-9]\d* files?,/.test(e.title); })()`,
+			chromedp.WithPollingTimeout(90*time.Second))
+	}
 	err := chromedp.Do(ctx,
 		chromedp.Navigate(s.Gateway.BaseURL()+"/"),
 		chromedp.WaitVisible(panel("a", ".connect")),
@@ -77,17 +85,20 @@ func TestBrowser_DemoPageTwoUsers(t *testing.T) {
 		waitLog("a", "notes:\n• alice's private note"),
 		chromedp.Click(panel("b", ".notes")),
 		waitLog("b", "notes:\n• bob's own note"),
+		savedShown("a"),
+		savedShown("b"),
 	)
+	aliceSaved, _ := chromedp.Run(ctx, chromedp.TextContent(panel("a", ".saved-ago")))
 	aliceLog, _ := chromedp.Run(ctx, chromedp.TextContent(panel("a", ".log")))
 	bobLog, _ := chromedp.Run(ctx, chromedp.TextContent(panel("b", ".log")))
 	shot(t, ctx, "demo-two-users.png")
 	if err != nil {
-		t.Fatalf("browser: %v\nalice: %s\nbob: %s", err, aliceLog, bobLog)
+		t.Fatalf("browser: %v\nalice (%q): %s\nbob: %s", err, aliceSaved, aliceLog, bobLog)
 	}
 	if strings.Contains(aliceLog, "bob's own note") || strings.Contains(bobLog, "alice's private note") {
 		t.Fatalf("a user saw the other's note\nalice: %s\nbob: %s", aliceLog, bobLog)
 	}
-	for _, want := range []string{"sandbox starting", "sandbox ready", "connect → ready: "} {
+	for _, want := range []string{"sandbox starting", "sandbox ready", "connect → ready: ", "saved: "} {
 		if !strings.Contains(aliceLog, want) {
 			t.Errorf("alice's log lacks %q: %s", want, aliceLog)
 		}

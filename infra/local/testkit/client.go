@@ -210,10 +210,12 @@ func (c *Client) Until(timeout time.Duration, what string, match func(string) bo
 func Any(string) bool { return true }
 
 // NextFrame returns the next frame in arrival order decoded as a platform frame,
-// failing the test if it is a workload's frame or none arrives within Wait.
+// failing the test if it is a workload's frame or none arrives within Wait. Receipts
+// (status saved) are passed over and stay pending: a sandbox sends one whenever a sync
+// stores something, so they fall between the frames of a sandbox's life at any point.
 func (c *Client) NextFrame() frames.Frame {
 	c.tb.Helper()
-	f := c.Next(Wait, "frame", Any)
+	f := c.Next(Wait, "frame", func(f string) bool { return !IsStatus(frames.Saved)(f) })
 	fr, ok := Platform(f)
 	if !ok {
 		c.tb.Fatalf("message %q is not a platform frame", f)

@@ -29,6 +29,23 @@ function setup(panel) {
     state.dataset.state = s;
     state.textContent = label || s;
   };
+  // The durability receipt of the user's last completed sync (a "saved" status frame,
+  // or GET /status on connect): the panel says how long ago the workspace was saved.
+  let receipt = null;
+  const saved = $(".saved-ago");
+  const showSaved = () => {
+    if (!receipt) { saved.hidden = true; return; }
+    const ago = Math.max(0, Math.round((Date.now() - Date.parse(receipt.time)) / 1000));
+    saved.hidden = false;
+    saved.textContent = `saved ${ago} s ago`;
+    saved.title = `generation ${receipt.generation}: ${receipt.files} file${receipt.files === 1 ? "" : "s"}, ${receipt.bytes} bytes\nmanifest sha256 ${receipt.digest}`;
+  };
+  const takeReceipt = (r) => {
+    if (!r || !r.time || (receipt && Date.parse(r.time) < Date.parse(receipt.time))) return;
+    receipt = r;
+    showSaved();
+  };
+  setInterval(showSaved, 1000);
   const connected = (on) => {
     $(".connect").disabled = on;
     user.disabled = on;
@@ -45,7 +62,11 @@ function setup(panel) {
     let f = null;
     try { f = JSON.parse(data); } catch { /* not JSON: the workload's own text */ }
     if (f && typeof f.type === "string" && f.type.startsWith("sandgate.")) {
-      if (f.type === "sandgate.status") {
+      if (f.type === "sandgate.status" && f.state === "saved") {
+        // Not a step of the sandbox's life: the pill keeps its state.
+        takeReceipt(f.receipt);
+        if (f.receipt) add("platform saved", `saved: ${f.receipt.files} file${f.receipt.files === 1 ? "" : "s"}, ${f.receipt.bytes} bytes (generation ${f.receipt.generation}, sha256 ${f.receipt.digest.slice(0, 12)}…)`);
+      } else if (f.type === "sandgate.status") {
         let label = f.state;
         if (f.state === "restoring" && f.progress && f.progress.totalFiles) {
           label = `restoring ${f.progress.files}/${f.progress.totalFiles} files`;
@@ -79,6 +100,8 @@ function setup(panel) {
     const body = await r.json();
     if (!r.ok) { setState("error", "error: bad user id"); add("platform error", body.error); return; }
     ws = new WebSocket(body.url);
+    // The last receipt so far, if the HTTP API lets this page read it (its CORS origins).
+    fetch(body.status).then((r) => (r.ok ? r.json() : null)).then((st) => st && takeReceipt(st.receipt)).catch(() => {});
     ws.onopen = () => { connected(true); setState("connecting", "connected"); add("platform", `connected as ${user.value}`); };
     ws.onmessage = (ev) => receive(typeof ev.data === "string" ? ev.data : "(binary frame)");
     ws.onclose = (ev) => {
