@@ -100,10 +100,22 @@ func TestChaos_S3Down_FinalSyncFailsReleasesKeepsSaved(t *testing.T) {
 }
 
 // wake sends a frame to a stopped sandbox, which starts a new one, and waits for it to
-// be ready and to echo the frame.
+// be ready and to echo the frame. A Message process that read the old sandbox's RUNNING
+// record within its 5 s cache sends the frame to the old agent; when that agent's
+// connection closes under the frame as the task exits, the frame cannot be known
+// undelivered and the client is told no_answer — and sends it again, as a client of
+// no_answer does.
 func wake(t *testing.T, c *testkit.Client, frame string) {
 	t.Helper()
 	c.Send(frame)
-	c.Status(frames.Ready, coldStart)
+	first := c.Next(coldStart, "ready or no_answer", func(f string) bool {
+		p, ok := testkit.Platform(f)
+		return ok && ((p.Type == frames.TypeStatus && p.State == frames.Ready) || (p.Type == frames.TypeError && p.Reason == frames.ReasonNoAnswer))
+	})
+	if p, _ := testkit.Platform(first); p.Type == frames.TypeError {
+		t.Logf("%s: no_answer from the stopped sandbox's agent; sending again", c.User)
+		c.Send(frame)
+		c.Status(frames.Ready, coldStart)
+	}
 	c.Next(reply, "echo", func(f string) bool { return f == frame })
 }
