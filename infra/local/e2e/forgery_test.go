@@ -45,7 +45,12 @@ func TestSandboxSession_RewritingItsRecordNeverReachesAnotherUser(t *testing.T) 
 	ctx := context.Background()
 	victim := "user_forgevictim"
 	vc := s.DialReady(t, victim, coldStart)
-	vrec := s.Running(t, victim, reply)
+	// The victim's own agent records its first sync's receipt on its record; after it,
+	// an idle victim writes nothing (no change to store, a 10-minute lease's heartbeat
+	// far off), so any change is the attacker's.
+	vrec := s.WaitState(t, victim, reply, "running with its first receipt", func(sb *state.Sandbox) bool {
+		return sb.State == state.Running && sb.LastSync != nil
+	})
 	vpid := s.TaskPid(t, vrec.TaskARN)
 	before := victimState(t, s, victim)
 
