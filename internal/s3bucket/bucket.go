@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -94,17 +95,23 @@ func (b *Bucket) Get(ctx context.Context, key string) (objsync.ObjectInfo, io.Re
 	if err != nil {
 		return objsync.ObjectInfo{}, nil, fmt.Errorf("get %s: %w", key, translate(err))
 	}
-	meta := make(map[string]string, len(out.Metadata))
-	for k, v := range out.Metadata {
+	return objectInfo(key, out.ContentLength, out.ETag, out.LastModified, out.Metadata), out.Body, nil
+}
+
+// objectInfo is the description GetObject and HeadObject answer: user metadata keys
+// lower-cased, the ETag unquoted.
+func objectInfo(key string, size *int64, etag *string, modified *time.Time, metadata map[string]string) objsync.ObjectInfo {
+	meta := make(map[string]string, len(metadata))
+	for k, v := range metadata {
 		meta[strings.ToLower(k)] = v
 	}
 	return objsync.ObjectInfo{
 		Key:          key,
-		Size:         aws.ToInt64(out.ContentLength),
-		ETag:         unquote(aws.ToString(out.ETag)),
-		LastModified: aws.ToTime(out.LastModified),
+		Size:         aws.ToInt64(size),
+		ETag:         unquote(aws.ToString(etag)),
+		LastModified: aws.ToTime(modified),
 		Meta:         meta,
-	}, out.Body, nil
+	}
 }
 
 // Put writes the object. When in.SHA256 is set it signs the payload with it, so a

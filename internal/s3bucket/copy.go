@@ -31,17 +31,7 @@ func (b *Bucket) Head(ctx context.Context, key string) (objsync.ObjectInfo, erro
 	if err != nil {
 		return objsync.ObjectInfo{}, fmt.Errorf("head %s: %w", key, translate(err))
 	}
-	meta := make(map[string]string, len(out.Metadata))
-	for k, v := range out.Metadata {
-		meta[strings.ToLower(k)] = v
-	}
-	return objsync.ObjectInfo{
-		Key:          key,
-		Size:         aws.ToInt64(out.ContentLength),
-		ETag:         unquote(aws.ToString(out.ETag)),
-		LastModified: aws.ToTime(out.LastModified),
-		Meta:         meta,
-	}, nil
+	return objectInfo(key, out.ContentLength, out.ETag, out.LastModified, out.Metadata), nil
 }
 
 // Copy copies in.Src to in.Dst inside the bucket, server-side: one CopyObject up to

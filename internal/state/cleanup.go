@@ -100,6 +100,12 @@ func (s *Store) scan(ctx context.Context, consistent bool, filter func(*expr) st
 		in.ConsistentRead = aws.Bool(true)
 	}
 	in.ExpressionAttributeNames, in.ExpressionAttributeValues = e.Names(), e.Values()
+	return s.scanPages(ctx, in, fn)
+}
+
+// scanPages runs in page by page (ScanPageSize items evaluated each when set) and
+// calls fn with every item; fn's error stops the scan and is returned as it is.
+func (s *Store) scanPages(ctx context.Context, in *dynamodb.ScanInput, fn func(map[string]types.AttributeValue) error) error {
 	if s.ScanPageSize > 0 {
 		in.Limit = aws.Int32(s.ScanPageSize)
 	}

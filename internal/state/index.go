@@ -74,24 +74,7 @@ func (s *Store) ListSandboxesIndexed(ctx context.Context, fn func(*Sandbox) erro
 // (ScanPageSize items each when set). fn's error stops the scan and is returned.
 func (s *Store) scanIndex(ctx context.Context, fn func(map[string]types.AttributeValue) error) error {
 	in := &dynamodb.ScanInput{TableName: aws.String(s.table), IndexName: aws.String(SandboxIndex)}
-	if s.ScanPageSize > 0 {
-		in.Limit = aws.Int32(s.ScanPageSize)
-	}
-	for {
-		out, err := s.api.Scan(ctx, in)
-		if err != nil {
-			return unavailable(err)
-		}
-		for _, item := range out.Items {
-			if err := fn(item); err != nil {
-				return err
-			}
-		}
-		if len(out.LastEvaluatedKey) == 0 {
-			return nil
-		}
-		in.ExclusiveStartKey = out.LastEvaluatedKey
-	}
+	return s.scanPages(ctx, in, fn)
 }
 
 // batchGet reads keys (at most batchGetMax) with eventually consistent BatchGetItem
